@@ -1,0 +1,1 @@
+"""Distillation stage: data, models, losses and the training loop."""

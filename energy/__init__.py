@@ -1,0 +1,1 @@
+"""energy stage (see README and DESIGN.md)."""

@@ -1,0 +1,3 @@
+from htakl_deploy.cli import main
+
+raise SystemExit(main())

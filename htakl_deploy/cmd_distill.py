@@ -1,0 +1,132 @@
+"""``htakl-deploy distill`` and ``htakl-deploy train-teacher``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+import torch
+
+from htakl_deploy.distill.config import DistillConfig, build_config, read_config_file
+
+DISTILL_EXAMPLES = """\
+examples:
+  htakl-deploy distill                                   # digits, convnet, HTA-KL, T=4 (trains the teacher first)
+  htakl-deploy distill --data fashion-mnist --epochs 12 --run-name fmnist-hta
+  htakl-deploy distill --method kd --timesteps 2 --teacher runs/T/teacher/last.pt
+  htakl-deploy distill --config my.toml --lr 0.05        # flags override the file
+  htakl-deploy distill --resume runs/fmnist-hta          # continue an interrupted run exactly
+  torchrun --nproc_per_node 2 -m htakl_deploy distill --data fashion-mnist   # data-parallel
+"""
+
+TEACHER_EXAMPLES = """\
+examples:
+  htakl-deploy train-teacher --data fashion-mnist --run-name fmnist-teacher
+  htakl-deploy distill --data fashion-mnist --teacher runs/fmnist-teacher/teacher/last.pt
+"""
+
+HELP = {
+    "data": "data set: digits (embedded default), fashion-mnist, cifar10, cifar100, image-folder",
+    "data_root": "folder of the data set files (fashion-mnist default: /usr/share/datasets/fashion-mnist)",
+    "limit_train": "use only the first N training images (quick runs)",
+    "limit_test": "use only the first N test images",
+    "encoding": "input encoding: direct (analog pixels repeated over T, default) or poisson",
+    "model": "architecture: convnet (default), resnet19, resnet20, vgg16",
+    "timesteps": "simulation timesteps T (paper: 1, 2, 4, 6; default 4)",
+    "neuron_tau": "LIF membrane time constant τ (default 2.0)",
+    "v_threshold": "LIF firing threshold (default 1.0)",
+    "method": "distillation method: ce, kd, rkl, fixed, hta-kl (default)",
+    "temperature": "softmax temperature τ of the distillation terms (default 4)",
+    "alpha": "weight α of the distillation term; CE gets 1-α (default 0.9)",
+    "delta": "HTA-KL head threshold δ (default 0.5)",
+    "head_weight": "`fixed` method: static FKL weight; RKL gets 1-w (default 0.5)",
+    "tau_squared": "multiply distillation terms by τ² (default on)",
+    "student_average": "student distribution over time: logits (mean logits, default) or probs",
+    "epochs": "training epochs of the student (default depends on the data set)",
+    "batch_size": "global batch size, split over torchrun processes (default 128)",
+    "lr": "SGD learning rate (default 0.01)",
+    "momentum": "SGD momentum (default 0.9)",
+    "weight_decay": "SGD weight decay (default 5e-4)",
+    "schedule": "learning-rate schedule: cosine (default) or constant",
+    "teacher": "teacher checkpoint (or run directory); without it a teacher is trained first",
+    "teacher_epochs": "epochs when training the teacher here (default depends on the data set)",
+    "seed": "random seed of initialisation, data order and augmentation (default 0)",
+    "deterministic": "deterministic algorithms: exact resume and repeatable runs (default on)",
+    "out_dir": "folder that holds run directories (default runs)",
+    "run_name": "name of this run's directory (default: data-model-method-T-seed-time)",
+    "checkpoint_every": "also write last.pt every N optimizer steps (default 0: once per epoch)",
+    "progress": "progress bars and per-epoch lines (default on)",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for f in fields(DistillConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+        elif kind.startswith("int"):
+            parser.add_argument(flag, type=int, default=None, metavar="N", help=HELP[f.name])
+        elif kind.startswith("float"):
+            parser.add_argument(flag, type=float, default=None, metavar="X", help=HELP[f.name])
+        else:
+            parser.add_argument(flag, type=str, default=None, help=HELP[f.name])
+    parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings (flags override it)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, teacher_only, examples, summary in (
+        ("distill", False, DISTILL_EXAMPLES, "train an SNN student from an ANN teacher (HTA-KL and baselines)"),
+        ("train-teacher", True, TEACHER_EXAMPLES, "train only the ANN teacher (the student's ReLU twin)"),
+    ):
+        p = sub.add_parser(
+            name, help=summary, description=summary, epilog=examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_config_flags(p)
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its saved config")
+        p.set_defaults(handler=run_command, teacher_only=teacher_only)
+
+
+def set_determinism(on: bool) -> None:
+    """Repeatable runs. On CPU, PyTorch's kernels are deterministic for a fixed thread count, and
+    ``torch.use_deterministic_algorithms`` makes convolutions ~40x slower here (measured), so it
+    is only switched on for CUDA; the exact-resume test checks the CPU claim bitwise."""
+    if on and torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from htakl_deploy.distill import dist, recipe
+    from htakl_deploy.errors import UserError
+
+    flag_values = {f.name: getattr(args, f.name) for f in fields(DistillConfig)}
+    if args.resume:
+        given = [k for k, v in flag_values.items() if v is not None and k != "progress"]
+        if given or args.config:
+            names = ", ".join("--" + k.replace("_", "-") for k in given) or "--config"
+            raise UserError(f"--resume continues a run with its saved config; drop {names}")
+        cfg = None
+    else:
+        file_values = read_config_file(args.config) if args.config else {}
+        cfg = build_config(file_values, flag_values)
+        if args.teacher_only:
+            cfg = cfg.replace(method="ce")
+
+    env = dist.init_from_env()
+    try:
+        set_determinism(cfg.deterministic if cfg is not None else recipe.read_run(args.resume)[0].deterministic)
+        if cfg is None:  # resume: the saved config decides
+            saved, teacher_only = recipe.read_run(args.resume)
+            if args.progress is not None:
+                saved = saved.replace(progress=args.progress)
+            summary = recipe.run(saved, env, teacher_only=teacher_only, resume_dir=args.resume)
+        else:
+            summary = recipe.run(cfg, env, teacher_only=args.teacher_only)
+    finally:
+        dist.shutdown(env)
+    if env.is_main:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0

@@ -1,0 +1,1 @@
+"""hw stage (see README and DESIGN.md)."""
