@@ -1,0 +1,112 @@
+"""Building blocks shared by the architectures: activation twins, conv-BN-act, BasicBlock.
+
+Every block takes an ``act`` factory (a zero-argument callable returning a fresh activation
+module), so the same code builds the SNN student (multi-step LIF) and its ANN twin (ReLU) with
+identical module names and therefore identical ``state_dict`` keys (neither LIF nor ReLU holds
+parameters or buffers). All layers are SpikingJelly multi-step layers: tensors are
+``[T, B, ...]`` throughout.
+
+Only deployable operations appear here (see DESIGN.md "Deployable students"): conv, linear,
+BatchNorm (folded at export), LIF with hard reset to 0, average pooling, flatten and residual
+adds of currents.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+from spikingjelly.activation_based import layer, neuron, surrogate
+
+ActFactory = Callable[[], nn.Module]
+
+
+def make_act_factory(spiking: bool, tau: float, v_threshold: float) -> ActFactory:
+    """Return a factory of the activation: LIF (hard reset to 0) if ``spiking`` else ReLU.
+
+    The LIF is SpikingJelly's ``H = V(1 - 1/tau) + X/tau``, spike iff ``H >= v_threshold``,
+    then ``V = 0`` — the form DESIGN.md maps onto Lava's LIF. ``detach_reset`` keeps the
+    reset out of the surrogate gradient.
+    """
+    if not spiking:
+        return nn.ReLU
+
+    def lif() -> nn.Module:
+        return neuron.LIFNode(
+            tau=float(tau),
+            v_threshold=float(v_threshold),
+            v_reset=0.0,
+            decay_input=True,
+            detach_reset=True,
+            surrogate_function=surrogate.ATan(),
+            step_mode="m",
+        )
+
+    return lif
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Module:
+    """3×3 convolution, padding 1, no bias (a BatchNorm always follows)."""
+    return layer.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False, step_mode="m")
+
+
+def conv_bn_act(cin: int, cout: int, act: ActFactory, stride: int = 1) -> nn.Sequential:
+    """conv3x3 → BN → act, with children named ``conv``, ``bn``, ``act``."""
+    return nn.Sequential(
+        OrderedDict(
+            conv=conv3x3(cin, cout, stride),
+            bn=layer.BatchNorm2d(cout, step_mode="m"),
+            act=act(),
+        )
+    )
+
+
+def conv_out(size: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> int:
+    """Spatial output size of a convolution or pooling along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def require_spatial(arch: str, hw: tuple[int, int], where: str) -> None:
+    """Raise ValueError if the input is too small for ``arch`` (a feature map collapsed)."""
+    if min(hw) < 1:
+        raise ValueError(f"{arch}: input too small, feature map becomes {hw} at {where}")
+
+
+class BasicBlock(nn.Module):
+    """``act2(BN(conv(act1(BN(conv(x))))) + shortcut(x))``, input and output ``[T,B,C,H,W]``.
+
+    The residual add happens before the second neuron (an add of currents: on Lava, two
+    connections into one InPort). ``shortcut`` is the identity (``nn.Identity``, no keys) or
+    conv1x1(stride) → BN when the shape changes.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, act: ActFactory) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.bn1 = layer.BatchNorm2d(cout, step_mode="m")
+        self.act1 = act()
+        self.conv2 = conv3x3(cout, cout, 1)
+        self.bn2 = layer.BatchNorm2d(cout, step_mode="m")
+        if stride != 1 or cin != cout:
+            self.shortcut: nn.Module = nn.Sequential(
+                OrderedDict(
+                    conv=layer.Conv2d(cin, cout, 1, stride=stride, bias=False, step_mode="m"),
+                    bn=layer.BatchNorm2d(cout, step_mode="m"),
+                )
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.act2 = act()
+
+    def forward(self, x_tbchw: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self.bn1(self.conv1(x_tbchw)))
+        return self.act2(self.bn2(self.conv2(h)) + self.shortcut(x_tbchw))
+
+
+def make_stage(cin: int, cout: int, blocks: int, stride: int, act: ActFactory) -> nn.Sequential:
+    """``blocks`` BasicBlocks; the first one carries the stride (and the shortcut conv)."""
+    layers = [BasicBlock(cin, cout, stride, act)]
+    layers += [BasicBlock(cout, cout, 1, act) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
