@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine (Python 3.11, CPU only):
+#   make demo   install, then distil the default student on the embedded digits data set
+#   make test   install, then run the test suite (the command CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch is pinned to the CPU build (an unpinned torch pulls ~5 GB of CUDA wheels);
+# spikingjelly goes in with --no-deps because it declares torchvision/torchaudio, whose PyPI wheels
+# cannot load against a CPU torch; its real run-time dependencies are in pyproject.toml.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0
+	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/htakl-deploy distill --run-name demo-$$(date +%Y%m%d-%H%M%S)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/loss_step.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
