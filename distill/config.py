@@ -21,6 +21,7 @@ from htakl_deploy.distill.models import ARCHS
 from htakl_deploy.errors import UserError
 
 SCHEDULES = ("cosine", "constant")
+CAM_CLASSES = ("label", "pred")
 ALLOWED_TIMESTEPS_HINT = "the paper uses T in {1, 2, 4, 6}"
 
 #: Epoch budgets per data set when none is given. The paper trains CIFAR for 300 epochs; the
@@ -52,6 +53,21 @@ class DistillConfig:
     head_weight: float = 0.5
     tau_squared: bool = True
     student_average: str = "logits"
+    # ckdsnn (seed 003)
+    nld_lambda: float = 0.1
+    nld_temperature: float = 2.0
+    samd_temperature: float = 2.0
+    ckdsnn_beta: float = 1.0
+    ckdsnn_gamma: float = 1.0
+    samd_cam_class: str = "label"
+    # seal (seed 004)
+    seal_alpha: float = 0.6
+    seal_beta: float = 0.15
+    seal_temperature: float = 1.0
+    seal_sta_detach: bool = True
+    # kdsnn
+    kdsnn_feature_weight: float = 1.0
+    kdsnn_stage: str = "last"
     # optimisation (the paper's recipe)
     epochs: int | None = None
     batch_size: int = 128
@@ -102,6 +118,19 @@ class DistillConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(name, v, "a number >= 0")
+        for name in ("nld_temperature", "samd_temperature", "seal_temperature"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise bad(name, v, "a positive number")
+        for name in ("nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
+                     "kdsnn_feature_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise bad(name, v, "a number >= 0")
+        if self.samd_cam_class not in CAM_CLASSES:
+            raise bad("samd_cam_class", self.samd_cam_class, f"one of {', '.join(CAM_CLASSES)}")
+        if not (isinstance(self.kdsnn_stage, str) and self.kdsnn_stage.strip()):
+            raise bad("kdsnn_stage", self.kdsnn_stage, "'last' or a feature stage name such as stage2")
         if self.neuron_tau <= 1.0:
             raise bad("neuron_tau", self.neuron_tau, "a number > 1 (LIF decay 1/τ must be < 1)")
         try:
@@ -118,6 +147,17 @@ class DistillConfig:
             head_weight=self.head_weight,
             tau_squared=self.tau_squared,
             student_average=self.student_average,
+            nld_lambda=self.nld_lambda,
+            nld_temperature=self.nld_temperature,
+            samd_temperature=self.samd_temperature,
+            ckdsnn_beta=self.ckdsnn_beta,
+            ckdsnn_gamma=self.ckdsnn_gamma,
+            seal_alpha=self.seal_alpha,
+            seal_beta=self.seal_beta,
+            seal_temperature=self.seal_temperature,
+            seal_sta_detach=self.seal_sta_detach,
+            kdsnn_feature_weight=self.kdsnn_feature_weight,
+            kdsnn_stage=self.kdsnn_stage,
         )
 
     @property

@@ -39,8 +39,33 @@ class LossConfig:
     head_weight: float = 0.5
     tau_squared: bool = True
     student_average: str = "logits"
+    # ckdsnn (seed 003): CE + β·SAMD + γ·NLD
+    nld_lambda: float = 0.1
+    nld_temperature: float = 2.0
+    samd_temperature: float = 2.0
+    ckdsnn_beta: float = 1.0
+    ckdsnn_gamma: float = 1.0
+    # seal (seed 004): per-timestep CE + α·ELA + β·STA
+    seal_alpha: float = 0.6
+    seal_beta: float = 0.15
+    seal_temperature: float = 1.0
+    seal_sta_detach: bool = True
+    # kdsnn: KD (temperature, alpha as `kd`) + w·MSE(features at one stage)
+    kdsnn_feature_weight: float = 1.0
+    kdsnn_stage: str = "last"
 
     def __post_init__(self) -> None:
+        for name in ("nld_temperature", "samd_temperature", "seal_temperature"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        for name in ("nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
+                     "kdsnn_feature_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if not (isinstance(self.kdsnn_stage, str) and self.kdsnn_stage.strip()):
+            raise ValueError(f"kdsnn_stage must be 'last' or a tap name, got {self.kdsnn_stage!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -57,11 +82,23 @@ class LossConfig:
 
 @dataclass
 class LossInputs:
-    """What a loss function sees for one batch."""
+    """What a loss function sees for one batch.
+
+    The optional fields are filled by the loop only for methods that declare them in
+    ``FeatureNeeds`` (``methods.METHOD_NEEDS``):
+    - ``student_features``: tap name → live student output ``[T, B, C, H, W]`` (spikes);
+    - ``teacher_features``: tap name → teacher output ``[1, B, C, H, W]`` (no grad);
+    - ``teacher_cam``: the teacher's Grad-CAM at its last stage, ``[B, H, W]`` (no grad);
+    - ``generator``: the step's seeded generator, for methods that draw noise.
+    """
 
     student_tbc: torch.Tensor
     labels: torch.Tensor
     teacher_bc: torch.Tensor | None = None
+    student_features: dict[str, torch.Tensor] | None = None
+    teacher_features: dict[str, torch.Tensor] | None = None
+    teacher_cam: torch.Tensor | None = None
+    generator: torch.Generator | None = None
 
     def __post_init__(self) -> None:
         zs = self.student_tbc
@@ -76,6 +113,20 @@ class LossInputs:
                 f"teacher logits must be [B, C]={tuple(zs.shape[1:])}, "
                 f"got shape {tuple(self.teacher_bc.shape)}"
             )
+
+
+@dataclass(frozen=True)
+class FeatureNeeds:
+    """What a method needs beyond logits; the loop computes only what is declared.
+
+    ``stage_field`` names the ``LossConfig`` field holding the tap (``"last"`` = the model's
+    last feature stage); ``None`` means the last stage.
+    """
+
+    student_features: bool = False
+    teacher_features: bool = False
+    teacher_cam: bool = False
+    stage_field: str | None = None
 
 
 def as_tbc(zs: torch.Tensor) -> torch.Tensor:
@@ -214,3 +265,11 @@ LOSSES: dict[str, LossFn] = {
 
 #: Methods that train without a teacher.
 TEACHERLESS = frozenset({"ce"})
+
+# The feature- and timestep-based methods live in ``methods/`` and build on the definitions
+# above; importing them here keeps ``LOSSES`` the single lookup table.
+from htakl_deploy.distill.methods.ckdsnn import loss_ckdsnn  # noqa: E402
+from htakl_deploy.distill.methods.kdsnn import loss_kdsnn  # noqa: E402
+from htakl_deploy.distill.methods.seal import loss_seal  # noqa: E402
+
+LOSSES.update({"ckdsnn": loss_ckdsnn, "seal": loss_seal, "kdsnn": loss_kdsnn})

@@ -24,7 +24,7 @@ from htakl_deploy.distill.dist import DistEnv
 from htakl_deploy.distill.losses import TEACHERLESS
 from htakl_deploy.distill.models import Classifier, build_model
 from htakl_deploy.distill.runlog import provenance
-from htakl_deploy.distill.train import Stage, fit
+from htakl_deploy.distill.train import Stage, fit, method_tap
 from htakl_deploy.errors import UserError
 
 
@@ -158,6 +158,8 @@ def run(
     needs_teacher = teacher_only or cfg.method not in TEACHERLESS
     teacher = load_teacher(cfg.teacher, train) if (needs_teacher and cfg.teacher) else None
     student = None if teacher_only else new_model(cfg, train, spiking=True, seed=cfg.seed)
+    if student is not None:
+        method_tap(student, cfg.method, cfg.loss_config())  # a bad --kdsnn-stage fails here
     if needs_teacher and teacher is None:
         teacher = new_model(cfg, train, spiking=False, seed=cfg.seed + 1)
         train_teacher = True

@@ -29,10 +29,12 @@ from htakl_deploy.distill.checkpoint import load_checkpoint, save_checkpoint
 from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.data import ArrayDataset, augment_batch, encode
 from htakl_deploy.distill.dist import DistEnv, all_sum, broadcast_flag
-from htakl_deploy.distill.losses import LOSSES, LossInputs
+from htakl_deploy.distill.losses import LOSSES, FeatureNeeds, LossInputs
+from htakl_deploy.distill.methods import METHOD_NEEDS
+from htakl_deploy.distill.methods.ckdsnn import grad_cam
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.runlog import MetricsLog
-from htakl_deploy.errors import TrainingDiverged
+from htakl_deploy.errors import TrainingDiverged, UserError
 
 STAGE_IDS = {"teacher": 1, "student": 2}
 STEP_LOG_EVERY = 10
@@ -105,6 +107,46 @@ def _teacher_logits(teacher: Classifier | None, x_bchw: torch.Tensor) -> torch.T
         return teacher(x_bchw.unsqueeze(0))[0]
 
 
+def resolve_stage(model: Classifier, stage_name: str, flag: str) -> str:
+    """``"last"`` → the model's last feature stage; otherwise a name of ``model.tap_names``."""
+    if stage_name == "last":
+        return model.tap_names[-1]
+    if stage_name not in model.tap_names:
+        raise UserError(f"--{flag.replace('_', '-')}: got {stage_name!r}, expected last or one of "
+                        f"{', '.join(model.tap_names)}")
+    return stage_name
+
+
+def method_tap(model: Classifier, method: str, loss_cfg) -> str | None:
+    """The tap a feature method reads (``None`` for logits-only methods); UserError if invalid."""
+    needs = METHOD_NEEDS.get(method)
+    if needs is None:
+        return None
+    field = needs.stage_field
+    return resolve_stage(model, getattr(loss_cfg, field) if field else "last", field or "method")
+
+
+def _feature_step(
+    net: torch.nn.Module, stage: "Stage", needs: FeatureNeeds, tap: str, x_in: torch.Tensor,
+    x_bchw: torch.Tensor, y: torch.Tensor, g: torch.Generator, cam_class: str,
+) -> LossInputs:
+    """Student forward with the tap recorded, plus what ``needs`` asks of the teacher."""
+    with stage.model.tapped([tap]) as feats:
+        out = net(x_in)
+    teacher_features = cam = None
+    if needs.teacher_cam:
+        classes = y if cam_class == "label" else None
+        zt, cam = grad_cam(stage.teacher, x_bchw.unsqueeze(0), classes, tap)
+    elif needs.teacher_features:
+        with torch.no_grad(), stage.teacher.tapped([tap]) as t_feats:
+            zt = stage.teacher(x_bchw.unsqueeze(0))[0]
+        teacher_features = dict(t_feats)
+    else:
+        zt = _teacher_logits(stage.teacher, x_bchw)
+    return LossInputs(out, y, zt, student_features=dict(feats),
+                      teacher_features=teacher_features, teacher_cam=cam, generator=g)
+
+
 def _lr_lambda(schedule: str, total_steps: int):
     if schedule == "constant":
         return lambda step: 1.0
@@ -127,6 +169,8 @@ def fit(
     stage_id = STAGE_IDS[stage.role]
     loss_fn = LOSSES[stage.method]
     loss_cfg = cfg.loss_config()
+    needs = METHOD_NEEDS.get(stage.method)
+    tap = method_tap(model, stage.method, loss_cfg)
     local_batch = cfg.batch_size // env.world_size
     steps_per_epoch = len(train) // cfg.batch_size
     total_steps = steps_per_epoch * stage.epochs
@@ -154,7 +198,13 @@ def fit(
         if env.is_main:
             metrics.truncate_after(global_step)
 
-    def checkpoint(path: Path, epoch: int, step_in_epoch: int) -> None:
+    # loss_sum, correct, seen of an epoch interrupted mid-way, summed over processes; rank 0
+    # carries them on, so the epoch's metrics match an uninterrupted run
+    partial = [0.0, 0.0, 0.0]
+    if last_path.exists() and env.is_main:
+        partial = list(ckpt.get("epoch_partial", partial))
+
+    def checkpoint(path: Path, epoch: int, step_in_epoch: int, sums: list[float]) -> None:
         if env.is_main:
             save_checkpoint(
                 path,
@@ -168,6 +218,7 @@ def fit(
                     "step_in_epoch": step_in_epoch,
                     "global_step": global_step,
                     "best_acc": best_acc,
+                    "epoch_partial": sums,
                     "config": cfg.to_dict(),
                 },
             )
@@ -177,8 +228,7 @@ def fit(
         model.train()
         perm = torch.randperm(len(train), generator=seeded_generator(cfg.seed, stage_id, epoch))
         first = start_step if epoch == start_epoch else 0
-        seen = correct = 0
-        loss_sum = 0.0
+        loss_sum, correct, seen = partial if first else (0.0, 0.0, 0.0)
         t0 = time.perf_counter()
         bar = tqdm(
             range(first, steps_per_epoch),
@@ -193,8 +243,15 @@ def fit(
             g = seeded_generator(cfg.seed, stage_id, epoch, step)
             x, y = train.batch(idx)
             x = augment_batch(x, train.augment, g)
-            out = net(make_inputs(x, stage.timesteps, encoding, g))
-            loss = loss_fn(LossInputs(out, y, _teacher_logits(stage.teacher, x)), loss_cfg)
+            if needs is None:
+                out = net(make_inputs(x, stage.timesteps, encoding, g))
+                loss = loss_fn(LossInputs(out, y, _teacher_logits(stage.teacher, x)), loss_cfg)
+            else:
+                inputs = _feature_step(net, stage, needs, tap,
+                                       make_inputs(x, stage.timesteps, encoding, g), x, y, g,
+                                       cfg.samd_cam_class)
+                out = inputs.student_tbc
+                loss = loss_fn(inputs, loss_cfg)
             if broadcast_flag(env, not bool(torch.isfinite(loss))):
                 kept = last_path if last_path.exists() else None
                 raise TrainingDiverged(
@@ -210,7 +267,7 @@ def fit(
 
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
-            correct += int((predict(out.detach()) == y).sum())
+            correct += float((predict(out.detach()) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
             if env.is_main and global_step % STEP_LOG_EVERY == 0:
                 metrics.append(
@@ -218,11 +275,11 @@ def fit(
                      "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
                 )
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < steps_per_epoch:
-                checkpoint(last_path, epoch, step + 1)
+                checkpoint(last_path, epoch, step + 1, all_sum(env, [loss_sum, correct, seen]))
         bar.close()
         train_s = time.perf_counter() - t0
 
-        loss_sum, correct, seen = all_sum(env, [loss_sum, float(correct), float(seen)])
+        loss_sum, correct, seen = all_sum(env, [loss_sum, correct, seen])
         test_acc = evaluate(model, test, stage.timesteps, encoding, cfg.batch_size, env, cfg.seed)
         improved = test_acc > best_acc
         best_acc = max(best_acc, test_acc)
@@ -247,9 +304,9 @@ def fit(
                     f"({record['images_per_s']:.0f} img/s)",
                     file=sys.stderr,
                 )
-        checkpoint(last_path, epoch + 1, 0)
+        checkpoint(last_path, epoch + 1, 0, [0.0, 0.0, 0.0])
         if improved:
-            checkpoint(best_path, epoch + 1, 0)
+            checkpoint(best_path, epoch + 1, 0, [0.0, 0.0, 0.0])
 
     if not record:  # resumed after the last epoch had finished: re-read the final record
         epochs = [r for r in metrics.read() if r["kind"] == "epoch"]

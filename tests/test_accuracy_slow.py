@@ -1,0 +1,28 @@
+"""Accuracy of the defaults on real data (minutes each): `pytest -m slow`, not part of CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from htakl_deploy.distill import recipe
+from htakl_deploy.distill.config import DistillConfig
+from htakl_deploy.distill.dist import DistEnv
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.slow
+def test_digits_defaults_reach_95_percent(tmp_path):
+    summary = recipe.run(DistillConfig(out_dir=str(tmp_path), run_name="d", progress=False), DistEnv())
+    assert summary["student"]["test_acc"] >= 0.95, summary["student"]
+    assert summary["wall_s"] < 180
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.exists(), reason="needs `apt-get install dataset-fashion-mnist`")
+def test_fashion_mnist_hta_kl_t4_reaches_90_percent(tmp_path):
+    cfg = DistillConfig(data="fashion-mnist", out_dir=str(tmp_path), run_name="f", progress=False)
+    summary = recipe.run(cfg, DistEnv())
+    assert summary["student"]["test_acc"] >= 0.90, summary["student"]
