@@ -15,7 +15,8 @@ import time
 import torch
 
 from htakl_deploy.distill.data import load_dataset
-from htakl_deploy.distill.losses import LOSSES, LossConfig, LossInputs
+from htakl_deploy.distill.losses import LossConfig, LossInputs
+from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.models import build_model
 
 

@@ -1,7 +1,6 @@
 """Benchmark: one training step of every method, relative to ``kd``, on the same model and batch.
 
-The step is the loop's own (``train._feature_step`` for feature methods, the plain forward
-otherwise) plus backward and SGD; methods are interleaved step by step (rotating order) so machine
+The step is the loop's own (``methods.inputs.loss_inputs``, as the training loop calls it) plus backward and SGD; methods are interleaved step by step (rotating order) so machine
 noise hits all alike, and the median step time and its ratio to ``kd`` are printed. The teacher's
 backward passes per step are counted with hooks (SAMD's Grad-CAM: one, through the layers after
 the tapped stage only). Run: ``python bench/method_step.py [--steps 20] [--batch 128] [--json F]``.
@@ -16,27 +15,22 @@ import time
 
 import torch
 
-from htakl_deploy.distill import train
 from htakl_deploy.distill.data import load_dataset
-from htakl_deploy.distill.losses import LOSSES, LossConfig, LossInputs
-from htakl_deploy.distill.methods import METHOD_NEEDS
+from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
+from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
 from htakl_deploy.distill.models import build_model
 
 
 def make_step(model, teacher, opt, x, y, timesteps, method, cfg):
-    stage = train.Stage("student", model, timesteps, method, 1, teacher)
     needs = METHOD_NEEDS.get(method)
-    tap = train.method_tap(model, method, cfg)
+    tap = method_tap(model, method, cfg)
     x_tb = x.unsqueeze(0).repeat(timesteps, 1, 1, 1, 1)
 
     def step() -> float:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(0)
-        if needs is None:
-            out = model(x_tb)
-            loss = LOSSES[method](LossInputs(out, y, train._teacher_logits(teacher, x)), cfg)
-        else:
-            loss = LOSSES[method](train._feature_step(model, stage, needs, tap, x_tb, x, y, g, "label"), cfg)
+        inputs = loss_inputs(model, model, teacher, needs, tap, x_tb, x, y, g, "label")
+        loss = LOSSES[method](inputs, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from htakl_deploy.distill.data import DATASETS, ENCODINGS
-from htakl_deploy.distill.losses import LOSSES, LossConfig
+from htakl_deploy.distill.losses import LossConfig
+from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.models import ARCHS
 from htakl_deploy.errors import UserError
 
@@ -140,25 +141,8 @@ class DistillConfig:
 
     # ------------------------------------------------------------ derived values
     def loss_config(self) -> LossConfig:
-        return LossConfig(
-            temperature=self.temperature,
-            alpha=self.alpha,
-            delta=self.delta,
-            head_weight=self.head_weight,
-            tau_squared=self.tau_squared,
-            student_average=self.student_average,
-            nld_lambda=self.nld_lambda,
-            nld_temperature=self.nld_temperature,
-            samd_temperature=self.samd_temperature,
-            ckdsnn_beta=self.ckdsnn_beta,
-            ckdsnn_gamma=self.ckdsnn_gamma,
-            seal_alpha=self.seal_alpha,
-            seal_beta=self.seal_beta,
-            seal_temperature=self.seal_temperature,
-            seal_sta_detach=self.seal_sta_detach,
-            kdsnn_feature_weight=self.kdsnn_feature_weight,
-            kdsnn_stage=self.kdsnn_stage,
-        )
+        """The loss hyper-parameters: every ``LossConfig`` field, taken from this config."""
+        return LossConfig(**{f.name: getattr(self, f.name) for f in fields(LossConfig)})
 
     @property
     def resolved_epochs(self) -> int:

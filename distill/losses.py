@@ -3,8 +3,9 @@
 Layouts: student logits ``zs`` are per-timestep ``[T, B, C]``; teacher logits ``zt`` are ``[B, C]``
 (an ANN teacher sees each image once); labels ``y`` are ``[B]`` int64.
 
-Every method has the same signature ``fn(inputs: LossInputs, cfg: LossConfig) -> scalar`` and is
-registered in ``LOSSES``; the training loop knows nothing about any particular method.
+Every method has the same signature ``fn(inputs: LossInputs, cfg: LossConfig) -> scalar``; the
+logit methods are in ``LOGIT_LOSSES`` here, and ``distill.methods.LOSSES`` is the one table of all
+methods that the config and the training loop use.
 
 The student's output distribution over time (``LossConfig.student_average``):
 - ``"logits"`` (default, DESIGN.md): average the logits over T, then softmax —
@@ -255,7 +256,8 @@ def loss_hta_kl(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:
 
 LossFn = Callable[[LossInputs, LossConfig], torch.Tensor]
 
-LOSSES: dict[str, LossFn] = {
+#: The logit-only methods; ``methods.LOSSES`` adds the feature/timestep methods to them.
+LOGIT_LOSSES: dict[str, LossFn] = {
     "ce": loss_ce,
     "kd": loss_kd,
     "rkl": loss_rkl,
@@ -265,11 +267,3 @@ LOSSES: dict[str, LossFn] = {
 
 #: Methods that train without a teacher.
 TEACHERLESS = frozenset({"ce"})
-
-# The feature- and timestep-based methods live in ``methods/`` and build on the definitions
-# above; importing them here keeps ``LOSSES`` the single lookup table.
-from htakl_deploy.distill.methods.ckdsnn import loss_ckdsnn  # noqa: E402
-from htakl_deploy.distill.methods.kdsnn import loss_kdsnn  # noqa: E402
-from htakl_deploy.distill.methods.seal import loss_seal  # noqa: E402
-
-LOSSES.update({"ckdsnn": loss_ckdsnn, "seal": loss_seal, "kdsnn": loss_kdsnn})

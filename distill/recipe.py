@@ -24,7 +24,8 @@ from htakl_deploy.distill.dist import DistEnv
 from htakl_deploy.distill.losses import TEACHERLESS
 from htakl_deploy.distill.models import Classifier, build_model
 from htakl_deploy.distill.runlog import provenance
-from htakl_deploy.distill.train import Stage, fit, method_tap
+from htakl_deploy.distill.methods.inputs import method_tap
+from htakl_deploy.distill.train import Stage, fit
 from htakl_deploy.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """The training loop: one short, plain function used for teachers and students alike.
 
 A *stage* is one model trained to the end: the ANN teacher (``T = 1``, cross-entropy) or the SNN
-student (``T`` steps, any method of ``losses.LOSSES``). Methods plug in as loss functions.
+student (``T`` steps, any method of ``methods.LOSSES``). Methods plug in as loss functions.
 
 Determinism and exact resume: the data order of epoch ``e`` and the augmentation/encoding noise of
 batch ``s`` come from generators seeded by ``(seed, stage, e)`` and ``(seed, stage, e, s)``, never
@@ -29,12 +29,11 @@ from htakl_deploy.distill.checkpoint import load_checkpoint, save_checkpoint
 from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.data import ArrayDataset, augment_batch, encode
 from htakl_deploy.distill.dist import DistEnv, all_sum, broadcast_flag
-from htakl_deploy.distill.losses import LOSSES, FeatureNeeds, LossInputs
-from htakl_deploy.distill.methods import METHOD_NEEDS
-from htakl_deploy.distill.methods.ckdsnn import grad_cam
+from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
+from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.runlog import MetricsLog
-from htakl_deploy.errors import TrainingDiverged, UserError
+from htakl_deploy.errors import TrainingDiverged
 
 STAGE_IDS = {"teacher": 1, "student": 2}
 STEP_LOG_EVERY = 10
@@ -98,53 +97,6 @@ def evaluate(
         total += len(idx)
     correct, total = all_sum(env, [float(correct), float(total)])
     return correct / max(total, 1.0)
-
-
-def _teacher_logits(teacher: Classifier | None, x_bchw: torch.Tensor) -> torch.Tensor | None:
-    if teacher is None:
-        return None
-    with torch.no_grad():
-        return teacher(x_bchw.unsqueeze(0))[0]
-
-
-def resolve_stage(model: Classifier, stage_name: str, flag: str) -> str:
-    """``"last"`` → the model's last feature stage; otherwise a name of ``model.tap_names``."""
-    if stage_name == "last":
-        return model.tap_names[-1]
-    if stage_name not in model.tap_names:
-        raise UserError(f"--{flag.replace('_', '-')}: got {stage_name!r}, expected last or one of "
-                        f"{', '.join(model.tap_names)}")
-    return stage_name
-
-
-def method_tap(model: Classifier, method: str, loss_cfg) -> str | None:
-    """The tap a feature method reads (``None`` for logits-only methods); UserError if invalid."""
-    needs = METHOD_NEEDS.get(method)
-    if needs is None:
-        return None
-    field = needs.stage_field
-    return resolve_stage(model, getattr(loss_cfg, field) if field else "last", field or "method")
-
-
-def _feature_step(
-    net: torch.nn.Module, stage: "Stage", needs: FeatureNeeds, tap: str, x_in: torch.Tensor,
-    x_bchw: torch.Tensor, y: torch.Tensor, g: torch.Generator, cam_class: str,
-) -> LossInputs:
-    """Student forward with the tap recorded, plus what ``needs`` asks of the teacher."""
-    with stage.model.tapped([tap]) as feats:
-        out = net(x_in)
-    teacher_features = cam = None
-    if needs.teacher_cam:
-        classes = y if cam_class == "label" else None
-        zt, cam = grad_cam(stage.teacher, x_bchw.unsqueeze(0), classes, tap)
-    elif needs.teacher_features:
-        with torch.no_grad(), stage.teacher.tapped([tap]) as t_feats:
-            zt = stage.teacher(x_bchw.unsqueeze(0))[0]
-        teacher_features = dict(t_feats)
-    else:
-        zt = _teacher_logits(stage.teacher, x_bchw)
-    return LossInputs(out, y, zt, student_features=dict(feats),
-                      teacher_features=teacher_features, teacher_cam=cam, generator=g)
 
 
 def _lr_lambda(schedule: str, total_steps: int):
@@ -243,15 +195,11 @@ def fit(
             g = seeded_generator(cfg.seed, stage_id, epoch, step)
             x, y = train.batch(idx)
             x = augment_batch(x, train.augment, g)
-            if needs is None:
-                out = net(make_inputs(x, stage.timesteps, encoding, g))
-                loss = loss_fn(LossInputs(out, y, _teacher_logits(stage.teacher, x)), loss_cfg)
-            else:
-                inputs = _feature_step(net, stage, needs, tap,
-                                       make_inputs(x, stage.timesteps, encoding, g), x, y, g,
-                                       cfg.samd_cam_class)
-                out = inputs.student_tbc
-                loss = loss_fn(inputs, loss_cfg)
+            inputs = loss_inputs(net, stage.model, stage.teacher, needs, tap,
+                                 make_inputs(x, stage.timesteps, encoding, g), x, y, g,
+                                 cfg.samd_cam_class)
+            out = inputs.student_tbc
+            loss = loss_fn(inputs, loss_cfg)
             if broadcast_flag(env, not bool(torch.isfinite(loss))):
                 kept = last_path if last_path.exists() else None
                 raise TrainingDiverged(

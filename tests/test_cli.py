@@ -151,3 +151,18 @@ def test_bad_config_files(tmp_path, name, text, expected):
 def test_missing_config_file(capsys, tmp_path):
     rc, err = run_main(capsys, "--config", str(tmp_path / "none.toml"))
     assert rc == 2 and "--config: file not found" in err
+
+
+def test_every_loss_setting_is_a_config_field_and_flag(capsys):
+    from dataclasses import fields
+
+    from htakl_deploy.distill.config import DistillConfig
+    from htakl_deploy.distill.losses import LossConfig
+
+    config_fields = {f.name for f in fields(DistillConfig)}
+    assert {f.name for f in fields(LossConfig)} <= config_fields
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    help_text = capsys.readouterr().out
+    for name in config_fields:
+        assert "--" + name.replace("_", "-") in help_text, name

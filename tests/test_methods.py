@@ -10,7 +10,8 @@ import torch
 from htakl_deploy.distill import recipe
 from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.dist import DistEnv
-from htakl_deploy.distill.losses import LOSSES, LossConfig, LossInputs
+from htakl_deploy.distill.losses import LossConfig, LossInputs
+from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.methods import METHOD_NEEDS, ckdsnn, kdsnn, seal
 from htakl_deploy.distill.models import build_model
 from htakl_deploy.errors import UserError

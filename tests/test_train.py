@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from htakl_deploy.distill import losses, recipe
+from htakl_deploy.distill import methods, recipe
 from htakl_deploy.distill.checkpoint import load_checkpoint
 from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.dist import DistEnv
@@ -89,14 +89,14 @@ def small_cfg(tmp_path: Path, **kw) -> DistillConfig:
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_ce = losses.LOSSES["ce"]
+    real_ce = methods.LOSSES["ce"]
 
     def nan_after_first_epoch(inputs, cfg):  # injected fault: the loss turns NaN at step 6
         calls["n"] += 1
         loss = real_ce(inputs, cfg)
         return loss * float("nan") if calls["n"] > 5 else loss
 
-    monkeypatch.setitem(losses.LOSSES, "ce", nan_after_first_epoch)
+    monkeypatch.setitem(methods.LOSSES, "ce", nan_after_first_epoch)
     with pytest.raises(TrainingDiverged, match="last good checkpoint kept") as info:
         recipe.run(small_cfg(tmp_path, method="ce", epochs=3), DistEnv())
     assert "epoch 2, step 2" in str(info.value)

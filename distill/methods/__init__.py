@@ -1,16 +1,23 @@
-"""Seed distillation methods as first-class baselines, one module each.
+"""All distillation methods: the one table the config and the training loop look up.
 
-Each module defines ``loss_<name>(inputs: LossInputs, cfg: LossConfig) -> scalar`` (registered in
-``losses.LOSSES``) and, if it needs more than logits, ``NEEDS: FeatureNeeds``; ``METHOD_NEEDS``
-is the loop's lookup — methods not in it run the plain (logits-only) step.
+Each method is ``fn(inputs: LossInputs, cfg: LossConfig) -> scalar``. The logit methods live in
+``distill/losses.py``; the seed baselines that need more than logits live here, one module each,
+with a ``NEEDS: FeatureNeeds`` declaring what the loop must compute for them (``METHOD_NEEDS``);
+methods not in ``METHOD_NEEDS`` run the plain, logits-only step.
 """
 
 from __future__ import annotations
 
-from htakl_deploy.distill import losses as _losses  # noqa: F401  (registers the methods first)
-from htakl_deploy.distill.losses import FeatureNeeds
-from htakl_deploy.distill.methods import ckdsnn, kdsnn
+from htakl_deploy.distill.losses import LOGIT_LOSSES, FeatureNeeds, LossFn
+from htakl_deploy.distill.methods import ckdsnn, kdsnn, seal
+
+LOSSES: dict[str, LossFn] = {
+    **LOGIT_LOSSES,
+    "ckdsnn": ckdsnn.loss_ckdsnn,
+    "seal": seal.loss_seal,
+    "kdsnn": kdsnn.loss_kdsnn,
+}
 
 METHOD_NEEDS: dict[str, FeatureNeeds] = {"ckdsnn": ckdsnn.NEEDS, "kdsnn": kdsnn.NEEDS}
 
-__all__ = ["METHOD_NEEDS"]
+__all__ = ["LOSSES", "METHOD_NEEDS"]
