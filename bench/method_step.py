@@ -16,6 +16,7 @@ import time
 import torch
 
 from htakl_deploy.distill.data import load_dataset
+from htakl_deploy.distill.losses import LossConfig
 from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
 from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
 from htakl_deploy.distill.models import build_model
