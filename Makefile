@@ -30,6 +30,7 @@ test: install
 
 bench: install
 	$(PY) bench/loss_step.py
+	$(PY) bench/method_step.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

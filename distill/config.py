@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from htakl_deploy.distill.data import DATASETS, ENCODINGS
-from htakl_deploy.distill.losses import LossConfig
+from htakl_deploy.distill.losses import LossConfig, LossConfigError
 from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.models import ARCHS
 from htakl_deploy.errors import UserError
@@ -119,25 +119,14 @@ class DistillConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(name, v, "a number >= 0")
-        for name in ("nld_temperature", "samd_temperature", "seal_temperature"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise bad(name, v, "a positive number")
-        for name in ("nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
-                     "kdsnn_feature_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise bad(name, v, "a number >= 0")
         if self.samd_cam_class not in CAM_CLASSES:
             raise bad("samd_cam_class", self.samd_cam_class, f"one of {', '.join(CAM_CLASSES)}")
-        if not (isinstance(self.kdsnn_stage, str) and self.kdsnn_stage.strip()):
-            raise bad("kdsnn_stage", self.kdsnn_stage, "'last' or a feature stage name such as stage2")
         if self.neuron_tau <= 1.0:
             raise bad("neuron_tau", self.neuron_tau, "a number > 1 (LIF decay 1/τ must be < 1)")
         try:
             self.loss_config()
-        except ValueError as exc:
-            raise UserError(f"loss settings: {exc}") from None
+        except LossConfigError as exc:  # loss settings are validated once, by LossConfig
+            raise bad(exc.field, exc.value, exc.expected) from None
 
     # ------------------------------------------------------------ derived values
     def loss_config(self) -> LossConfig:

@@ -56,29 +56,32 @@ class LossConfig:
     kdsnn_stage: str = "last"
 
     def __post_init__(self) -> None:
-        for name in ("nld_temperature", "samd_temperature", "seal_temperature"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
-                     "kdsnn_feature_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        if not (isinstance(self.kdsnn_stage, str) and self.kdsnn_stage.strip()):
-            raise ValueError(f"kdsnn_stage must be 'last' or a tap name, got {self.kdsnn_stage!r}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not 0.0 < self.delta <= 1.0:
-            raise ValueError(f"delta (head threshold) must be in (0, 1], got {self.delta}")
-        if not 0.0 <= self.head_weight <= 1.0:
-            raise ValueError(f"head_weight must be in [0, 1], got {self.head_weight}")
-        if self.student_average not in STUDENT_AVERAGES:
-            raise ValueError(
-                f"student_average must be one of {STUDENT_AVERAGES}, got {self.student_average!r}"
-            )
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        checks = [
+            *((n, lambda v: number(v) and v > 0, "a positive number") for n in (
+                "temperature", "nld_temperature", "samd_temperature", "seal_temperature")),
+            *((n, lambda v: number(v) and v >= 0, "a number >= 0") for n in (
+                "nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
+                "kdsnn_feature_weight")),
+            *((n, lambda v: number(v) and 0 <= v <= 1, "a number in [0, 1]") for n in (
+                "alpha", "head_weight")),
+            ("delta", lambda v: number(v) and 0 < v <= 1, "a head threshold in (0, 1]"),
+            ("student_average", lambda v: v in STUDENT_AVERAGES, f"one of {', '.join(STUDENT_AVERAGES)}"),
+            ("kdsnn_stage", lambda v: isinstance(v, str) and v.strip() != "", "'last' or a stage name"),
+        ]
+        for name, ok, expected in checks:
+            if not ok(getattr(self, name)):
+                raise LossConfigError(name, getattr(self, name), expected)
+
+
+class LossConfigError(ValueError):
+    """An invalid ``LossConfig`` field; ``field`` and ``expected`` let callers name their flag."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(f"{field} must be {expected}, got {value!r}")
+        self.field, self.value, self.expected = field, value, expected
 
 
 @dataclass
