@@ -13,13 +13,18 @@ install: $(STAMP)
 # torch is pinned to the CPU build (an unpinned torch pulls ~5 GB of CUDA wheels);
 # spikingjelly goes in with --no-deps because it declares torchvision/torchaudio, whose PyPI wheels
 # cannot load against a CPU torch; its real run-time dependencies are in pyproject.toml.
+# lava-nc 0.10 declares Python <3.11 and numpy<2 but runs here: --no-deps --ignore-requires-python,
+# plus its two small deps; hw/lava_compat.py fixes its one Python-3.11 import error at import time.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PY) -m pip install --quiet --no-deps asteval==1.0.10 networkx==2.8.7
 	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
+	$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models; print('lava-nc imports on Python 3.11')"
 	touch $(STAMP)
 
 demo: install

@@ -1,0 +1,126 @@
+"""Make lava-nc 0.10.0 importable on Python 3.11, without editing site-packages.
+
+lava-nc 0.10.0 declares ``Requires-Python <3.11`` and fails at import on 3.11 in exactly one
+module, ``lava.magma.compiler.var_model``: three dataclasses (``CoreEncoder``, ``ChipEncoder``,
+``AxonEncoder``) use a dataclass *instance* as a field default (``x: ByteEncoder =
+ByteEncoder()``), which 3.11's ``dataclasses`` rejects as a mutable default. ``ensure_lava()``
+puts a ``sys.meta_path`` finder in front of the normal one; for that single module it compiles
+the on-disk source with those defaults rewritten to ``field(default_factory=ByteEncoder)``.
+Every edit keeps the line count, so tracebacks still point at the right lines of the file on
+disk. The patched code is never written to ``__pycache__`` (the installed lava stays as pip
+left it), and if the source is not exactly what 0.10.0 ships the import fails loudly instead
+of running a half-patched lava.
+
+Child processes: Lava's multiprocess runtime calls ``multiprocessing.set_start_method('fork')``
+when ``lava.magma.runtime.message_infrastructure.multiprocessing`` is imported (on every OS but
+Windows), so its process models run in forked children that inherit ``sys.modules`` (the
+patched module) and ``sys.meta_path`` from the parent and re-import nothing. Under ``spawn``
+the fix would not reach the children; Lava does not use it here. Beware the converse: that
+``set_start_method`` has no ``force=True``, so importing Lava's runtime raises "context has
+already been set" if anything in the process set a start method first (even ``'fork'``), and
+code that sets one after Lava is imported fails the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
+import sys
+
+from htakl_deploy.errors import UserError
+
+LAVA_VERSION = "0.10.0"
+INSTALL_HINT = (
+    f"pip install --no-deps --ignore-requires-python lava-nc=={LAVA_VERSION} && "
+    "pip install --no-deps asteval==1.0.10 networkx==2.8.7"
+)
+TARGET_MODULE = "lava.magma.compiler.var_model"
+
+# (text expected in lava-nc 0.10.0's var_model.py, its replacement, expected occurrences)
+_EDITS = (
+    (
+        "from dataclasses import dataclass, InitVar\n",
+        "from dataclasses import dataclass, InitVar, field\n",
+        1,
+    ),
+    (
+        ": ByteEncoder = ByteEncoder()\n",
+        ": ByteEncoder = field(default_factory=ByteEncoder)\n",
+        8,
+    ),
+)
+
+
+def _lava_version() -> str | None:
+    try:
+        return importlib.metadata.version("lava-nc")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def patch_var_model_source(source: str) -> str:
+    """Return var_model.py's source with the mutable dataclass defaults made factories.
+
+    Raises ``ImportError`` naming the installed lava-nc version if the source does not contain
+    exactly the text lava-nc 0.10.0 ships (lava changed: this shim must be revisited).
+    """
+    for old, new, count in _EDITS:
+        found = source.count(old)
+        if found != count:
+            raise ImportError(
+                f"htakl_deploy.hw.lava_compat: cannot patch {TARGET_MODULE} of lava-nc "
+                f"{_lava_version()}: expected {count} occurrence(s) of {old.strip()!r} "
+                f"(as in lava-nc {LAVA_VERSION}), found {found}. The installed lava-nc "
+                f"differs from the one this shim was written for; install "
+                f"lava-nc=={LAVA_VERSION} or update the shim."
+            )
+        source = source.replace(old, new)
+    return source
+
+
+class _PatchingLoader(importlib.machinery.SourceFileLoader):
+    """Loads var_model.py from its source with the 3.11 fix applied; never uses bytecode caches."""
+
+    def get_code(self, fullname: str):
+        source = self.get_data(self.path).decode("utf-8")
+        return compile(patch_var_model_source(source), self.path, "exec", dont_inherit=True)
+
+
+class _VarModelFinder(importlib.abc.MetaPathFinder):
+    """Answers only for ``lava.magma.compiler.var_model``; every other import passes through."""
+
+    # Recognised by this attribute, not by class identity, so that a reload of this module
+    # does not install a second finder.
+    htakl_lava_compat = True
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != TARGET_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None:
+            return None
+        if not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            raise ImportError(
+                f"htakl_deploy.hw.lava_compat: {TARGET_MODULE} of lava-nc {_lava_version()} is "
+                f"not a plain source file ({spec.origin}); cannot apply the Python 3.11 fix."
+            )
+        spec.loader = _PatchingLoader(fullname, spec.origin)
+        return spec
+
+
+def hook_installed() -> bool:
+    """True if the var_model finder is on ``sys.meta_path``."""
+    return any(getattr(f, "htakl_lava_compat", False) for f in sys.meta_path)
+
+
+def ensure_lava() -> None:
+    """Make ``import lava...`` work on this Python; call before importing any lava module.
+
+    Idempotent: the finder is installed once, later calls only re-check that lava-nc is
+    installed. Raises ``UserError`` with the install command if lava-nc is missing.
+    """
+    if _lava_version() is None:
+        raise UserError(f"lava-nc is not installed; install it with: {INSTALL_HINT}")
+    if not hook_installed():
+        sys.meta_path.insert(0, _VarModelFinder())

@@ -1,0 +1,128 @@
+"""Bit-exact numpy twin of lava-nc 0.10.0's ``fixed_pt`` Dense -> LIF (``PyDenseModelBitAcc``,
+``PyLifModelBitAcc``), checked against real Lava runs in ``tests/test_lava.py``.
+
+Lava source read for this (``lava/proc/dense/models.py``, ``lava/proc/lif/models.py``,
+``lava/utils/weightutils.py``, ``lava/magma/core/model/py/ports.py``); points where it is
+more precise than, or differs from, DESIGN.md "Loihi-style fixed point":
+
+- Weights that are all <= 0 (and not all 0) are "inhibitory": clipped to [-255, 0], no bit
+  dropped (DESIGN.md names only the mixed and the all >= 0 cases). All-zero counts as >= 0.
+- The "24-bit wrap" of ``u`` is one conditional step, not a modulo: ``u > 2**23`` gets
+  ``-2**24``, ``u <= -2**23`` gets ``+2**24``. So ``u == 2**23`` is kept as is (range
+  ``(-2**23, 2**23]``), and a value beyond ``2**23 + 2**24`` is not brought back into range.
+- Lava computes in int32 where its buffers are int32: the Dense output crosses an int32
+  channel (the 16-bit ``a_out`` width is not enforced, int32 wrap-around is), ``a_in << 6``
+  and ``u + a_in << 6`` wrap at 32 bits. Reproduced here with ``_wrap_i32``; it only matters
+  for activations beyond ``2**25``.
+- ``bias_exp`` may be negative: then ``bias = bias_mant >> -bias_exp`` (arithmetic shift).
+- ``weight_exp < 0`` is an arithmetic (floor) right shift of the summed input, after the sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_DECAY_SHIFT = 12  # du, dv are 12-bit fractions of 4096
+_MSB_SHIFT = 6  # a_in and vth are shifted left by 6 to align with the 24-bit u, v
+_UV_MAX = 2**23
+
+
+def _wrap_i32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32, as numpy casts do, kept as int64."""
+    return x.astype(np.int32).astype(np.int64)
+
+
+def _trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
+    """``sign(x) * (|x * decay| >> 12)``: multiply by decay/4096, truncating toward zero."""
+    prod = x * np.int64(decay)
+    return np.sign(prod) * (np.abs(prod) >> _DECAY_SHIFT)
+
+
+def effective_weights(weights: np.ndarray) -> np.ndarray:
+    """Weights as lava's fixed_pt Dense uses them (8-bit, ``num_weight_bits=8``), int64 [M, N].
+
+    Mixed signs: clip to [-256, 255], then drop the lowest bit (``(w >> 1) << 1``, toward
+    -inf). All >= 0: clip to [0, 255]. All <= 0: clip to [-255, 0].
+    """
+    w = np.asarray(weights).astype(np.int64)
+    if w.min(initial=0) >= 0:
+        return np.clip(w, 0, 255)
+    if w.max(initial=0) <= 0:
+        return np.clip(w, -255, 0)
+    return (np.clip(w, -256, 255) >> 1) << 1
+
+
+def dense_lif_fixed_pt(
+    spikes_tn: np.ndarray,
+    weights: np.ndarray,
+    weight_exp: int,
+    du: int,
+    dv: int,
+    bias_mant: np.ndarray | int,
+    bias_exp: np.ndarray | int,
+    vth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run a spike source -> Dense -> LIF network for T steps, bit-exactly as lava-nc fixed_pt.
+
+    Args:
+        spikes_tn: [T, N] binary input spikes (0/1 or bool); row t is what the source sends at
+            Lava time step t+1.
+        weights: [M, N] integer weight mantissas (Dense ``weights``; clipped/truncated here
+            exactly as Lava does, see ``effective_weights``).
+        weight_exp: Dense ``weight_exp``; the summed input is shifted left by it (right,
+            arithmetically, if negative).
+        du, dv: 12-bit current / voltage decays in [0, 4095], in units of 1/4096
+            (u decays by (du+1)/4096, v by dv/4096 per step).
+        bias_mant, bias_exp: scalar or [M] integers; bias = bias_mant << bias_exp, added to v
+            each step in v's units (not shifted by 6).
+        vth: integer threshold; a neuron spikes when v > vth << 6 (strictly).
+
+    Returns:
+        (spikes_tm bool [T, M], u_tm int64 [T, M], v_tm int64 [T, M]), the state after each of
+        the T steps (v after reset). The Dense buffer delays input by one step: step 0 sees
+        a_in = 0, step t sees the spikes of row t-1.
+    """
+    s = np.asarray(spikes_tn)
+    if s.ndim != 2:
+        raise ValueError(f"spikes_tn must be [T, N], got shape {s.shape}")
+    if not np.isin(s, (0, 1)).all():
+        raise ValueError("spikes_tn must be binary (0/1); graded spikes are not modelled")
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.shape[1] != s.shape[1]:
+        raise ValueError(f"weights must be [M, N={s.shape[1]}], got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.integer):
+        raise ValueError(f"weights must be integers, got dtype {w.dtype}")
+    for name, d in (("du", du), ("dv", dv)):
+        if not 0 <= int(d) <= 4095:
+            raise ValueError(f"{name} must be in [0, 4095], got {d}")
+    n_t, n_m = s.shape[0], w.shape[0]
+
+    w_eff = effective_weights(w)
+    # Lava sums the selected weight columns in int64, shifts, then the int32 channel wraps.
+    a_tm = w_eff @ s.T.astype(np.int64)  # [M, T]
+    a_tm = (a_tm << weight_exp) if weight_exp > 0 else (a_tm >> -weight_exp)
+    a_tm = _wrap_i32(a_tm.T)
+    # One step of Dense buffer delay: step t receives what was computed at step t-1.
+    a_in_tm = np.zeros((n_t, n_m), dtype=np.int64)
+    a_in_tm[1:] = a_tm[:-1]
+
+    b_mant = np.broadcast_to(np.asarray(bias_mant, dtype=np.int64), (n_m,))
+    b_exp = np.broadcast_to(np.asarray(bias_exp, dtype=np.int64), (n_m,))
+    bias_m = np.where(b_exp >= 0, b_mant << np.maximum(b_exp, 0), b_mant >> np.maximum(-b_exp, 0))
+    vth_eff = int(vth) << _MSB_SHIFT
+
+    u = np.zeros(n_m, dtype=np.int64)
+    v = np.zeros(n_m, dtype=np.int64)
+    spikes_tm = np.zeros((n_t, n_m), dtype=bool)
+    u_tm = np.zeros((n_t, n_m), dtype=np.int64)
+    v_tm = np.zeros((n_t, n_m), dtype=np.int64)
+    for t in range(n_t):
+        u = _wrap_i32(_trunc_decay(u, 4096 - (int(du) + 1)))
+        u = _wrap_i32(u + _wrap_i32(a_in_tm[t] << _MSB_SHIFT))
+        u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
+        v = _trunc_decay(v, 4096 - int(dv)) + u + bias_m
+        v = np.clip(_wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
+        spk = v > vth_eff
+        v = np.where(spk, 0, v)
+        spikes_tm[t], u_tm[t], v_tm[t] = spk, u, v
+    return spikes_tm, u_tm, v_tm
