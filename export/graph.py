@@ -1,0 +1,453 @@
+"""A framework-free description of a deployable student: typed nodes + edges, validated.
+
+The description is plain data (NIR's idea): every node is a small dataclass holding numpy
+parameters and checked in ``__post_init__``; a ``StudentGraph`` is ``nodes`` (name → node,
+in topological order) and ``edges`` (src, dst). A node with several incoming edges receives
+their **sum** — this is how residual joins are written (the add of currents before a
+neuron, or a spike/pooled-spike skip added to a conv's current).
+
+Shapes exclude time and batch (``(C, H, W)`` or ``(N,)``); runners work on ``[T, B, ...]``.
+
+``graph_from_classifier(model)`` builds the description from a **BN-folded** ``Classifier``
+(``export.fold.fold_batchnorm``) by walking its modules in data-flow order with two tables:
+
+- ``LEAF_CONVERTERS``: module type → function returning a node (or ``None`` for a
+  pass-through such as the ``nn.Identity`` left by BN folding);
+- ``BLOCK_WALKERS``: container type → function that walks its children in the order its
+  ``forward`` uses them (``nn.Sequential``, ``Classifier``, ``ops.BasicBlock``).
+
+A module in neither table raises ``ValueError`` naming its path and type (MaxPool2d,
+Dropout, an unfolded BatchNorm, an unknown block...). The float runner
+(``export.run.run_float``) reproducing the student's outputs is the check that the walk is
+right.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from spikingjelly.activation_based import layer as sj_layer, neuron as sj_neuron
+
+from htakl_deploy.distill.models.classifier import Classifier
+from htakl_deploy.distill.models.ops import BasicBlock
+
+Shape = tuple[int, ...]
+
+
+def _as_shape(shape, what: str) -> Shape:
+    try:
+        out = tuple(int(v) for v in np.asarray(shape).reshape(-1))
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: shape must be integers, got {shape!r}") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"{what}: shape must be positive integers, got {shape!r}")
+    return out
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    arr = np.asarray(v).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, 2)
+    if arr.size != 2:
+        raise ValueError(f"{what} must be an int or a pair, got {v!r}")
+    return int(arr[0]), int(arr[1])
+
+
+def _out_hw(h: int, w: int, k, s, p) -> tuple[int, int]:
+    return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+
+
+# -- nodes ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class InputNode:
+    """Graph input: analog values (pixels in [0, 1] for images), shape ``(C, H, W)``."""
+
+    shape: Shape
+
+    def __post_init__(self):
+        self.shape = _as_shape(self.shape, "input")
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        return self.shape
+
+
+@dataclass(eq=False)
+class Conv2dNode:
+    """2-D convolution, weight ``[Cout, Cin/groups, kh, kw]``, bias ``[Cout]`` (zeros if none)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight)
+        self.bias = np.asarray(self.bias)
+        if self.weight.ndim != 4:
+            raise ValueError(f"conv2d weight must be [Cout, Cin, kh, kw], got {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"conv2d bias must be [{self.weight.shape[0]}], got {self.bias.shape}")
+        self.stride = _pair(self.stride, "conv2d stride")
+        self.padding = _pair(self.padding, "conv2d padding")
+        self.dilation = _pair(self.dilation, "conv2d dilation")
+        self.groups = int(self.groups)
+        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.dilation) < 1 or self.groups < 1:
+            raise ValueError("conv2d stride/dilation/groups must be >= 1 and padding >= 0")
+        if self.weight.shape[0] % self.groups:
+            raise ValueError(f"conv2d Cout={self.weight.shape[0]} not divisible by groups={self.groups}")
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3 or in_shape[0] != self.weight.shape[1] * self.groups:
+            raise ValueError(f"conv2d expects (C={self.weight.shape[1] * self.groups}, H, W), got {in_shape}")
+        k = (self.dilation[0] * (self.weight.shape[2] - 1) + 1, self.dilation[1] * (self.weight.shape[3] - 1) + 1)
+        h, w = _out_hw(in_shape[1], in_shape[2], k, self.stride, self.padding)
+        if min(h, w) < 1:
+            raise ValueError(f"conv2d output collapses to {(h, w)} for input {in_shape}")
+        return (self.weight.shape[0], h, w)
+
+
+@dataclass(eq=False)
+class DenseNode:
+    """Affine map ``y = W x + b``, weight ``[out, in]``, bias ``[out]`` (zeros if none)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight)
+        self.bias = np.asarray(self.bias)
+        if self.weight.ndim != 2:
+            raise ValueError(f"dense weight must be [out, in], got {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"dense bias must be [{self.weight.shape[0]}], got {self.bias.shape}")
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if in_shape != (self.weight.shape[1],):
+            raise ValueError(f"dense expects ({self.weight.shape[1]},), got {in_shape}")
+        return (self.weight.shape[0],)
+
+
+@dataclass(eq=False)
+class LIFNode:
+    """SpikingJelly LIF with hard reset to 0: ``H = V(1 - 1/tau) + X/tau`` (``decay_input``,
+    else ``+ X``), spike iff ``H >= v_threshold``, then ``V = 0``. Per-layer scalars."""
+
+    tau: float
+    v_threshold: float
+    decay_input: bool = True
+
+    def __post_init__(self):
+        self.tau = float(self.tau)
+        self.v_threshold = float(self.v_threshold)
+        self.decay_input = bool(self.decay_input)
+        if not self.tau > 1.0:
+            raise ValueError(f"lif tau must be > 1, got {self.tau}")
+        if not self.v_threshold > 0.0:
+            raise ValueError(f"lif v_threshold must be > 0, got {self.v_threshold}")
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
+
+
+@dataclass(eq=False)
+class FlattenNode:
+    """Flatten all non-batch dimensions (torch ``start_dim=1`` on ``[B, ...]``)."""
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return (int(np.prod(in_shape)),)
+
+
+@dataclass(eq=False)
+class PoolNode:
+    """2-D average (``kind='avg'``, divide by kh·kw, padding counted) or sum pooling."""
+
+    kind: str
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        if self.kind not in ("avg", "sum"):
+            raise ValueError(f"pool kind must be 'avg' or 'sum', got {self.kind!r}")
+        self.kernel_size = _pair(self.kernel_size, "pool kernel_size")
+        self.stride = _pair(self.stride, "pool stride")
+        self.padding = _pair(self.padding, "pool padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError("pool kernel/stride must be >= 1 and padding >= 0")
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3:
+            raise ValueError(f"pool expects (C, H, W), got {in_shape}")
+        h, w = _out_hw(in_shape[1], in_shape[2], self.kernel_size, self.stride, self.padding)
+        if min(h, w) < 1:
+            raise ValueError(f"pool output collapses to {(h, w)} for input {in_shape}")
+        return (in_shape[0], h, w)
+
+
+@dataclass(eq=False)
+class OutputNode:
+    """Graph output (the logits: whatever flows in, summed)."""
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
+
+
+Node = InputNode | Conv2dNode | DenseNode | LIFNode | FlattenNode | PoolNode | OutputNode
+WEIGHTED = (Conv2dNode, DenseNode)
+
+
+@dataclass(eq=False)
+class StudentGraph:
+    """``nodes``: name → node in topological order; ``edges``: (src, dst) pairs; incoming
+    edges of a node are summed in list order. Exactly one ``InputNode`` (no incoming edge)
+    and one ``OutputNode`` (no outgoing edge). ``shapes`` (derived): node → output shape."""
+
+    nodes: "OrderedDict[str, Node]"
+    edges: list[tuple[str, str]]
+    metadata: dict = field(default_factory=dict)
+    shapes: dict[str, Shape] = field(init=False)
+
+    def __post_init__(self):
+        self.nodes = OrderedDict(self.nodes)
+        self.edges = [(str(a), str(b)) for a, b in self.edges]
+        names = list(self.nodes)
+        pos = {n: i for i, n in enumerate(names)}
+        for a, b in self.edges:
+            if a not in pos or b not in pos:
+                raise ValueError(f"edge ({a!r}, {b!r}) names an unknown node")
+            if pos[a] >= pos[b]:
+                raise ValueError(f"edge ({a!r}, {b!r}) goes backwards: nodes must be in topological order")
+        if len(set(self.edges)) != len(self.edges):
+            raise ValueError("duplicate edge")
+        inputs = [n for n, v in self.nodes.items() if isinstance(v, InputNode)]
+        outputs = [n for n, v in self.nodes.items() if isinstance(v, OutputNode)]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"need exactly one input and one output node, got {inputs} and {outputs}")
+        self.shapes = {}
+        for name, node in self.nodes.items():
+            srcs = self.predecessors(name)
+            if isinstance(node, InputNode):
+                if srcs:
+                    raise ValueError(f"input node {name!r} has incoming edges {srcs}")
+                self.shapes[name] = node.shape
+                continue
+            if not srcs:
+                raise ValueError(f"node {name!r} ({type(node).__name__}) has no incoming edge")
+            in_shapes = {self.shapes[s] for s in srcs}
+            if len(in_shapes) != 1:
+                raise ValueError(f"node {name!r} sums inputs of different shapes {sorted(in_shapes)}")
+            try:
+                self.shapes[name] = node.out_shape(in_shapes.pop())
+            except ValueError as e:
+                raise ValueError(f"node {name!r}: {e}") from None
+            if isinstance(node, OutputNode) and self.successors(name):
+                raise ValueError(f"output node {name!r} has outgoing edges")
+
+    @property
+    def input_name(self) -> str:
+        return next(n for n, v in self.nodes.items() if isinstance(v, InputNode))
+
+    @property
+    def output_name(self) -> str:
+        return next(n for n, v in self.nodes.items() if isinstance(v, OutputNode))
+
+    def predecessors(self, name: str) -> list[str]:
+        return [a for a, b in self.edges if b == name]
+
+    def successors(self, name: str) -> list[str]:
+        return [b for a, b in self.edges if a == name]
+
+
+# -- building from a Classifier ------------------------------------------------------------
+
+
+def _np(t: torch.Tensor | None, like: torch.Tensor | None = None, n: int | None = None) -> np.ndarray:
+    if t is None:
+        return np.zeros(n, dtype=like.detach().cpu().numpy().dtype)
+    return t.detach().cpu().numpy().copy()
+
+
+def _conv(path: str, m: nn.Conv2d) -> Node:
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise ValueError(f"module {path!r} (Conv2d): only numeric zero padding is supported")
+    return Conv2dNode(_np(m.weight), _np(m.bias, m.weight, m.out_channels), m.stride, m.padding,
+                      m.dilation, m.groups)
+
+
+def _linear(path: str, m: nn.Linear) -> Node:
+    return DenseNode(_np(m.weight), _np(m.bias, m.weight, m.out_features))
+
+
+def _lif(path: str, m: sj_neuron.LIFNode) -> Node:
+    if m.v_reset is None or float(m.v_reset) != 0.0:
+        raise ValueError(f"module {path!r} (LIFNode): only hard reset to 0 is deployable, got v_reset={m.v_reset}")
+    return LIFNode(m.tau, m.v_threshold, m.decay_input)
+
+
+def _avgpool(path: str, m: nn.AvgPool2d) -> Node:
+    if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
+        raise ValueError(f"module {path!r} (AvgPool2d): ceil_mode/count_include_pad=False/divisor_override unsupported")
+    stride = m.stride if m.stride is not None else m.kernel_size
+    return PoolNode("avg", m.kernel_size, stride, m.padding)
+
+
+def _flatten(path: str, m: nn.Flatten) -> Node:
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise ValueError(f"module {path!r} (Flatten): only start_dim=1, end_dim=-1 is supported")
+    return FlattenNode()
+
+
+# Module type → converter (looked up along the MRO, so SpikingJelly's multi-step layers,
+# subclasses of the torch ones, are covered). ``None`` result = pass-through.
+LEAF_CONVERTERS: dict[type, Callable[[str, nn.Module], Node | None]] = {
+    nn.Conv2d: _conv,
+    nn.Linear: _linear,
+    sj_neuron.LIFNode: _lif,
+    nn.AvgPool2d: _avgpool,
+    nn.Flatten: _flatten,
+    nn.Identity: lambda path, m: None,
+}
+# SpikingJelly's Flatten/AvgPool2d are torch subclasses; listed for clarity.
+LEAF_CONVERTERS.setdefault(sj_layer.Flatten, _flatten)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.nodes: OrderedDict[str, Node] = OrderedDict()
+        self.edges: list[tuple[str, str]] = []
+
+    def add(self, name: str, node: Node, sources: list[str]) -> list[str]:
+        self.nodes[name] = node
+        self.edges.extend((s, name) for s in sources)
+        return [name]
+
+    def walk(self, path: str, m: nn.Module, sources: list[str]) -> list[str]:
+        """Add ``m`` fed by the sum of ``sources``; return the nodes whose sum is its output."""
+        for cls in type(m).__mro__:
+            if cls in BLOCK_WALKERS:
+                return BLOCK_WALKERS[cls](self, path, m, sources)
+        for cls in type(m).__mro__:
+            if cls in LEAF_CONVERTERS:
+                node = LEAF_CONVERTERS[cls](path, m)
+                return sources if node is None else self.add(path, node, sources)
+        raise ValueError(
+            f"module {path!r} of type {type(m).__name__} cannot be exported: no converter "
+            f"(deployable: {sorted(c.__name__ for c in LEAF_CONVERTERS)}; fold BatchNorm first)")
+
+
+def _walk_sequential(b: _Builder, path: str, m: nn.Module, sources: list[str]) -> list[str]:
+    for name, child in m.named_children():
+        sources = b.walk(f"{path}.{name}" if path else name, child, sources)
+    return sources
+
+
+def _walk_basic_block(b: _Builder, path: str, m: BasicBlock, sources: list[str]) -> list[str]:
+    # act2(bn2(conv2(act1(bn1(conv1(x))))) + shortcut(x)): the add is a join of two edge sets.
+    h = sources
+    for name in ("conv1", "bn1", "act1", "conv2", "bn2"):
+        h = b.walk(f"{path}.{name}", getattr(m, name), h)
+    skip = b.walk(f"{path}.shortcut", m.shortcut, sources)
+    return b.walk(f"{path}.act2", m.act2, h + skip)
+
+
+BLOCK_WALKERS: dict[type, Callable[[_Builder, str, nn.Module, list[str]], list[str]]] = {
+    Classifier: _walk_sequential,
+    nn.Sequential: _walk_sequential,
+    BasicBlock: _walk_basic_block,
+}
+
+
+def graph_from_classifier(model: Classifier) -> StudentGraph:
+    """The ``StudentGraph`` of a BN-folded ``Classifier`` (parameters copied, dtype kept).
+
+    Raises ValueError naming the first module without a converter (e.g. an unfolded
+    BatchNorm, MaxPool2d, Dropout) or a non-deployable setting (soft reset, ...).
+    """
+    if not isinstance(model, Classifier):
+        raise TypeError(f"graph_from_classifier expects a Classifier, got {type(model).__name__}")
+    b = _Builder()
+    b.add("input", InputNode(model.in_shape), [])
+    out = _walk_sequential(b, "", model, ["input"])
+    b.add("output", OutputNode(), out)
+    return StudentGraph(b.nodes, b.edges, metadata={"spec": dict(model.spec)})
+
+
+# -- float reference runner ----------------------------------------------------------------
+
+
+def lif_float_tb(x_tb: torch.Tensor, node: LIFNode) -> torch.Tensor:
+    """SpikingJelly's LIF (hard reset to 0) over ``x_tb`` ``[T, B, ...]`` → spikes, same dtype.
+
+    The same operations in the same order as SpikingJelly's reference charge, so float64
+    runs give identical spikes: ``h = v + (x - v) / tau``, ``s = h >= v_th``, ``v = h·(1-s)``.
+    """
+    v = torch.zeros_like(x_tb[0])
+    out = torch.empty_like(x_tb)
+    for t in range(x_tb.shape[0]):
+        if node.decay_input:
+            h = v + (x_tb[t] - v) / node.tau
+        else:
+            h = v - v / node.tau + x_tb[t]
+        s = (h - node.v_threshold >= 0).to(x_tb.dtype)
+        v = h * (1.0 - s)
+        out[t] = s
+    return out
+
+
+def _tb(fn, x_tb: torch.Tensor) -> torch.Tensor:
+    t, b = x_tb.shape[:2]
+    y = fn(x_tb.reshape(t * b, *x_tb.shape[2:]))
+    return y.reshape(t, b, *y.shape[1:])
+
+
+def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool = False):
+    """Run the graph in floating point on ``x`` ``[T, B, *input_shape]`` → output ``[T, B, K]``.
+
+    With ``record=True`` returns ``(output, {node: tensor [T, B, ...]})``. Parameters are cast
+    to ``dtype``; pass ``torch.float32`` to compare with a float32 student.
+    """
+    x = torch.as_tensor(x_tbchw, dtype=dtype)
+    shape = graph.shapes[graph.input_name]
+    if x.dim() != 2 + len(shape) or tuple(x.shape[2:]) != shape:
+        raise ValueError(f"expected input [T, B, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
+    vals: dict[str, torch.Tensor] = {}
+    t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    for name, node in graph.nodes.items():
+        if isinstance(node, InputNode):
+            vals[name] = x
+            continue
+        srcs = graph.predecessors(name)
+        h = vals[srcs[0]]
+        for s in srcs[1:]:
+            h = h + vals[s]
+        if isinstance(node, Conv2dNode):
+            w, b = t(node.weight), t(node.bias)
+            y = _tb(lambda z: torch.nn.functional.conv2d(z, w, b, node.stride, node.padding,
+                                                          node.dilation, node.groups), h)
+        elif isinstance(node, DenseNode):
+            y = torch.nn.functional.linear(h, t(node.weight), t(node.bias))
+        elif isinstance(node, LIFNode):
+            y = lif_float_tb(h, node)
+        elif isinstance(node, FlattenNode):
+            y = h.flatten(2)
+        elif isinstance(node, PoolNode):
+            pool = torch.nn.functional.avg_pool2d
+            y = _tb(lambda z: pool(z, node.kernel_size, node.stride, node.padding), h)
+            if node.kind == "sum":
+                y = y * (node.kernel_size[0] * node.kernel_size[1])
+        elif isinstance(node, OutputNode):
+            y = h
+        else:  # pragma: no cover - StudentGraph only holds the types above
+            raise ValueError(f"node {name!r}: unsupported type {type(node).__name__}")
+        vals[name] = y
+    out = vals[graph.output_name]
+    return (out, vals) if record else out

@@ -1,0 +1,320 @@
+"""NIR (1.0.8) exchange of a ``StudentGraph`` (float) or ``QuantizedGraph`` (Loihi fixed point).
+
+Node mapping (one function per type, in tables both ways; unknown types raise naming the node):
+
+    InputNode  ↔ nir.Input (shape (C, H, W))      Conv2dNode ↔ nir.Conv2d
+    DenseNode  ↔ nir.Affine (quantised: nir.Linear, bias lives in the LIF)
+    LIFNode    ↔ nir.LIF                          FlattenNode ↔ nir.Flatten(start_dim=1)
+    PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
+    OutputNode ↔ nir.Output
+    residual join = several edges into one node (NIR sums them)
+
+Conventions chosen for other importers (DESIGN.md "Installing the stack"):
+
+- LIF as SpikingJelly's exporter writes it with ``dt = 1e-4``: ``tau = τ·dt``, ``r = 1`` for
+  ``decay_input=True`` (``r = τ`` otherwise), ``v_leak = v_reset = 0``; arrays of the neuron
+  shape. Importers that use ``dt`` recover SJ's discrete LIF.
+- ``Flatten(start_dim=1, end_dim=-1)`` with the batch-less ``input_type`` (C, H, W): snnTorch
+  and Norse apply ``start_dim`` to batched tensors, and ``start_dim=0`` (what SJ writes)
+  makes them flatten the batch. NIR 1.0.8's type inference reads ``start_dim`` batch-less and
+  then rejects the graph (``(C, H·W)`` vs the next layer's ``(C·H·W,)``), so graphs are built
+  and read with ``type_check=False`` (``nir.read(path, type_check=False)`` for other tools).
+  ``from_nir`` accepts start_dim 0 or 1 with end_dim −1 (both mean "all but batch").
+- Quantised graphs: node arrays hold integers (conv/linear ``weight`` = 8-bit mantissas,
+  conv ``bias`` = 0, LIF ``v_threshold`` = vth); Loihi fields go in node ``metadata``: conv /
+  linear ``weight_exp``; LIF ``du, dv, vth, scale_S, bias_mant`` (per channel), ``bias_exp``,
+  ``tau_float``, ``v_threshold_float``, ``decay_input`` and, per identity skip from node X,
+  ``identity_weight_mant.X`` / ``identity_weight_exp.X``; Output ``scale_S, bias_mant,
+  bias_exp``. Graph metadata: ``format``, ``format_version``, ``quantized``, ``input_scale``.
+  ``from_nir`` of a quantised graph returns a ``QuantizedGraph`` whose float graph holds the
+  dequantised weights.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import nir
+
+from htakl_deploy.atomic import atomic_path
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import (
+    Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode, StudentGraph,
+)
+from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
+
+DT = 1e-4
+FORMAT = "htakl-deploy-student"
+FORMAT_VERSION = 1
+
+
+# -- ours → NIR ----------------------------------------------------------------------------
+
+
+def _conv_to_nir(name, node: Conv2dNode, g: StudentGraph, q: QuantizedGraph | None):
+    in_shape = g.shapes[g.predecessors(name)[0]]
+    weight, bias, meta = node.weight, node.bias, {}
+    if q is not None:
+        c = next(c for c in q.connections if c.node == name)
+        weight, bias = c.weight_mant.astype(np.int32), np.zeros(node.bias.shape, np.int32)
+        meta = {"weight_exp": np.int64(c.weight_exp)}
+    return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=weight, stride=np.array(node.stride),
+                      padding=np.array(node.padding), dilation=np.array(node.dilation),
+                      groups=node.groups, bias=bias, metadata=meta)
+
+
+def _dense_to_nir(name, node: DenseNode, g, q):
+    if q is None:
+        return nir.Affine(weight=node.weight, bias=node.bias)
+    c = next(c for c in q.connections if c.node == name)
+    return nir.Linear(weight=c.weight_mant.astype(np.int32), metadata={"weight_exp": np.int64(c.weight_exp)})
+
+
+def _identity_meta(name, g, q) -> dict:
+    meta = {}
+    for c in q.connections:
+        if c.target == name and c.identity:
+            meta[f"identity_weight_mant.{c.node}"] = np.int64(c.weight_mant)
+            meta[f"identity_weight_exp.{c.node}"] = np.int64(c.weight_exp)
+    return meta
+
+
+def _lif_to_nir(name, node: LIFNode, g, q):
+    shape = g.shapes[name]
+    thr, meta = np.full(shape, node.v_threshold), {}
+    if q is not None:
+        t = q.targets[name]
+        thr = np.full(shape, t.vth, dtype=np.int64)
+        meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
+                "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), "tau_float": node.tau,
+                "v_threshold_float": node.v_threshold, "decay_input": np.int64(node.decay_input),
+                **_identity_meta(name, g, q)}
+    return nir.LIF(tau=np.full(shape, node.tau * DT), r=np.full(shape, 1.0 if node.decay_input else node.tau),
+                   v_leak=np.zeros(shape), v_threshold=thr, v_reset=np.zeros(shape), metadata=meta)
+
+
+def _flatten_to_nir(name, node, g, q):
+    return nir.Flatten(input_type={"input": np.array(g.shapes[g.predecessors(name)[0]])}, start_dim=1, end_dim=-1)
+
+
+def _pool_to_nir(name, node: PoolNode, g, q):
+    cls = nir.AvgPool2d if node.kind == "avg" else nir.SumPool2d
+    return cls(kernel_size=np.array(node.kernel_size), stride=np.array(node.stride), padding=np.array(node.padding))
+
+
+def _input_to_nir(name, node: InputNode, g, q):
+    return nir.Input(input_type={"input": np.array(node.shape)})
+
+
+def _output_to_nir(name, node, g, q):
+    meta = {}
+    if q is not None:
+        t = q.targets[name]
+        meta = {"scale_S": np.int64(t.scale), "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp),
+                **_identity_meta(name, g, q)}
+    return nir.Output(output_type={"output": np.array(g.shapes[name])}, metadata=meta)
+
+
+TO_NIR: dict[type, Callable] = {
+    InputNode: _input_to_nir, Conv2dNode: _conv_to_nir, DenseNode: _dense_to_nir, LIFNode: _lif_to_nir,
+    FlattenNode: _flatten_to_nir, PoolNode: _pool_to_nir, OutputNode: _output_to_nir,
+}
+
+
+def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.NIRGraph:
+    """The NIR graph of ``graph`` (float), or of its fixed-point version if ``quantized``."""
+    if quantized is not None and quantized.graph is not graph:
+        raise ValueError("quantized was computed from another graph")
+    nodes = {}
+    for name, node in graph.nodes.items():
+        fn = TO_NIR.get(type(node))
+        if fn is None:
+            raise ValueError(f"node {name!r}: no NIR converter for {type(node).__name__}")
+        nodes[name] = fn(name, node, graph, quantized)
+    meta = {"format": FORMAT, "format_version": np.int64(FORMAT_VERSION),
+            "quantized": np.int64(quantized is not None)}
+    if quantized is not None:
+        meta["input_scale"] = float(quantized.input_scale)
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=meta, type_check=False)
+
+
+# -- NIR → ours ----------------------------------------------------------------------------
+
+
+def _scalar(arr, what: str, name: str) -> float:
+    a = np.asarray(arr, dtype=np.float64).reshape(-1)
+    if a.size == 0 or not np.all(a == a[0]):
+        raise UserError(f"NIR node {name!r}: {what} must be uniform across the layer")
+    return float(a[0])
+
+
+def _lif_from_nir(name, n: nir.LIF) -> LIFNode:
+    tau = _scalar(n.tau, "tau", name) / DT
+    r = _scalar(n.r, "r", name)
+    if _scalar(n.v_leak, "v_leak", name) != 0 or _scalar(n.v_reset, "v_reset", name) != 0:
+        raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
+    meta = n.metadata or {}
+    if "tau_float" in meta:  # quantised: exact float parameters kept in metadata
+        return LIFNode(float(meta["tau_float"]), float(meta["v_threshold_float"]), bool(meta["decay_input"]))
+    decay_input = bool(np.isclose(r, 1.0))
+    if not decay_input and not np.isclose(r, tau):
+        raise UserError(f"NIR node {name!r}: r must be 1 (decay_input) or tau·dt/dt, got {r}")
+    return LIFNode(round(tau, 9), _scalar(n.v_threshold, "v_threshold", name), decay_input)
+
+
+def _flatten_from_nir(name, n: nir.Flatten) -> FlattenNode:
+    if int(n.start_dim) not in (0, 1) or int(n.end_dim) != -1:
+        raise UserError(f"NIR node {name!r}: only Flatten of all non-batch dims is supported "
+                        f"(start_dim 0 or 1, end_dim -1), got {n.start_dim}, {n.end_dim}")
+    return FlattenNode()
+
+
+def _conv_from_nir(name, n: nir.Conv2d) -> Conv2dNode:
+    if isinstance(n.padding, str):
+        raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
+    return Conv2dNode(np.asarray(n.weight), np.asarray(n.bias), n.stride, n.padding, n.dilation, int(n.groups))
+
+
+FROM_NIR: dict[type, Callable] = {
+    nir.Input: lambda name, n: InputNode(np.asarray(n.input_type["input"])),
+    nir.Output: lambda name, n: OutputNode(),
+    nir.Conv2d: _conv_from_nir,
+    nir.Affine: lambda name, n: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
+    nir.Linear: lambda name, n: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
+    nir.LIF: _lif_from_nir,
+    nir.Flatten: _flatten_from_nir,
+    nir.AvgPool2d: lambda name, n: PoolNode("avg", n.kernel_size, n.stride, n.padding),
+    nir.SumPool2d: lambda name, n: PoolNode("sum", n.kernel_size, n.stride, n.padding),
+}
+
+
+def _topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    indeg = {n: 0 for n in names}
+    for _, b in edges:
+        indeg[b] += 1
+    order, ready = [], [n for n in names if indeg[n] == 0]
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for a, b in edges:
+            if a == n:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+    if len(order) != len(names):
+        raise UserError("NIR graph has a cycle (recurrent graphs are not supported)")
+    return order
+
+
+def from_nir(ng: nir.NIRGraph) -> StudentGraph | QuantizedGraph:
+    """Our description of a NIR graph: a ``StudentGraph``, or a ``QuantizedGraph`` if the
+    graph was written from one (``metadata['quantized']``). Raises UserError naming any node
+    whose type has no converter or whose parameters are not deployable."""
+    edges = [(str(a), str(b)) for a, b in ng.edges]
+    for a, b in edges:
+        if a not in ng.nodes or b not in ng.nodes:
+            raise UserError(f"NIR edge ({a!r}, {b!r}) names a node that does not exist")
+    nodes: OrderedDict = OrderedDict()
+    for name in _topological(list(ng.nodes), edges):
+        n = ng.nodes[name]
+        fn = FROM_NIR.get(type(n))
+        if fn is None:
+            raise UserError(f"NIR node {name!r} has type {type(n).__name__}, which htakl-deploy cannot "
+                            f"import (supported: {sorted(c.__name__ for c in FROM_NIR)})")
+        try:
+            nodes[name] = fn(name, n)
+        except ValueError as e:
+            raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
+    try:
+        graph = StudentGraph(nodes, edges)
+    except ValueError as e:
+        raise UserError(f"NIR graph is not a valid student: {e}") from None
+    meta = ng.metadata if isinstance(ng.metadata, dict) else {}
+    if not int(meta.get("quantized", 0)):
+        return graph
+    return _quantized_from_nir(ng, graph, float(meta["input_scale"]))
+
+
+def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: float) -> QuantizedGraph:
+    """Rebuild the fixed-point description; the float graph gets dequantised weights."""
+    from htakl_deploy.export.quantize import _chain_to_source  # path factors (pools, input)
+
+    targets, conns = {}, []
+    for name, node in graph.nodes.items():
+        if not isinstance(node, (LIFNode, OutputNode)):
+            continue
+        m = ng.nodes[name].metadata
+        try:
+            s = int(m["scale_S"])
+            du, dv, vth = (int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, LIFNode) else (4095, 0, 0)
+            targets[name] = QuantTarget(name, s, du, dv, vth, np.asarray(m["bias_mant"]), int(m["bias_exp"]), 0.0)
+        except KeyError as e:
+            raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
+        gain = s / (node.v_threshold * (node.tau if node.decay_input else 1.0)) if isinstance(node, LIFNode) else s
+        bias_f = (targets[name].bias_v() / (64.0 * gain)).astype(np.float64)
+        for src in graph.predecessors(name):
+            snode = graph.nodes[src]
+            if isinstance(snode, (Conv2dNode, DenseNode)):
+                exp = int(ng.nodes[src].metadata["weight_exp"])
+                mant = np.asarray(snode.weight).astype(np.int64)
+                chain, div = _chain_to_source(graph, graph.predecessors(src)[0])
+                factor = (input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0) / div
+                snode.weight = mant * 2.0**exp / gain / factor
+                snode.bias = np.zeros(snode.weight.shape[0])
+                conns.append(QuantConnection(src, name, False, mant, exp, 0, mant.size, 0.0))
+            else:
+                mant = np.asarray(m[f"identity_weight_mant.{src}"], dtype=np.int64)
+                conns.append(QuantConnection(src, name, True, mant, int(m[f"identity_weight_exp.{src}"]), 0, 1, 0.0))
+        first = next((c for c in conns if c.target == name and not c.identity), None)
+        if first is not None:  # the summed bias goes back onto one connection
+            graph.nodes[first.node].bias = bias_f
+    graph = StudentGraph(graph.nodes, graph.edges)
+    return QuantizedGraph(graph, conns, targets, input_scale)
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def write_nir(graph: StudentGraph | nir.NIRGraph, path: str | os.PathLike,
+              quantized: QuantizedGraph | None = None) -> Path:
+    """Write ``graph`` (ours, optionally quantised, or a NIR graph) to ``path`` atomically."""
+    ng = graph if isinstance(graph, nir.NIRGraph) else to_nir(graph, quantized)
+    with atomic_path(path) as tmp:
+        nir.write(tmp, ng)
+    return Path(path)
+
+
+_NIR_TYPES = {"NIRGraph", *(t for t in dir(nir) if isinstance(getattr(nir, t), type)
+                            and issubclass(getattr(nir, t), nir.NIRNode))}
+
+
+def _check_node_types(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        nodes = f["node"]["nodes"] if "node" in f and "nodes" in f["node"] else {}
+        for name in nodes:
+            typ = nodes[name]["type"][()] if "type" in nodes[name] else b"?"
+            typ = typ.decode("utf8", "replace") if isinstance(typ, bytes) else str(typ)
+            if typ not in _NIR_TYPES:
+                raise UserError(f"{path}: NIR node {name!r} has unknown type {typ!r}")
+
+
+def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
+    """``nir.read`` with one-line ``UserError`` for a missing, corrupt or truncated file and
+    for nodes of unknown type (naming node and type)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such NIR file")
+    try:
+        _check_node_types(p)
+        return nir.read(p, type_check=False)
+    except UserError:
+        raise
+    except Exception as e:  # h5py raises OSError/KeyError/ValueError/TypeError on bad files
+        raise UserError(f"{p}: not a readable NIR file (corrupt or truncated?): {type(e).__name__}: {e}") from None

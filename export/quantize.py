@@ -1,0 +1,337 @@
+"""Loihi-style fixed point (lava-nc 0.10 ``fixed_pt``) for a ``StudentGraph``, and an integer runner.
+
+Mapping (DESIGN.md "Loihi-style fixed point"), SpikingJelly LIF(τ, θ, hard reset to 0):
+
+- Every LIF layer gets an integer scale ``S``: its membrane ``v`` (Lava units) is
+  ``H · (S/θ) · 64``; threshold ``vth = S`` so Lava's ``v > vth << 6`` is SJ's ``H ≥ θ``
+  (up to the ``>``/``≥`` tie, which needs exact equality of integers).
+- ``du = 4095`` (no current memory: ``u = a_in << 6``), ``dv = round(4096/τ)``.
+- Every *connection* into the LIF (a conv/dense node, or an identity skip of spikes or
+  pooled spikes) gets an 8-bit mantissa and its own ``weight_exp``::
+
+      gain = S/(τθ)   (decay_input=True; S/θ otherwise)
+      W_int = 2·round(W_eff·gain / 2^weight_exp / 2)     even, clipped to [−254, 254]
+
+  (even because Lava drops the lowest bit of mixed-sign weights; ±254 because all-≤0
+  weights clip to −255). ``weight_exp = ceil(log2(max|W_eff|·gain/254))`` in [−8, 7]: the
+  connection with the largest weights uses the full mantissa at exponent 0 when
+  ``S = floor(254·τθ / max|W_eff|)``; smaller connections get negative exponents (more
+  mantissa bits, an arithmetic right shift after the sum, as Lava does). All connections
+  into one LIF — the residual skip included — share its ``S``. ``S`` is clamped to
+  ``[S_MIN, S_MAX]``: ``S_MAX = 4096`` keeps 32 thresholds of headroom below the 24-bit
+  ``v``/``u`` limits; when clamped, exponents > 0 extend the range instead.
+- Average pooling is folded into the next connection: pools run as *sum* pools on integer
+  spike counts and the connection's ``W_eff = W / (kh·kw)`` (identity skip: ``1/(kh·kw)``).
+- Bias: all connections' float biases summed per channel, ``bias_mant << bias_exp =
+  round(b · gain · 64)``, ``bias_mant`` 13-bit signed, smallest ``bias_exp ≥ 0``.
+- First layer (direct encoding): pixels in [0, 1] become 8-bit integers ``round(255·x)``
+  (``INPUT_SCALE = 1/255``, so the first connection's ``W_eff = W/255``) and the first conv
+  is computed as integer MACs *off-chip*; its integer currents are fed to the first LIF
+  layer (a ring buffer of pre-computed currents on Lava). The energy tools count it as MACs.
+- Output (logits, no neuron): a non-leaky accumulator read each step, same mantissa rules
+  with ``gain = S``; logits ≈ ``out_v / (64·S)``.
+
+``run_int`` is the **timestep-aligned** integer model: each layer sees its inputs of the same
+time step (Lava's one-step Dense/Conv delay per hop is *not* modelled; the Lava-aligned
+emulator with delays is issue 6). Its LIF update is ``hw.lif_ref``'s, bit for bit.
+
+TODO: calibration (choose S from recorded currents on a few batches instead of weights).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from htakl_deploy.export.graph import (
+    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    StudentGraph,
+)
+
+INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
+MANT_MAX = 254
+EXP_RANGE = (-8, 7)
+S_MIN, S_MAX = 16, 4096
+BIAS_MANT_MAX = 4095  # 13-bit signed
+_UV_MAX = 2**23
+
+
+@dataclass(eq=False)
+class QuantConnection:
+    """One connection into a target: a conv/dense node (``node``) or an identity skip
+    (``node`` = the source chain's last node, ``weight_mant`` a 0-d array)."""
+
+    node: str
+    target: str
+    identity: bool
+    weight_mant: np.ndarray  # int64, even, in [-254, 254]
+    weight_exp: int
+    n_clipped: int
+    n_weights: int
+    max_abs_err: float  # max |W_int·2^exp/gain·pool·(1/in_scale) − W| in the float weights' units
+
+    def __post_init__(self):
+        self.weight_mant = np.asarray(self.weight_mant, dtype=np.int64)
+        if np.abs(self.weight_mant).max(initial=0) > MANT_MAX or (self.weight_mant % 2).any():
+            raise ValueError(f"connection {self.node!r}: mantissas must be even in [-{MANT_MAX}, {MANT_MAX}]")
+        if not EXP_RANGE[0] <= int(self.weight_exp) <= EXP_RANGE[1]:
+            raise ValueError(f"connection {self.node!r}: weight_exp {self.weight_exp} outside {EXP_RANGE}")
+        self.weight_exp = int(self.weight_exp)
+
+
+@dataclass(eq=False)
+class QuantTarget:
+    """Fixed-point parameters of a LIF layer (or of the output accumulator)."""
+
+    name: str
+    scale: int  # S
+    du: int
+    dv: int
+    vth: int  # = S for LIF; 0 (unused) for the output
+    bias_mant: np.ndarray  # int64 [C] or [N], per channel
+    bias_exp: int
+    bias_max_abs_err: float
+
+    def __post_init__(self):
+        self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
+        if np.abs(self.bias_mant).max(initial=0) > BIAS_MANT_MAX:
+            raise ValueError(f"target {self.name!r}: bias_mant beyond 13 bits")
+        for k, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("bias_exp", 0, 24), ("scale", 1, 2**17 - 1)):
+            if not lo <= int(getattr(self, k)) <= hi:
+                raise ValueError(f"target {self.name!r}: {k}={getattr(self, k)} outside [{lo}, {hi}]")
+
+    def bias_v(self) -> np.ndarray:
+        return self.bias_mant << self.bias_exp
+
+
+@dataclass(eq=False)
+class QuantizedGraph:
+    graph: StudentGraph
+    connections: list[QuantConnection]
+    targets: dict[str, QuantTarget]
+    input_scale: float = INPUT_SCALE
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for c in self.connections:
+            if c.node not in self.graph.nodes or c.target not in self.targets:
+                raise ValueError(f"connection {c.node!r} → {c.target!r} does not match the graph")
+
+    def connection(self, node: str, target: str) -> QuantConnection:
+        return next(c for c in self.connections if c.node == node and c.target == target)
+
+    def report(self) -> list[dict]:
+        """One row per connection: target, S, weight_exp, clipped count/fraction, max |error|."""
+        rows = []
+        for c in self.connections:
+            t = self.targets[c.target]
+            rows.append({
+                "connection": c.node if not c.identity else f"{c.node} (identity skip)",
+                "target": c.target, "scale_S": t.scale, "weight_exp": c.weight_exp,
+                "n_weights": c.n_weights, "n_clipped": c.n_clipped,
+                "frac_clipped": c.n_clipped / max(c.n_weights, 1), "max_abs_err": c.max_abs_err,
+                "bias_exp": t.bias_exp, "bias_max_abs_err": t.bias_max_abs_err,
+            })
+        return rows
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _chain_to_source(graph: StudentGraph, name: str) -> tuple[list[str], float]:
+    """From ``name`` (a pool/flatten/LIF/input) walk single predecessors back to a spike
+    source (LIF) or the input; return (chain nodes from source to ``name``, avg-pool divisor)."""
+    chain, divisor = [], 1.0
+    while True:
+        node = graph.nodes[name]
+        chain.append(name)
+        if isinstance(node, (LIFNode, InputNode)):
+            return chain[::-1], divisor
+        if not isinstance(node, (PoolNode, FlattenNode)):
+            raise ValueError(f"node {name!r} ({type(node).__name__}): only pooling/flatten may sit "
+                             "between a neuron and the next conv/dense (not deployable)")
+        if isinstance(node, PoolNode) and node.kind == "avg":
+            divisor *= node.kernel_size[0] * node.kernel_size[1]
+        preds = graph.predecessors(name)
+        if len(preds) != 1:
+            raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
+        name = preds[0]
+
+
+def _quantise_weights(w_eff: np.ndarray, gain: float) -> tuple[np.ndarray, int, int]:
+    m = float(np.abs(w_eff).max(initial=0.0)) * gain
+    exp = 0 if m == 0 else int(np.clip(math.ceil(math.log2(m / MANT_MAX)), *EXP_RANGE))
+    raw = 2.0 * np.round(w_eff * gain / 2.0**exp / 2.0)
+    n_clipped = int((np.abs(raw) > MANT_MAX).sum())
+    return np.clip(raw, -MANT_MAX, MANT_MAX).astype(np.int64), exp, n_clipped
+
+
+def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> QuantizedGraph:
+    """Fixed-point parameters for every LIF layer and the output; see the module docstring.
+
+    Raises ValueError naming the node if the graph is not deployable this way (a conv fed by
+    a sum, a conv feeding several targets or a non-neuron, two convs in a row).
+    """
+    connections: list[QuantConnection] = []
+    targets: dict[str, QuantTarget] = {}
+    for tname, tnode in graph.nodes.items():
+        if not isinstance(tnode, (LIFNode, OutputNode)):
+            continue
+        paths = []  # (node, identity, w_eff, w_float, divisor·in_scale factor, bias)
+        for src in graph.predecessors(tname):
+            snode = graph.nodes[src]
+            if isinstance(snode, WEIGHTED):
+                if graph.successors(src) != [tname]:
+                    raise ValueError(f"node {src!r}: a conv/dense must feed exactly one neuron layer "
+                                     f"or the output, feeds {graph.successors(src)}")
+                preds = graph.predecessors(src)
+                if len(preds) != 1:
+                    raise ValueError(f"node {src!r}: a conv/dense fed by a sum of {preds} is not supported yet")
+                chain, div = _chain_to_source(graph, preds[0])
+                in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
+                w = np.asarray(snode.weight, dtype=np.float64)
+                paths.append((src, False, w * in_scale / div, w, in_scale / div,
+                              np.asarray(snode.bias, dtype=np.float64)))
+            else:
+                chain, div = _chain_to_source(graph, src)
+                in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
+                one = np.array(1.0)
+                paths.append((src, True, one * in_scale / div, one, in_scale / div, None))
+        if isinstance(tnode, LIFNode):
+            denom = tnode.v_threshold * (tnode.tau if tnode.decay_input else 1.0)
+            du, dv = 4095, int(round(4096.0 / tnode.tau))
+        else:
+            denom, du, dv = 1.0, 4095, 0
+        m = max(float(np.abs(p[2]).max(initial=0.0)) for p in paths)
+        scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
+        gain = scale / denom
+        for node, identity, w_eff, w, factor, _ in paths:
+            mant, exp, n_clipped = _quantise_weights(w_eff, gain)
+            err = float(np.abs(mant * 2.0**exp / gain / factor - w).max(initial=0.0))
+            connections.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err))
+        biases = [p[5] for p in paths if p[5] is not None]
+        nb = graph.shapes[tname][0]
+        b = np.sum(biases, axis=0) if biases else np.zeros(nb)
+        b_v = b * gain * 64.0
+        peak = float(np.abs(b_v).max(initial=0.0))
+        bias_exp = 0 if peak <= BIAS_MANT_MAX else int(math.ceil(math.log2(peak / BIAS_MANT_MAX)))
+        bias_mant = np.clip(np.round(b_v / 2.0**bias_exp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
+        b_err = float(np.abs((bias_mant << bias_exp) / (gain * 64.0) - b).max(initial=0.0))
+        targets[tname] = QuantTarget(tname, scale, du, dv, scale if isinstance(tnode, LIFNode) else 0,
+                                     bias_mant, bias_exp, b_err)
+    return QuantizedGraph(graph, connections, targets, input_scale)
+
+
+# -- integer runner ------------------------------------------------------------------------
+
+
+def _wrap_i32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.int32).astype(np.int64)
+
+
+def _trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
+    prod = x * np.int64(decay)
+    return np.sign(prod) * (np.abs(prod) >> 12)
+
+
+def lif_int_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, *, du: int, dv: int,
+                 bias_v: np.ndarray, vth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One lava-nc ``PyLifModelBitAcc`` step on int64 arrays (same maths as ``hw.lif_ref``):
+    returns (spikes bool, u, v). ``bias_v`` = ``bias_mant << bias_exp`` broadcastable to v."""
+    u = _wrap_i32(_trunc_decay(u, 4096 - (du + 1)))
+    u = _wrap_i32(u + _wrap_i32(a_in << 6))
+    u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
+    v = _trunc_decay(v, 4096 - dv) + u + bias_v
+    v = np.clip(_wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
+    s = v > (np.int64(vth) << 6)
+    return s, u, np.where(s, 0, v)
+
+
+def _shift(a: np.ndarray, exp: int) -> np.ndarray:
+    return (a << exp) if exp >= 0 else (a >> -exp)
+
+
+def _exact(fn, x_int: np.ndarray, *tensors) -> np.ndarray:
+    """Apply a torch linear op to integers via float64 (exact: all sums stay below 2^53)."""
+    t, b = x_int.shape[:2]
+    y = fn(torch.from_numpy(x_int.reshape(t * b, *x_int.shape[2:]).astype(np.float64)), *tensors)
+    y = y.numpy()
+    if np.abs(y).max(initial=0) >= 2**52:
+        raise OverflowError("integer accumulation beyond 2^52")
+    return np.rint(y).astype(np.int64).reshape(t, b, *y.shape[1:])
+
+
+def quantize_input(x_tb, input_scale: float = INPUT_SCALE) -> np.ndarray:
+    """Analog input (pixels in [0, 1]) → int64 ``round(x / input_scale)``, clipped to 0..255."""
+    x = np.asarray(x_tb, dtype=np.float64)
+    return np.clip(np.rint(x / input_scale), 0, round(1.0 / input_scale)).astype(np.int64)
+
+
+def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
+    """Timestep-aligned integer run on ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]).
+
+    Returns the output accumulator ``v`` as int64 ``[T, B, K]`` (logits ≈ ``out / (64·S)``;
+    ``logits_from_int`` does it), or ``(out, {node: int64 [T, B, ...]})`` with ``record``.
+    Values are spikes (0/1) after LIF nodes, integer spike sums after pools, shifted integer
+    currents ``a`` after conv/dense nodes.
+    """
+    g = q.graph
+    x = torch.as_tensor(x_tb)
+    if x.dim() < 3 or tuple(x.shape[2:]) != g.shapes[g.input_name]:
+        raise ValueError(f"expected input [T, B, {g.shapes[g.input_name]}], got {tuple(x.shape)}")
+    vals: dict[str, np.ndarray] = {}
+    by_node = {(c.node, c.target): c for c in q.connections}
+    for name, node in g.nodes.items():
+        if isinstance(node, InputNode):
+            vals[name] = quantize_input(x.numpy(), q.input_scale)
+            continue
+        preds = g.predecessors(name)
+        if isinstance(node, (LIFNode, OutputNode)):
+            a = 0
+            for src in preds:
+                c = by_node[(src, name)]
+                a = a + (vals[src] if not c.identity else _shift(vals[src] * c.weight_mant, c.weight_exp))
+            a = np.broadcast_to(np.asarray(a, dtype=np.int64), (x.shape[0], x.shape[1], *g.shapes[name]))
+            tq = q.targets[name]
+            bias = tq.bias_v().reshape(-1, *([1] * (a.ndim - 3)))
+            u = np.zeros(a.shape[1:], np.int64)
+            v = np.zeros(a.shape[1:], np.int64)
+            out = np.zeros(a.shape, np.int64)
+            for t in range(a.shape[0]):
+                if isinstance(node, LIFNode):
+                    s, u, v = lif_int_step(u, v, a[t], du=tq.du, dv=tq.dv, bias_v=bias, vth=tq.vth)
+                    out[t] = s
+                else:
+                    out[t] = (a[t] << 6) + bias  # non-leaky readout of this step's current
+            vals[name] = out
+            continue
+        h = vals[preds[0]]
+        if len(preds) > 1:  # only reachable for pools/flatten fed by sums, rejected by quantize
+            raise ValueError(f"node {name!r}: summed inputs outside a neuron are not supported")
+        if isinstance(node, Conv2dNode):
+            c = next(c for c in q.connections if c.node == name)
+            w = torch.from_numpy(c.weight_mant.astype(np.float64))
+            y = _exact(lambda z, w: torch.nn.functional.conv2d(z, w, None, node.stride, node.padding,
+                                                               node.dilation, node.groups), h, w)
+            vals[name] = _shift(y, c.weight_exp)
+        elif isinstance(node, DenseNode):
+            c = next(c for c in q.connections if c.node == name)
+            w = torch.from_numpy(c.weight_mant.astype(np.float64))
+            vals[name] = _shift(_exact(lambda z, w: z @ w.T, h, w), c.weight_exp)
+        elif isinstance(node, PoolNode):
+            vals[name] = _exact(lambda z: torch.nn.functional.avg_pool2d(
+                z, node.kernel_size, node.stride, node.padding, divisor_override=1), h)
+        elif isinstance(node, FlattenNode):
+            vals[name] = h.reshape(*h.shape[:2], -1)
+        else:  # pragma: no cover
+            raise ValueError(f"node {name!r}: unsupported type {type(node).__name__}")
+    out = vals[g.output_name]
+    return (out, vals) if record else out
+
+
+def logits_from_int(q: QuantizedGraph, out_int: np.ndarray) -> np.ndarray:
+    """Float logits ``[T, B, K]`` from the integer output accumulator."""
+    return out_int / (64.0 * q.targets[q.graph.output_name].scale)
