@@ -16,7 +16,7 @@ PROG = "htakl-deploy"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from htakl_deploy import cmd_distill
+    from htakl_deploy import cmd_distill, cmd_export
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cmd_distill.register(sub)
+    cmd_export.register(sub)
     return parser
 
 

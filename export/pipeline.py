@@ -1,0 +1,162 @@
+"""``htakl-deploy export``: a trained student → BN folded → graph → Loihi fixed point → files.
+
+Targets (a table from name to function; each writes into ``out_dir`` and returns its report):
+
+- ``nir``: ``student_float.nir`` and ``student_quant.nir`` (integer parameters, Loihi fields in
+  node metadata), ``quant_report.json`` (per connection: scale S, weight_exp, clipped weights,
+  max |error|), and the float vs integer accuracy on the data set's test split — the integer
+  numbers come from *running* the quantised network (``quantize.run_int``), not the float one.
+- ``onnx``: ``student_T{T}.onnx`` (the float SNN unrolled over T) and, when the run directory
+  holds one, ``teacher.onnx``; each checked with onnxruntime against PyTorch.
+
+The Lava target (a lava-nc process graph built from the quantised NIR graph) is not built yet.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from htakl_deploy.atomic import write_json
+from htakl_deploy.distill.checkpoint import load_checkpoint
+from htakl_deploy.distill.config import config_from_dict
+from htakl_deploy.distill.data import ArrayDataset, encode
+from htakl_deploy.distill.models import Classifier
+from htakl_deploy.distill.recipe import load_data, model_from_checkpoint
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.fold import fold_batchnorm
+from htakl_deploy.export.graph import graph_from_classifier
+from htakl_deploy.export.nir_io import read_nir, write_nir
+from htakl_deploy.export.onnx_export import export_onnx
+from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
+
+
+def resolve_checkpoint(path: str | Path, role: str) -> Path:
+    """A checkpoint file, or a run directory holding ``<role>/last.pt``."""
+    path = Path(path)
+    return path / role / "last.pt" if path.is_dir() else path
+
+
+def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
+    ckpt_path = resolve_checkpoint(path, "student")
+    ckpt = load_checkpoint(ckpt_path, flag="checkpoint", role="student")
+    model = model_from_checkpoint(ckpt, ckpt_path, "checkpoint")
+    model.eval()
+    return model, ckpt, ckpt_path
+
+
+def _accuracy(logits_tbk: np.ndarray | torch.Tensor, labels: torch.Tensor) -> float:
+    pred = np.asarray(logits_tbk).mean(0).argmax(-1)
+    return float((torch.as_tensor(pred) == labels).float().mean())
+
+
+def compare_float_int(model: Classifier, q, data: ArrayDataset, timesteps: int,
+                      batch_size: int = 256) -> dict[str, Any]:
+    """Float student vs integer network on every image of ``data`` (direct encoding)."""
+    float_logits, int_logits, labels = [], [], []
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+            x_tb = encode(x, timesteps, "direct")
+            float_logits.append(model(x_tb).numpy())
+            int_logits.append(logits_from_int(q, run_int(q, x_tb.double())))
+            labels.append(y)
+    f, i, y = np.concatenate(float_logits, 1), np.concatenate(int_logits, 1), torch.cat(labels)
+    agree = float((f.mean(0).argmax(-1) == i.mean(0).argmax(-1)).mean())
+    return {
+        "samples": len(y), "timesteps": timesteps,
+        "float_acc": _accuracy(f, y), "int_acc": _accuracy(i, y),
+        "decision_agreement": agree, "eval_s": time.perf_counter() - t0,
+    }
+
+
+def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    folded = fold_batchnorm(model)
+    graph = graph_from_classifier(folded)
+    q = quantize(graph)
+    float_path = write_nir(graph, out_dir / "student_float.nir")
+    quant_path = write_nir(graph, out_dir / "student_quant.nir", quantized=q)
+    for path in (float_path, quant_path):  # what we wrote must read back
+        read_nir(path)
+    write_json(out_dir / "quant_report.json", q.report())
+    report: dict[str, Any] = {"float_nir": str(float_path), "quant_nir": str(quant_path),
+                              "quant_report": str(out_dir / "quant_report.json"),
+                              "clipped_weights": int(sum(r["n_clipped"] for r in q.report()))}
+    if opts["evaluate"]:
+        cfg = config_from_dict(ckpt["config"])
+        if opts["data_root"]:
+            cfg = cfg.replace(data_root=opts["data_root"])
+        cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=opts["samples"])
+        _, test = load_data(cfg)
+        report["accuracy"] = compare_float_int(model, q, test, opts["timesteps"] or cfg.timesteps)
+    return report
+
+
+def onnx_max_error(model: Classifier, path: Path, x: torch.Tensor) -> float:
+    """Max |onnxruntime − PyTorch| on ``x`` (``[T,B,C,H,W]`` for students, ``[B,C,H,W]`` for ANNs)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = model(x) if model.spiking else model(x.unsqueeze(0))[0]
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(got - want.numpy()).max())
+
+
+def _teacher_checkpoint(ckpt: dict[str, Any], run_dir: Path | None) -> Path | None:
+    """The teacher trained in the run directory, else the one the run was given (if any)."""
+    if run_dir is not None and (run_dir / "teacher" / "last.pt").exists():
+        return run_dir / "teacher" / "last.pt"
+    given = ckpt["config"].get("teacher")
+    return resolve_checkpoint(given, "teacher") if given else None
+
+
+def export_onnx_target(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    timesteps = opts["timesteps"] or ckpt["config"]["timesteps"]
+    example = torch.rand(timesteps, 2, *model.in_shape, generator=torch.Generator().manual_seed(0))
+    path = export_onnx(model, out_dir / f"student_T{timesteps}.onnx", timesteps)
+    report: dict[str, Any] = {"student": str(path), "student_max_abs_err": onnx_max_error(model, path, example)}
+    teacher_path = _teacher_checkpoint(ckpt, opts["run_dir"])
+    if teacher_path is not None and teacher_path.exists():
+        teacher_ckpt = load_checkpoint(teacher_path, flag="checkpoint", role="teacher")
+        teacher = model_from_checkpoint(teacher_ckpt, teacher_path, "checkpoint").eval()
+        path = export_onnx(teacher, out_dir / "teacher.onnx", 1)
+        report["teacher"] = str(path)
+        report["teacher_max_abs_err"] = onnx_max_error(teacher, path, example[0])
+    return report
+
+
+TARGETS: dict[str, Callable[[Classifier, dict, Path, dict], dict[str, Any]]] = {
+    "nir": export_nir,
+    "onnx": export_onnx_target,
+}
+
+
+def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path | None = None, *,
+               timesteps: int | None = None, samples: int | None = None,
+               data_root: str | None = None, evaluate: bool = True) -> dict[str, Any]:
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
+    if timesteps is not None and timesteps < 1:
+        raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples: got {samples}, expected an integer >= 1")
+    model, ckpt, ckpt_path = load_student(checkpoint)
+    run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
+    out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    opts = {"timesteps": timesteps, "samples": samples, "data_root": data_root,
+            "evaluate": evaluate, "run_dir": run_dir}
+    report: dict[str, Any] = {"checkpoint": str(ckpt_path), "model_spec": model.spec}
+    for target in targets:
+        t0 = time.perf_counter()
+        report[target] = TARGETS[target](model, ckpt, out, opts)
+        report[target]["wall_s"] = time.perf_counter() - t0
+    write_json(out / "export_report.json", report)
+    return report

@@ -1,0 +1,39 @@
+"""``htakl-deploy export``: fold BN, quantise to Loihi fixed point, write NIR / ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EXAMPLES = """\
+examples:
+  htakl-deploy export runs/demo --target nir            # float + quantised NIR, integer-vs-float accuracy
+  htakl-deploy export runs/demo --target nir onnx --out exported/
+  htakl-deploy export runs/demo/student/best.pt --target nir --samples 200
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="fold BN, quantise to Loihi fixed point, write NIR / ONNX",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a run directory (uses student/last.pt) or a student checkpoint")
+    p.add_argument("--target", nargs="+", default=["nir"], metavar="TARGET",
+                   help="nir (default) and/or onnx; the lava target is not built yet")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
+    p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
+    p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip the float vs integer accuracy comparison")
+    p.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from htakl_deploy.export.pipeline import run_export
+
+    report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
+                        samples=args.samples, data_root=args.data_root, evaluate=args.evaluate)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0

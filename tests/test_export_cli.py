@@ -1,0 +1,67 @@
+"""`htakl-deploy export` end to end on a trained (tiny) run, and its bad-input handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from htakl_deploy.cli import main
+from htakl_deploy.distill import recipe
+from htakl_deploy.distill.config import DistillConfig
+from htakl_deploy.distill.dist import DistEnv
+from htakl_deploy.export.nir_io import from_nir, read_nir
+from htakl_deploy.export.quantize import QuantizedGraph
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    cfg = DistillConfig(data="digits", method="kd", limit_train=512, limit_test=64, batch_size=64,
+                        epochs=3, teacher_epochs=2, out_dir=str(out), run_name="r", progress=False)
+    recipe.run(cfg, DistEnv())
+    return out / "r"
+
+
+def test_export_nir_and_onnx(run_dir, capsys):
+    rc = main(["export", str(run_dir), "--target", "nir", "onnx", "--samples", "64"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((run_dir / "export" / "export_report.json").read_text())
+    acc = report["nir"]["accuracy"]
+    assert acc["samples"] == 64 and acc["timesteps"] == 4
+    # the integer network really ran: its decisions track the float student's closely
+    assert acc["decision_agreement"] >= 0.9, acc
+    assert abs(acc["float_acc"] - acc["int_acc"]) <= 0.1, acc
+    quant = from_nir(read_nir(report["nir"]["quant_nir"]))
+    assert isinstance(quant, QuantizedGraph)
+    rows = json.loads(Path(report["nir"]["quant_report"]).read_text())
+    assert rows and all(r["weight_exp"] is not None for r in rows)
+    assert report["onnx"]["student_max_abs_err"] < 1e-4
+    assert report["onnx"]["teacher_max_abs_err"] < 1e-4
+    assert (run_dir / "export" / "student_T4.onnx").exists() and (run_dir / "export" / "teacher.onnx").exists()
+    assert not list((run_dir / "export").glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["missing_dir/none.pt"], "--checkpoint: file not found"),
+        (["{run}", "--target", "lava2"], "--target: got 'lava2', expected one of nir, onnx"),
+        (["{run}/teacher/last.pt"], "holds a teacher model, expected a student"),
+        (["{run}", "--samples", "0"], "--samples: got 0"),
+    ],
+)
+def test_export_bad_input(run_dir, capsys, args, expected):
+    rc = main(["export", *[a.format(run=run_dir) for a in args], "--no-eval"])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_export_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "student.pt"
+    bad.write_bytes(b"\x00" * 100)
+    rc = main(["export", str(bad)])
+    assert rc == 2 and "not a readable checkpoint" in capsys.readouterr().err
+    assert not (tmp_path.parent / "export").exists()
