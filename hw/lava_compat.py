@@ -15,17 +15,22 @@ Child processes: Lava's multiprocess runtime calls ``multiprocessing.set_start_m
 when ``lava.magma.runtime.message_infrastructure.multiprocessing`` is imported (on every OS but
 Windows), so its process models run in forked children that inherit ``sys.modules`` (the
 patched module) and ``sys.meta_path`` from the parent and re-import nothing. Under ``spawn``
-the fix would not reach the children; Lava does not use it here. Beware the converse: that
-``set_start_method`` has no ``force=True``, so importing Lava's runtime raises "context has
-already been set" if anything in the process set a start method first (even ``'fork'``), and
-code that sets one after Lava is imported fails the same way.
+the fix would not reach the children; Lava does not use it here. That call has no
+``force=True``, so importing Lava's runtime raises "context has already been set" if the
+process's start method was fixed first — and that happens without anyone asking: tqdm creates a
+``multiprocessing.RLock`` with its first progress bar, which fixes the default (``fork``) context.
+So ``ensure_lava()`` imports Lava's multiprocessing module itself: when the method already in
+force is ``fork`` (what Lava asks for), Lava's redundant ``set_start_method('fork')`` is made a
+no-op for that one import; any other method raises ``UserError`` (Lava cannot run under it).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
+import multiprocessing
 import sys
 
 from htakl_deploy.errors import UserError
@@ -124,3 +129,34 @@ def ensure_lava() -> None:
         raise UserError(f"lava-nc is not installed; install it with: {INSTALL_HINT}")
     if not hook_installed():
         sys.meta_path.insert(0, _VarModelFinder())
+    _import_lava_multiprocessing()
+
+
+LAVA_MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def _import_lava_multiprocessing() -> None:
+    """Import Lava's runtime module that calls ``set_start_method('fork')``, tolerating a
+    start method that is already ``fork`` (see the module docstring)."""
+    if LAVA_MP_MODULE in sys.modules:
+        return
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current is None:
+        importlib.import_module(LAVA_MP_MODULE)
+        return
+    if current != "fork":
+        raise UserError(
+            f"lava-nc runs its processes with the 'fork' start method, but this process already "
+            f"uses {current!r}; do not set a multiprocessing start method before running Lava"
+        )
+    original = multiprocessing.set_start_method
+
+    def keep_fork(method, force=False):
+        if method != "fork" or force:
+            original(method, force=force)
+
+    multiprocessing.set_start_method = keep_fork
+    try:
+        importlib.import_module(LAVA_MP_MODULE)
+    finally:
+        multiprocessing.set_start_method = original

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import multiprocessing
+import subprocess
 import sys
 from pathlib import Path
 
@@ -166,3 +167,42 @@ def test_reference_matches_real_lava_run(lava, seed):
     np.testing.assert_array_equal(u_ref, u_lava)
     np.testing.assert_array_equal(v_ref, v_lava)
     np.testing.assert_array_equal(spikes_ref, spikes_lava)
+
+
+def _in_fresh_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)
+
+
+def test_lava_runs_after_tqdm_fixed_the_start_method():
+    """Regression: a tqdm bar (as training draws) creates a multiprocessing lock, which fixes the
+    start method; Lava's runtime import then called set_start_method('fork') and failed."""
+    proc = _in_fresh_python(
+        "import multiprocessing, numpy as np\n"
+        "from tqdm import tqdm\n"
+        "for _ in tqdm(range(2), disable=True): pass\n"
+        "tqdm.write('x')\n"
+        "assert multiprocessing.get_start_method(allow_none=True) == 'fork'\n"
+        "from test_lava import _random_case, _run_lava\n"
+        "from htakl_deploy.hw.lava_compat import ensure_lava\n"
+        "from htakl_deploy.hw.lif_ref import dense_lif_fixed_pt\n"
+        "ensure_lava()\n"
+        "case = _random_case(0)\n"
+        "assert (_run_lava(case)[0] == dense_lif_fixed_pt(**case)[0]).all()\n"
+        "print('ok')\n"
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_lava_under_another_start_method_is_a_clear_error():
+    proc = _in_fresh_python(
+        "import multiprocessing\n"
+        "multiprocessing.set_start_method('spawn')\n"
+        "from htakl_deploy.errors import UserError\n"
+        "from htakl_deploy.hw.lava_compat import ensure_lava\n"
+        "try:\n"
+        "    ensure_lava()\n"
+        "except UserError as e:\n"
+        "    print('UserError:', e)\n"
+    )
+    assert "UserError: lava-nc runs its processes with the 'fork' start method" in proc.stdout, proc.stderr
