@@ -34,6 +34,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def resolve_checkpoint(path: str | Path, role: str) -> Path:
+    """A checkpoint file as given, or ``RUN_DIR/<role>/last.pt`` for a run directory."""
+    path = Path(path)
+    return path / role / "last.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, *, flag: str = "checkpoint", role: str | None = None) -> dict[str, Any]:
     """Load and validate a checkpoint; every failure is a ``UserError`` naming ``flag`` and file."""
     path = Path(path)

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as tdist
 
 from htakl_deploy.atomic import write_json
-from htakl_deploy.distill.checkpoint import load_checkpoint
+from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import DistillConfig, config_from_dict
 from htakl_deploy.distill.data import ArrayDataset, load_dataset
 from htakl_deploy.distill.dist import DistEnv
@@ -80,9 +80,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path, flag: str) -> Classi
 
 def load_teacher(path: str | Path, data: ArrayDataset) -> Classifier:
     """A teacher checkpoint (a file, or a run directory holding ``teacher/last.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "teacher" / "last.pt"
+    path = resolve_checkpoint(path, "teacher")
     ckpt = load_checkpoint(path, flag="teacher", role="teacher")
     spec = ckpt["model_spec"]
     if tuple(spec.get("in_shape", ())) != data.in_shape or spec.get("num_classes") != data.num_classes:

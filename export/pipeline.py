@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from htakl_deploy.atomic import write_json
-from htakl_deploy.distill.checkpoint import load_checkpoint
+from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import config_from_dict
 from htakl_deploy.distill.data import ArrayDataset, encode
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.recipe import load_data, model_from_checkpoint
+from htakl_deploy.distill.train import predict
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.fold import fold_batchnorm
 from htakl_deploy.export.graph import graph_from_classifier
@@ -35,23 +36,12 @@ from htakl_deploy.export.onnx_export import export_onnx
 from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
 
 
-def resolve_checkpoint(path: str | Path, role: str) -> Path:
-    """A checkpoint file, or a run directory holding ``<role>/last.pt``."""
-    path = Path(path)
-    return path / role / "last.pt" if path.is_dir() else path
-
-
 def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
     ckpt_path = resolve_checkpoint(path, "student")
     ckpt = load_checkpoint(ckpt_path, flag="checkpoint", role="student")
     model = model_from_checkpoint(ckpt, ckpt_path, "checkpoint")
     model.eval()
     return model, ckpt, ckpt_path
-
-
-def _accuracy(logits_tbk: np.ndarray | torch.Tensor, labels: torch.Tensor) -> float:
-    pred = np.asarray(logits_tbk).mean(0).argmax(-1)
-    return float((torch.as_tensor(pred) == labels).float().mean())
 
 
 def compare_float_int(model: Classifier, q, data: ArrayDataset, timesteps: int,
@@ -66,12 +56,15 @@ def compare_float_int(model: Classifier, q, data: ArrayDataset, timesteps: int,
             float_logits.append(model(x_tb).numpy())
             int_logits.append(logits_from_int(q, run_int(q, x_tb.double())))
             labels.append(y)
-    f, i, y = np.concatenate(float_logits, 1), np.concatenate(int_logits, 1), torch.cat(labels)
-    agree = float((f.mean(0).argmax(-1) == i.mean(0).argmax(-1)).mean())
+    y = torch.cat(labels)
+    pred_float = predict(torch.from_numpy(np.concatenate(float_logits, 1)))
+    pred_int = predict(torch.from_numpy(np.concatenate(int_logits, 1)))
     return {
         "samples": len(y), "timesteps": timesteps,
-        "float_acc": _accuracy(f, y), "int_acc": _accuracy(i, y),
-        "decision_agreement": agree, "eval_s": time.perf_counter() - t0,
+        "float_acc": float((pred_float == y).double().mean()),
+        "int_acc": float((pred_int == y).double().mean()),
+        "decision_agreement": float((pred_float == pred_int).double().mean()),
+        "eval_s": time.perf_counter() - t0,
     }
 
 
