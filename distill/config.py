@@ -46,29 +46,29 @@ class DistillConfig:
     timesteps: int = 4
     neuron_tau: float = 2.0
     v_threshold: float = 1.0
-    # method
+    # method (loss settings take their defaults from LossConfig, which validates them)
     method: str = "hta-kl"
-    temperature: float = 4.0
-    alpha: float = 0.9
-    delta: float = 0.5
-    head_weight: float = 0.5
-    tau_squared: bool = True
-    student_average: str = "logits"
+    temperature: float = LossConfig.temperature
+    alpha: float = LossConfig.alpha
+    delta: float = LossConfig.delta
+    head_weight: float = LossConfig.head_weight
+    tau_squared: bool = LossConfig.tau_squared
+    student_average: str = LossConfig.student_average
     # ckdsnn (seed 003)
-    nld_lambda: float = 0.1
-    nld_temperature: float = 2.0
-    samd_temperature: float = 2.0
-    ckdsnn_beta: float = 1.0
-    ckdsnn_gamma: float = 1.0
+    nld_lambda: float = LossConfig.nld_lambda
+    nld_temperature: float = LossConfig.nld_temperature
+    samd_temperature: float = LossConfig.samd_temperature
+    ckdsnn_beta: float = LossConfig.ckdsnn_beta
+    ckdsnn_gamma: float = LossConfig.ckdsnn_gamma
     samd_cam_class: str = "label"
     # seal (seed 004)
-    seal_alpha: float = 0.6
-    seal_beta: float = 0.15
-    seal_temperature: float = 1.0
-    seal_sta_detach: bool = True
+    seal_alpha: float = LossConfig.seal_alpha
+    seal_beta: float = LossConfig.seal_beta
+    seal_temperature: float = LossConfig.seal_temperature
+    seal_sta_detach: bool = LossConfig.seal_sta_detach
     # kdsnn
-    kdsnn_feature_weight: float = 1.0
-    kdsnn_stage: str = "last"
+    kdsnn_feature_weight: float = LossConfig.kdsnn_feature_weight
+    kdsnn_stage: str = LossConfig.kdsnn_stage
     # optimisation (the paper's recipe)
     epochs: int | None = None
     batch_size: int = 128
