@@ -256,9 +256,9 @@ def test_dense_ops_convnet_28x28_by_hand():
     ops = build_model("convnet", in_shape=(1, 28, 28), num_classes=10, spiking=False).dense_ops_per_sample()
     assert ops["per_layer"] == {
         "stage1.conv": 32 * 14 * 14 * 1 * 9,
-        "stage2.conv": 64 * 7 * 7 * 32 * 9,
-        "stage3.conv": 64 * 4 * 4 * 64 * 9,
-        "fc": 10 * 64 * 4 * 4,
+        "stage2.conv": 128 * 7 * 7 * 32 * 9,
+        "stage3.conv": 128 * 4 * 4 * 128 * 9,
+        "fc": 10 * 128 * 4 * 4,
     }
 
 
