@@ -6,6 +6,13 @@ module, ``lava.magma.compiler.var_model``: three dataclasses (``CoreEncoder``, `
 ByteEncoder()``), which 3.11's ``dataclasses`` rejects as a mutable default. ``ensure_lava()``
 puts a ``sys.meta_path`` finder in front of the normal one; for that single module it compiles
 the on-disk source with those defaults rewritten to ``field(default_factory=ByteEncoder)``.
+
+A second module, ``lava.magma.core.process.ports.ports``, imports fine but breaks at run time
+with numpy >= 2.4: its ``ReshapePort``/``FlattenPort`` transforms call
+``np.reshape(..., newshape=...)``, a keyword numpy 2.4 removed; the ``TypeError`` is raised
+inside a Lava child process and the run hangs. The same finder rewrites those two calls to
+``shape=`` (numpy >= 2.1, see pyproject.toml). ``PATCHES`` lists every edit.
+
 Every edit keeps the line count, so tracebacks still point at the right lines of the file on
 disk. The patched code is never written to ``__pycache__`` (the installed lava stays as pip
 left it), and if the source is not exactly what 0.10.0 ships the import fails loudly instead
@@ -41,20 +48,32 @@ INSTALL_HINT = (
     "pip install --no-deps asteval==1.0.10 networkx==2.8.7"
 )
 TARGET_MODULE = "lava.magma.compiler.var_model"
+PORTS_MODULE = "lava.magma.core.process.ports.ports"
 
-# (text expected in lava-nc 0.10.0's var_model.py, its replacement, expected occurrences)
-_EDITS = (
-    (
-        "from dataclasses import dataclass, InitVar\n",
-        "from dataclasses import dataclass, InitVar, field\n",
-        1,
+# module → (text expected in lava-nc 0.10.0's source, its replacement, expected occurrences)
+PATCHES: dict[str, tuple[tuple[str, str, int], ...]] = {
+    # Python 3.11: a dataclass instance as a field default is a "mutable default".
+    TARGET_MODULE: (
+        (
+            "from dataclasses import dataclass, InitVar\n",
+            "from dataclasses import dataclass, InitVar, field\n",
+            1,
+        ),
+        (
+            ": ByteEncoder = ByteEncoder()\n",
+            ": ByteEncoder = field(default_factory=ByteEncoder)\n",
+            8,
+        ),
     ),
-    (
-        ": ByteEncoder = ByteEncoder()\n",
-        ": ByteEncoder = field(default_factory=ByteEncoder)\n",
-        8,
+    # numpy 2.4 removed np.reshape's ``newshape=`` keyword (``shape=`` exists since numpy
+    # 2.1). Lava's ReshapePort/FlattenPort transforms use it inside the process that receives,
+    # where the TypeError kills the child and the run hangs waiting for it.
+    PORTS_MODULE: (
+        ("ft.partial(np.reshape, newshape=self.shape)", "ft.partial(np.reshape, shape=self.shape)", 1),
+        ("ft.partial(np.reshape, newshape=self.old_shape)", "ft.partial(np.reshape, shape=self.old_shape)", 1),
     ),
-)
+}
+_EDITS = PATCHES[TARGET_MODULE]
 
 
 def _lava_version() -> str | None:
@@ -65,16 +84,21 @@ def _lava_version() -> str | None:
 
 
 def patch_var_model_source(source: str) -> str:
-    """Return var_model.py's source with the mutable dataclass defaults made factories.
+    """Return var_model.py's source with the mutable dataclass defaults made factories."""
+    return patch_source(TARGET_MODULE, source)
+
+
+def patch_source(module: str, source: str) -> str:
+    """Return ``module``'s source with the edits of ``PATCHES[module]`` applied.
 
     Raises ``ImportError`` naming the installed lava-nc version if the source does not contain
     exactly the text lava-nc 0.10.0 ships (lava changed: this shim must be revisited).
     """
-    for old, new, count in _EDITS:
+    for old, new, count in PATCHES[module]:
         found = source.count(old)
         if found != count:
             raise ImportError(
-                f"htakl_deploy.hw.lava_compat: cannot patch {TARGET_MODULE} of lava-nc "
+                f"htakl_deploy.hw.lava_compat: cannot patch {module} of lava-nc "
                 f"{_lava_version()}: expected {count} occurrence(s) of {old.strip()!r} "
                 f"(as in lava-nc {LAVA_VERSION}), found {found}. The installed lava-nc "
                 f"differs from the one this shim was written for; install "
@@ -85,30 +109,30 @@ def patch_var_model_source(source: str) -> str:
 
 
 class _PatchingLoader(importlib.machinery.SourceFileLoader):
-    """Loads var_model.py from its source with the 3.11 fix applied; never uses bytecode caches."""
+    """Loads a patched module from its source with the fix applied; never uses bytecode caches."""
 
     def get_code(self, fullname: str):
         source = self.get_data(self.path).decode("utf-8")
-        return compile(patch_var_model_source(source), self.path, "exec", dont_inherit=True)
+        return compile(patch_source(fullname, source), self.path, "exec", dont_inherit=True)
 
 
 class _VarModelFinder(importlib.abc.MetaPathFinder):
-    """Answers only for ``lava.magma.compiler.var_model``; every other import passes through."""
+    """Answers only for the modules in ``PATCHES``; every other import passes through."""
 
     # Recognised by this attribute, not by class identity, so that a reload of this module
     # does not install a second finder.
     htakl_lava_compat = True
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET_MODULE:
+        if fullname not in PATCHES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None:
             return None
         if not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             raise ImportError(
-                f"htakl_deploy.hw.lava_compat: {TARGET_MODULE} of lava-nc {_lava_version()} is "
-                f"not a plain source file ({spec.origin}); cannot apply the Python 3.11 fix."
+                f"htakl_deploy.hw.lava_compat: {fullname} of lava-nc {_lava_version()} is "
+                f"not a plain source file ({spec.origin}); cannot apply the compatibility fix."
             )
         spec.loader = _PatchingLoader(fullname, spec.origin)
         return spec
