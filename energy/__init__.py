@@ -1,1 +1,2 @@
-"""energy stage (see README and DESIGN.md)."""
+"""energy stage: spike recordings (``spikefile``), exact op counts (``counter``), energy models
+as data (``models`` + ``presets/*.toml``) and the report (``report``); see DESIGN.md "Energy model"."""

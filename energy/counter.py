@@ -1,0 +1,410 @@
+"""Exact operation counts of a recorded SNN run: ACs, MACs, firing rates, sparsity.
+
+Vocabulary (all counts are exact integers, summed over the recording's samples):
+
+- **emitter**: a node whose output travels to other layers: the graph input, a LIF node
+  (spikes), or — not deployable, but countable — a conv/dense node feeding another one.
+- **connection**: an emitter, the pool/flatten nodes after it (``via``), and the node it
+  drives: a conv/dense node, or (an *identity skip*, a residual join) a LIF node that sums
+  the emitter's spikes or pooled spikes into its current. On Lava every connection is
+  one synapse set: pooling between a LIF and the next conv/dense is folded into that
+  layer's weights, a skip is an identity (or pooled) Dense/Sparse process.
+- **fan-out** of a source neuron: how many distinct neurons of the connection's output it
+  has a synapse to: conv borders, stride, padding, dilation and groups included (a spike in
+  a corner of a 3×3/pad-1 conv reaches 4·Cout outputs, on an edge 6·Cout, inside 9·Cout);
+  a dense layer's rows; for a pool followed by a conv, the union of what the pooled
+  positions containing it reach (= what its one pooled position reaches for the usual
+  non-overlapping pool). Structural: a zero weight is still a synapse (Loihi stores and
+  visits it; the paper's OPs count it too). Pooling and BN are not ops.
+- **synapses** of a connection: the sum of its fan-outs (the folded layer's weight count
+  without padding taps).
+
+Counts per connection and per timestep:
+
+- ``ACs``: spikes of the emitter × fan-out. A spike recorded at step t drives its synapses
+  at step t (the file is aligned per sample, see ``spikefile``).
+- ``MACs``: connections whose input is not binary: the first, encoding layer under direct
+  encoding (and conv→conv chains). Every input position × its fan-out, **every timestep**:
+  a direct-encoded image is the same at every step, but the paper's MAC column scales with
+  T: its OPs are T = 4 × the ANN's MACs (ResNet-19 ≈ 2.29 G × 4 ≈ 9.15 G), and for VGG-16
+  (CIFAR, average pooling) the first conv plus the four convs after a pool make ≈ 67.8 M
+  MACs per step by our arithmetic, ×4 ≈ 271 M of the 274.24 M printed — one pass would be
+  ≈ 68 M. A simulator also recomputes the current every step. ``encoding_macs_once`` in the
+  totals gives the once-per-sample figure for hardware that caches the encoded current (a
+  Lava bias / ring buffer).
+  An input whose non-zero values all have one magnitude (Poisson spikes, possibly scaled to
+  an integer in the fixed-point model) counts as spikes: ACs, per event.
+- ``dense_ops``: every synapse of the (unfolded) layer at every timestep, as NeuroBench's
+  "Dense" (all-ones input and weights, padding taps excluded): conv/dense nodes per their own
+  input map; identity skips = their synapses.
+- ``analytic_acs``: the paper-style estimate, input firing rate × dense_ops.
+- ``ann_teacher_macs`` (per sample): the same graph's dense ops at T = 1, as MACs.
+
+NeuroBench-style effective synaptic ops (``neurobench_eff_acs`` / ``_macs``), per conv/dense
+node and timestep, on the layer's actual input ``x`` (pooled and summed as in the float
+graph): ops = Σ over outputs of (x ≠ 0) ⊛ (W ≠ 0), bias ignored; they are ACs iff every value
+of ``x`` at that step is in {−1, 0, 1}, else MACs. Where this differs from our counts, and why:
+
+1. NeuroBench skips zero weights; we count every synapse (hardware visits stored zero
+   weights; pruned weights only vanish from a Sparse process, and connection_sparsity shows
+   how many there are).
+2. Average pooling before a layer makes NeuroBench's input non-binary → MACs on the pooled
+   map; we fold the pool into the synapses and count ACs at the spike's folded fan-out, as
+   the deployed network runs (SpikingJelly's ``MACCounter`` agrees with NeuroBench here).
+3. The encoding layer: NeuroBench counts non-zero pixels × non-zero weights; we count every
+   input position (a dense current computation). SpikingJelly's ``MACCounter`` also counts
+   padding taps (Cin·k²·Hout·Wout·Cout); we do not.
+4. Identity skips are not a Linear/Conv module, so NeuroBench does not count them; we count
+   one AC per spike per target neuron (a Dense/Sparse process on Lava).
+5. NeuroBench decides AC vs MAC per forward call (one batch, one step); we decide per step
+   over all samples. Counts here are totals over samples; ``per_sample`` divides by S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import (
+    Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, PoolNode, StudentGraph,
+)
+
+_VIA = (PoolNode, FlattenNode)
+WEIGHTED = (Conv2dNode, DenseNode)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """``source`` (emitter) → ``via`` (pool/flatten nodes, data-flow order) → ``target``."""
+
+    source: str
+    via: tuple[str, ...]
+    target: str
+    kind: str  # "conv" | "dense" | "identity"
+
+    @property
+    def name(self) -> str:
+        """Row name: the conv/dense node, or ``src->[via->]dst`` for an identity skip."""
+        return self.target if self.kind != "identity" else "->".join((self.source, *self.via, self.target))
+
+
+# -- structure -----------------------------------------------------------------------------
+
+
+def _paths_into(graph: StudentGraph, name: str) -> list[tuple[str, tuple[str, ...]]]:
+    out = []
+    for p in graph.predecessors(name):
+        if isinstance(graph.nodes[p], _VIA):
+            out.extend((src, via + (p,)) for src, via in _paths_into(graph, p))
+        else:
+            out.append((p, ()))
+    return out
+
+
+def find_connections(graph: StudentGraph) -> list[Connection]:
+    """Every connection of ``graph`` in node order (see the module docstring).
+
+    Paths into a LIF node from a conv/dense node are that layer's own output (its ops are
+    counted on its row), so only input/LIF emitters make identity skips. Spikes that reach
+    the output node directly are a read-out, not a synapse: not counted.
+    """
+    conns = []
+    for name, node in graph.nodes.items():
+        if isinstance(node, WEIGHTED):
+            kind = "conv" if isinstance(node, Conv2dNode) else "dense"
+            conns.extend(Connection(s, v, name, kind) for s, v in _paths_into(graph, name))
+        elif isinstance(node, LIFNode):
+            conns.extend(Connection(s, v, name, "identity") for s, v in _paths_into(graph, name)
+                         if isinstance(graph.nodes[s], (InputNode, LIFNode)))
+    return conns
+
+
+def _axis_reach(n_in: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    """bool ``[n_in, n_out]``: input index i feeds output o along one axis of a conv/pool."""
+    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
+    i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
+    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
+    ok = (i >= 0) & (i < n_in)
+    r = np.zeros((n_in, n_out), dtype=bool)
+    r[i[ok], o[ok]] = True
+    return r
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Boolean relation product: i reaches k iff some j has a[i, j] and b[j, k]."""
+    return (a.astype(np.int64) @ b.astype(np.int64)) > 0
+
+
+def _conv_axes(node: Conv2dNode, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    kh, kw = node.weight.shape[2:]
+    return (_axis_reach(h, kh, node.stride[0], node.padding[0], node.dilation[0]),
+            _axis_reach(w, kw, node.stride[1], node.padding[1], node.dilation[1]))
+
+
+def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis reach of the source's (H, W) through the pools in ``via``; None if 1-D.
+
+    Pools and convs are separable (their taps form a rectangle, per channel), so the 2-D
+    reachability is the product of the two 1-D relations and composes axis by axis.
+    """
+    shape = graph.shapes[conn.source]
+    if len(shape) != 3:
+        return None
+    rh, rw = np.eye(shape[1], dtype=bool), np.eye(shape[2], dtype=bool)
+    for name in conn.via:
+        node = graph.nodes[name]
+        if isinstance(node, PoolNode):
+            (kh, kw), (sh, sw), (ph, pw) = node.kernel_size, node.stride, node.padding
+            rh = _compose(rh, _axis_reach(rh.shape[1], kh, sh, ph, 1))
+            rw = _compose(rw, _axis_reach(rw.shape[1], kw, sw, pw, 1))
+    return rh, rw
+
+
+def fanout(graph: StudentGraph, conn: Connection) -> np.ndarray:
+    """int64 array of the source's shape: distinct output neurons each source neuron drives."""
+    shape = graph.shapes[conn.source]
+    reach = _via_reach(graph, conn)
+    node = graph.nodes[conn.target]
+    if isinstance(node, Conv2dNode):
+        rh, rw = reach
+        ch, cw = _conv_axes(node, rh.shape[1], rw.shape[1])
+        per_pos = np.outer(_compose(rh, ch).sum(1), _compose(rw, cw).sum(1)) * (node.weight.shape[0] // node.groups)
+    elif isinstance(node, DenseNode):
+        n_out = node.weight.shape[0]
+        per_pos = n_out if reach is None else np.outer(reach[0].any(1), reach[1].any(1)) * n_out
+    else:  # identity skip: one synapse per pooled position containing the neuron
+        per_pos = 1 if reach is None else np.outer(reach[0].sum(1), reach[1].sum(1))
+    return np.broadcast_to(np.asarray(per_pos, dtype=np.int64), shape).copy()
+
+
+def dense_ops_per_step(graph: StudentGraph, name: str) -> int:
+    """Synapses of conv/dense node ``name`` on its own input map (NeuroBench "Dense" for one
+    step: every activation × every weight, padding taps excluded)."""
+    node = graph.nodes[name]
+    if isinstance(node, DenseNode):
+        return int(node.weight.size)
+    if not isinstance(node, Conv2dNode):
+        raise ValueError(f"node {name!r} is not a conv/dense node")
+    _, h, w = graph.shapes[graph.predecessors(name)[0]]
+    ch, cw = _conv_axes(node, h, w)
+    return int(node.weight.shape[0]) * int(node.weight.shape[1]) * int(ch.sum()) * int(cw.sum())
+
+
+# -- recording checks ----------------------------------------------------------------------
+
+
+def check_recording(graph: StudentGraph, recording) -> None:
+    """UserError unless ``recording`` holds exactly the graph's LIF nodes with its shapes."""
+    lifs = [n for n, v in graph.nodes.items() if isinstance(v, LIFNode)]
+    t, s = recording.timesteps, recording.samples
+    missing = [n for n in lifs if n not in recording.layers]
+    extra = [n for n in recording.layers if n not in lifs]
+    if missing or extra:
+        raise UserError(f"spike recording does not match the graph: missing LIF layer(s) {missing}, "
+                        f"unknown layer(s) {extra} (graph LIF nodes: {lifs})")
+    for n in lifs:
+        want = (t, s, *graph.shapes[n])
+        if recording.layers[n].shape != want:
+            raise UserError(f"spike recording layer {n!r} has shape {recording.layers[n].shape}, "
+                            f"the graph expects {want}")
+    want = (t, s, *graph.shapes[graph.input_name])
+    if tuple(recording.input.shape) != want:
+        raise UserError(f"spike recording input has shape {tuple(recording.input.shape)}, the graph expects {want}")
+
+
+def input_is_events(x: np.ndarray) -> bool:
+    """True if every non-zero input value has one magnitude (spikes, maybe scaled)."""
+    nz = np.abs(x[x != 0])
+    return bool(nz.size == 0 or np.all(nz == nz[0]))
+
+
+# -- NeuroBench effective ops --------------------------------------------------------------
+
+
+def _apply_via(graph: StudentGraph, via: tuple[str, ...], v):
+    import torch.nn.functional as F
+
+    for name in via:
+        node = graph.nodes[name]
+        if isinstance(node, FlattenNode):
+            v = v.flatten(1)
+        else:
+            v = F.avg_pool2d(v, node.kernel_size, node.stride, node.padding)
+            if node.kind == "sum":
+                v = v * (node.kernel_size[0] * node.kernel_size[1])
+    return v
+
+
+def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], recording,
+                   chunk: int = 256) -> tuple[int, int] | None:
+    """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording, or None
+    if one of its inputs is another layer's current (not recorded)."""
+    import torch
+    import torch.nn.functional as F
+
+    node = graph.nodes[name]
+    if any(not isinstance(graph.nodes[c.source], (InputNode, LIFNode)) for c in conns):
+        return None
+    values = {c.source: recording.input if isinstance(graph.nodes[c.source], InputNode)
+              else recording.layers[c.source] for c in conns}
+    w = torch.as_tensor(node.weight != 0, dtype=torch.float32)
+    acs = macs = 0
+    for t in range(recording.timesteps):
+        ops, spiking = 0, True
+        for start in range(0, recording.samples, chunk):
+            x = sum(_apply_via(graph, c.via, torch.as_tensor(
+                np.asarray(values[c.source][t, start:start + chunk], dtype=np.float32))) for c in conns)
+            spiking &= bool(((x == 0) | (x == 1) | (x == -1)).all())
+            xb = (x != 0).to(torch.float32)
+            if isinstance(node, Conv2dNode):
+                y = F.conv2d(xb, w, None, node.stride, node.padding, node.dilation, node.groups)
+            else:
+                y = xb @ w.T
+            ops += int(y.sum(dtype=torch.float64))  # per-output counts are small exact integers
+        if spiking:
+            acs += ops
+        else:
+            macs += ops
+    return acs, macs
+
+
+# -- counting ------------------------------------------------------------------------------
+
+
+def _events(graph: StudentGraph, recording, source: str, input_events: bool):
+    """The source's 0/1 events ``[T, S, ...]``, or None if it emits analog values."""
+    node = graph.nodes[source]
+    if isinstance(node, LIFNode):
+        return recording.layers[source]
+    if isinstance(node, InputNode) and input_events:
+        return recording.input != 0
+    return None
+
+
+def _per_step(events: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    t, s = events.shape[:2]
+    per_neuron = events.reshape(t, s, -1).sum(axis=1, dtype=np.int64)  # [T, N] spikes over samples
+    return per_neuron @ fan.reshape(-1)
+
+
+def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dict:
+    """Count every op of ``recording`` (``SpikeRecording``-like: ``layers``, ``input``,
+    ``timesteps``, ``samples``) on ``graph``. Returns a JSON-ready dict:
+
+    ``layers``: one row per conv/dense node and per identity skip (ACs, MACs, per-step
+    lists, synapses, dense_ops, input_firing_rate, analytic_acs/_macs, NeuroBench counts,
+    weights / zero_weights / connection_sparsity); ``neurons``: one row per LIF node
+    (neurons, spikes, per-step spikes, firing_rate, activation_sparsity, neuron_updates);
+    ``totals`` (sums over samples) and ``per_sample`` (totals / samples).
+    """
+    check_recording(graph, recording)
+    t_steps, n_samples = recording.timesteps, recording.samples
+    run = t_steps * n_samples
+    input_events = input_is_events(recording.input)
+    conns = find_connections(graph)
+    groups: dict[str, list[Connection]] = {}
+    for c in conns:
+        groups.setdefault(c.name, []).append(c)
+
+    neurons = []
+    spikes_of: dict[str, int] = {}
+    for name, node in graph.nodes.items():
+        if not isinstance(node, LIFNode):
+            continue
+        per_t = recording.layers[name].reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
+        n = int(np.prod(graph.shapes[name]))
+        spikes_of[name] = int(per_t.sum())
+        rate = spikes_of[name] / (n * run)
+        neurons.append({"name": name, "neurons": n, "spikes": spikes_of[name],
+                        "spikes_per_timestep": per_t.tolist(), "firing_rate": rate,
+                        "activation_sparsity": 1.0 - rate, "neuron_updates": n * run})
+    if input_events:
+        spikes_of[graph.input_name] = int(np.count_nonzero(recording.input))
+
+    rows = []
+    for row_name, cs in groups.items():
+        target = graph.nodes[cs[0].target]
+        acs_t = np.zeros(t_steps, np.int64)
+        macs_t = np.zeros(t_steps, np.int64)
+        synapses = 0
+        analog = False
+        for c in cs:
+            fan = fanout(graph, c)
+            synapses += int(fan.sum())
+            ev = _events(graph, recording, c.source, input_events)
+            if ev is None:
+                analog = True
+                macs_t += int(fan.sum()) * n_samples
+            else:
+                acs_t += _per_step(ev, fan)
+        spiking_sources = sorted({c.source for c in cs if c.source in spikes_of})
+        fired = sum(spikes_of[s] for s in spiking_sources)
+        capacity = sum(int(np.prod(graph.shapes[s])) for s in spiking_sources) * run
+        rate = fired / capacity if capacity else None
+        per_step_dense = dense_ops_per_step(graph, row_name) if cs[0].kind != "identity" else synapses
+        dense = per_step_dense * run
+        row = {
+            "name": row_name, "kind": cs[0].kind, "sources": sorted({c.source for c in cs}),
+            "via": sorted({v for c in cs for v in c.via}),
+            "targets": graph.successors(row_name) if cs[0].kind != "identity" else [cs[0].target],
+            "input": "analog" if analog else "spikes",
+            "acs": int(acs_t.sum()), "macs": int(macs_t.sum()),
+            "acs_per_timestep": acs_t.tolist(), "macs_per_timestep": macs_t.tolist(),
+            "synapses": synapses, "dense_ops": dense, "dense_ops_per_step": per_step_dense,
+            "input_firing_rate": rate,
+            "analytic_acs": 0.0 if analog else (rate or 0.0) * dense,
+            "analytic_macs": float(dense) if analog else 0.0,
+            "neurobench_eff_acs": None, "neurobench_eff_macs": None,
+            "weights": None, "zero_weights": None, "connection_sparsity": None,
+        }
+        if isinstance(target, WEIGHTED):
+            wz = int(np.count_nonzero(target.weight == 0))
+            row.update(weights=int(target.weight.size), zero_weights=wz,
+                       connection_sparsity=wz / target.weight.size)
+            nb = neurobench_ops(graph, row_name, cs, recording) if neurobench else None
+            if nb is not None:
+                row.update(neurobench_eff_acs=nb[0], neurobench_eff_macs=nb[1])
+        rows.append(row)
+
+    return {"timesteps": t_steps, "samples": n_samples,
+            "input_encoding": "spikes" if input_events else "analog",
+            "layers": rows, "neurons": neurons,
+            **_totals(rows, neurons, t_steps, n_samples)}
+
+
+def _totals(rows, neurons, t_steps, n_samples) -> dict:
+    weighted = [r for r in rows if r["kind"] != "identity"]
+    spikes = sum(n["spikes"] for n in neurons)
+    updates = sum(n["neuron_updates"] for n in neurons)
+    rate = spikes / updates if updates else 0.0
+    w = sum(r["weights"] for r in weighted)
+    nb = [r for r in weighted if r["neurobench_eff_acs"] is not None]
+    totals = {
+        "acs": sum(r["acs"] for r in rows), "macs": sum(r["macs"] for r in rows),
+        "acs_per_timestep": [sum(r["acs_per_timestep"][t] for r in rows) for t in range(t_steps)],
+        "macs_per_timestep": [sum(r["macs_per_timestep"][t] for r in rows) for t in range(t_steps)],
+        "synapses": sum(r["synapses"] for r in rows),
+        "dense_ops": sum(r["dense_ops"] for r in rows),
+        "spikes": spikes, "neurons": sum(n["neurons"] for n in neurons), "neuron_updates": updates,
+        "firing_rate": rate, "activation_sparsity": 1.0 - rate,
+        "weights": w, "zero_weights": sum(r["zero_weights"] for r in weighted),
+        "connection_sparsity": sum(r["zero_weights"] for r in weighted) / w if w else 0.0,
+        "neurobench_eff_acs": sum(r["neurobench_eff_acs"] for r in nb) if nb else None,
+        "neurobench_eff_macs": sum(r["neurobench_eff_macs"] for r in nb) if nb else None,
+        "neurobench_dense": sum(r["dense_ops"] for r in weighted),
+        "analytic_acs": sum(r["analytic_acs"] for r in rows),
+        "analytic_macs": sum(r["analytic_macs"] for r in rows),
+        # the paper's Table III style: one network-wide firing rate × the spike-driven dense ops
+        "paper_style_acs": rate * sum(r["dense_ops"] for r in rows if r["input"] == "spikes"),
+        "ann_teacher_macs_per_sample": sum(r["dense_ops_per_step"] for r in weighted),
+        "encoding_macs_once_per_sample": sum(r["synapses"] for r in rows if r["input"] == "analog"),
+    }
+    totals["synaptic_ops"] = totals["acs"] + totals["macs"]
+    keys = ("acs", "macs", "synaptic_ops", "dense_ops", "spikes", "neuron_updates", "analytic_acs",
+            "analytic_macs", "paper_style_acs", "neurobench_eff_acs", "neurobench_eff_macs", "neurobench_dense")
+    per_sample = {k: (None if totals[k] is None else totals[k] / n_samples) for k in keys}
+    per_sample["ann_teacher_macs"] = totals["ann_teacher_macs_per_sample"]
+    per_sample["encoding_macs_once"] = totals["encoding_macs_once_per_sample"]
+    return {"totals": totals, "per_sample": per_sample}

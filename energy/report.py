@@ -1,0 +1,108 @@
+"""Energy report: op counts (``counter.count_ops``) priced by an ``EnergyModel``, as JSON and a table.
+
+JSON schema (``format`` "htakl-energy/1"); counts are exact integers summed over the
+recording's samples unless the key says ``per_sample``; energies in pJ:
+
+    format, spikes_file, graph_file, backend, timesteps, samples, input_encoding
+    energy_model: {name, source, e_ac_pj, e_mac_pj, e_neuron_update_pj, e_spike_pj, notes}
+    layers: [{name, kind: conv|dense|identity, sources, via, targets, input: spikes|analog,
+              acs, macs, acs_per_timestep[T], macs_per_timestep[T], synapses, dense_ops,
+              dense_ops_per_step, input_firing_rate, analytic_acs, analytic_macs,
+              neurobench_eff_acs, neurobench_eff_macs, weights, zero_weights,
+              connection_sparsity, energy_pj}]
+    neurons: [{name, neurons, spikes, spikes_per_timestep[T], firing_rate,
+               activation_sparsity, neuron_updates, energy_pj}]
+    totals: {acs, macs, synaptic_ops, acs_per_timestep, macs_per_timestep, synapses, dense_ops,
+             spikes, neurons, neuron_updates, firing_rate, activation_sparsity, weights,
+             zero_weights, connection_sparsity, neurobench_eff_acs, neurobench_eff_macs,
+             neurobench_dense, analytic_acs, analytic_macs, paper_style_acs,
+             ann_teacher_macs_per_sample, encoding_macs_once_per_sample,
+             energy_pj, synaptic_energy_pj, neuron_energy_pj}
+    per_sample: {acs, macs, synaptic_ops, dense_ops, spikes, neuron_updates, analytic_acs,
+                 analytic_macs, paper_style_acs, neurobench_eff_acs, neurobench_eff_macs,
+                 neurobench_dense, ann_teacher_macs, encoding_macs_once, energy_pj, energy_mj,
+                 analytic_energy_pj, paper_style_energy_pj, ann_teacher_energy_pj}
+
+``analytic_energy_pj`` prices the per-layer estimate (input firing rate × dense ops) and
+``paper_style_energy_pj`` the network-wide one (firing rate × OPs, as the paper's Table III),
+both plus the measured neuron/spike energy; ``ann_teacher_energy_pj`` = teacher MACs × e_mac.
+"""
+
+from __future__ import annotations
+
+from htakl_deploy.energy.models import EnergyModel
+
+FORMAT = "htakl-energy/1"
+
+
+def energy_report(counts: dict, model: EnergyModel, **meta) -> dict:
+    """``counts`` (from ``count_ops``) with energies added; ``meta`` (file names, backend) on top."""
+    layers = [{**r, "energy_pj": model.energy_pj(acs=r["acs"], macs=r["macs"])} for r in counts["layers"]]
+    neurons = [{**n, "energy_pj": model.energy_pj(neuron_updates=n["neuron_updates"], spikes=n["spikes"])}
+               for n in counts["neurons"]]
+    tot = dict(counts["totals"])
+    tot["synaptic_energy_pj"] = sum(r["energy_pj"] for r in layers)
+    tot["neuron_energy_pj"] = sum(n["energy_pj"] for n in neurons)
+    tot["energy_pj"] = tot["synaptic_energy_pj"] + tot["neuron_energy_pj"]
+    s = counts["samples"]
+    ps = dict(counts["per_sample"])
+    neuron_pj = tot["neuron_energy_pj"] / s
+    ps["energy_pj"] = tot["energy_pj"] / s
+    ps["energy_mj"] = ps["energy_pj"] * 1e-9
+    ps["analytic_energy_pj"] = model.energy_pj(acs=ps["analytic_acs"], macs=ps["analytic_macs"]) + neuron_pj
+    ps["paper_style_energy_pj"] = model.energy_pj(acs=ps["paper_style_acs"], macs=ps["analytic_macs"]) + neuron_pj
+    ps["ann_teacher_energy_pj"] = model.energy_pj(macs=ps["ann_teacher_macs"])
+    return {"format": FORMAT, **meta, "timesteps": counts["timesteps"], "samples": s,
+            "input_encoding": counts["input_encoding"], "energy_model": model.to_dict(),
+            "layers": layers, "neurons": neurons, "totals": tot, "per_sample": ps}
+
+
+def _si(x) -> str:
+    if x is None:
+        return "-"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3f}{unit}"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _energy(pj: float) -> str:
+    for div, unit in ((1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+        if abs(pj) >= div:
+            return f"{pj / div:.4f} {unit}"
+    return f"{pj:.4g} pJ"
+
+
+def format_table(report: dict) -> str:
+    """Per-sample table of every layer and LIF node, then totals (plain text)."""
+    s = report["samples"]
+    m = report["energy_model"]
+    lines = [f"energy model {m['name']}: {m['source']}",
+             f"{s} samples × T={report['timesteps']} ({report['input_encoding']} input); values per sample", ""]
+    head = f"{'layer':<28} {'kind':<8} {'in rate':>8} {'ACs':>11} {'MACs':>11} {'dense OPs':>11} {'energy':>13}"
+    lines += [head, "-" * len(head)]
+    for r in report["layers"]:
+        lines.append(f"{r['name'][:28]:<28} {r['kind']:<8} {_pct(r['input_firing_rate']):>8} {_si(r['acs'] / s):>11} "
+                     f"{_si(r['macs'] / s):>11} {_si(r['dense_ops'] / s):>11} {_energy(r['energy_pj'] / s):>13}")
+    head2 = f"{'LIF layer':<28} {'neurons':>9} {'spikes':>11} {'firing rate':>12} {'energy':>13}"
+    lines += ["", head2, "-" * len(head2)]
+    for n in report["neurons"]:
+        lines.append(f"{n['name'][:28]:<28} {n['neurons']:>9} {_si(n['spikes'] / s):>11} "
+                     f"{_pct(n['firing_rate']):>12} {_energy(n['energy_pj'] / s):>13}")
+    t, ps = report["totals"], report["per_sample"]
+    lines += [
+        "",
+        f"total per sample: {_si(ps['acs'])} ACs, {_si(ps['macs'])} MACs, {_si(ps['spikes'])} spikes, "
+        f"firing rate {_pct(t['firing_rate'])} → {_energy(ps['energy_pj'])}",
+        f"  analytic (rate × dense OPs {_si(ps['dense_ops'])}): {_si(ps['analytic_acs'])} ACs → "
+        f"{_energy(ps['analytic_energy_pj'])}; paper style {_si(ps['paper_style_acs'])} ACs → "
+        f"{_energy(ps['paper_style_energy_pj'])}",
+        f"  ANN teacher: {_si(ps['ann_teacher_macs'])} MACs → {_energy(ps['ann_teacher_energy_pj'])}",
+        f"  NeuroBench effective: {_si(ps['neurobench_eff_acs'])} ACs, {_si(ps['neurobench_eff_macs'])} MACs; "
+        f"activation sparsity {_pct(t['activation_sparsity'])}, connection sparsity {_pct(t['connection_sparsity'])}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""``htakl-deploy energy``: exact AC/MAC counts, firing rates and energy of a spike recording."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """\
+examples:
+  htakl-deploy energy spikes.h5 --graph export/student_quant.nir                 # paper-45nm preset
+  htakl-deploy energy spikes.h5 --graph export/student_float.nir --preset loihi1 --json energy.json
+  htakl-deploy energy spikes.h5 --graph export/student_quant.nir --energy-model my_chip.toml
+
+presets: paper-45nm (0.9 pJ/AC, 4.6 pJ/MAC), horowitz-int8 (add 0.03, mult 0.2 pJ), loihi1
+(23.6 pJ/synaptic op, 81 pJ/neuron update, 1.7 pJ/spike). An energy model file (TOML or JSON)
+holds source, e_ac_pj, e_mac_pj and optionally e_neuron_update_pj, e_spike_pj, name, notes.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "energy", help="count ACs/MACs of recorded spikes and price them with an energy model",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spikes", metavar="SPIKES.h5", help="spike recording (htakl-spikes/1 HDF5)")
+    p.add_argument("--graph", required=True, metavar="NIR", help="the student's NIR file (float or quantised)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--preset", default=None, help="energy preset (default: paper-45nm)")
+    model.add_argument("--energy-model", metavar="FILE", help="energy model file (.toml or .json)")
+    p.add_argument("--json", metavar="OUT", help="also write the full report as JSON (atomically)")
+    p.add_argument("--no-neurobench", dest="neurobench", action="store_false",
+                   help="skip the NeuroBench-style effective op counts (one extra pass per layer)")
+    p.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from htakl_deploy.atomic import write_json
+    from htakl_deploy.energy.counter import count_ops
+    from htakl_deploy.energy.models import load_energy_model, load_preset
+    from htakl_deploy.energy.report import energy_report, format_table
+    from htakl_deploy.energy.spikefile import read_spikes
+    from htakl_deploy.errors import UserError
+    from htakl_deploy.export.nir_io import from_nir, read_nir
+
+    model = load_energy_model(args.energy_model) if args.energy_model else load_preset(args.preset or "paper-45nm")
+    graph = from_nir(read_nir(args.graph))
+    graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
+    rec = read_spikes(args.spikes)
+    try:
+        counts = count_ops(graph, rec, neurobench=args.neurobench)
+    except UserError as e:
+        raise UserError(f"{args.spikes} vs {args.graph}: {e}") from None
+    report = energy_report(counts, model, spikes_file=str(args.spikes), graph_file=str(args.graph),
+                           backend=rec.attrs.get("backend"))
+    print(format_table(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
