@@ -15,6 +15,8 @@ install: $(STAMP)
 # cannot load against a CPU torch; its real run-time dependencies are in pyproject.toml.
 # lava-nc 0.10 declares Python <3.11 and numpy<2 but runs here: --no-deps --ignore-requires-python,
 # plus its two small deps; hw/lava_compat.py fixes its one Python-3.11 import error at import time.
+# snntorch/nirtorch/norse (--no-deps: they run on the pins above) are the third-party NIR importers
+# tests/test_nir_interop.py reads our NIR files with.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -23,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
 	$(PY) -m pip install --quiet --no-deps asteval==1.0.10 networkx==2.8.7
+	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 nirtorch==2.6 norse==1.1.0
 	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
 	$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models; print('lava-nc imports on Python 3.11')"
 	touch $(STAMP)

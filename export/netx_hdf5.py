@@ -1,0 +1,322 @@
+"""lava-dl netx HDF5 for feed-forward quantised students (``write_netx``, ``read_netx_summary``).
+
+The layout is lava-dl 0.6.0's (``lava/lib/dl/netx/hdf5.py`` reads it, ``slayer/block/base.py``
+writes it); a file is a chain of layers ``layer/{i}`` read in order, each a group of datasets:
+
+    layer/0  type 'input', shape (C, H, W)             no neuron: the first conv/dense receives
+                                                        the 8-bit pixel integers as graded input
+                                                        (``hdf5.Network(..., input_message_bits=8)``)
+    conv     type, shape (Cout, H, W), weight [Cout, Cin/groups, kH, kW] (torch layout and torch
+             cross-correlation: netx flips and transposes it for Lava itself), inChannels,
+             outChannels, kernelSize / stride / padding / dilation as (H, W) pairs, groups,
+             bias [Cout], neuron/
+    flatten  type, shape (C·H·W, 1, 1)                 netx flattens (C, H, W) in C order, as torch
+    dense    type, shape (N,), weight [N, in], inFeatures, outFeatures, bias [N], neuron/
+    neuron/  type 'CUBA', iDecay, vDecay, vThMant, refDelay = 1, gradedSpike = False
+
+Mapping from ``QuantizedGraph`` (DESIGN.md "Loihi-style fixed point"):
+
+- netx builds lava-nc ``LIF(du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6)``, so
+  ``iDecay = du + 1`` (4096 = no current memory), ``vDecay = dv``, ``vThMant = vth``.
+- netx has no weight exponent: a file weight is the integer that reaches the neuron (netx
+  re-derives its own mantissa/exponent for dense layers; lava-nc's Conv applies none), and
+  it must lie in [-256, 254] (else ``ValueError`` naming the node). ``weight_exp >= 0``:
+  ``weight_mant << weight_exp``, exact. ``weight_exp = -k < 0`` (``run_int`` shifts the *summed*
+  current right) has no netx equivalent, and it is the usual case for the first conv: its
+  weights carry the 1/255 pixel scale, S is clamped at S_MAX and k is 2…4. Rounding such
+  weights to integers would leave 4–6 bits (measured: 2 % of first-layer spikes differ).
+  Instead the layer runs at ``2**j`` times our scale: weights ``weight_mant · 2**(j - k)``
+  (exact for j ≥ k − 1, mantissas being even), ``vThMant = vth · 2**j``, bias ``× 2**j``, with
+  the largest j ≤ k that keeps ``u = a << 6`` inside 24 bits for the worst-case input (pixels
+  0..255, spikes 0/1) and vth inside 17 bits. Its ``v`` is ``2**j`` × ours and its spikes
+  differ from ``run_int`` only where ``run_int``'s floor after the shift decides
+  (measured: 0.002 % of first-layer spikes). Attribute ``v_scale_exp`` = j; for the output,
+  logits = v / (64 · S · 2**j).
+- Bias: netx fixes ``bias_exp = 6``, so the file bias is ``(bias_mant << bias_exp) · 2**j / 64``,
+  rounded half away from zero: ours has 64× finer steps.
+- ``strict=True`` raises ``ValueError`` naming the node for a negative exponent or a bias that is
+  not a multiple of 64, i.e. unless the file is bit-identical to ``run_int`` (up to Lava's
+  one-step delay per hop). Attributes ``bias_exact`` and ``exact`` record it per layer.
+- Output (logits): a dense/conv layer whose neuron never fires (``vThMant = 2**17``, netx's own
+  default for a readout: ``v > vth << 6`` needs more than the 24-bit ``v``), with ``iDecay =
+  vDecay = 4096``, so its ``v`` each step is ``a << 6 + bias`` — ``quantize.run_int``'s readout.
+- Pools: netx has none. A pool (stride = kernel, no padding, input H and W multiples of the
+  kernel) between a neuron and the next conv/dense is folded into that layer, exactly in
+  integers as ``run_int`` computes it (sum of spike counts × mantissas): conv → the kernel
+  repeated over each pool window, stride and padding × pool size; dense → each weight
+  repeated over its pool window.
+- Not expressible (``ValueError`` naming the node): skip/residual edges (a node with several
+  inputs or outputs, identity connections), a conv/dense not followed by a LIF or the output,
+  pools with padding or stride ≠ kernel, a conv with dilation fed by a pool.
+
+Our own fields are HDF5 *attributes* (netx lists only datasets and groups, so it ignores them):
+file ``format``, ``format_version``, ``input_scale``, ``input_message_bits``; per layer
+``nodes`` (graph node names), ``weight_exp``, ``v_scale_exp``, ``scale_S``, ``bias_mant``,
+``bias_exp`` (our exact values), ``bias_exact``, ``exact``.
+Timing is netx's/Lava's: each conv/dense hop adds one step of delay (layer k at step t + k
+equals ``run_int`` at step t), and biases act from step 0, also while a layer waits for its
+first input (``run_int`` has no such steps), so exact comparisons use bias-free graphs or
+``reset_interval``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from htakl_deploy.atomic import atomic_path
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import (
+    WEIGHTED, Conv2dNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+)
+from htakl_deploy.export.quantize import QuantizedGraph
+
+FORMAT = "htakl-deploy-netx"
+FORMAT_VERSION = 1
+W_MIN, W_MAX = -256, 254  # lava Dense clips mixed-sign weights to this range (netx optimize_weight_bits)
+READOUT_VTH = 1 << 17  # v > vth << 6 = 2**23 never holds for a 24-bit v: the readout never spikes
+NETX_BIAS_EXP = 6
+INPUT_MESSAGE_BITS = 8  # pixels enter as 8-bit graded spikes: hdf5.Network(..., input_message_bits=8)
+
+
+def _chain(q: QuantizedGraph) -> list[str]:
+    """The graph's nodes as one chain from input to output, or ValueError naming the node
+    where it branches or joins."""
+    g = q.graph
+    for c in q.connections:
+        if c.identity:
+            raise ValueError(f"node {c.target!r}: identity (skip) connection from {c.node!r}; "
+                             "netx HDF5 holds feed-forward chains only")
+    order, name = [], g.input_name
+    while True:
+        order.append(name)
+        succ = g.successors(name)
+        if not succ:
+            break
+        if len(succ) > 1:
+            raise ValueError(f"node {name!r} feeds {succ} (a skip/residual branch); "
+                             "netx HDF5 holds feed-forward chains only")
+        name = succ[0]
+        preds = g.predecessors(name)
+        if len(preds) > 1:
+            raise ValueError(f"node {name!r} sums {preds} (a residual join); "
+                             "netx HDF5 holds feed-forward chains only")
+    if len(order) != len(g.nodes):
+        raise ValueError(f"nodes {sorted(set(g.nodes) - set(order))} are not on the input→output chain")
+    return order
+
+
+def _fold_pools_conv(name: str, w: np.ndarray, node: Conv2dNode, pools: list[tuple[str, PoolNode]]):
+    """Conv after sum pools (stride = kernel, padding 0) → one conv on the pools' input."""
+    stride, padding = np.array(node.stride), np.array(node.padding)
+    if pools and node.dilation != (1, 1):
+        raise ValueError(f"node {name!r}: a dilated conv after pool {pools[-1][0]!r} cannot be folded for netx")
+    for _, p in reversed(pools):  # innermost pool (next to the conv) first
+        k = np.array(p.kernel_size)
+        w = np.repeat(np.repeat(w, k[0], axis=2), k[1], axis=3)
+        stride, padding = stride * k, padding * k
+    return w, tuple(int(s) for s in stride), tuple(int(p) for p in padding)
+
+
+def _fold_pools_dense(w: np.ndarray, pools: list[tuple[str, PoolNode]], in_shapes: list[tuple]) -> np.ndarray:
+    """Dense after sum pools and a flatten → dense on the flattened pools' input.
+    ``in_shapes[i]`` is the (C, H, W) input of ``pools[i]`` (H, W multiples of its kernel)."""
+    for (_, p), (c, h, wd) in zip(reversed(pools), reversed(in_shapes)):
+        kh, kw = p.kernel_size
+        v = w.reshape(w.shape[0], c, h // kh, wd // kw)
+        w = np.repeat(np.repeat(v, kh, axis=2), kw, axis=3).reshape(w.shape[0], -1)
+    return w
+
+
+def _round_shift(x: np.ndarray, exp: int) -> np.ndarray:
+    """``x · 2**exp`` as integers, halves rounded away from zero (exact when exp >= 0)."""
+    x = np.asarray(x, dtype=np.int64)
+    if exp >= 0:
+        return x << exp
+    return np.sign(x) * ((np.abs(x) + (1 << (-exp - 1))) >> -exp)
+
+
+def _max_current(w: np.ndarray, x_max: int) -> int:
+    """Largest |a| = |Σ w·x| over inputs 0 ≤ x ≤ x_max (spikes, pooled spikes, or pixels)."""
+    w = w.reshape(w.shape[0], -1)
+    return int(max(np.where(w > 0, w, 0).sum(1).max(initial=0), -np.where(w < 0, w, 0).sum(1).min(initial=0)) * x_max)
+
+
+def _layer_scale(name: str, mant: np.ndarray, exp: int, vth: int, x_max: int, strict: bool) -> tuple[int, np.ndarray]:
+    """(j, file weights): the layer runs at 2**j × our v scale, weights ``mant · 2**(exp + j)``."""
+    if exp >= 0:
+        j = 0
+    elif strict:
+        raise ValueError(f"node {name!r}: weight_exp {exp} < 0 (run_int shifts the summed current right), "
+                         "which netx cannot express exactly; strict=False scales the layer instead")
+    else:  # the largest j <= -exp that keeps u = a << 6 inside 24 bits and vth inside 17 bits
+        j = -exp
+        while j > 0 and (_max_current(_round_shift(mant, exp + j), x_max) << 6 >= 1 << 23
+                         or (vth << j) >= 1 << 17):
+            j -= 1
+    w = _round_shift(mant, exp + j)
+    lo, hi = int(w.min(initial=0)), int(w.max(initial=0))
+    if lo < W_MIN or hi > W_MAX:
+        raise ValueError(f"node {name!r}: effective weights (mantissa · 2^{exp + j}) span [{lo}, {hi}], "
+                         f"outside netx/Lava's 8-bit [{W_MIN}, {W_MAX}]")
+    return j, w
+
+
+def _netx_bias(name: str, bias_v: np.ndarray, j: int, strict: bool) -> tuple[np.ndarray, bool]:
+    bias_v = np.asarray(bias_v, dtype=np.int64) << j
+    b = _round_shift(bias_v, -NETX_BIAS_EXP)
+    exact = bool(np.array_equal(b << NETX_BIAS_EXP, bias_v))
+    if strict and not exact:
+        raise ValueError(f"node {name!r}: bias (mant << exp) is not a multiple of 64, netx's bias step "
+                         f"(bias_exp fixed at {NETX_BIAS_EXP}); strict=False rounds it")
+    return b, exact
+
+
+def _str(group, key: str, value: str) -> None:
+    group.create_dataset(key, (1,), "S10", [value.encode("ascii")])  # what slayer writes
+
+
+def _neuron(group, du: int, dv: int, vth: int) -> None:
+    n = group.create_group("neuron")
+    _str(n, "type", "CUBA")
+    n.create_dataset("iDecay", data=np.int64(du + 1))
+    n.create_dataset("vDecay", data=np.int64(dv))
+    n.create_dataset("vThMant", data=np.int64(vth))
+    n.create_dataset("refDelay", data=np.int64(1))
+    n.create_dataset("gradedSpike", data=False)
+
+
+def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
+    """Plain descriptions of the netx layers (datasets + attributes), in order."""
+    g = q.graph
+    chain = _chain(q)
+    layers = [{"type": "input", "shape": np.array(g.shapes[g.input_name]), "attrs": {"nodes": g.input_name}}]
+    pools: list[tuple[str, PoolNode]] = []
+    pool_in: list[tuple] = []
+    flatten: str | None = None
+    i = 1
+    while i < len(chain):
+        name = chain[i]
+        node = g.nodes[name]
+        if isinstance(node, PoolNode):
+            if node.stride != node.kernel_size or node.padding != (0, 0):
+                raise ValueError(f"node {name!r}: netx has no pooling and only a pool with stride = kernel "
+                                 f"and no padding can be folded into the next layer, got {node}")
+            if flatten is not None:
+                raise ValueError(f"node {name!r}: pool after flatten {flatten!r} is not supported")
+            in_hw = g.shapes[g.predecessors(name)[0]][1:]
+            if in_hw[0] % node.kernel_size[0] or in_hw[1] % node.kernel_size[1]:
+                # the rows/columns the pool drops would reach a folded conv's padding
+                raise ValueError(f"node {name!r}: pool input {in_hw} is not a multiple of its kernel "
+                                 f"{node.kernel_size}, so it cannot be folded into the next layer for netx")
+            pools.append((name, node))
+            pool_in.append(g.shapes[g.predecessors(name)[0]])
+            i += 1
+            continue
+        if isinstance(node, FlattenNode):
+            flatten = name
+            i += 1
+            continue
+        if not isinstance(node, WEIGHTED):
+            raise ValueError(f"node {name!r} ({type(node).__name__}) has no netx layer here: expected "
+                             "a conv/dense (after a neuron, pool or flatten)")
+        if i + 1 >= len(chain) or not isinstance(g.nodes[chain[i + 1]], (LIFNode, OutputNode)):
+            raise ValueError(f"node {name!r}: netx needs a neuron layer (LIF) or the output after a conv/dense")
+        target = chain[i + 1]
+        c = q.connection(name, target)
+        t = q.targets[target]
+        is_out = isinstance(g.nodes[target], OutputNode)
+        mant, stride, padding = c.weight_mant, None, None
+        if isinstance(node, Conv2dNode):
+            mant, stride, padding = _fold_pools_conv(name, mant, node, pools)
+        else:
+            mant = _fold_pools_dense(mant, pools, pool_in)
+        src = chain[i - 1 - len(pools) - (flatten is not None)]
+        x_max = round(1.0 / q.input_scale) if isinstance(g.nodes[src], InputNode) else 1
+        j, w = _layer_scale(name, mant, c.weight_exp, 0 if is_out else t.vth, x_max, strict)
+        bias, b_exact = _netx_bias(target, t.bias_v(), j, strict)
+        in_shape = g.shapes[src]
+        if flatten is not None:
+            layers.append({"type": "flatten", "shape": np.array([int(np.prod(in_shape)), 1, 1]),
+                           "attrs": {"nodes": flatten}})
+        attrs = {"nodes": ",".join([p for p, _ in pools] + ([flatten] if flatten else []) + [name, target]),
+                 "weight_exp": c.weight_exp, "v_scale_exp": j, "scale_S": t.scale, "bias_mant": t.bias_mant,
+                 "bias_exp": t.bias_exp, "bias_exact": b_exact,
+                 "exact": c.weight_exp >= 0 and b_exact}
+        neuron = (t.du, 4096, READOUT_VTH) if is_out else (t.du, t.dv, t.vth << j)
+        out_shape = np.array(g.shapes[target])
+        if isinstance(node, Conv2dNode):
+            layers.append({"type": "conv", "shape": out_shape, "weight": w, "bias": bias,
+                           "inChannels": np.int64(w.shape[1] * node.groups), "outChannels": np.int64(w.shape[0]),
+                           "kernelSize": np.array(w.shape[2:]), "stride": np.array(stride),
+                           "padding": np.array(padding), "dilation": np.array(node.dilation),
+                           "groups": np.int64(node.groups), "neuron": neuron, "attrs": attrs})
+        else:
+            layers.append({"type": "dense", "shape": out_shape, "weight": w, "bias": bias,
+                           "inFeatures": np.int64(w.shape[1]), "outFeatures": np.int64(w.shape[0]),
+                           "neuron": neuron, "attrs": attrs})
+        pools, pool_in, flatten = [], [], None
+        i += 2
+    return layers
+
+
+def write_netx(qgraph: QuantizedGraph, path: str | os.PathLike, *, strict: bool = False) -> Path:
+    """Write the feed-forward quantised graph as lava-dl netx HDF5 at ``path`` (atomically).
+
+    Raises ``ValueError`` naming the node for anything netx cannot express (see the module
+    docstring), before any file is touched."""
+    import h5py
+
+    layers = _layers(qgraph, strict)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["input_scale"] = float(qgraph.input_scale)
+            f.attrs["input_message_bits"] = INPUT_MESSAGE_BITS
+            root = f.create_group("layer")
+            for i, layer in enumerate(layers):
+                grp = root.create_group(str(i))
+                _str(grp, "type", layer["type"])
+                for key, val in layer.items():
+                    if key == "neuron":
+                        _neuron(grp, *val)
+                    elif key == "attrs":
+                        grp.attrs.update(val)
+                    elif key != "type":
+                        grp.create_dataset(key, data=val)
+    return Path(path)
+
+
+def _value(ds):
+    v = ds[()]
+    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
+        v = v[0]
+    return v.decode("ascii") if isinstance(v, bytes) else v
+
+
+def read_netx_summary(path: str | os.PathLike) -> dict:
+    """Read a netx HDF5 file back with h5py: ``{"attrs": {...}, "layers": [{"type", "shape",
+    dataset name → value, "neuron": {...}, "attrs": {...}}, ...]}`` in file order. Works on any
+    netx file (our attributes are simply absent from others). Raises ``UserError`` for a
+    missing or unreadable file."""
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such netx HDF5 file")
+    try:
+        with h5py.File(p, "r") as f:
+            layers = []
+            for i in range(len(f["layer"])):
+                grp = f["layer"][str(i)]
+                layer = {k: _value(grp[k]) for k in grp if isinstance(grp[k], h5py.Dataset)}
+                if "neuron" in grp:
+                    layer["neuron"] = {k: _value(v) for k, v in grp["neuron"].items()}
+                layer["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in grp.attrs.items()}
+                layers.append(layer)
+            return {"attrs": dict(f.attrs), "layers": layers}
+    except Exception as e:  # h5py raises OSError/KeyError/ValueError on bad files
+        raise UserError(f"{p}: not a readable netx HDF5 file: {type(e).__name__}: {e}") from None
