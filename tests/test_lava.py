@@ -206,3 +206,17 @@ def test_lava_under_another_start_method_is_a_clear_error():
         "    print('UserError:', e)\n"
     )
     assert "UserError: lava-nc runs its processes with the 'fork' start method" in proc.stdout, proc.stderr
+
+
+def test_ports_patch_replaces_removed_numpy_keyword(lava):
+    import lava.magma.core.process.ports.ports as ports
+
+    source = Path(ports.__file__).read_text()
+    assert source.count("newshape=") == 2  # what lava-nc 0.10.0 ships: fails on numpy >= 2.4
+    patched = lava_compat.patch_source(lava_compat.PORTS_MODULE, source)
+    assert "newshape=" not in patched and patched.count("\n") == source.count("\n")
+    # the module in use is the patched one: a reshape transform runs on this numpy
+    port = ports.ReshapePort((3, 2), (2, 3))
+    assert port.get_transform_func_fwd()(np.arange(6).reshape(2, 3)).shape == (3, 2)
+    with pytest.raises(ImportError, match="expected 1 occurrence"):
+        lava_compat.patch_source(lava_compat.PORTS_MODULE, source.replace("newshape=self.shape", "x", 1))

@@ -1,0 +1,206 @@
+"""A vectorised emulator of a ``DeploymentPlan`` on lava-nc 0.10's ``fixed_pt`` models.
+
+It computes, for many samples at once, exactly what the Lava network built by ``hw.lava_net``
+computes one sample after another — the same integer operations in the same order:
+
+- ``input``  link: ``shift(conv(x_int, W), weight_exp)`` on 8-bit pixels, sent as int32
+             (the ``RingBuffer`` data), so wrapped to 32 bits;
+- ``conv``   link: Lava ``Conv`` (``PyConvModelFixed``): the convolution of the spikes, wrapped
+             to 24 bits, ``weight_exp`` not applied (the plan only puts exponent-0 convs here);
+- ``dense`` / ``sparse`` link: ``PyDenseModelBitAcc`` / ``PySparseModelBitAcc`` /
+             ``PyDelaySparseModelBitAcc``: Lava's weight clipping/truncation for the matrix's
+             sign mode, the sum of the weights of the spiking inputs, shifted by ``weight_exp``,
+             sent through an int32 channel;
+- the population's ``a_in``: the links' int32 outputs added in int32 (Lava's InPort sum);
+- the neuron: ``PyLifResetModelBitAcc`` (``export.quantize.lif_int_step`` — the update
+  checked bit for bit against real Lava in tests/test_lava.py), state zeroed at each sample's
+  first step (the ``LIFReset`` interval).
+
+Delays only move a population's steps in Lava time (see ``hw.plan``); every input of a
+population refers to the same sample step, so the emulator runs each population over the
+``T`` steps of all samples at once. Each (population, step) is a tensor operation over every
+sample; there is no Python loop over samples or neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from htakl_deploy.export.quantize import lif_int_step, quantize_input
+from htakl_deploy.hw.lif_ref import effective_weights
+from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population
+
+_F32_EXACT = 2**24  # integer sums below this are exact in float32
+
+
+def wrap_i32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.int32).astype(np.int64)
+
+
+def wrap_i24(x: np.ndarray) -> np.ndarray:
+    """Lava's ``signed_clamp(x, bits=24)``: two's-complement wrap to 24 bits."""
+    return (x + 2**23) % 2**24 - 2**23
+
+
+def _t_wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement wrap of an int64 tensor to ``bits`` (a no-op, skipped, when in range)."""
+    half = 2 ** (bits - 1)
+    if x.numel() and (x.max() >= half or x.min() < -half):
+        return torch.remainder(x + half, 2 * half) - half
+    return x
+
+
+def _t_shift(a: torch.Tensor, exp: int) -> torch.Tensor:
+    return a * (2**exp) if exp >= 0 else torch.div(a, 2**-exp, rounding_mode="floor")
+
+
+def _row_abs_max(m) -> float:
+    return float(np.asarray(abs(m).sum(axis=1)).max(initial=0))
+
+
+def _conv_int(x: torch.Tensor, link: Link, bound: float) -> torch.Tensor:
+    """Exact integer convolution of ``x`` [T, B, C, H, W] via float32 (or float64 when the
+    largest possible |sum| does not fit float32's 24-bit mantissa) → int64 tensor."""
+    spec = link.conv
+    dtype = torch.float32 if bound < _F32_EXACT else torch.float64
+    t, b = x.shape[:2]
+    w = torch.from_numpy(np.asarray(spec["weight"])).to(dtype)
+    with torch.no_grad():
+        y = torch.nn.functional.conv2d(x.reshape(t * b, *x.shape[2:]).to(dtype), w, None, spec["stride"],
+                                       spec["padding"], spec["dilation"], spec["groups"])
+    return y.round().to(torch.int64).reshape(t, b, *y.shape[1:])
+
+
+def _conv_bound(link: Link) -> float:
+    w = np.abs(np.asarray(link.conv["weight"]))
+    return float(w.reshape(len(w), -1).sum(1).max(initial=0))
+
+
+def _input_currents_t(plan: DeploymentPlan, x_int: torch.Tensor) -> torch.Tensor:
+    link = plan.input_link
+    y = _conv_int(x_int, link, _conv_bound(link) * float(x_int.abs().max()))
+    return _t_wrap(_t_shift(y, link.weight_exp), 32)
+
+
+def input_currents(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
+    """The first population's currents ``[T, B, *shape]`` (int64 holding int32 values)."""
+    return _input_currents_t(plan, torch.from_numpy(np.asarray(x_int, dtype=np.int64))).numpy()
+
+
+def lava_matrix(link: Link) -> sp.csr_matrix:
+    """The link's int64 matrix after Lava's 8-bit clipping/truncation for its sign mode."""
+    m = link.matrix.tocsr().astype(np.int64)
+    m.data = effective_weights(m.data[None, :])[0] if m.nnz else m.data
+    return m
+
+
+def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...]) -> torch.Tensor:
+    t, b = spikes.shape[:2]
+    if link.kind == "conv":
+        return _t_wrap(_conv_int(spikes, link, _conv_bound(link)), 24)
+    m = lava_matrix(link)
+    flat = spikes.reshape(t * b, -1)
+    if _row_abs_max(m) < _F32_EXACT:  # exact in float32: binary inputs, |row sums| < 2^24
+        if link.kind == "dense":
+            a = flat.to(torch.float32) @ torch.from_numpy(m.toarray().astype(np.float32)).T
+        else:
+            a = torch.from_numpy(np.asarray((m.astype(np.float32) @ flat.numpy().astype(np.float32).T).T))
+        a = a.round().to(torch.int64)
+    else:
+        a = torch.from_numpy(np.asarray((m @ flat.numpy().astype(np.int64).T).T))
+    return _t_wrap(_t_shift(a, link.weight_exp), 32).reshape(t, b, *dst_shape)
+
+
+def link_output(link: Link, spikes: np.ndarray, dst_shape: tuple[int, ...]) -> np.ndarray:
+    """What ``link`` delivers to its population's InPort for binary ``spikes`` [T, B, *src]."""
+    return _link_output_t(link, torch.from_numpy(np.asarray(spikes, dtype=bool)), dst_shape).numpy()
+
+
+@dataclass
+class EmulatorResult:
+    spikes: dict[str, np.ndarray]  # population → bool [T, B, *shape] (torch layout)
+    readout_u: np.ndarray  # int64 [T, B, K]: the readout's current u each step
+    logits: np.ndarray  # float64 [T, B, K] = (u + bias) / (64·S)
+    input_int: np.ndarray  # int64 [T, B, C, H, W]: the 8-bit pixels
+
+
+def population_bias(pop: Population) -> np.ndarray:
+    """``bias_mant << bias_exp`` per neuron as Lava's int32 ``effective_bias``."""
+    return wrap_i32(pop.per_neuron(pop.bias_mant) << pop.bias_exp)
+
+
+def readout_logits(pop: Population, readout_u: np.ndarray) -> np.ndarray:
+    return (readout_u + population_bias(pop)) / (64.0 * pop.scale)
+
+
+def _lif_steps_fast(pop: Population, a_in: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lif_int_step`` without the int32 wraps, valid (and used) only when none can happen:
+    |a_in| < 2^25 (so ``a_in << 6`` fits int32) and |bias| < 2^29 (u, v stay 24-bit)."""
+    u = torch.zeros(a_in.shape[1:], dtype=torch.int64)
+    v = torch.zeros_like(u)
+    spikes = torch.zeros(a_in.shape, dtype=torch.bool)
+    us = torch.zeros(a_in.shape, dtype=torch.int64)
+    du, dv, vth = 4096 - (pop.du + 1), 4096 - pop.dv, pop.vth << 6
+    # With no current memory (du = 4095) u is a_in << 6: its 24-bit wrap cannot trigger when
+    # |a_in| < 2^17, and is skipped then (checked once for the whole tensor).
+    u_wraps = du != 0 or int(a_in.abs().max()) >= 2**17
+    for t in range(a_in.shape[0]):
+        u = torch.div(u * du, 4096, rounding_mode="trunc") if du else torch.zeros_like(u)
+        u += a_in[t] * 64
+        if u_wraps:
+            u = torch.where(u > 2**23, u - 2**24, torch.where(u <= -(2**23), u + 2**24, u))
+        v = (torch.div(v * dv, 4096, rounding_mode="trunc") if dv else torch.zeros_like(v)) + u + bias
+        v.clamp_(-(2**23 - 1), 2**23 - 1)
+        s = v > vth
+        v.masked_fill_(s, 0)
+        spikes[t], us[t] = s, u
+    return spikes, us
+
+
+def run_population(pop: Population, a_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """T steps of ``PyLifResetModelBitAcc`` from zero state on ``a_in`` [T, B, *shape]:
+    returns (spikes bool, u int64). The readout runs with bias 0 (added off-chip)."""
+    s, u = _run_population_t(pop, torch.from_numpy(np.asarray(a_in, dtype=np.int64)))
+    return s.numpy(), u.numpy()
+
+
+def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
+    if a_in.numel() and int(a_in.abs().max()) < 2**25 and int(np.abs(bias).max(initial=0)) < 2**29:
+        return _lif_steps_fast(pop, a_in, torch.from_numpy(np.ascontiguousarray(bias)))
+    a = a_in.numpy()
+    u = np.zeros(a.shape[1:], np.int64)
+    v = np.zeros(a.shape[1:], np.int64)
+    spikes = np.zeros(a.shape, bool)
+    us = np.zeros(a.shape, np.int64)
+    for t in range(a.shape[0]):
+        spikes[t], u, v = lif_int_step(u, v, a[t], du=pop.du, dv=pop.dv, bias_v=bias, vth=pop.vth)
+        us[t] = u
+    return torch.from_numpy(spikes), torch.from_numpy(us)
+
+
+def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False) -> EmulatorResult:
+    """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``)."""
+    x = np.asarray(x_tb)
+    if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
+        raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
+    x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    spikes: dict[str, torch.Tensor] = {}
+    readout_u = None
+    for name, pop in plan.populations.items():
+        a = None
+        for link in plan.links_into(name):
+            out = (_input_currents_t(plan, torch.from_numpy(x_int)) if link.src == INPUT
+                   else _link_output_t(link, spikes[link.src], pop.shape))
+            a = out if a is None else _t_wrap(a + out, 32)
+        s, u = _run_population_t(pop, a)
+        if pop.readout:
+            readout_u = u.numpy()
+        else:
+            spikes[name] = s
+    return EmulatorResult({k: v.numpy() for k, v in spikes.items()}, readout_u,
+                          readout_logits(plan.readout, readout_u), x_int)

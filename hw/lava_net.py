@@ -1,0 +1,232 @@
+"""Build and run a ``DeploymentPlan`` as a lava-nc 0.10 process graph (``Loihi2SimCfg``).
+
+``build_network(plan, currents, backend)`` instantiates one process per plan element, from a
+table of link kind → builder (``LINK_BUILDERS``):
+
+- a ``RingBuffer`` sending the first population's pre-computed input currents (the off-chip
+  encoding layer), one column per Lava step;
+- ``LIFReset`` per population (``reset_interval = T``, ``reset_offset = (1 + depth) mod T``:
+  neuron state is zeroed at each sample's first step, samples run back to back);
+- ``Conv`` / ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
+  population connect to its single ``a_in`` InPort, which sums them (residual joins);
+- a ``Monitor`` per population recording its ``s_out`` (the readout: its ``u``).
+
+Shapes: Lava lays a ``(C, H, W)`` population out as ``(W, H, C)``; conv kernels are
+``(C_out, W, H, C_in)`` and Lava's ``Conv`` flips them (a true convolution), so the builder
+transposes and flips torch's cross-correlation kernels. Dense/sparse matrices are permuted
+with ``plan.lava_perm``; the ports are flattened/reshaped at the connection.
+
+``run_lava(plan, x_tb, backend=...)`` runs samples back to back and returns the same
+``EmulatorResult`` as the emulator, with spikes in torch layout ``[T, B, ...]``. The runtime is
+stopped in a ``finally`` — also on errors and Ctrl-C — so no Lava process outlives the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from htakl_deploy.export.quantize import quantize_input
+from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
+from htakl_deploy.hw.lava_compat import ensure_lava
+from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
+
+BACKENDS = ("fixed_pt", "floating_pt")
+
+
+def _to_lava_order(a_tb: np.ndarray) -> np.ndarray:
+    """``[T, B, *shape]`` → Lava time series ``[*lava_shape, B·T]`` (sample-major)."""
+    t, b = a_tb.shape[:2]
+    per_step = np.moveaxis(a_tb, 0, 1).reshape(b * t, *a_tb.shape[2:])  # [B·T, *shape]
+    if per_step.ndim == 4:
+        per_step = per_step.transpose(0, 3, 2, 1)  # (C,H,W) → (W,H,C)
+    return np.moveaxis(per_step, 0, -1)
+
+
+def _from_lava_record(rec: np.ndarray, depth: int, samples: int, timesteps: int) -> np.ndarray:
+    """Monitor record ``[steps, *lava_shape]`` → ``[T, samples, *torch_shape]`` for a population
+    at ``depth`` (sample s, step t is Lava step ``s·T + depth + t + 1``, record row − 1)."""
+    rows = rec[depth:depth + samples * timesteps].reshape(samples, timesteps, *rec.shape[1:])
+    rows = np.moveaxis(rows, 0, 1)
+    if rows.ndim == 5:
+        rows = rows.transpose(0, 1, 4, 3, 2)
+    return rows
+
+
+@dataclass
+class LavaNetwork:
+    source: Any
+    populations: dict[str, Any]
+    links: dict[str, Any]
+    monitors: dict[str, Any]
+    steps: int
+
+
+def _lava_conv_weight(w: np.ndarray) -> np.ndarray:
+    """torch ``[Cout, Cin, kh, kw]`` cross-correlation → Lava ``(Cout, W, H, Cin)``, flipped."""
+    return np.ascontiguousarray(np.asarray(w).transpose(0, 3, 2, 1)[:, ::-1, ::-1])
+
+
+def _permuted(m: sp.csr_matrix, dst: tuple[int, ...], src: tuple[int, ...]) -> sp.csr_matrix:
+    return m.tocsr()[lava_perm(dst)][:, lava_perm(src)].tocsr()
+
+
+def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
+    from lava.proc.conv.process import Conv
+
+    spec = link.conv
+    w = spec["weight"].astype(np.int32) if fixed else spec["f_weight"].astype(np.float64)
+    proc = Conv(weight=_lava_conv_weight(w), input_shape=lava_shape(src_shape),
+                padding=tuple(spec["padding"][::-1]), stride=tuple(spec["stride"][::-1]),
+                dilation=tuple(spec["dilation"][::-1]), groups=spec["groups"], name=link.name)
+    if tuple(proc.output_shape) != lava_shape(dst_shape):
+        raise ValueError(f"link {link.name!r}: Lava Conv output {proc.output_shape} != {lava_shape(dst_shape)}")
+    return proc, False
+
+
+def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
+    from lava.proc.dense.process import Dense
+
+    m = _permuted(link.matrix if fixed else link.f_matrix, dst_shape, src_shape).toarray()
+    if fixed:
+        return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, name=link.name), True
+    return Dense(weights=m.astype(np.float64), name=link.name), True
+
+
+def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
+    from lava.proc.sparse.process import DelaySparse, Sparse
+
+    m = _permuted(link.matrix if fixed else link.f_matrix, dst_shape, src_shape)
+    m.eliminate_zeros()
+    m = m.astype(np.int32) if fixed else m.astype(np.float64)
+    kwargs = {"weight_exp": link.weight_exp} if fixed else {}
+    if link.delay == 0:
+        return Sparse(weights=m, name=link.name, **kwargs), True
+    delays = m.copy().astype(int)  # Lava checks for exactly the default int dtype
+    delays.data[:] = link.delay
+    return DelaySparse(weights=m, delays=delays, name=link.name, **kwargs), True
+
+
+LINK_BUILDERS: dict[str, Callable[[Link, tuple, tuple, bool], tuple[Any, bool]]] = {
+    "conv": _build_conv,
+    "dense": _build_dense,
+    "sparse": _build_sparse,
+}
+
+
+def _build_population(pop: Population, timesteps: int, fixed: bool):
+    from lava.proc.lif.process import LIFReset
+
+    shape = lava_shape(pop.shape)
+    to_lava = (lambda a: a.transpose(2, 1, 0)) if len(pop.shape) == 3 else (lambda a: a)
+    if fixed:
+        bias = np.zeros(pop.shape, np.int64) if pop.readout else pop.per_neuron(pop.bias_mant)
+        params = dict(du=pop.du, dv=pop.dv, vth=pop.vth, bias_mant=to_lava(bias).astype(np.int32),
+                      bias_exp=0 if pop.readout else pop.bias_exp)
+    else:
+        bias = np.zeros(pop.shape) if pop.readout else pop.per_neuron(pop.f_bias)
+        params = dict(du=pop.f_du, dv=pop.f_dv, vth=pop.f_vth, bias_mant=to_lava(bias).astype(np.float64),
+                      bias_exp=0)
+    return LIFReset(shape=shape, reset_interval=timesteps, reset_offset=(1 + pop.depth) % timesteps,
+                    name=pop.name, **params)
+
+
+def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt") -> LavaNetwork:
+    """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
+    ensure_lava()
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+
+    fixed = backend == "fixed_pt"
+    timesteps, samples = currents_tb.shape[:2]
+    steps = plan.lava_steps(samples, timesteps)
+    series = _to_lava_order(currents_tb)
+    pad = np.zeros((*series.shape[:-1], steps - series.shape[-1]), series.dtype)
+    data = np.concatenate([series, pad], axis=-1)
+    source = RingBuffer(data=data.astype(np.int32) if fixed else data.astype(np.float64))
+    pops = {name: _build_population(p, timesteps, fixed) for name, p in plan.populations.items()}
+    links = {}
+    for link in plan.links:
+        dst = plan.populations[link.dst]
+        if link.src == INPUT:
+            source.s_out.connect(pops[link.dst].a_in)
+            continue
+        src = plan.populations[link.src]
+        proc, flat = LINK_BUILDERS[link.kind](link, src.shape, dst.shape, fixed)
+        out = pops[link.src].s_out
+        (out.flatten() if flat and len(src.shape) > 1 else out).connect(proc.s_in)
+        (proc.a_out.reshape(lava_shape(dst.shape)) if flat and len(dst.shape) > 1 else proc.a_out).connect(
+            pops[link.dst].a_in)
+        links[link.name] = proc
+    monitors = {}  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
+    for name, pop in plan.populations.items():
+        monitors[name] = Monitor()
+        monitors[name].probe(pops[name].u if pop.readout else pops[name].s_out, steps)
+    return LavaNetwork(source, pops, links, monitors, steps)
+
+
+def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
+             progress: Callable[[int], None] | None = None, chunk_samples: int = 50) -> EmulatorResult:
+    """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava.
+
+    ``progress(n)`` is called with the number of samples completed after each chunk of
+    ``chunk_samples`` samples (the run is paused between chunks; state carries on)."""
+    ensure_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    x = np.asarray(x_tb)
+    if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
+        raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
+    timesteps, samples = x.shape[:2]
+    x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    if backend == "fixed_pt":
+        currents = input_currents(plan, x_int)
+    else:
+        currents = _float_input_currents(plan, x_int * plan.input_scale)
+    net = build_network(plan, currents, backend=backend)
+    run_cfg = Loihi2SimCfg(select_tag=backend)
+    done_steps = 0
+    try:
+        while done_steps < net.steps:
+            n = min(chunk_samples * timesteps, net.steps - done_steps)
+            if net.steps - done_steps - n <= plan.max_depth:
+                n = net.steps - done_steps  # fold the pipeline drain into the last chunk
+            net.source.run(condition=RunSteps(num_steps=n), run_cfg=run_cfg)
+            done_steps += n
+            if progress is not None:
+                progress(min(samples, max(0, (done_steps - plan.max_depth) // timesteps)))
+        data = {name: mon.get_data()[name] for name, mon in net.monitors.items()}
+    finally:
+        net.source.stop()
+    spikes, readout_u = {}, None
+    for name, pop in plan.populations.items():
+        rec = data[name]["u" if pop.readout else "s_out"]
+        rec = _from_lava_record(np.asarray(rec), pop.depth, samples, timesteps)
+        if pop.readout:
+            readout_u = rec.astype(np.float64 if backend != "fixed_pt" else np.int64)
+        else:
+            spikes[name] = rec.astype(bool)
+    if backend == "fixed_pt":
+        logits = readout_logits(plan.readout, readout_u)
+    else:
+        logits = readout_u + plan.readout.per_neuron(plan.readout.f_bias)
+    return EmulatorResult(spikes, readout_u, logits, x_int)
+
+
+def _float_input_currents(plan: DeploymentPlan, x: np.ndarray) -> np.ndarray:
+    """Float first-layer currents (``floating_pt``): ``conv(x, W/τ)``, no bias (it is the LIF's)."""
+    import torch
+
+    spec = plan.input_link.conv
+    t, b = x.shape[:2]
+    with torch.no_grad():
+        y = torch.nn.functional.conv2d(torch.from_numpy(x.reshape(t * b, *x.shape[2:]).astype(np.float64)),
+                                       torch.from_numpy(np.asarray(spec["f_weight"], dtype=np.float64)), None,
+                                       spec["stride"], spec["padding"], spec["dilation"], spec["groups"])
+    return y.numpy().reshape(t, b, *y.shape[1:])

@@ -1,0 +1,392 @@
+"""The deployment plan: a quantised student as the populations and links a Loihi-style chip runs.
+
+``plan_from_quantized(q)`` turns a ``QuantizedGraph`` (export/quantize.py) into plain data that
+both the Lava builder (``hw.lava_net``) and the vectorised emulator (``hw.emulator``) consume,
+so the two can only differ in *how* they compute, never in *what*:
+
+- **Population**: one per LIF node (``LIFReset`` on Lava) plus the **readout** (the logits
+  node: a non-spiking LIF whose current ``u`` is read every step). Integer (``fixed_pt``) and
+  float (``floating_pt``) neuron parameters; ``depth`` = the step offset at which the
+  population sees a sample's first time step.
+- **Link**: one per connection into a population, with its full linear map from the source
+  population's spikes (pooling and flatten between them composed in), its kind and its delay:
+
+  * ``input``  the first, encoding connection: integer MACs on the 8-bit pixels, computed
+               off-chip; its currents are fed to the first population (a Lava ``RingBuffer``).
+  * ``conv``   a plain convolution of spikes with ``weight_exp == 0`` and no extra delay:
+               Lava ``Conv`` (whose ``fixed_pt`` model ignores ``weight_exp`` and wraps its
+               output at 24 bits — so only exponent-0 convs go there).
+  * ``dense``  a flatten → dense connection without extra delay: Lava ``Dense``.
+  * ``sparse`` anything else (a conv with exponent ≠ 0, pooled connections, identity skips,
+               any connection needing an extra delay): Lava ``Sparse`` / ``DelaySparse``.
+
+Timing. Every Conv/Dense/Sparse hop delays by one step (Lava buffers a synapse's output for
+one step). A population's ``depth`` is ``max(depth(src) + 1)`` over its links, and a link
+from a shallower source gets ``delay = depth(dst) − depth(src) − 1`` extra steps
+(``DelaySparse``), so every input of a population refers to the same sample time step — the
+residual skip of a ResNet block is delayed by one step to meet the main path. Samples run back
+to back with ``T`` steps each (``LIFReset`` with ``reset_interval = T`` and an offset of
+``1 + depth``): population at depth ``k`` handles sample ``s``, time step ``t`` at Lava step
+``s·T + k + t + 1``. A run of ``n`` samples takes ``n·T + max_depth`` Lava steps.
+
+Layouts: matrices here are in torch's flat ``(C, H, W)`` order; ``lava_perm(shape)`` gives the
+index map to Lava's ``(W, H, C)`` layout (the builder permutes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from htakl_deploy.atomic import atomic_path
+from htakl_deploy.export.graph import (
+    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    StudentGraph,
+)
+from htakl_deploy.export.quantize import QuantizedGraph
+
+FORMAT = "htakl-lava-plan/1"
+INPUT = "input"
+LINK_KINDS = ("input", "conv", "dense", "sparse")
+READOUT_VTH = 2**17 - 1  # the readout never needs to spike: largest 17-bit threshold
+CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
+MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
+
+
+@dataclass(eq=False)
+class Population:
+    name: str
+    shape: tuple[int, ...]
+    depth: int
+    readout: bool
+    scale: int  # S: v (Lava units) = H·(S/θ)·64; readout: logits = (u + bias) / (64·S)
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray  # int64 per channel ([C] or [N])
+    bias_exp: int
+    f_du: float
+    f_dv: float
+    f_vth: float
+    f_bias: np.ndarray  # float64 per channel
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
+        self.f_bias = np.asarray(self.f_bias, dtype=np.float64)
+        if self.depth < 0:
+            raise ValueError(f"population {self.name!r}: depth must be >= 0")
+        if self.bias_mant.shape != (self.shape[0],) or self.f_bias.shape != (self.shape[0],):
+            raise ValueError(f"population {self.name!r}: biases must be per channel [{self.shape[0]}]")
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def per_neuron(self, per_channel: np.ndarray) -> np.ndarray:
+        """A per-channel array broadcast to the population's torch shape."""
+        return np.broadcast_to(per_channel.reshape(-1, *([1] * (len(self.shape) - 1))), self.shape)
+
+
+@dataclass(eq=False)
+class Link:
+    name: str
+    src: str  # a population name, or INPUT
+    dst: str
+    kind: str
+    delay: int
+    weight_exp: int
+    matrix: sp.csr_matrix | None = None  # int64 mantissas [N_dst, N_src], torch flat order
+    f_matrix: sp.csr_matrix | None = None  # float64, same shape
+    conv: dict | None = None  # kind "conv"/"input": weight, f_weight, stride, padding, dilation, groups
+
+    def __post_init__(self):
+        if self.kind not in LINK_KINDS:
+            raise ValueError(f"link {self.name!r}: kind {self.kind!r} not in {LINK_KINDS}")
+        if not 0 <= self.delay <= MAX_DELAY:
+            raise ValueError(f"link {self.name!r}: delay {self.delay} outside [0, {MAX_DELAY}]")
+        if self.kind == "conv" and (self.weight_exp != 0 or self.delay != 0 or self.conv is None):
+            raise ValueError(f"link {self.name!r}: a Lava Conv link needs weight_exp 0, no delay and a kernel")
+        if self.kind in ("dense", "sparse") and (self.matrix is None or self.f_matrix is None):
+            raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrices")
+
+
+@dataclass(eq=False)
+class DeploymentPlan:
+    input_shape: tuple[int, ...]
+    input_scale: float
+    populations: dict[str, Population]  # topological order; the readout last
+    links: list[Link]
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        readouts = [p for p in self.populations.values() if p.readout]
+        if len(readouts) != 1:
+            raise ValueError(f"a plan needs exactly one readout population, got {len(readouts)}")
+        for link in self.links:
+            if link.dst not in self.populations or (link.src != INPUT and link.src not in self.populations):
+                raise ValueError(f"link {link.name!r}: unknown population {link.src!r} → {link.dst!r}")
+        if sum(link.kind == "input" for link in self.links) != 1:
+            raise ValueError("a plan needs exactly one input link")
+
+    @property
+    def readout(self) -> Population:
+        return next(p for p in self.populations.values() if p.readout)
+
+    @property
+    def max_depth(self) -> int:
+        return max(p.depth for p in self.populations.values())
+
+    @property
+    def input_link(self) -> Link:
+        return next(link for link in self.links if link.kind == "input")
+
+    def links_into(self, name: str) -> list[Link]:
+        return [link for link in self.links if link.dst == name]
+
+    def lava_steps(self, samples: int, timesteps: int) -> int:
+        return samples * timesteps + self.max_depth
+
+    # -- saving: one self-contained .npz (arrays + a JSON header), written atomically ------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        arrays: dict[str, np.ndarray] = {}
+        header = {"format": FORMAT, "input_shape": list(self.input_shape), "input_scale": self.input_scale,
+                  "metadata": self.metadata, "populations": [], "links": []}
+        for i, p in enumerate(self.populations.values()):
+            d = {k: v for k, v in asdict(p).items() if k not in ("bias_mant", "f_bias")}
+            arrays[f"pop{i}.bias_mant"], arrays[f"pop{i}.f_bias"] = p.bias_mant, p.f_bias
+            header["populations"].append(d)
+        for i, link in enumerate(self.links):
+            d = {"name": link.name, "src": link.src, "dst": link.dst, "kind": link.kind,
+                 "delay": link.delay, "weight_exp": link.weight_exp, "has_matrix": link.matrix is not None}
+            for tag, m in (("m", link.matrix), ("f", link.f_matrix)):
+                if m is not None:
+                    arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"] = m.data, m.indices
+                    arrays[f"link{i}.{tag}.indptr"] = m.indptr
+                    d[f"{tag}_shape"] = list(m.shape)
+            if link.conv is not None:
+                arrays[f"link{i}.weight"], arrays[f"link{i}.f_weight"] = link.conv["weight"], link.conv["f_weight"]
+                d["conv"] = {k: list(v) if isinstance(v, tuple) else v for k, v in link.conv.items()
+                             if k not in ("weight", "f_weight")}
+            header["links"].append(d)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        return path
+
+
+def load_plan(path: str | os.PathLike) -> DeploymentPlan:
+    """Read a plan written by ``DeploymentPlan.save``; ValueError on anything unexpected."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if "header" not in arrays:
+        raise ValueError("not a deployment plan (no header)")
+    header = json.loads(arrays["header"].tobytes().decode())
+    if header.get("format") != FORMAT:
+        raise ValueError(f"format {header.get('format')!r}, expected {FORMAT!r}")
+    pops = {}
+    for i, d in enumerate(header["populations"]):
+        pops[d["name"]] = Population(**d, bias_mant=arrays[f"pop{i}.bias_mant"], f_bias=arrays[f"pop{i}.f_bias"])
+    links = []
+    for i, d in enumerate(header["links"]):
+        mats = {}
+        for tag in ("m", "f"):
+            if f"{tag}_shape" in d:
+                mats[tag] = sp.csr_matrix((arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"],
+                                           arrays[f"link{i}.{tag}.indptr"]), shape=tuple(d[f"{tag}_shape"]))
+        conv = None
+        if "conv" in d:
+            conv = {k: tuple(v) if isinstance(v, list) else v for k, v in d["conv"].items()}
+            conv["weight"], conv["f_weight"] = arrays[f"link{i}.weight"], arrays[f"link{i}.f_weight"]
+        links.append(Link(d["name"], d["src"], d["dst"], d["kind"], d["delay"], d["weight_exp"],
+                          mats.get("m"), mats.get("f"), conv))
+    return DeploymentPlan(tuple(header["input_shape"]), header["input_scale"], pops, links, header["metadata"])
+
+
+# -- linear maps as sparse matrices (torch flat order) -------------------------------------
+
+
+def conv_matrix(weight: np.ndarray, in_shape, stride, padding, dilation, groups: int) -> sp.csr_matrix:
+    """The convolution ``y = conv2d(x, weight)`` as a sparse ``[N_out, N_in]`` matrix."""
+    c, h, w = in_shape
+    cout, cg, kh, kw = weight.shape
+    idx = torch.arange(1, c * h * w + 1, dtype=torch.float64).reshape(1, c, h, w)
+    cols = torch.nn.functional.unfold(idx, (kh, kw), dilation=dilation, padding=padding, stride=stride)[0]
+    cols = cols.round().long().numpy() - 1  # [C·kh·kw, L], −1 where padding
+    n_pos = cols.shape[1]
+    kk = kh * kw
+    per_group = cout // groups
+    rows_l, cols_l, vals_l = [], [], []
+    for o in range(cout):  # loop over output channels only; positions and taps are vectorised
+        g = o // per_group
+        src = cols[g * cg * kk:(g + 1) * cg * kk]  # [cg·kk, L]
+        vals = np.broadcast_to(weight[o].reshape(-1, 1), src.shape)
+        keep = (src >= 0) & (vals != 0)
+        rows_l.append((o * n_pos + np.broadcast_to(np.arange(n_pos), src.shape))[keep])
+        cols_l.append(src[keep])
+        vals_l.append(vals[keep])
+    n_in = c * h * w
+    return sp.csr_matrix((np.concatenate(vals_l), (np.concatenate(rows_l), np.concatenate(cols_l))),
+                         shape=(cout * n_pos, n_in))
+
+
+def pool_matrix(node: PoolNode, in_shape) -> sp.csr_matrix:
+    """Sum pooling (the avg divisor is applied by the quantiser) as a 0/1 matrix."""
+    c = in_shape[0]
+    kh, kw = node.kernel_size
+    eye = np.zeros((c, 1, kh, kw))
+    eye[:, 0] = 1.0
+    return conv_matrix(eye, in_shape, node.stride, node.padding, (1, 1), c)
+
+
+def lava_perm(shape: tuple[int, ...]) -> np.ndarray:
+    """``perm[i]`` = torch flat index of Lava flat index ``i`` (Lava lays (C,H,W) out as (W,H,C))."""
+    if len(shape) == 1:
+        return np.arange(shape[0])
+    return np.arange(int(np.prod(shape))).reshape(shape).transpose(2, 1, 0).reshape(-1)
+
+
+def lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[::-1]) if len(shape) == 3 else tuple(shape)
+
+
+# -- building the plan ---------------------------------------------------------------------
+
+
+def _chain(graph: StudentGraph, name: str) -> tuple[str, list[str]]:
+    """Walk from ``name`` back through pools/flatten to a LIF or the input: (source, chain)."""
+    chain = []
+    while not isinstance(graph.nodes[name], (LIFNode, InputNode)):
+        node = graph.nodes[name]
+        if not isinstance(node, (PoolNode, FlattenNode)):
+            raise ValueError(f"node {name!r} ({type(node).__name__}) sits between a neuron and a "
+                             "connection: only pooling and flatten can be deployed there")
+        chain.append(name)
+        preds = graph.predecessors(name)
+        if len(preds) != 1:
+            raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
+        name = preds[0]
+    return name, chain[::-1]
+
+
+def _pool_map(graph: StudentGraph, source: str, chain: list[str]) -> sp.csr_matrix:
+    """The composed 0/1 map of the pools/flatten in ``chain`` (torch flat order)."""
+    n = int(np.prod(graph.shapes[source]))
+    m = sp.identity(n, dtype=np.int64, format="csr")
+    prev = source
+    for name in chain:
+        node = graph.nodes[name]
+        if isinstance(node, PoolNode):
+            m = pool_matrix(node, graph.shapes[prev]).astype(np.int64) @ m
+        prev = name
+    return m.tocsr()
+
+
+def _conv_spec(node: Conv2dNode, weight: np.ndarray, f_weight: np.ndarray) -> dict:
+    return {"weight": weight, "f_weight": f_weight, "stride": tuple(node.stride),
+            "padding": tuple(node.padding), "dilation": tuple(node.dilation), "groups": int(node.groups)}
+
+
+def _float_gain(node) -> float:
+    """Float weights in the Lava float LIF's units: SJ's decay_input divides the input by τ."""
+    return 1.0 / node.tau if isinstance(node, LIFNode) and node.decay_input else 1.0
+
+
+def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
+    """The deployment plan of a quantised student; ValueError naming the node if it cannot run."""
+    g = q.graph
+    pops: dict[str, Population] = {}
+    links: list[Link] = []
+    for name, node in g.nodes.items():
+        if not isinstance(node, (LIFNode, OutputNode)):
+            continue
+        t = q.targets[name]
+        fgain = _float_gain(node)
+        incoming = []  # (link name, source population, composed matrices, node, conn)
+        for conn in (c for c in q.connections if c.target == name):
+            wnode = g.nodes[conn.node]
+            start = g.predecessors(conn.node)[0] if isinstance(wnode, WEIGHTED) else conn.node
+            source, chain = _chain(g, start)
+            src_pop = INPUT if isinstance(g.nodes[source], InputNode) else source
+            if src_pop != INPUT and src_pop not in pops:
+                raise ValueError(f"node {name!r}: source {source!r} is not a deployed population")
+            incoming.append((conn, wnode, source, src_pop, chain))
+        depths = [0 if s == INPUT else pops[s].depth + 1 for _, _, _, s, _ in incoming]
+        depth = max(depths)
+        for (conn, wnode, source, src_pop, chain), d_src in zip(incoming, depths):
+            delay = depth - d_src  # extra steps on top of the link's own one-step hop
+            if src_pop == INPUT and delay:
+                raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
+            pmap = _pool_map(g, source, chain)
+            divisor = 1.0
+            for c in chain:
+                if isinstance(g.nodes[c], PoolNode) and g.nodes[c].kind == "avg":
+                    divisor *= g.nodes[c].kernel_size[0] * g.nodes[c].kernel_size[1]
+            in_scale = q.input_scale if src_pop == INPUT else 1.0
+            link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
+            if isinstance(wnode, Conv2dNode) and not conn.identity:
+                f_w = np.asarray(wnode.weight, dtype=np.float64) * fgain
+                spec = _conv_spec(wnode, conn.weight_mant, f_w)
+                sum_abs = np.abs(conn.weight_mant).reshape(conn.weight_mant.shape[0], -1).sum(1).max()
+                if src_pop == INPUT:
+                    if chain:
+                        raise ValueError(f"node {conn.node!r}: pooling before the first conv is not supported")
+                    links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec))
+                    continue
+                if not chain and conn.weight_exp == 0 and delay == 0 and sum_abs < CONV_SUM_LIMIT:
+                    links.append(Link(link_name, src_pop, name, "conv", 0, 0, conv=spec))
+                    continue
+                in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]
+                m = conv_matrix(conn.weight_mant, in_shape, wnode.stride, wnode.padding, wnode.dilation,
+                                wnode.groups).astype(np.int64) @ pmap
+                f_m = conv_matrix(f_w, in_shape, wnode.stride, wnode.padding, wnode.dilation,
+                                  wnode.groups) @ pmap.astype(np.float64) / divisor
+                kind = "sparse"
+            elif isinstance(wnode, DenseNode) and not conn.identity:
+                if src_pop == INPUT:
+                    raise ValueError(f"node {conn.node!r}: a dense first layer is not supported (conv expected)")
+                m = sp.csr_matrix(conn.weight_mant) @ pmap
+                f_m = sp.csr_matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain) @ pmap.astype(np.float64) / divisor
+                kind = "dense" if delay == 0 else "sparse"
+            else:  # identity skip of spikes or pooled spikes
+                if src_pop == INPUT:
+                    raise ValueError(f"node {name!r}: an identity skip from the input is not deployable")
+                m = pmap * int(conn.weight_mant)
+                f_m = pmap.astype(np.float64) * (fgain / divisor)
+                kind = "sparse"
+            m, f_m = sp.csr_matrix(m, dtype=np.int64), sp.csr_matrix(f_m, dtype=np.float64)
+            m.eliminate_zeros()
+            if np.abs(m.data).max(initial=0) > 254:
+                raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
+            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
+        readout = isinstance(node, OutputNode)
+        b_float = _bias_float(g, name)
+        if readout:
+            pop = Population(name, g.shapes[name], depth, True, t.scale, du=4095, dv=4095, vth=READOUT_VTH,
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=1.0, f_dv=1.0, f_vth=1e30,
+                             f_bias=b_float)
+        else:
+            pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=1.0, f_dv=1.0 / node.tau,
+                             f_vth=node.v_threshold, f_bias=b_float * fgain)
+        pops[name] = pop
+    return DeploymentPlan(g.shapes[g.input_name], q.input_scale, pops, links, dict(q.metadata))
+
+
+def _bias_float(g: StudentGraph, target: str) -> np.ndarray:
+    total = np.zeros(g.shapes[target][0])
+    for src in g.predecessors(target):
+        if isinstance(g.nodes[src], WEIGHTED):
+            total = total + np.asarray(g.nodes[src].bias, dtype=np.float64)
+    return total

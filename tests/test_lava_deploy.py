@@ -1,0 +1,146 @@
+"""The deployment plan, the emulator and real Lava runs (issues 5 and 6).
+
+The residual test net has every kind of connection the plan knows: the off-chip input conv, a
+plain spike conv (Lava ``Conv``), an identity skip that must be delayed by one step to meet the
+main path (``DelaySparse``), an average pool folded into the next conv (``Sparse``), a pooled
+identity skip, and flatten → dense (``Dense``). Lava runs are real ``Loihi2SimCfg`` runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import (
+    Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode, StudentGraph, run_float,
+)
+from htakl_deploy.export.quantize import quantize, run_int
+from htakl_deploy.hw.emulator import emulate
+from htakl_deploy.hw.plan import conv_matrix, lava_perm, load_plan, plan_from_quantized
+from htakl_deploy.hw.simulate import read_artefact, spike_agreement
+
+T = 4
+
+
+def _conv(rng, cout, cin, scale, **kw):
+    return Conv2dNode(rng.normal(0, scale, (cout, cin, 3, 3)), rng.normal(0.3, 0.05, cout), padding=(1, 1), **kw)
+
+
+def residual_graph(seed: int = 0) -> StudentGraph:
+    rng = np.random.default_rng(seed)
+    nodes = OrderedDict(
+        input=InputNode((1, 6, 6)),
+        c1=_conv(rng, 4, 1, 0.9), a1=LIFNode(2.0, 1.0),
+        c2=_conv(rng, 4, 4, 0.6), a2=LIFNode(2.0, 1.0),
+        c3=_conv(rng, 4, 4, 0.6), a3=LIFNode(2.0, 1.0),  # + identity skip from a1 (delayed)
+        pool=PoolNode("avg", (2, 2), (2, 2)),
+        c4=_conv(rng, 4, 4, 1.5), a4=LIFNode(2.0, 1.0),  # + pooled identity skip from a3
+        flat=FlattenNode(),
+        fc=DenseNode(rng.normal(0, 0.3, (3, 36)), rng.normal(0, 0.1, 3)),
+        output=OutputNode(),
+    )
+    edges = [("input", "c1"), ("c1", "a1"), ("a1", "c2"), ("c2", "a2"), ("a2", "c3"), ("c3", "a3"),
+             ("a1", "a3"), ("a3", "pool"), ("pool", "c4"), ("c4", "a4"), ("pool", "a4"),
+             ("a4", "flat"), ("flat", "fc"), ("fc", "output")]
+    return StudentGraph(nodes, edges)
+
+
+@pytest.fixture(scope="module")
+def residual():
+    graph = residual_graph()
+    q = quantize(graph)
+    x = torch.rand(T, 6, 1, 6, 6, generator=torch.Generator().manual_seed(1)).double().numpy()
+    return graph, q, plan_from_quantized(q), x
+
+
+def test_conv_matrix_is_the_convolution():
+    rng = np.random.default_rng(0)
+    w = rng.integers(-5, 6, (6, 2, 3, 2)).astype(np.float64)
+    x = rng.integers(0, 2, (4, 5, 7)).astype(np.float64)
+    for stride, padding, dilation in (((1, 1), (1, 0), (1, 1)), ((2, 1), (0, 2), (1, 2))):
+        want = torch.nn.functional.conv2d(torch.from_numpy(x[None]), torch.from_numpy(w), None, stride, padding,
+                                          dilation, groups=2)[0].numpy()
+        m = conv_matrix(w, x.shape, stride, padding, dilation, 2)
+        np.testing.assert_array_equal(m @ x.reshape(-1), want.reshape(-1))
+
+
+def test_lava_perm_maps_chw_to_whc():
+    a = np.arange(24).reshape(2, 3, 4)  # (C, H, W)
+    np.testing.assert_array_equal(a.reshape(-1)[lava_perm(a.shape)], a.transpose(2, 1, 0).reshape(-1))
+
+
+def test_plan_depths_kinds_and_delays(residual):
+    _, _, plan, _ = residual
+    assert {n: p.depth for n, p in plan.populations.items()} == {"a1": 0, "a2": 1, "a3": 2, "a4": 3, "output": 4}
+    links = {(k.src, k.dst): (k.kind, k.delay) for k in plan.links}
+    assert links[("input", "a1")] == ("input", 0)
+    assert links[("a2", "a3")][1] == 0 and links[("a1", "a2")][1] == 0
+    assert links[("a1", "a3")] == ("sparse", 1)  # the skip waits one step for the main path
+    assert links[("a3", "a4")] == ("sparse", 0)  # both a4 links start at a3: pooled conv and pooled skip
+    assert links[("a4", "output")] == ("dense", 0)
+    assert sum(k.src == "a3" and k.dst == "a4" for k in plan.links) == 2
+    assert plan.lava_steps(samples=5, timesteps=T) == 5 * T + 4
+
+
+def test_emulator_equals_the_timestep_aligned_integer_model(residual):
+    graph, q, plan, x = residual
+    emu = emulate(plan, x)
+    out, vals = run_int(q, x, record=True)
+    for name, s in emu.spikes.items():
+        np.testing.assert_array_equal(s, vals[name].astype(bool), err_msg=name)
+        assert 0.02 < s.mean() < 0.8, (name, s.mean())  # the net is active: the comparison means something
+    bias = q.targets["output"].bias_v().reshape(1, 1, -1)
+    np.testing.assert_array_equal(emu.readout_u + bias, out)
+
+
+def test_plan_save_load_round_trip(residual, tmp_path):
+    _, _, plan, x = residual
+    path = plan.save(tmp_path / "p.npz")
+    again = load_plan(path)
+    a, b = emulate(plan, x), emulate(again, x)
+    assert spike_agreement(a.spikes, b.spikes)["all"] == 1.0
+    np.testing.assert_array_equal(a.readout_u, b.readout_u)
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    with pytest.raises(UserError, match="not a readable Lava artefact"):
+        read_artefact(path)
+
+
+def test_lava_fixed_pt_equals_emulator_on_residual_net(residual):
+    from htakl_deploy.hw.lava_net import run_lava
+
+    _, _, plan, x = residual
+    lava = run_lava(plan, x[:, :3], backend="fixed_pt", chunk_samples=2)
+    emu = emulate(plan, x[:, :3])
+    for name in emu.spikes:
+        np.testing.assert_array_equal(lava.spikes[name], emu.spikes[name], err_msg=name)
+    np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+    assert not multiprocessing.active_children()  # the runtime was stopped
+
+
+def test_lava_floating_pt_tracks_the_float_student(residual):
+    from htakl_deploy.hw.lava_net import run_lava
+
+    graph, _, plan, x = residual
+    lava = run_lava(plan, x[:, :3], backend="floating_pt")
+    out, vals = run_float(graph, torch.from_numpy(x[:, :3]), record=True)
+    for name, s in lava.spikes.items():
+        assert (s == (vals[name].numpy() > 0.5)).mean() > 0.95, name
+    np.testing.assert_allclose(lava.logits, out.numpy(), atol=1e-6)
+
+
+def test_lava_runtime_is_stopped_when_interrupted(residual):
+    from htakl_deploy.hw.lava_net import run_lava
+
+    _, _, plan, x = residual
+
+    def interrupt(done):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lava(plan, x, backend="fixed_pt", progress=interrupt, chunk_samples=1)
+    assert not multiprocessing.active_children()
