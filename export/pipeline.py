@@ -9,7 +9,12 @@ Targets (a table from name to function; each writes into ``out_dir`` and returns
 - ``onnx``: ``student_T{T}.onnx`` (the float SNN unrolled over T) and, when the run directory
   holds one, ``teacher.onnx``; each checked with onnxruntime against PyTorch.
 
-The Lava target (a lava-nc process graph built from the quantised NIR graph) is not built yet.
+- ``lava``: ``student.lava.npz``, the self-contained artefact ``htakl-deploy simulate`` loads
+  (``hw.plan``: populations, links, delays, weights in integer and float form, the training
+  config). It is built *from the NIR files* (``student_quant.nir`` read back for the integer
+  parameters, ``student_float.nir`` for the float ones), so NIR is the interchange; then the
+  lava-nc process graph is built and a few test images are run through Lava ``fixed_pt`` and
+  the emulator, which must agree spike for spike (``lava_check`` in the report).
 """
 
 from __future__ import annotations
@@ -90,6 +95,49 @@ def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dic
     return report
 
 
+def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from htakl_deploy.export.nir_io import from_nir
+    from htakl_deploy.export.quantize import QuantizedGraph
+    from htakl_deploy.hw.plan import plan_from_quantized
+    from htakl_deploy.hw.simulate import ARTEFACT_NAME, load_samples, spike_agreement
+
+    if not (out_dir / "student_quant.nir").exists() or not (out_dir / "student_float.nir").exists():
+        export_nir(model, ckpt, out_dir, {**opts, "evaluate": False})
+    q = from_nir(read_nir(out_dir / "student_quant.nir"))
+    graph = from_nir(read_nir(out_dir / "student_float.nir"))
+    if not isinstance(q, QuantizedGraph):
+        raise UserError(f"{out_dir / 'student_quant.nir'}: not a quantised NIR graph")
+    try:
+        plan = plan_from_quantized(QuantizedGraph(graph, q.connections, q.targets, q.input_scale, q.metadata))
+    except ValueError as e:
+        raise UserError(f"cannot deploy this student to Lava: {e}") from None
+    timesteps = opts["timesteps"] or ckpt["config"]["timesteps"]
+    plan.metadata.update({"config": ckpt["config"], "timesteps": timesteps, "model_spec": model.spec,
+                          "source_nir": "student_quant.nir"})
+    path = plan.save(out_dir / ARTEFACT_NAME)
+    report: dict[str, Any] = {
+        "artefact": str(path),
+        "populations": {n: {"shape": list(p.shape), "depth": p.depth} for n, p in plan.populations.items()},
+        "links": [{"name": k.name, "kind": k.kind, "src": k.src, "dst": k.dst, "delay": k.delay,
+                   "weight_exp": k.weight_exp} for k in plan.links],
+    }
+    if opts["lava_check"]:
+        from htakl_deploy.hw.emulator import emulate
+        from htakl_deploy.hw.lava_net import run_lava
+
+        x_tb, _ = load_samples(plan, opts["lava_check"], timesteps, opts["data_root"])
+        t0 = time.perf_counter()
+        lava = run_lava(plan, x_tb, backend="fixed_pt")
+        emu = emulate(plan, x_tb)
+        agree = spike_agreement(lava.spikes, emu.spikes)
+        report["lava_check"] = {"samples": int(x_tb.shape[1]), "spike_agreement": agree,
+                                "readout_identical": bool(np.array_equal(lava.readout_u, emu.readout_u)),
+                                "lava_s": time.perf_counter() - t0}
+        if agree["all"] != 1.0 or not report["lava_check"]["readout_identical"]:
+            raise RuntimeError(f"Lava and the emulator disagree on {opts['lava_check']} samples: {agree}")
+    return report
+
+
 def onnx_max_error(model: Classifier, path: Path, x: torch.Tensor) -> float:
     """Max |onnxruntime − PyTorch| on ``x`` (``[T,B,C,H,W]`` for students, ``[B,C,H,W]`` for ANNs)."""
     import onnxruntime
@@ -127,17 +175,20 @@ def export_onnx_target(model: Classifier, ckpt: dict[str, Any], out_dir: Path, o
 TARGETS: dict[str, Callable[[Classifier, dict, Path, dict], dict[str, Any]]] = {
     "nir": export_nir,
     "onnx": export_onnx_target,
+    "lava": export_lava,
 }
 
 
 def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path | None = None, *,
                timesteps: int | None = None, samples: int | None = None,
-               data_root: str | None = None, evaluate: bool = True) -> dict[str, Any]:
+               data_root: str | None = None, evaluate: bool = True, lava_check: int = 4) -> dict[str, Any]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
     if timesteps is not None and timesteps < 1:
         raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
+    if lava_check < 0:
+        raise UserError(f"--lava-check: got {lava_check}, expected an integer >= 0")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: got {samples}, expected an integer >= 1")
     model, ckpt, ckpt_path = load_student(checkpoint)
@@ -145,7 +196,7 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"
     out.mkdir(parents=True, exist_ok=True)
     opts = {"timesteps": timesteps, "samples": samples, "data_root": data_root,
-            "evaluate": evaluate, "run_dir": run_dir}
+            "evaluate": evaluate, "run_dir": run_dir, "lava_check": lava_check}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "model_spec": model.spec}
     for target in targets:
         t0 = time.perf_counter()

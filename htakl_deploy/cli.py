@@ -16,7 +16,7 @@ PROG = "htakl-deploy"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from htakl_deploy import cmd_distill, cmd_energy, cmd_export
+    from htakl_deploy import cmd_distill, cmd_energy, cmd_export, cmd_simulate
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cmd_distill.register(sub)
     cmd_export.register(sub)
+    cmd_simulate.register(sub)
     cmd_energy.register(sub)
     return parser
 

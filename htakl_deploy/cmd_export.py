@@ -1,4 +1,4 @@
-"""``htakl-deploy export``: fold BN, quantise to Loihi fixed point, write NIR / ONNX."""
+"""``htakl-deploy export``: fold BN, quantise to Loihi fixed point, write NIR / ONNX / a Lava artefact."""
 
 from __future__ import annotations
 
@@ -10,23 +10,27 @@ examples:
   htakl-deploy export runs/demo --target nir            # float + quantised NIR, integer-vs-float accuracy
   htakl-deploy export runs/demo --target nir onnx --out exported/
   htakl-deploy export runs/demo/student/best.pt --target nir --samples 200
+  htakl-deploy export runs/demo --target lava           # student.lava.npz for `htakl-deploy simulate`
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="fold BN, quantise to Loihi fixed point, write NIR / ONNX",
+        "export", help="fold BN, quantise to Loihi fixed point, write NIR / ONNX / Lava",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a run directory (uses student/last.pt) or a student checkpoint")
     p.add_argument("--target", nargs="+", default=["nir"], metavar="TARGET",
-                   help="nir (default) and/or onnx; the lava target is not built yet")
+                   help="nir (default), onnx and/or lava (the Lava artefact, built from the NIR files)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
     p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the float vs integer accuracy comparison")
+    p.add_argument("--lava-check", type=int, default=4, metavar="N",
+                   help="lava target: run N test images through Lava and the emulator, which must agree "
+                        "spike for spike (0 skips; default 4)")
     p.set_defaults(handler=run_command)
 
 
@@ -34,6 +38,7 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.export.pipeline import run_export
 
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
-                        samples=args.samples, data_root=args.data_root, evaluate=args.evaluate)
+                        samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
+                        lava_check=args.lava_check)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0

@@ -65,3 +65,46 @@ def test_export_corrupt_checkpoint(tmp_path, capsys):
     rc = main(["export", str(bad)])
     assert rc == 2 and "not a readable checkpoint" in capsys.readouterr().err
     assert not (tmp_path.parent / "export").exists()
+
+
+def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
+    from htakl_deploy.energy.spikefile import read_spikes
+
+    rc = main(["export", str(run_dir), "--target", "lava", "--lava-check", "3", "--no-eval"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)["lava"]
+    check = report["lava_check"]
+    assert check["samples"] == 3 and check["spike_agreement"]["all"] == 1.0 and check["readout_identical"]
+    assert {k["kind"] for k in report["links"]} == {"input", "conv", "dense"}
+    assert (run_dir / "export" / "student.lava.npz").exists()
+
+    assert main(["simulate", str(run_dir), "--backend", "emulator"]) == 0
+    emu = json.loads(capsys.readouterr().out)
+    assert emu["samples"] == 64 and emu["timesteps"] == 4
+    assert emu["float_student"]["decision_agreement"] >= 0.9  # the float student is reported, need not be 100 %
+    assert main(["simulate", str(run_dir), "--backend", "lava", "--samples", "5"]) == 0
+    lava = json.loads(capsys.readouterr().out)
+    assert lava["agreement"]["spike_agreement"]["all"] == 1.0 and lava["agreement"]["readout_identical"]
+    rec = read_spikes(run_dir / "simulate" / "lava-fixed_pt" / "spikes.h5")
+    emu_rec = read_spikes(run_dir / "simulate" / "emulator" / "spikes.h5")
+    assert rec.samples == 5 and rec.timesteps == 4 and set(rec.layers) == set(emu_rec.layers)
+    for name, s in rec.layers.items():  # the Lava spikes are the emulator's, sample for sample
+        assert s.shape[:2] == (4, 5) and (s == emu_rec.layers[name][:, :5]).all(), name
+    assert (rec.predictions == emu_rec.predictions[:5]).all()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["missing_dir"], "ARTEFACT missing_dir: no student.lava.npz there"),
+        (["{run}", "--backend", "loihi3"], "--backend: got 'loihi3', expected one of lava-fixed_pt"),
+        (["{run}", "--samples", "0"], "--samples: got 0"),
+        (["{bad}"], "not a readable Lava artefact"),
+    ],
+)
+def test_simulate_bad_input(run_dir, tmp_path, capsys, args, expected):
+    bad = tmp_path / "student.lava.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    rc = main(["simulate", *[a.format(run=run_dir, bad=bad) for a in args]])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and err.count("\n") == 1, err
