@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (Python 3.11, CPU only):
-#   make demo   install, then distil the default student on the embedded digits data set
+#   make demo   install, then the whole pipeline on the embedded digits data set: teacher, HTA-KL
+#               student, export (NIR/ONNX/Lava), Lava + emulator simulation, energy, report
 #   make test   install, then run the test suite (the command CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/htakl-deploy distill --run-name demo-$$(date +%Y%m%d-%H%M%S)
+	$(VENV)/bin/htakl-deploy run --run-name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(PY) -m pytest -q

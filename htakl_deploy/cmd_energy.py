@@ -34,23 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.atomic import write_json
-    from htakl_deploy.energy.counter import count_ops
     from htakl_deploy.energy.models import load_energy_model, load_preset
-    from htakl_deploy.energy.report import energy_report, format_table
-    from htakl_deploy.energy.spikefile import read_spikes
-    from htakl_deploy.errors import UserError
-    from htakl_deploy.export.nir_io import from_nir, read_nir
+    from htakl_deploy.energy.report import format_table, report_for_files
 
     model = load_energy_model(args.energy_model) if args.energy_model else load_preset(args.preset or "paper-45nm")
-    graph = from_nir(read_nir(args.graph))
-    graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
-    rec = read_spikes(args.spikes)
-    try:
-        counts = count_ops(graph, rec, neurobench=args.neurobench)
-    except UserError as e:
-        raise UserError(f"{args.spikes} vs {args.graph}: {e}") from None
-    report = energy_report(counts, model, spikes_file=str(args.spikes), graph_file=str(args.graph),
-                           backend=rec.attrs.get("backend"))
+    report = report_for_files(args.spikes, args.graph, model, neurobench=args.neurobench)
     print(format_table(report))
     if args.json:
         write_json(args.json, report)

@@ -4,7 +4,9 @@ Backends (a table, ``BACKENDS``):
 
 - ``lava-fixed_pt``    lava-nc's ``Loihi2SimCfg`` with the bit-accurate ``fixed_pt`` models;
 - ``lava-floating_pt`` the same process graph with Lava's float models and float weights;
-- ``emulator``         ``hw.emulator``: the fixed_pt integer maths, vectorised over samples.
+- ``emulator``         ``hw.emulator``: the fixed_pt integer maths, vectorised over samples;
+- ``torch-float``      the float student (``student_float.nir`` next to the artefact) in
+                       PyTorch float64, time-step aligned: what training-time tools report.
 
 Class decision (all backends, documented in the README): the student's last layer has no
 neuron, so there is no output spike count to read; the readout population integrates nothing
@@ -55,10 +57,18 @@ def _emulator(plan: DeploymentPlan, x_tb: np.ndarray, progress) -> EmulatorResul
     return result
 
 
+def _torch_float(plan: DeploymentPlan, x_tb: np.ndarray, progress) -> EmulatorResult:
+    spikes, logits = float_student_spikes(Path(plan.metadata["artefact_path"]), x_tb)
+    if progress is not None:
+        progress(x_tb.shape[1])
+    return EmulatorResult(spikes, None, logits, x_tb.astype(np.float32))
+
+
 BACKENDS: dict[str, Callable[[DeploymentPlan, np.ndarray, Any], EmulatorResult]] = {
     "lava-fixed_pt": _lava("fixed_pt"),
     "lava-floating_pt": _lava("floating_pt"),
     "emulator": _emulator,
+    "torch-float": _torch_float,
 }
 
 
@@ -101,19 +111,18 @@ def spike_agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[
     return {"all": total, **per_layer}
 
 
-def float_student_spikes(artefact: Path, x_tb: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+def float_student_spikes(artefact: Path, x_tb: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Spikes and logits of the float student (``student_float.nir`` next to the artefact)."""
-    from htakl_deploy.export.graph import StudentGraph, run_float
+    from htakl_deploy.export.graph import LIFNode, StudentGraph, run_float
     from htakl_deploy.export.nir_io import from_nir, read_nir
 
     path = artefact.parent / "student_float.nir"
-    if not path.exists():
-        return None
-    graph = from_nir(read_nir(path))
+    graph = from_nir(read_nir(path)) if path.exists() else None
     if not isinstance(graph, StudentGraph):
-        return None
+        raise UserError(f"{path}: the float student's NIR file is missing or not a float graph; "
+                        "re-export with `htakl-deploy export RUN_DIR --target lava`")
     out, vals = run_float(graph, torch.from_numpy(x_tb), record=True)
-    spikes = {k: vals[k].numpy() > 0.5 for k in graph.nodes if k in vals and type(graph.nodes[k]).__name__ == "LIFNode"}
+    spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, LIFNode)}
     return spikes, out.numpy()
 
 
@@ -128,6 +137,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
+    plan.metadata["artefact_path"] = str(path)
     t = timesteps or int(plan.metadata.get("timesteps", 4))
     x_tb, labels = load_samples(plan, samples, t, data_root)
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
@@ -142,21 +152,20 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         "readout": "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current",
         "firing_rate": {k: float(v.mean()) for k, v in result.spikes.items()},
     }
-    if compare and backend != "emulator":
+    if compare and backend.startswith("lava"):
         emu = emulate(plan, x_tb)
         report["agreement"] = {"vs": "emulator", "spike_agreement": spike_agreement(result.spikes, emu.spikes),
                                "decision_agreement": float((emu.logits.mean(0).argmax(-1) == pred).mean()),
                                "readout_identical": bool(np.array_equal(emu.readout_u, result.readout_u))}
-    if compare:
-        fl = float_student_spikes(path, x_tb)
-        if fl is not None:
-            f_spikes, f_logits = fl
-            f_pred = f_logits.mean(0).argmax(-1)
-            report["float_student"] = {"accuracy": float((f_pred == labels).mean()),
-                                       "decision_agreement": float((f_pred == pred).mean()),
-                                       "spike_agreement": spike_agreement(f_spikes, result.spikes)}
+    if compare and backend != "torch-float" and (path.parent / "student_float.nir").exists():
+        f_spikes, f_logits = float_student_spikes(path, x_tb)
+        f_pred = f_logits.mean(0).argmax(-1)
+        report["float_student"] = {"accuracy": float((f_pred == labels).mean()),
+                                   "decision_agreement": float((f_pred == pred).mean()),
+                                   "spike_agreement": spike_agreement(f_spikes, result.spikes)}
+    x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(np.uint8)
     write_spikes(out / "spikes.h5", layers={k: v.astype(np.uint8) for k, v in result.spikes.items()},
-                 input=result.input_int.astype(np.uint8), labels=labels, predictions=pred,
+                 input=x_rec, labels=labels, predictions=pred,
                  attrs={"backend": backend, "artefact": str(path), "timesteps": t,
                         "input_scale": plan.input_scale, "readout": report["readout"]})
     write_json(out / "simulate.json", report)

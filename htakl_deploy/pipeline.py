@@ -1,0 +1,75 @@
+"""``htakl-deploy run``: the whole pipeline in one run directory.
+
+train the ANN teacher → distil the SNN student (HTA-KL by default) → export (NIR, ONNX, the Lava
+artefact) → simulate (float student in PyTorch, the bit-exact emulator, Lava ``fixed_pt``) →
+count ACs/MACs and energy for every backend → report (md, html, json).
+
+Each stage writes into the run directory, so a stage's output can be inspected — or a stage
+re-run by hand with its own command — without repeating the others. ``--resume RUN_DIR``
+continues a run whose training was interrupted and then runs the later stages.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from htakl_deploy.atomic import write_json
+from htakl_deploy.distill import dist, recipe
+from htakl_deploy.distill.config import DistillConfig
+
+SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt")
+
+
+def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, lava_samples: int | None = None,
+                 preset: str = "paper-45nm", say: Callable[[str], None] = print) -> dict[str, Any]:
+    from htakl_deploy.energy.document import write_report
+    from htakl_deploy.energy.models import load_preset
+    from htakl_deploy.energy.report import report_for_files
+    from htakl_deploy.export.pipeline import run_export
+    from htakl_deploy.hw.simulate import simulate
+
+    model = load_preset(preset)  # a bad preset fails before hours of training
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    env = dist.DistEnv()
+    if resume_dir is not None:
+        saved, teacher_only = recipe.read_run(resume_dir)
+        summary = recipe.run(saved, env, teacher_only=teacher_only, resume_dir=resume_dir)
+    else:
+        summary = recipe.run(cfg, env)
+    run_dir = Path(summary["run_dir"])
+    timings["distill_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    say(f"[run] export → {run_dir / 'export'}")
+    run_export(run_dir, ["nir", "onnx", "lava"])
+    timings["export_s"] = time.perf_counter() - t
+
+    sims = {}
+    for backend in SIM_BACKENDS:
+        t = time.perf_counter()
+        samples = lava_samples if backend.startswith("lava") else None
+        say(f"[run] simulate {backend}" + (f" ({samples} samples)" if samples else ""))
+        sims[backend] = simulate(run_dir, backend=backend, samples=samples)
+        timings[f"simulate_{backend}_s"] = time.perf_counter() - t
+        say(f"[run]   accuracy {sims[backend]['accuracy']:.4f} on {sims[backend]['samples']} samples, "
+            f"{sims[backend]['wall_s']:.1f} s")
+
+    t = time.perf_counter()
+    graph = run_dir / "export" / "student_quant.nir"
+    for backend, sim in sims.items():
+        rep = report_for_files(Path(sim["out_dir"]) / "spikes.h5", graph, model)
+        write_json(run_dir / "energy" / f"{backend}.json", rep)
+    timings["energy_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    write_report(run_dir)
+    timings["report_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    write_json(run_dir / "pipeline.json", {"timings": timings, "lava_samples": lava_samples, "preset": preset})
+    say(f"[run] report → {run_dir / 'report.html'} ({timings['total_s']:.0f} s in total)")
+    return {"run_dir": str(run_dir), "timings": timings,
+            "accuracy": {b: s["accuracy"] for b, s in sims.items()},
+            "student_test_acc": summary.get("student", {}).get("test_acc")}
