@@ -46,6 +46,20 @@ def wrap_i24(x: np.ndarray) -> np.ndarray:
     return (x + 2**23) % 2**24 - 2**23
 
 
+def _abs_max(x: torch.Tensor) -> int:
+    if not x.numel():
+        return 0
+    lo, hi = torch.aminmax(x)
+    return max(int(hi), -int(lo))
+
+
+def _trunc_decay_t(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``sign(x·f) · (|x·f| >> 12)`` (Lava's decay) as ``(x·f + (4095 if negative)) >> 12``:
+    an arithmetic shift rounds toward −∞, the offset makes it round toward zero."""
+    p = x * factor
+    return torch.where(p < 0, p + 4095, p) >> 12
+
+
 def _t_wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Two's-complement wrap of an int64 tensor to ``bits`` (a no-op, skipped, when in range)."""
     half = 2 ** (bits - 1)
@@ -82,7 +96,7 @@ def _conv_bound(link: Link) -> float:
 
 def _input_currents_t(plan: DeploymentPlan, x_int: torch.Tensor) -> torch.Tensor:
     link = plan.input_link
-    y = _conv_int(x_int, link, _conv_bound(link) * float(x_int.abs().max()))
+    y = _conv_int(x_int, link, _conv_bound(link) * _abs_max(x_int))
     return _t_wrap(_t_shift(y, link.weight_exp), 32)
 
 
@@ -98,20 +112,36 @@ def lava_matrix(link: Link) -> sp.csr_matrix:
     return m
 
 
+def _prepared(link: Link) -> tuple[bool, object]:
+    """The link's Lava-effective weights in the form the emulator multiplies with, computed once
+    per link: (exact in float32?, dense float32 tensor [N_in, N_out] | scipy matrix)."""
+    cached = link.__dict__.get("_emulator_weights")
+    if cached is None:
+        m = lava_matrix(link)
+        if _row_abs_max(m) >= _F32_EXACT:
+            cached = (False, m)
+        elif link.kind == "dense":
+            cached = (True, torch.from_numpy(m.toarray().astype(np.float32)).T.contiguous())
+        else:
+            cached = (True, m.astype(np.float32))
+        link.__dict__["_emulator_weights"] = cached
+    return cached
+
+
 def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...]) -> torch.Tensor:
     t, b = spikes.shape[:2]
     if link.kind == "conv":
         return _t_wrap(_conv_int(spikes, link, _conv_bound(link)), 24)
-    m = lava_matrix(link)
     flat = spikes.reshape(t * b, -1)
-    if _row_abs_max(m) < _F32_EXACT:  # exact in float32: binary inputs, |row sums| < 2^24
+    exact_f32, weights = _prepared(link)
+    if exact_f32:  # binary inputs, |row sums| < 2^24: float32 sums are exact
         if link.kind == "dense":
-            a = flat.to(torch.float32) @ torch.from_numpy(m.toarray().astype(np.float32)).T
+            a = flat.to(torch.float32) @ weights
         else:
-            a = torch.from_numpy(np.asarray((m.astype(np.float32) @ flat.numpy().astype(np.float32).T).T))
+            a = torch.from_numpy(np.asarray((weights @ flat.numpy().astype(np.float32).T).T))
         a = a.round().to(torch.int64)
     else:
-        a = torch.from_numpy(np.asarray((m @ flat.numpy().astype(np.int64).T).T))
+        a = torch.from_numpy(np.asarray((weights @ flat.numpy().astype(np.int64).T).T))
     return _t_wrap(_t_shift(a, link.weight_exp), 32).reshape(t, b, *dst_shape)
 
 
@@ -147,13 +177,13 @@ def _lif_steps_fast(pop: Population, a_in: torch.Tensor, bias: torch.Tensor) -> 
     du, dv, vth = 4096 - (pop.du + 1), 4096 - pop.dv, pop.vth << 6
     # With no current memory (du = 4095) u is a_in << 6: its 24-bit wrap cannot trigger when
     # |a_in| < 2^17, and is skipped then (checked once for the whole tensor).
-    u_wraps = du != 0 or int(a_in.abs().max()) >= 2**17
+    u_wraps = du != 0 or _abs_max(a_in) >= 2**17
     for t in range(a_in.shape[0]):
-        u = torch.div(u * du, 4096, rounding_mode="trunc") if du else torch.zeros_like(u)
+        u = _trunc_decay_t(u, du) if du else torch.zeros_like(u)
         u += a_in[t] * 64
         if u_wraps:
             u = torch.where(u > 2**23, u - 2**24, torch.where(u <= -(2**23), u + 2**24, u))
-        v = (torch.div(v * dv, 4096, rounding_mode="trunc") if dv else torch.zeros_like(v)) + u + bias
+        v = (_trunc_decay_t(v, dv) if dv else torch.zeros_like(v)) + u + bias
         v.clamp_(-(2**23 - 1), 2**23 - 1)
         s = v > vth
         v.masked_fill_(s, 0)
@@ -170,7 +200,7 @@ def run_population(pop: Population, a_in: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
-    if a_in.numel() and int(a_in.abs().max()) < 2**25 and int(np.abs(bias).max(initial=0)) < 2**29:
+    if _abs_max(a_in) < 2**25 and int(np.abs(bias).max(initial=0)) < 2**29:
         return _lif_steps_fast(pop, a_in, torch.from_numpy(np.ascontiguousarray(bias)))
     a = a_in.numpy()
     u = np.zeros(a.shape[1:], np.int64)
