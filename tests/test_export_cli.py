@@ -92,6 +92,20 @@ def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
         assert s.shape[:2] == (4, 5) and (s == emu_rec.layers[name][:, :5]).all(), name
     assert (rec.predictions == emu_rec.predictions[:5]).all()
 
+    # AC counts from the Lava spikes and from the emulator's are identical, layer by layer
+    from htakl_deploy.energy.models import load_preset
+    from htakl_deploy.energy.report import report_for_files
+
+    assert main(["simulate", str(run_dir), "--backend", "emulator", "--samples", "5",
+                 "--out", str(run_dir / "emu5"), "--no-compare"]) == 0
+    capsys.readouterr()
+    graph, model = run_dir / "export" / "student_quant.nir", load_preset("paper-45nm")
+    e_lava = report_for_files(run_dir / "simulate" / "lava-fixed_pt" / "spikes.h5", graph, model)
+    e_emu = report_for_files(run_dir / "emu5" / "spikes.h5", graph, model)
+    assert e_lava["totals"]["acs"] > 0
+    assert [r["acs_per_timestep"] for r in e_lava["layers"]] == [r["acs_per_timestep"] for r in e_emu["layers"]]
+    assert e_lava["totals"] == e_emu["totals"]
+
 
 @pytest.mark.parametrize(
     "args, expected",
