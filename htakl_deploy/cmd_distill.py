@@ -110,8 +110,9 @@ def set_determinism(on: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from htakl_deploy.distill import dist, recipe
+def config_from_args(args: argparse.Namespace) -> DistillConfig | None:
+    """The config from defaults ← ``--config`` file ← flags; ``None`` with ``--resume`` (the saved
+    config decides, and no other setting may be given)."""
     from htakl_deploy.errors import UserError
 
     flag_values = {f.name: getattr(args, f.name) for f in fields(DistillConfig)}
@@ -120,12 +121,16 @@ def run_command(args: argparse.Namespace) -> int:
         if given or args.config:
             names = ", ".join("--" + k.replace("_", "-") for k in given) or "--config"
             raise UserError(f"--resume continues a run with its saved config; drop {names}")
-        cfg = None
-    else:
-        file_values = read_config_file(args.config) if args.config else {}
-        cfg = build_config(file_values, flag_values)
-        if args.teacher_only:
-            cfg = cfg.replace(method="ce")
+        return None
+    return build_config(read_config_file(args.config) if args.config else {}, flag_values)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from htakl_deploy.distill import dist, recipe
+
+    cfg = config_from_args(args)
+    if cfg is not None and args.teacher_only:
+        cfg = cfg.replace(method="ce")
 
     env = dist.init_from_env()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 
 EXAMPLES = """\
 examples:
@@ -35,21 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from htakl_deploy.distill.config import DistillConfig, build_config, read_config_file
+    from htakl_deploy.cmd_distill import config_from_args
     from htakl_deploy.errors import UserError
     from htakl_deploy.pipeline import run_pipeline
 
     if args.lava_samples is not None and args.lava_samples < 1:
         raise UserError(f"--lava-samples: got {args.lava_samples}, expected an integer >= 1")
-    flag_values = {f.name: getattr(args, f.name) for f in fields(DistillConfig)}
-    cfg = None
-    if args.resume:
-        given = [k for k, v in flag_values.items() if v is not None and k != "progress"]
-        if given or args.config:
-            names = ", ".join("--" + k.replace("_", "-") for k in given) or "--config"
-            raise UserError(f"--resume continues a run with its saved config; drop {names}")
-    else:
-        cfg = build_config(read_config_file(args.config) if args.config else {}, flag_values)
+    cfg = config_from_args(args)
     result = run_pipeline(cfg, resume_dir=args.resume, lava_samples=args.lava_samples, preset=args.preset)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
