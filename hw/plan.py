@@ -13,12 +13,14 @@ so the two can only differ in *how* they compute, never in *what*:
 
   * ``input``  the first, encoding connection: integer MACs on the 8-bit pixels, computed
                off-chip; its currents are fed to the first population (a Lava ``RingBuffer``).
-  * ``conv``   a plain convolution of spikes with ``weight_exp == 0`` and no extra delay:
-               Lava ``Conv`` (whose ``fixed_pt`` model ignores ``weight_exp`` and wraps its
-               output at 24 bits — so only exponent-0 convs go there).
+  * ``conv``   a plain convolution of spikes with ``weight_exp == 0``, no extra delay and fewer
+               than 128 channels: Lava ``Conv`` (whose ``fixed_pt`` model ignores
+               ``weight_exp`` and wraps its output at 24 bits — so only exponent-0 convs go
+               there; with 128 channels or more it hangs, see ``LAVA_CONV_MAX_CHANNELS``).
   * ``dense``  a flatten → dense connection without extra delay: Lava ``Dense``.
-  * ``sparse`` anything else (a conv with exponent ≠ 0, pooled connections, identity skips,
-               any connection needing an extra delay): Lava ``Sparse`` / ``DelaySparse``.
+  * ``sparse`` anything else (a conv with exponent ≠ 0 or ≥ 128 channels, pooled connections,
+               identity skips, any connection needing an extra delay): Lava ``Sparse`` /
+               ``DelaySparse``.
 
 Timing. Every Conv/Dense/Sparse hop delays by one step (Lava buffers a synapse's output for
 one step). A population's ``depth`` is ``max(depth(src) + 1)`` over its links, and a link
@@ -59,6 +61,10 @@ LINK_KINDS = ("input", "conv", "dense", "sparse")
 READOUT_VTH = 2**17 - 1  # the readout never needs to spike: largest 17-bit threshold
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
+# lava-nc 0.10's Conv process hangs the run (a child process never answers) when its kernel has
+# 128 or more input or output channels — measured: 127 runs, 128 hangs, at any image size. Such
+# convolutions go through Sparse instead (same integer result; tests/test_lava_deploy.py).
+LAVA_CONV_MAX_CHANNELS = 127
 
 
 @dataclass(eq=False)
@@ -344,7 +350,8 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                         raise ValueError(f"node {conn.node!r}: pooling before the first conv is not supported")
                     links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec))
                     continue
-                if not chain and conn.weight_exp == 0 and delay == 0 and sum_abs < CONV_SUM_LIMIT:
+                fits_conv = max(conn.weight_mant.shape[:2]) <= LAVA_CONV_MAX_CHANNELS and sum_abs < CONV_SUM_LIMIT
+                if not chain and conn.weight_exp == 0 and delay == 0 and fits_conv:
                     links.append(Link(link_name, src_pop, name, "conv", 0, 0, conv=spec))
                     continue
                 in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]

@@ -163,3 +163,24 @@ def test_residual_graph_through_nir_builds_and_runs_in_lava(residual, tmp_path):
     emu = emulate(plan, x[:, :2])
     assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+
+
+def test_conv_with_128_channels_runs_through_sparse_in_lava():
+    """lava-nc 0.10's Conv hangs with >= 128 channels; the plan routes such convs to Sparse."""
+    from htakl_deploy.hw.lava_net import run_lava
+
+    rng = np.random.default_rng(3)
+    nodes = OrderedDict(
+        input=InputNode((1, 3, 3)),
+        c1=_conv(rng, 128, 1, 0.9), a1=LIFNode(2.0, 1.0),
+        c2=_conv(rng, 4, 128, 0.15), a2=LIFNode(2.0, 1.0),
+        flat=FlattenNode(), fc=DenseNode(rng.normal(0, 0.3, (2, 36)), np.zeros(2)), output=OutputNode(),
+    )
+    edges = [("input", "c1"), ("c1", "a1"), ("a1", "c2"), ("c2", "a2"), ("a2", "flat"), ("flat", "fc"),
+             ("fc", "output")]
+    plan = plan_from_quantized(quantize(StudentGraph(nodes, edges)))
+    assert {k.name: k.kind for k in plan.links}["c2"] == "sparse"
+    x = torch.rand(T, 2, 1, 3, 3, generator=torch.Generator().manual_seed(4)).double().numpy()
+    lava, emu = run_lava(plan, x), emulate(plan, x)
+    assert emu.spikes["a2"].any() and spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
+    np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
