@@ -213,12 +213,22 @@ def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor
     return torch.from_numpy(spikes), torch.from_numpy(us)
 
 
-def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False) -> EmulatorResult:
-    """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``)."""
+def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512) -> EmulatorResult:
+    """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``),
+    ``batch_size`` samples at a time (memory grows with it; samples are independent)."""
     x = np.asarray(x_tb)
     if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    parts = [_emulate_batch(plan, x_int[:, i:i + batch_size]) for i in range(0, x_int.shape[1], batch_size)]
+    spikes = {k: np.concatenate([p[0][k] for p in parts], axis=1) for k in parts[0][0]}
+    readout_u = np.concatenate([p[1] for p in parts], axis=1)
+    return EmulatorResult(spikes, readout_u, readout_logits(plan.readout, readout_u), x_int)
+
+
+def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     spikes: dict[str, torch.Tensor] = {}
     readout_u = None
     for name, pop in plan.populations.items():
@@ -232,5 +242,4 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False) -> EmulatorRe
             readout_u = u.numpy()
         else:
             spikes[name] = s
-    return EmulatorResult({k: v.numpy() for k, v in spikes.items()}, readout_u,
-                          readout_logits(plan.readout, readout_u), x_int)
+    return {k: v.numpy() for k, v in spikes.items()}, readout_u

@@ -184,3 +184,10 @@ def test_conv_with_128_channels_runs_through_sparse_in_lava():
     lava, emu = run_lava(plan, x), emulate(plan, x)
     assert emu.spikes["a2"].any() and spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+
+
+def test_emulator_batches_are_independent(residual):
+    _, _, plan, x = residual
+    whole, parts = emulate(plan, x), emulate(plan, x, batch_size=4)  # 6 samples: batches of 4 and 2
+    assert spike_agreement(whole.spikes, parts.spikes)["all"] == 1.0
+    np.testing.assert_array_equal(whole.readout_u, parts.readout_u)
