@@ -112,6 +112,13 @@ def lava_matrix(link: Link) -> sp.csr_matrix:
     return m
 
 
+def _lava_keeps(weight: np.ndarray) -> bool:
+    """True if Lava's clipping/truncation leaves these weights unchanged (then a conv of them is
+    the Sparse matrix product; the quantiser's even 8-bit mantissas always are)."""
+    w = np.asarray(weight).reshape(1, -1)
+    return bool(np.array_equal(effective_weights(w), w))
+
+
 def _prepared(link: Link) -> tuple[bool, object]:
     """The link's Lava-effective weights in the form the emulator multiplies with, computed once
     per link: (exact in float32?, dense float32 tensor [N_in, N_out] | scipy matrix)."""
@@ -130,8 +137,11 @@ def _prepared(link: Link) -> tuple[bool, object]:
 
 def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...]) -> torch.Tensor:
     t, b = spikes.shape[:2]
-    if link.kind == "conv":
+    if link.kind == "conv":  # Lava Conv: no exponent, 24-bit wrap
         return _t_wrap(_conv_int(spikes, link, _conv_bound(link)), 24)
+    if link.conv is not None and _lava_keeps(link.conv["weight"]):  # a Sparse made from a plain conv
+        y = _conv_int(spikes, link, _conv_bound(link))
+        return _t_wrap(_t_shift(y, link.weight_exp), 32).reshape(t, b, *dst_shape)
     flat = spikes.reshape(t * b, -1)
     exact_f32, weights = _prepared(link)
     if exact_f32:  # binary inputs, |row sums| < 2^24: float32 sums are exact

@@ -112,7 +112,9 @@ class Link:
     weight_exp: int
     matrix: sp.csr_matrix | None = None  # int64 mantissas [N_dst, N_src], torch flat order
     f_matrix: sp.csr_matrix | None = None  # float64, same shape
-    conv: dict | None = None  # kind "conv"/"input": weight, f_weight, stride, padding, dilation, groups
+    # kinds "conv"/"input", and "sparse" made from a plain conv (the emulator convolves instead of
+    # multiplying the matrix: same integers, faster): weight, f_weight, stride, padding, dilation, groups
+    conv: dict | None = None
 
     def __post_init__(self):
         if self.kind not in LINK_KINDS:
@@ -319,7 +321,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             continue
         t = q.targets[name]
         fgain = _float_gain(node)
-        incoming = []  # (link name, source population, composed matrices, node, conn)
+        incoming = []  # (connection, weighted node, source node, source population, pool/flatten chain)
         for conn in (c for c in q.connections if c.target == name):
             wnode = g.nodes[conn.node]
             start = g.predecessors(conn.node)[0] if isinstance(wnode, WEIGHTED) else conn.node
@@ -331,6 +333,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         depths = [0 if s == INPUT else pops[s].depth + 1 for _, _, _, s, _ in incoming]
         depth = max(depths)
         for (conn, wnode, source, src_pop, chain), d_src in zip(incoming, depths):
+            conv_spec = None
             delay = depth - d_src  # extra steps on top of the link's own one-step hop
             if src_pop == INPUT and delay:
                 raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
@@ -354,6 +357,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 if not chain and conn.weight_exp == 0 and delay == 0 and fits_conv:
                     links.append(Link(link_name, src_pop, name, "conv", 0, 0, conv=spec))
                     continue
+                conv_spec = None if chain else spec  # a plain conv: the emulator convolves
                 in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]
                 m = conv_matrix(conn.weight_mant, in_shape, wnode.stride, wnode.padding, wnode.dilation,
                                 wnode.groups).astype(np.int64) @ pmap
@@ -376,7 +380,8 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             m.eliminate_zeros()
             if np.abs(m.data).max(initial=0) > 254:
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
-            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
+            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m,
+                              conv_spec if kind == "sparse" else None))
         readout = isinstance(node, OutputNode)
         b_float = _bias_float(g, name)
         if readout:
