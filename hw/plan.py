@@ -37,9 +37,7 @@ index map to Lava's ``(W, H, C)`` layout (the builder permutes).
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -342,7 +340,6 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             for c in chain:
                 if isinstance(g.nodes[c], PoolNode) and g.nodes[c].kind == "avg":
                     divisor *= g.nodes[c].kernel_size[0] * g.nodes[c].kernel_size[1]
-            in_scale = q.input_scale if src_pop == INPUT else 1.0
             link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
             if isinstance(wnode, Conv2dNode) and not conn.identity:
                 f_w = np.asarray(wnode.weight, dtype=np.float64) * fgain
