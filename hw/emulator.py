@@ -41,11 +41,6 @@ def wrap_i32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int32).astype(np.int64)
 
 
-def wrap_i24(x: np.ndarray) -> np.ndarray:
-    """Lava's ``signed_clamp(x, bits=24)``: two's-complement wrap to 24 bits."""
-    return (x + 2**23) % 2**24 - 2**23
-
-
 def _abs_max(x: torch.Tensor) -> int:
     if not x.numel():
         return 0
@@ -155,11 +150,6 @@ def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...])
     return _t_wrap(_t_shift(a, link.weight_exp), 32).reshape(t, b, *dst_shape)
 
 
-def link_output(link: Link, spikes: np.ndarray, dst_shape: tuple[int, ...]) -> np.ndarray:
-    """What ``link`` delivers to its population's InPort for binary ``spikes`` [T, B, *src]."""
-    return _link_output_t(link, torch.from_numpy(np.asarray(spikes, dtype=bool)), dst_shape).numpy()
-
-
 @dataclass
 class EmulatorResult:
     spikes: dict[str, np.ndarray]  # population → bool [T, B, *shape] (torch layout)
@@ -199,13 +189,6 @@ def _lif_steps_fast(pop: Population, a_in: torch.Tensor, bias: torch.Tensor) -> 
         v.masked_fill_(s, 0)
         spikes[t], us[t] = s, u
     return spikes, us
-
-
-def run_population(pop: Population, a_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """T steps of ``PyLifResetModelBitAcc`` from zero state on ``a_in`` [T, B, *shape]:
-    returns (spikes bool, u int64). The readout runs with bias 0 (added off-chip)."""
-    s, u = _run_population_t(pop, torch.from_numpy(np.asarray(a_in, dtype=np.int64)))
-    return s.numpy(), u.numpy()
 
 
 def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
