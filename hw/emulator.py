@@ -100,26 +100,30 @@ def input_currents(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
     return _input_currents_t(plan, torch.from_numpy(np.asarray(x_int, dtype=np.int64))).numpy()
 
 
-def lava_matrix(link: Link) -> sp.csr_matrix:
+def lava_matrix(link: Link, src_shape: tuple[int, ...]) -> sp.csr_matrix:
     """The link's int64 matrix after Lava's 8-bit clipping/truncation for its sign mode."""
-    m = link.matrix.tocsr().astype(np.int64)
+    m = link.matrices(src_shape)[0].tocsr().astype(np.int64)
     m.data = effective_weights(m.data[None, :])[0] if m.nnz else m.data
     return m
 
 
-def _lava_keeps(weight: np.ndarray) -> bool:
-    """True if Lava's clipping/truncation leaves these weights unchanged (then a conv of them is
-    the Sparse matrix product; the quantiser's even 8-bit mantissas always are)."""
-    w = np.asarray(weight).reshape(1, -1)
-    return bool(np.array_equal(effective_weights(w), w))
+def _kernel_is_exact(link: Link) -> bool:
+    """True if Lava's clipping/truncation leaves the kernel's weights unchanged, so that the
+    convolution equals Lava's Sparse product (the quantiser's even 8-bit mantissas always do;
+    checked once per link)."""
+    keeps = link.__dict__.get("_kernel_is_exact")
+    if keeps is None:
+        w = np.asarray(link.conv["weight"]).reshape(1, -1)
+        keeps = link.__dict__["_kernel_is_exact"] = bool(np.array_equal(effective_weights(w), w))
+    return keeps
 
 
-def _prepared(link: Link) -> tuple[bool, object]:
+def _prepared(link: Link, src_shape: tuple[int, ...]) -> tuple[bool, object]:
     """The link's Lava-effective weights in the form the emulator multiplies with, computed once
     per link: (exact in float32?, dense float32 tensor [N_in, N_out] | scipy matrix)."""
     cached = link.__dict__.get("_emulator_weights")
     if cached is None:
-        m = lava_matrix(link)
+        m = lava_matrix(link, src_shape)
         if _row_abs_max(m) >= _F32_EXACT:
             cached = (False, m)
         elif link.kind == "dense":
@@ -134,11 +138,11 @@ def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...])
     t, b = spikes.shape[:2]
     if link.kind == "conv":  # Lava Conv: no exponent, 24-bit wrap
         return _t_wrap(_conv_int(spikes, link, _conv_bound(link)), 24)
-    if link.conv is not None and _lava_keeps(link.conv["weight"]):  # a Sparse made from a plain conv
+    if link.conv is not None and _kernel_is_exact(link):  # a Sparse whose matrix is this convolution
         y = _conv_int(spikes, link, _conv_bound(link))
         return _t_wrap(_t_shift(y, link.weight_exp), 32).reshape(t, b, *dst_shape)
     flat = spikes.reshape(t * b, -1)
-    exact_f32, weights = _prepared(link)
+    exact_f32, weights = _prepared(link, tuple(spikes.shape[2:]))
     if exact_f32:  # binary inputs, |row sums| < 2^24: float32 sums are exact
         if link.kind == "dense":
             a = flat.to(torch.float32) @ weights

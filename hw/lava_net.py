@@ -90,7 +90,7 @@ def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
 def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
     from lava.proc.dense.process import Dense
 
-    m = _permuted(link.matrix if fixed else link.f_matrix, dst_shape, src_shape).toarray()
+    m = _permuted(link.matrices(src_shape)[0 if fixed else 1], dst_shape, src_shape).toarray()
     if fixed:
         return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, name=link.name), True
     return Dense(weights=m.astype(np.float64), name=link.name), True
@@ -99,7 +99,7 @@ def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
 def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
     from lava.proc.sparse.process import DelaySparse, Sparse
 
-    m = _permuted(link.matrix if fixed else link.f_matrix, dst_shape, src_shape)
+    m = _permuted(link.matrices(src_shape)[0 if fixed else 1], dst_shape, src_shape)
     m.eliminate_zeros()
     m = m.astype(np.int32) if fixed else m.astype(np.float64)
     kwargs = {"weight_exp": link.weight_exp} if fixed else {}

@@ -110,9 +110,21 @@ class Link:
     weight_exp: int
     matrix: sp.csr_matrix | None = None  # int64 mantissas [N_dst, N_src], torch flat order
     f_matrix: sp.csr_matrix | None = None  # float64, same shape
-    # kinds "conv"/"input", and "sparse" made from a plain conv (the emulator convolves instead of
-    # multiplying the matrix: same integers, faster): weight, f_weight, stride, padding, dilation, groups
+    # kinds "conv"/"input", and "sparse" links that are convolutions of the source's spikes —
+    # plain convs, convs after non-overlapping pools and identity skips (pooled or not) composed
+    # into one kernel: weight, f_weight, stride, padding, dilation, groups. The emulator convolves;
+    # matrices are built from it only for Lava's Sparse (``matrices``).
     conv: dict | None = None
+
+    def matrices(self, src_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(int64 mantissas, float64) ``[N_dst, N_src]`` in torch flat order: stored, or built from
+        the kernel on first use (a ResNet's pooled convs would take GBs if stored)."""
+        if self.matrix is None:
+            c = self.conv
+            args = (src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
+            self.matrix = conv_matrix(np.asarray(c["weight"]), *args).astype(np.int64).tocsr()
+            self.f_matrix = conv_matrix(np.asarray(c["f_weight"], dtype=np.float64), *args).tocsr()
+        return self.matrix, self.f_matrix
 
     def __post_init__(self):
         if self.kind not in LINK_KINDS:
@@ -121,8 +133,8 @@ class Link:
             raise ValueError(f"link {self.name!r}: delay {self.delay} outside [0, {MAX_DELAY}]")
         if self.kind == "conv" and (self.weight_exp != 0 or self.delay != 0 or self.conv is None):
             raise ValueError(f"link {self.name!r}: a Lava Conv link needs weight_exp 0, no delay and a kernel")
-        if self.kind in ("dense", "sparse") and (self.matrix is None or self.f_matrix is None):
-            raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrices")
+        if self.kind in ("dense", "sparse") and self.conv is None and (self.matrix is None or self.f_matrix is None):
+            raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrices or a kernel")
 
 
 @dataclass(eq=False)
@@ -176,7 +188,7 @@ class DeploymentPlan:
             d = {"name": link.name, "src": link.src, "dst": link.dst, "kind": link.kind,
                  "delay": link.delay, "weight_exp": link.weight_exp, "has_matrix": link.matrix is not None}
             for tag, m in (("m", link.matrix), ("f", link.f_matrix)):
-                if m is not None:
+                if m is not None and link.conv is None:  # a kernel is enough to rebuild it
                     arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"] = m.data, m.indices
                     arrays[f"link{i}.{tag}.indptr"] = m.indptr
                     d[f"{tag}_shape"] = list(m.shape)
@@ -299,6 +311,33 @@ def _pool_map(graph: StudentGraph, source: str, chain: list[str]) -> sp.csr_matr
     return m.tocsr()
 
 
+def _compose_pools(graph: StudentGraph, chain: list[str], spec: dict) -> dict | None:
+    """Fold the non-overlapping pools of ``chain`` (nearest the kernel first) into the kernel:
+    a ``kp``-pool then a ``k``-conv with stride ``s``, padding ``p`` (dilation 1) is one conv with
+    each tap repeated ``kp×kp`` times, kernel ``k·kp``, stride ``s·kp``, padding ``p·kp``. None if a
+    pool overlaps or pads, or the kernel is dilated (the caller composes matrices instead)."""
+    for name in reversed(chain):
+        node = graph.nodes[name]
+        if isinstance(node, FlattenNode):
+            return None
+        kp = node.kernel_size
+        if tuple(node.stride) != tuple(kp) or any(node.padding) or tuple(spec["dilation"]) != (1, 1):
+            return None
+        spec = {**spec,
+                "weight": np.repeat(np.repeat(spec["weight"], kp[0], axis=2), kp[1], axis=3),
+                "f_weight": np.repeat(np.repeat(spec["f_weight"], kp[0], axis=2), kp[1], axis=3),
+                "stride": (spec["stride"][0] * kp[0], spec["stride"][1] * kp[1]),
+                "padding": (spec["padding"][0] * kp[0], spec["padding"][1] * kp[1])}
+    return spec
+
+
+def _conv_out_shape(spec: dict, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    kh, kw = spec["weight"].shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = spec["stride"], spec["padding"], spec["dilation"]
+    return (spec["weight"].shape[0], (in_shape[1] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+            (in_shape[2] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
 def _conv_spec(node: Conv2dNode, weight: np.ndarray, f_weight: np.ndarray) -> dict:
     return {"weight": weight, "f_weight": f_weight, "stride": tuple(node.stride),
             "padding": tuple(node.padding), "dilation": tuple(node.dilation), "groups": int(node.groups)}
@@ -331,7 +370,6 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         depths = [0 if s == INPUT else pops[s].depth + 1 for _, _, _, s, _ in incoming]
         depth = max(depths)
         for (conn, wnode, source, src_pop, chain), d_src in zip(incoming, depths):
-            conv_spec = None
             delay = depth - d_src  # extra steps on top of the link's own one-step hop
             if src_pop == INPUT and delay:
                 raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
@@ -344,32 +382,47 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if isinstance(wnode, Conv2dNode) and not conn.identity:
                 f_w = np.asarray(wnode.weight, dtype=np.float64) * fgain
                 spec = _conv_spec(wnode, conn.weight_mant, f_w)
-                sum_abs = np.abs(conn.weight_mant).reshape(conn.weight_mant.shape[0], -1).sum(1).max()
                 if src_pop == INPUT:
                     if chain:
                         raise ValueError(f"node {conn.node!r}: pooling before the first conv is not supported")
                     links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec))
                     continue
-                fits_conv = max(conn.weight_mant.shape[:2]) <= LAVA_CONV_MAX_CHANNELS and sum_abs < CONV_SUM_LIMIT
-                if not chain and conn.weight_exp == 0 and delay == 0 and fits_conv:
-                    links.append(Link(link_name, src_pop, name, "conv", 0, 0, conv=spec))
-                    continue
-                conv_spec = None if chain else spec  # a plain conv: the emulator convolves
+            elif conn.identity and len(g.shapes[source]) == 3:  # a depthwise identity kernel
+                c = g.shapes[source][0]
+                spec = {"weight": np.full((c, 1, 1, 1), int(conn.weight_mant), np.int64),
+                        "f_weight": np.full((c, 1, 1, 1), fgain), "stride": (1, 1), "padding": (0, 0),
+                        "dilation": (1, 1), "groups": c}
+            else:
+                spec = None
+            if src_pop == INPUT:
+                raise ValueError(f"node {conn.node!r}: the input must feed one conv (a dense first layer "
+                                 "or an identity skip from the input is not deployable)")
+            if spec is not None:
+                spec = _compose_pools(g, chain, spec)
+                if spec is not None and _conv_out_shape(spec, g.shapes[source]) != g.shapes[name]:
+                    spec = None
+            if spec is not None:
+                spec["f_weight"] = spec["f_weight"] / divisor
+                sum_abs = np.abs(spec["weight"]).reshape(len(spec["weight"]), -1).sum(1).max()
+                fits_conv = (not conn.identity and max(spec["weight"].shape[:2]) <= LAVA_CONV_MAX_CHANNELS
+                             and sum_abs < CONV_SUM_LIMIT)
+                kind = "conv" if conn.weight_exp == 0 and delay == 0 and fits_conv else "sparse"
+                links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp if kind == "sparse" else 0,
+                                  conv=spec))
+                continue
+            # no kernel: compose matrices (dense layers; overlapping/padded pools)
+            if isinstance(wnode, Conv2dNode) and not conn.identity:
                 in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]
                 m = conv_matrix(conn.weight_mant, in_shape, wnode.stride, wnode.padding, wnode.dilation,
                                 wnode.groups).astype(np.int64) @ pmap
-                f_m = conv_matrix(f_w, in_shape, wnode.stride, wnode.padding, wnode.dilation,
-                                  wnode.groups) @ pmap.astype(np.float64) / divisor
+                f_m = conv_matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain, in_shape, wnode.stride,
+                                  wnode.padding, wnode.dilation, wnode.groups) @ pmap.astype(np.float64) / divisor
                 kind = "sparse"
             elif isinstance(wnode, DenseNode) and not conn.identity:
-                if src_pop == INPUT:
-                    raise ValueError(f"node {conn.node!r}: a dense first layer is not supported (conv expected)")
                 m = sp.csr_matrix(conn.weight_mant) @ pmap
                 f_m = sp.csr_matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain) @ pmap.astype(np.float64) / divisor
                 kind = "dense" if delay == 0 else "sparse"
-            else:  # identity skip of spikes or pooled spikes
-                if src_pop == INPUT:
-                    raise ValueError(f"node {name!r}: an identity skip from the input is not deployable")
+            else:  # identity skip of flat spikes, or through a pool that cannot be a kernel
                 m = pmap * int(conn.weight_mant)
                 f_m = pmap.astype(np.float64) * (fgain / divisor)
                 kind = "sparse"
@@ -377,8 +430,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             m.eliminate_zeros()
             if np.abs(m.data).max(initial=0) > 254:
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
-            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m,
-                              conv_spec if kind == "sparse" else None))
+            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
         readout = isinstance(node, OutputNode)
         b_float = _bias_float(g, name)
         if readout:

@@ -77,14 +77,33 @@ def test_lava_perm_maps_chw_to_whc():
 def test_plan_depths_kinds_and_delays(residual):
     _, _, plan, _ = residual
     assert {n: p.depth for n, p in plan.populations.items()} == {"a1": 0, "a2": 1, "a3": 2, "a4": 3, "output": 4}
-    links = {(k.src, k.dst): (k.kind, k.delay) for k in plan.links}
-    assert links[("input", "a1")] == ("input", 0)
-    assert links[("a2", "a3")][1] == 0 and links[("a1", "a2")][1] == 0
-    assert links[("a1", "a3")] == ("sparse", 1)  # the skip waits one step for the main path
-    assert links[("a3", "a4")] == ("sparse", 0)  # both a4 links start at a3: pooled conv and pooled skip
-    assert links[("a4", "output")] == ("dense", 0)
-    assert sum(k.src == "a3" and k.dst == "a4" for k in plan.links) == 2
+    links = {k.name: (k.src, k.dst, k.kind, k.delay) for k in plan.links}
+    assert links["c1"] == ("input", "a1", "input", 0)
+    assert links["c2"] == ("a1", "a2", "conv", 0) and links["c3"] == ("a2", "a3", "conv", 0)
+    assert links["a1->a3"] == ("a1", "a3", "sparse", 1)  # the skip waits one step for the main path
+    # both a4 links start at a3: the 2x2 pool is folded into c4's kernel (3x3 → 6x6, stride 2)
+    # and into the skip's depthwise identity kernel (1x1 → 2x2, stride 2)
+    assert links["c4"] == ("a3", "a4", "conv", 0) and links["pool->a4"] == ("a3", "a4", "sparse", 0)
+    c4 = next(k for k in plan.links if k.name == "c4").conv
+    assert c4["weight"].shape[2:] == (6, 6) and c4["stride"] == (2, 2) and c4["padding"] == (2, 2)
+    assert links["fc"] == ("a4", "output", "dense", 0)
     assert plan.lava_steps(samples=5, timesteps=T) == 5 * T + 4
+
+
+def test_folded_pool_kernels_equal_the_composed_matrices(residual):
+    """A kernel with the pool folded in computes exactly pool-then-conv (as a matrix product)."""
+    from htakl_deploy.hw.plan import pool_matrix
+
+    graph, q, plan, _ = residual
+    pool = pool_matrix(graph.nodes["pool"], graph.shapes["a3"]).astype(np.int64)
+    conn = q.connection("c4", "a4")
+    node = graph.nodes["c4"]
+    want = conv_matrix(conn.weight_mant, graph.shapes["pool"], node.stride, node.padding, node.dilation,
+                       node.groups).astype(np.int64) @ pool
+    got, _ = next(k for k in plan.links if k.name == "c4").matrices(graph.shapes["a3"])
+    assert (got != want).nnz == 0
+    skip, _ = next(k for k in plan.links if k.name == "pool->a4").matrices(graph.shapes["a3"])
+    assert (skip != pool * int(q.connection("pool", "a4").weight_mant)).nnz == 0
 
 
 def test_emulator_equals_the_timestep_aligned_integer_model(residual):
