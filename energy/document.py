@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from htakl_deploy.atomic import write_json, write_text
+from htakl_deploy.energy.report import si
 from htakl_deploy.errors import UserError
 
 FORMAT = "htakl-report/1"
@@ -419,12 +420,7 @@ def fmt_pct(x, digits: int = 2) -> str:
 
 def fmt_ops(x) -> str:
     """Operations with G/M/k prefixes: ``2.110 G``."""
-    if x is None:
-        return "–"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3f} {unit}"
-    return f"{x:.1f}" if x != int(x) else f"{int(x)}"
+    return si(x, " ", "–")
 
 
 ENERGY_UNITS = ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ"), (1.0, "pJ"))

@@ -57,13 +57,17 @@ def energy_report(counts: dict, model: EnergyModel, **meta) -> dict:
             "layers": layers, "neurons": neurons, "totals": tot, "per_sample": ps}
 
 
-def _si(x) -> str:
+def si(x, sep: str = "", missing: str = "-") -> str:
+    """A count with a G/M/k prefix (``2.110G``; ``sep`` goes between number and prefix)."""
     if x is None:
-        return "-"
+        return missing
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
-            return f"{x / div:.3f}{unit}"
+            return f"{x / div:.3f}{sep}{unit}"
     return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+_si = si
 
 
 def _pct(x) -> str:
