@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lava-samples", type=int, metavar="N",
                    help="test images run through Lava (default: all the run is evaluated on; the "
                         "emulator and the float student always run all)")
+    p.add_argument("--no-lava", dest="lava", action="store_false",
+                   help="skip Lava (export check and simulation): large nets need one OS process per "
+                        "Lava process; the emulator is bit-exact with Lava's fixed_pt models")
     p.add_argument("--preset", default="paper-45nm", help="energy preset for the report (default paper-45nm)")
     p.set_defaults(handler=run_command)
 
@@ -41,6 +44,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.lava_samples is not None and args.lava_samples < 1:
         raise UserError(f"--lava-samples: got {args.lava_samples}, expected an integer >= 1")
     cfg = config_from_args(args)
-    result = run_pipeline(cfg, resume_dir=args.resume, lava_samples=args.lava_samples, preset=args.preset)
+    result = run_pipeline(cfg, resume_dir=args.resume, lava_samples=args.lava_samples, lava=args.lava,
+                          preset=args.preset)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

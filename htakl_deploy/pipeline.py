@@ -23,7 +23,7 @@ SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt")
 
 
 def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, lava_samples: int | None = None,
-                 preset: str = "paper-45nm", say: Callable[[str], None] = print) -> dict[str, Any]:
+                 lava: bool = True, preset: str = "paper-45nm", say: Callable[[str], None] = print) -> dict[str, Any]:
     from htakl_deploy.energy.document import write_report
     from htakl_deploy.energy.models import load_preset
     from htakl_deploy.energy.report import report_for_files
@@ -44,11 +44,11 @@ def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, la
 
     t = time.perf_counter()
     say(f"[run] export → {run_dir / 'export'}")
-    run_export(run_dir, ["nir", "onnx", "lava"])
+    run_export(run_dir, ["nir", "onnx", "lava"], lava_check=4 if lava else 0)
     timings["export_s"] = time.perf_counter() - t
 
     sims = {}
-    for backend in SIM_BACKENDS:
+    for backend in (b for b in SIM_BACKENDS if lava or not b.startswith("lava")):
         t = time.perf_counter()
         samples = lava_samples if backend.startswith("lava") else None
         say(f"[run] simulate {backend}" + (f" ({samples} samples)" if samples else ""))
@@ -68,7 +68,8 @@ def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, la
     write_report(run_dir)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    write_json(run_dir / "pipeline.json", {"timings": timings, "lava_samples": lava_samples, "preset": preset})
+    write_json(run_dir / "pipeline.json", {"timings": timings, "lava": lava, "lava_samples": lava_samples,
+                                           "preset": preset})
     say(f"[run] report → {run_dir / 'report.html'} ({timings['total_s']:.0f} s in total)")
     return {"run_dir": str(run_dir), "timings": timings,
             "accuracy": {b: s["accuracy"] for b, s in sims.items()},

@@ -30,6 +30,17 @@ def test_run_produces_every_stage_and_the_report(tmp_path, capsys):
     assert result["accuracy"]["lava-fixed_pt"] == lava["accuracy"]
 
 
+def test_run_without_lava(tmp_path, capsys):
+    rc = main(["run", "--out-dir", str(tmp_path), "--run-name", "r", "--limit-train", "128", "--limit-test", "8",
+               "--batch-size", "64", "--epochs", "1", "--teacher-epochs", "1", "--no-lava", "--no-progress"])
+    assert rc == 0
+    run = tmp_path / "r"
+    assert sorted(p.name for p in (run / "simulate").iterdir()) == ["emulator", "torch-float"]
+    assert "lava_check" not in json.loads((run / "export" / "export_report.json").read_text())["lava"]
+    assert (run / "export" / "student.lava.npz").exists() and (run / "report.html").exists()
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--lava-samples", "0"], "--lava-samples: got 0"),
     (["--preset", "nope"], "--preset: got 'nope'"),
