@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,36 +47,9 @@ from htakl_deploy.distill.losses import LossInputs
 from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.recipe import load_data, new_model
 from htakl_deploy.distill.train import Stage, fit
+from htakl_deploy.memory import peak_memory
 
 VARIANTS = ("ours", "plain", "ours+aug")
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0  # kB
-    raise KeyError(key)
-
-
-def peak_memory(run) -> dict:
-    """Resident memory (MB) before ``run()`` and the peak while it ran: the kernel's high-water mark
-    ``VmHWM`` is reset first (``/proc/self/clear_refs`` ← 5), so loading data and building models
-    do not hide the peak; without that (not Linux), ``ru_maxrss`` over the whole process."""
-    gc.collect()
-    rss_before = _status_mb("VmRSS") if os.path.exists("/proc/self/status") else 0.0
-    setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-        how = "VmHWM reset after setup"
-    except OSError:
-        how = "ru_maxrss (peak not reset)"
-    run()
-    peak = _status_mb("VmHWM") if how.startswith("VmHWM") else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"rss_before_mb": rss_before, "setup_peak_mb": setup_peak, "peak_mb": peak,
-            "delta_mb": peak - rss_before, "how": how}
 
 
 def setup(limit_train: int | None, batch_size: int, timesteps: int):

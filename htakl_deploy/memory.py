@@ -1,0 +1,36 @@
+"""Peak resident memory of a piece of code, for the benchmarks (Linux: the kernel's VmHWM)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+from typing import Callable
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise KeyError(key)
+
+
+def peak_memory(run: Callable[[], object]) -> dict:
+    """Resident memory (MB) before ``run()`` and the peak while it ran: the kernel's high-water mark
+    ``VmHWM`` is reset first (``/proc/self/clear_refs`` ← 5), so loading data and building models
+    do not hide the peak; without that (not Linux), ``ru_maxrss`` over the whole process."""
+    gc.collect()
+    rss_before = _status_mb("VmRSS") if os.path.exists("/proc/self/status") else 0.0
+    setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        how = "VmHWM reset after setup"
+    except OSError:
+        how = "ru_maxrss (peak not reset)"
+    run()
+    peak = _status_mb("VmHWM") if how.startswith("VmHWM") else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"rss_before_mb": rss_before, "setup_peak_mb": setup_peak, "peak_mb": peak,
+            "delta_mb": peak - rss_before, "how": how}
