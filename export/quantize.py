@@ -50,13 +50,13 @@ from htakl_deploy.export.graph import (
     WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
     StudentGraph,
 )
+from htakl_deploy.hw.lif_ref import lif_int_step
 
 INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
 MANT_MAX = 254
 EXP_RANGE = (-8, 7)
 S_MIN, S_MAX = 16, 4096
 BIAS_MANT_MAX = 4095  # 13-bit signed
-_UV_MAX = 2**23
 
 
 @dataclass(eq=False)
@@ -226,28 +226,6 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
 
 
 # -- integer runner ------------------------------------------------------------------------
-
-
-def _wrap_i32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.int32).astype(np.int64)
-
-
-def _trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
-    prod = x * np.int64(decay)
-    return np.sign(prod) * (np.abs(prod) >> 12)
-
-
-def lif_int_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, *, du: int, dv: int,
-                 bias_v: np.ndarray, vth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One lava-nc ``PyLifModelBitAcc`` step on int64 arrays (same maths as ``hw.lif_ref``):
-    returns (spikes bool, u, v). ``bias_v`` = ``bias_mant << bias_exp`` broadcastable to v."""
-    u = _wrap_i32(_trunc_decay(u, 4096 - (du + 1)))
-    u = _wrap_i32(u + _wrap_i32(a_in << 6))
-    u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
-    v = _trunc_decay(v, 4096 - dv) + u + bias_v
-    v = np.clip(_wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
-    s = v > (np.int64(vth) << 6)
-    return s, u, np.where(s, 0, v)
 
 
 def _shift(a: np.ndarray, exp: int) -> np.ndarray:

@@ -12,7 +12,7 @@ computes one sample after another — the same integer operations in the same or
              sign mode, the sum of the weights of the spiking inputs, shifted by ``weight_exp``,
              sent through an int32 channel;
 - the population's ``a_in``: the links' int32 outputs added in int32 (Lava's InPort sum);
-- the neuron: ``PyLifResetModelBitAcc`` (``export.quantize.lif_int_step`` — the update
+- the neuron: ``PyLifResetModelBitAcc`` (``hw.lif_ref.lif_int_step`` — the update
   checked bit for bit against real Lava in tests/test_lava.py), state zeroed at each sample's
   first step (the ``LIFReset`` interval).
 
@@ -30,15 +30,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from htakl_deploy.export.quantize import lif_int_step, quantize_input
-from htakl_deploy.hw.lif_ref import effective_weights
+from htakl_deploy.export.quantize import quantize_input
+from htakl_deploy.hw.lif_ref import effective_weights, lif_int_step, wrap_i32
 from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population
 
 _F32_EXACT = 2**24  # integer sums below this are exact in float32
-
-
-def wrap_i32(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.int32).astype(np.int64)
 
 
 def _abs_max(x: torch.Tensor) -> int:

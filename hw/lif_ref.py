@@ -12,7 +12,7 @@ more precise than, or differs from, DESIGN.md "Loihi-style fixed point":
   ``(-2**23, 2**23]``), and a value beyond ``2**23 + 2**24`` is not brought back into range.
 - Lava computes in int32 where its buffers are int32: the Dense output crosses an int32
   channel (the 16-bit ``a_out`` width is not enforced, int32 wrap-around is), ``a_in << 6``
-  and ``u + a_in << 6`` wrap at 32 bits. Reproduced here with ``_wrap_i32``; it only matters
+  and ``u + a_in << 6`` wrap at 32 bits. Reproduced here with ``wrap_i32``; it only matters
   for activations beyond ``2**25``.
 - ``bias_exp`` may be negative: then ``bias = bias_mant >> -bias_exp`` (arithmetic shift).
 - ``weight_exp < 0`` is an arithmetic (floor) right shift of the summed input, after the sum.
@@ -27,12 +27,12 @@ _MSB_SHIFT = 6  # a_in and vth are shifted left by 6 to align with the 24-bit u,
 _UV_MAX = 2**23
 
 
-def _wrap_i32(x: np.ndarray) -> np.ndarray:
+def wrap_i32(x: np.ndarray) -> np.ndarray:
     """Two's-complement wrap of int64 values to int32, as numpy casts do, kept as int64."""
     return x.astype(np.int32).astype(np.int64)
 
 
-def _trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
+def trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
     """``sign(x) * (|x * decay| >> 12)``: multiply by decay/4096, truncating toward zero."""
     prod = x * np.int64(decay)
     return np.sign(prod) * (np.abs(prod) >> _DECAY_SHIFT)
@@ -101,7 +101,7 @@ def dense_lif_fixed_pt(
     # Lava sums the selected weight columns in int64, shifts, then the int32 channel wraps.
     a_tm = w_eff @ s.T.astype(np.int64)  # [M, T]
     a_tm = (a_tm << weight_exp) if weight_exp > 0 else (a_tm >> -weight_exp)
-    a_tm = _wrap_i32(a_tm.T)
+    a_tm = wrap_i32(a_tm.T)
     # One step of Dense buffer delay: step t receives what was computed at step t-1.
     a_in_tm = np.zeros((n_t, n_m), dtype=np.int64)
     a_in_tm[1:] = a_tm[:-1]
@@ -109,7 +109,6 @@ def dense_lif_fixed_pt(
     b_mant = np.broadcast_to(np.asarray(bias_mant, dtype=np.int64), (n_m,))
     b_exp = np.broadcast_to(np.asarray(bias_exp, dtype=np.int64), (n_m,))
     bias_m = np.where(b_exp >= 0, b_mant << np.maximum(b_exp, 0), b_mant >> np.maximum(-b_exp, 0))
-    vth_eff = int(vth) << _MSB_SHIFT
 
     u = np.zeros(n_m, dtype=np.int64)
     v = np.zeros(n_m, dtype=np.int64)
@@ -117,12 +116,19 @@ def dense_lif_fixed_pt(
     u_tm = np.zeros((n_t, n_m), dtype=np.int64)
     v_tm = np.zeros((n_t, n_m), dtype=np.int64)
     for t in range(n_t):
-        u = _wrap_i32(_trunc_decay(u, 4096 - (int(du) + 1)))
-        u = _wrap_i32(u + _wrap_i32(a_in_tm[t] << _MSB_SHIFT))
-        u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
-        v = _trunc_decay(v, 4096 - int(dv)) + u + bias_m
-        v = np.clip(_wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
-        spk = v > vth_eff
-        v = np.where(spk, 0, v)
-        spikes_tm[t], u_tm[t], v_tm[t] = spk, u, v
+        spikes_tm[t], u, v = lif_int_step(u, v, a_in_tm[t], du=int(du), dv=int(dv), bias_v=bias_m, vth=int(vth))
+        u_tm[t], v_tm[t] = u, v
     return spikes_tm, u_tm, v_tm
+
+
+def lif_int_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, *, du: int, dv: int,
+                 bias_v: np.ndarray, vth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One lava-nc ``PyLifModelBitAcc`` step on int64 arrays of any shape: returns (spikes bool,
+    u, v after reset). ``bias_v`` = ``bias_mant << bias_exp``, broadcastable to ``v``."""
+    u = wrap_i32(trunc_decay(u, 4096 - (du + 1)))
+    u = wrap_i32(u + wrap_i32(a_in << _MSB_SHIFT))
+    u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
+    v = trunc_decay(v, 4096 - dv) + u + bias_v
+    v = np.clip(wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
+    s = v > (np.int64(vth) << _MSB_SHIFT)
+    return s, u, np.where(s, 0, v)

@@ -216,7 +216,7 @@ def test_emulator_batches_are_independent(residual):
 def test_fast_lif_equals_the_bit_exact_step(du, dv):
     """The emulator's vectorised LIF (no int32 wraps: used when none can happen) against
     ``lif_int_step``, the update checked bit for bit against real Lava in test_lava.py."""
-    from htakl_deploy.export.quantize import lif_int_step
+    from htakl_deploy.hw.lif_ref import lif_int_step
     from htakl_deploy.hw.emulator import _lif_steps_fast
     from htakl_deploy.hw.plan import Population
 
