@@ -242,7 +242,7 @@ def from_nir(ng: nir.NIRGraph) -> StudentGraph | QuantizedGraph:
 
 def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: float) -> QuantizedGraph:
     """Rebuild the fixed-point description; the float graph gets dequantised weights."""
-    from htakl_deploy.export.quantize import _chain_to_source  # path factors (pools, input)
+    from htakl_deploy.export.quantize import chain_to_source  # path factors (pools, input)
 
     targets, conns = {}, []
     for name, node in graph.nodes.items():
@@ -262,7 +262,7 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
             if isinstance(snode, (Conv2dNode, DenseNode)):
                 exp = int(ng.nodes[src].metadata["weight_exp"])
                 mant = np.asarray(snode.weight).astype(np.int64)
-                chain, div = _chain_to_source(graph, graph.predecessors(src)[0])
+                chain, div = chain_to_source(graph, graph.predecessors(src)[0])
                 factor = (input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0) / div
                 snode.weight = mant * 2.0**exp / gain / factor
                 snode.bias = np.zeros(snode.weight.shape[0])

@@ -141,7 +141,7 @@ class QuantizedGraph:
 # -- building ------------------------------------------------------------------------------
 
 
-def _chain_to_source(graph: StudentGraph, name: str) -> tuple[list[str], float]:
+def chain_to_source(graph: StudentGraph, name: str) -> tuple[list[str], float]:
     """From ``name`` (a pool/flatten/LIF/input) walk single predecessors back to a spike
     source (LIF) or the input; return (chain nodes from source to ``name``, avg-pool divisor)."""
     chain, divisor = [], 1.0
@@ -190,13 +190,13 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
                 preds = graph.predecessors(src)
                 if len(preds) != 1:
                     raise ValueError(f"node {src!r}: a conv/dense fed by a sum of {preds} is not supported yet")
-                chain, div = _chain_to_source(graph, preds[0])
+                chain, div = chain_to_source(graph, preds[0])
                 in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
                 w = np.asarray(snode.weight, dtype=np.float64)
                 paths.append((src, False, w * in_scale / div, w, in_scale / div,
                               np.asarray(snode.bias, dtype=np.float64)))
             else:
-                chain, div = _chain_to_source(graph, src)
+                chain, div = chain_to_source(graph, src)
                 in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
                 one = np.array(1.0)
                 paths.append((src, True, one * in_scale / div, one, in_scale / div, None))

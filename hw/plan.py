@@ -51,7 +51,7 @@ from htakl_deploy.export.graph import (
     WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
     StudentGraph,
 )
-from htakl_deploy.export.quantize import QuantizedGraph
+from htakl_deploy.export.quantize import QuantizedGraph, chain_to_source
 
 FORMAT = "htakl-lava-plan/1"
 INPUT = "input"
@@ -282,22 +282,6 @@ def lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 # -- building the plan ---------------------------------------------------------------------
 
 
-def _chain(graph: StudentGraph, name: str) -> tuple[str, list[str]]:
-    """Walk from ``name`` back through pools/flatten to a LIF or the input: (source, chain)."""
-    chain = []
-    while not isinstance(graph.nodes[name], (LIFNode, InputNode)):
-        node = graph.nodes[name]
-        if not isinstance(node, (PoolNode, FlattenNode)):
-            raise ValueError(f"node {name!r} ({type(node).__name__}) sits between a neuron and a "
-                             "connection: only pooling and flatten can be deployed there")
-        chain.append(name)
-        preds = graph.predecessors(name)
-        if len(preds) != 1:
-            raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
-        name = preds[0]
-    return name, chain[::-1]
-
-
 def _pool_map(graph: StudentGraph, source: str, chain: list[str]) -> sp.csr_matrix:
     """The composed 0/1 map of the pools/flatten in ``chain`` (torch flat order)."""
     n = int(np.prod(graph.shapes[source]))
@@ -358,26 +342,22 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             continue
         t = q.targets[name]
         fgain = _float_gain(node)
-        incoming = []  # (connection, weighted node, source node, source population, pool/flatten chain)
+        incoming = []  # (connection, weighted node, source node, source population, pools/flatten, divisor)
         for conn in (c for c in q.connections if c.target == name):
             wnode = g.nodes[conn.node]
             start = g.predecessors(conn.node)[0] if isinstance(wnode, WEIGHTED) else conn.node
-            source, chain = _chain(g, start)
+            path, divisor = chain_to_source(g, start)  # source LIF/input, then pools/flatten
+            source, chain = path[0], path[1:]
             src_pop = INPUT if isinstance(g.nodes[source], InputNode) else source
             if src_pop != INPUT and src_pop not in pops:
                 raise ValueError(f"node {name!r}: source {source!r} is not a deployed population")
-            incoming.append((conn, wnode, source, src_pop, chain))
-        depths = [0 if s == INPUT else pops[s].depth + 1 for _, _, _, s, _ in incoming]
+            incoming.append((conn, wnode, source, src_pop, chain, divisor))
+        depths = [0 if inc[3] == INPUT else pops[inc[3]].depth + 1 for inc in incoming]
         depth = max(depths)
-        for (conn, wnode, source, src_pop, chain), d_src in zip(incoming, depths):
+        for (conn, wnode, source, src_pop, chain, divisor), d_src in zip(incoming, depths):
             delay = depth - d_src  # extra steps on top of the link's own one-step hop
             if src_pop == INPUT and delay:
                 raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
-            pmap = _pool_map(g, source, chain)
-            divisor = 1.0
-            for c in chain:
-                if isinstance(g.nodes[c], PoolNode) and g.nodes[c].kind == "avg":
-                    divisor *= g.nodes[c].kernel_size[0] * g.nodes[c].kernel_size[1]
             link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
             if isinstance(wnode, Conv2dNode) and not conn.identity:
                 f_w = np.asarray(wnode.weight, dtype=np.float64) * fgain
@@ -411,6 +391,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                                   conv=spec))
                 continue
             # no kernel: compose matrices (dense layers; overlapping/padded pools)
+            pmap = _pool_map(g, source, chain)
             if isinstance(wnode, Conv2dNode) and not conn.identity:
                 in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]
                 m = conv_matrix(conn.weight_mant, in_shape, wnode.stride, wnode.padding, wnode.dilation,
