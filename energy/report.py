@@ -67,8 +67,6 @@ def si(x, sep: str = "", missing: str = "-") -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-_si = si
-
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
@@ -90,23 +88,23 @@ def format_table(report: dict) -> str:
     head = f"{'layer':<28} {'kind':<8} {'in rate':>8} {'ACs':>11} {'MACs':>11} {'dense OPs':>11} {'energy':>13}"
     lines += [head, "-" * len(head)]
     for r in report["layers"]:
-        lines.append(f"{r['name'][:28]:<28} {r['kind']:<8} {_pct(r['input_firing_rate']):>8} {_si(r['acs'] / s):>11} "
-                     f"{_si(r['macs'] / s):>11} {_si(r['dense_ops'] / s):>11} {_energy(r['energy_pj'] / s):>13}")
+        lines.append(f"{r['name'][:28]:<28} {r['kind']:<8} {_pct(r['input_firing_rate']):>8} {si(r['acs'] / s):>11} "
+                     f"{si(r['macs'] / s):>11} {si(r['dense_ops'] / s):>11} {_energy(r['energy_pj'] / s):>13}")
     head2 = f"{'LIF layer':<28} {'neurons':>9} {'spikes':>11} {'firing rate':>12} {'energy':>13}"
     lines += ["", head2, "-" * len(head2)]
     for n in report["neurons"]:
-        lines.append(f"{n['name'][:28]:<28} {n['neurons']:>9} {_si(n['spikes'] / s):>11} "
+        lines.append(f"{n['name'][:28]:<28} {n['neurons']:>9} {si(n['spikes'] / s):>11} "
                      f"{_pct(n['firing_rate']):>12} {_energy(n['energy_pj'] / s):>13}")
     t, ps = report["totals"], report["per_sample"]
     lines += [
         "",
-        f"total per sample: {_si(ps['acs'])} ACs, {_si(ps['macs'])} MACs, {_si(ps['spikes'])} spikes, "
+        f"total per sample: {si(ps['acs'])} ACs, {si(ps['macs'])} MACs, {si(ps['spikes'])} spikes, "
         f"firing rate {_pct(t['firing_rate'])} → {_energy(ps['energy_pj'])}",
-        f"  analytic (rate × dense OPs {_si(ps['dense_ops'])}): {_si(ps['analytic_acs'])} ACs → "
-        f"{_energy(ps['analytic_energy_pj'])}; paper style {_si(ps['paper_style_acs'])} ACs → "
+        f"  analytic (rate × dense OPs {si(ps['dense_ops'])}): {si(ps['analytic_acs'])} ACs → "
+        f"{_energy(ps['analytic_energy_pj'])}; paper style {si(ps['paper_style_acs'])} ACs → "
         f"{_energy(ps['paper_style_energy_pj'])}",
-        f"  ANN teacher: {_si(ps['ann_teacher_macs'])} MACs → {_energy(ps['ann_teacher_energy_pj'])}",
-        f"  NeuroBench effective: {_si(ps['neurobench_eff_acs'])} ACs, {_si(ps['neurobench_eff_macs'])} MACs; "
+        f"  ANN teacher: {si(ps['ann_teacher_macs'])} MACs → {_energy(ps['ann_teacher_energy_pj'])}",
+        f"  NeuroBench effective: {si(ps['neurobench_eff_acs'])} ACs, {si(ps['neurobench_eff_macs'])} MACs; "
         f"activation sparsity {_pct(t['activation_sparsity'])}, connection sparsity {_pct(t['connection_sparsity'])}",
     ]
     return "\n".join(lines)

@@ -42,7 +42,7 @@ ARTEFACT_NAME = "student.lava.npz"
 
 
 def _lava(precision: str):
-    def run(plan: DeploymentPlan, x_tb: np.ndarray, progress) -> EmulatorResult:
+    def run(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress) -> EmulatorResult:
         from htakl_deploy.hw.lava_net import run_lava
 
         return run_lava(plan, x_tb, backend=precision, progress=progress)
@@ -50,21 +50,21 @@ def _lava(precision: str):
     return run
 
 
-def _emulator(plan: DeploymentPlan, x_tb: np.ndarray, progress) -> EmulatorResult:
+def _emulator(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress) -> EmulatorResult:
     result = emulate(plan, x_tb)
     if progress is not None:
         progress(x_tb.shape[1])
     return result
 
 
-def _torch_float(plan: DeploymentPlan, x_tb: np.ndarray, progress) -> EmulatorResult:
-    spikes, logits = float_student_spikes(Path(plan.metadata["artefact_path"]), x_tb)
+def _torch_float(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress) -> EmulatorResult:
+    spikes, logits = float_student_spikes(artefact, x_tb)
     if progress is not None:
         progress(x_tb.shape[1])
     return EmulatorResult(spikes, None, logits, x_tb.astype(np.float32))
 
 
-BACKENDS: dict[str, Callable[[DeploymentPlan, np.ndarray, Any], EmulatorResult]] = {
+BACKENDS: dict[str, Callable[[DeploymentPlan, Path, np.ndarray, Any], EmulatorResult]] = {
     "lava-fixed_pt": _lava("fixed_pt"),
     "lava-floating_pt": _lava("floating_pt"),
     "emulator": _emulator,
@@ -137,12 +137,11 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
-    plan.metadata["artefact_path"] = str(path)
     t = timesteps or int(plan.metadata.get("timesteps", 4))
     x_tb, labels = load_samples(plan, samples, t, data_root)
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
     t0 = time.perf_counter()
-    result = BACKENDS[backend](plan, x_tb, progress)
+    result = BACKENDS[backend](plan, path, x_tb, progress)
     wall_s = time.perf_counter() - t0
     pred = result.logits.mean(0).argmax(-1)
     report: dict[str, Any] = {
