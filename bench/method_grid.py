@@ -19,6 +19,12 @@ into the same ``--out`` is refused, so all cells of one table share one budget. 
 ``bench/results/<data>`` (git-ignored). After a cell, its ``spikes.h5`` and Lava artefact are
 deleted unless ``--keep-artefacts`` (Fashion-MNIST: ~GB and ~80 MB per cell).
 
+``--workers N`` runs N cells side by side (one process each, ``--threads`` torch threads each;
+on this 2-core machine ``--workers 2 --threads 1``). Workers claim a cell with an exclusive
+``OUT/claims/<cell>.claim`` file holding their pid, so several invocations with the same
+arguments may also share one ``--out`` (e.g. on two machines sharing a disk: claims name the
+host, and only a claim by a dead process on this host is taken over).
+
 ``--measure-images N`` runs no grid: it times one epoch of every (method, T) on N training
 images and writes ``bench/results/<data>-estimate.json``, the full grid's estimated wall time and
 budgets that fit in 3 h, which docs/RESULTS.md shows for a data set not run yet.
@@ -32,7 +38,9 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -185,6 +193,65 @@ def run_cell(cell: Cell, settings: dict, out: Path, teacher: dict, *, resume: bo
     }
 
 
+# ----------------------------------------------------------------------------- claims
+def claim_cell(out: Path, cell: Cell) -> bool:
+    """Claim ``cell`` for this process; False if a live process (or another host) holds it."""
+    path = out / "claims" / f"{cell.name}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # being written right now, or vanished: leave it to its owner
+                return False
+            if holder.get("host") != me["host"] or _pid_alive(int(holder.get("pid", -1))):
+                return False
+            path.unlink(missing_ok=True)  # its process died: the claim is stale
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        return True
+    return False
+
+
+def release_cell(out: Path, cell: Cell) -> None:
+    (out / "claims" / f"{cell.name}.claim").unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def spawn_workers(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
+    """``n`` more copies of this invocation with ``--workers 1``; they share the cells through claims."""
+    argv = _without_workers(argv_of(args))
+    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--workers", "1", "--worker-tag",
+                              f"w{i + 1}", "--invocation-start", repr(args.invocation_start)]) for i in range(n)]
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--workers", "--worker-tag", "--invocation-start"):
+            skip = True
+        elif not a.startswith(("--workers=", "--worker-tag=", "--invocation-start=")):
+            out.append(a)
+    return out
+
+
 # ----------------------------------------------------------------------------- results
 CSV_COLUMNS = ("cell", "method", "timesteps", "seed", "delta", "head_weight", "epochs", "float_acc",
                "float_best_acc", "emulator_acc", "test_samples", "firing_rate", "acs_per_sample",
@@ -259,7 +326,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="continue interrupted cells from their last checkpoint instead of restarting them")
     p.add_argument("--keep-artefacts", action="store_true",
                    help="keep each cell's spikes.h5 and Lava artefact (student.lava.npz); deleted by default")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (the machine is shared)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="cells run side by side, one process each (default 1; 2 on a 2-core machine)")
+    p.add_argument("--worker-tag", default=None, help=argparse.SUPPRESS)  # set for the spawned workers
+    p.add_argument("--invocation-start", type=float, default=None, help=argparse.SUPPRESS)  # the spawner's clock
     p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
     p.add_argument("--note", default=None, help="a sentence printed above the data set's tables")
     p.add_argument("--measure-images", type=int, default=None, metavar="N",
@@ -267,7 +338,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(seed 0, into OUT-measure) and write bench/results/<data>-estimate.json, the "
                         "full grid's estimated wall time, which RESULTS.md shows until the grid has run")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers: expected 1 or more, got {args.workers}")
+    if args.threads < 1:
+        p.error(f"--threads: expected 1 or more, got {args.threads}")
     args._argv = list(sys.argv[1:] if argv is None else argv)
+    if args.invocation_start is None:
+        args.invocation_start = time.time()
     return args
 
 
@@ -316,13 +393,18 @@ def main(argv: list[str] | None = None, *, say: Callable[[str], None] = print) -
     git = git_state(results_md.REPO)  # the code this process imports (later commits do not reach it)
 
     teacher = None
-    ran, skipped, failed = [], [], []
+    ran, skipped, failed, busy = [], [], [], []
+    workers: list[subprocess.Popen] = []
+    worker_failed = False
     try:
         needs_teacher = any(c.method != "ce" for c in planned if not (out / "cells" / f"{c.name}.json").exists())
         teacher = ensure_teacher(settings, out, args.resume, say) if needs_teacher or (out / "teacher").exists() else None
         if teacher is None:
             teacher = {"run_dir": None, "test_acc": None, "wall_s": None}
         settings["train_samples"] = _train_samples(out)
+        if args.workers > 1:  # after the teacher, so the workers do not race to train it
+            workers = spawn_workers(args, args.workers - 1)
+        tag = f"[grid{' ' + args.worker_tag if args.worker_tag else ''}]"
         for i, cell in enumerate(planned):
             path = out / "cells" / f"{cell.name}.json"
             if path.exists():
@@ -330,8 +412,18 @@ def main(argv: list[str] | None = None, *, say: Callable[[str], None] = print) -
                 continue
             if args.max_cells is not None and len(ran) + len(failed) >= args.max_cells:
                 break
-            say(f"[grid] {i + 1}/{len(planned)} {cell.name} …")
+            if not claim_cell(out, cell):
+                busy.append(cell.name)
+                continue
             try:
+                if path.exists():  # finished by another worker between the check and the claim
+                    skipped.append(cell.name)
+                    continue
+                error = out / "errors" / f"{cell.name}.error.json"
+                if error.exists() and error.stat().st_mtime >= args.invocation_start:
+                    failed.append(cell.name)  # another worker of this invocation ran it and it failed
+                    continue
+                say(f"{tag} {i + 1}/{len(planned)} {cell.name} …")
                 rec = run_cell(cell, settings, out, teacher, resume=args.resume, keep_artefacts=args.keep_artefacts)
             except (KeyboardInterrupt, SystemExit):
                 raise
@@ -340,25 +432,48 @@ def main(argv: list[str] | None = None, *, say: Callable[[str], None] = print) -
                 write_json(out / "errors" / f"{cell.name}.error.json",
                            {"cell": cell.name, "error": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc()})
-                say(f"[grid]   FAILED: {type(exc).__name__}: {exc}")
+                say(f"{tag}   FAILED: {type(exc).__name__}: {exc}")
                 continue
-            write_json(path, rec)
-            (out / "errors" / f"{cell.name}.error.json").unlink(missing_ok=True)
-            ran.append(cell.name)
-            say(f"[grid]   float {rec['float_acc']:.4f} emulator {rec['emulator_acc']:.4f} "
-                f"rate {rec['firing_rate']:.3f} {rec['energy_uj_per_sample']:.4f} µJ  "
-                f"({rec['wall_s']['total']:.0f} s)")
+            else:
+                write_json(path, rec)
+                (out / "errors" / f"{cell.name}.error.json").unlink(missing_ok=True)
+                ran.append(cell.name)
+                say(f"{tag}   float {rec['float_acc']:.4f} emulator {rec['emulator_acc']:.4f} "
+                    f"rate {rec['firing_rate']:.3f} {rec['energy_uj_per_sample']:.4f} µJ  "
+                    f"({rec['wall_s']['total']:.0f} s)")
+            finally:
+                release_cell(out, cell)
+        for w in workers:  # the tables below should hold every worker's cells
+            if w.wait() != 0:
+                worker_failed = True
     finally:
-        with open(out / "commands.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"command": command, "started_utc": started, "git": git,
-                                 "wall_s": round(time.perf_counter() - t_start, 1),
-                                 "ran": len(ran), "skipped": len(skipped), "failed": len(failed)}) + "\n")
-        results = collect(out, settings, all_planned, teacher)
-        sources = results_md.sources_with_defaults({args.data: out / "results.json"})
-        md = results_md.write(args.results_md, sources)
-        say(f"[grid] {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed; "
-            f"{out / 'results.json'}, {md}")
-    return {"ran": ran, "skipped": skipped, "failed": failed, "results": results, "markdown": md}
+        for w in workers:  # interrupted: do not leave the workers running
+            if w.poll() is None:
+                w.terminate()
+                w.wait()
+        if not args.worker_tag:  # a spawned worker leaves logging and tables to the invocation that spawned it
+            results, md = _log_and_render(args, out, settings, all_planned, teacher, command=command,
+                                          started=started, git=git, wall_s=time.perf_counter() - t_start,
+                                          ran=ran, skipped=skipped, failed=failed, busy=busy, say=say)
+    if args.worker_tag:
+        return {"ran": ran, "skipped": skipped, "failed": failed, "busy": busy}
+    return {"ran": ran, "skipped": skipped, "failed": failed, "busy": busy, "results": results, "markdown": md,
+            "worker_failed": worker_failed}
+
+
+def _log_and_render(args, out: Path, settings: dict, planned: list[Cell], teacher: dict | None, *, command: str,
+                    started: str, git: dict, wall_s: float, ran: list, skipped: list, failed: list, busy: list,
+                    say: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
+    """Append this invocation to ``OUT/commands.jsonl``, aggregate the cells, re-render RESULTS.md."""
+    with open(out / "commands.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"command": command, "started_utc": started, "git": git, "wall_s": round(wall_s, 1),
+                             "ran": len(ran), "skipped": len(skipped), "failed": len(failed),
+                             "workers": args.workers}) + "\n")
+    results = collect(out, settings, planned, teacher)
+    md = results_md.write(args.results_md, results_md.sources_with_defaults({args.data: out / "results.json"}))
+    say(f"[grid] {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed, {len(busy)} held by other "
+        f"workers; {out / 'results.json'}, {md}")
+    return results, md
 
 
 def measure(args: argparse.Namespace, settings: dict, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
@@ -490,4 +605,4 @@ if __name__ == "__main__":
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(1 if res["failed"] else 0)
+    sys.exit(1 if res["failed"] or res.get("worker_failed") else 0)
