@@ -309,9 +309,13 @@ def _settings_lines(results: dict, cells: list[dict], n_test: int | None) -> lis
     if cells:
         total = sum(c["wall_s"]["total"] for c in cells)
         load = statistics.fmean(c.get("loadavg_1m", 0.0) for c in cells)
+        commands = results.get("commands", [])
+        workers = max((c.get("workers", 1) for c in commands), default=1)
+        wall = sum(c.get("wall_s", 0.0) for c in commands)
         lines.append(
             f"- Compute: teacher {_fmt_duration(teacher.get('wall_s') or 0)}, cells {_fmt_duration(total)} in total "
-            f"(mean {total / len(cells):.0f} s per cell), {results.get('threads', '?')} torch thread(s); mean 1-min "
+            f"(mean {total / len(cells):.0f} s per cell), {workers} worker process(es) × {results.get('threads', '?')} "
+            f"torch thread(s); wall time of the invocations {_fmt_duration(wall)}; mean 1-min "
             f"load average while the cells ran {load:.2f} on {machine_info()['cores']} cores (the machine is shared)")
         lines.append(f"- Cells finished {min(c['finished_utc'] for c in cells)} … "
                      f"{max(c['finished_utc'] for c in cells)} UTC")

@@ -82,3 +82,45 @@ def test_aggregate_paired_difference():
     diff = agg["hta_minus_kd"][0]["float_acc"]
     assert diff["mean"] == pytest.approx(0.01) and diff["n"] == 3
     assert diff["significant_95"]  # the same +1 pt on every seed
+
+
+def test_cell_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    grid = load("method_grid")
+    cell = grid.Cell("kd", 1, 0)
+    assert grid.claim_cell(tmp_path, cell)
+    assert not grid.claim_cell(tmp_path, cell)  # held by a live process (this one)
+    grid.release_cell(tmp_path, cell)
+    assert grid.claim_cell(tmp_path, cell)
+
+    claim = tmp_path / "claims" / f"{cell.name}.claim"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is now free: a claim naming it is stale
+    claim.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert grid.claim_cell(tmp_path, cell)
+    assert json.loads(claim.read_text())["pid"] == os.getpid()
+
+    claim.write_text(json.dumps({"pid": dead.pid, "host": "another-host"}))  # cannot tell if it is alive there
+    assert not grid.claim_cell(tmp_path, cell)
+
+    argv = ["--data", "digits", "--workers", "2", "--worker-tag", "w1", "--invocation-start=1.5", "--seeds", "0"]
+    assert grid._without_workers(argv) == ["--data", "digits", "--seeds", "0"]
+
+
+def test_two_workers_share_the_cells(tmp_path):
+    grid = load("method_grid")
+    out, md = tmp_path / "grid", tmp_path / "RESULTS.md"
+    argv = [*TINY[:2], "--methods", "kd", "ce", *TINY[4:], "--out", str(out), "--results-md", str(md),
+            "--workers", "2"]
+    res = grid.main(argv, say=lambda s: None)
+    assert not res["failed"] and not res["worker_failed"]
+    cells = sorted(p.name for p in (out / "cells").glob("*.json"))
+    assert cells == ["ce-T1-s0.json", "kd-T1-s0.json"]  # each once, whichever worker ran it
+    assert sorted(res["ran"] + res["busy"] + res["skipped"]) == ["ce-T1-s0", "kd-T1-s0"]
+    assert not list((out / "claims").iterdir())  # every claim released
+    log = (out / "commands.jsonl").read_text().splitlines()
+    assert len(log) == 1 and json.loads(log[0])["workers"] == 2  # the spawned worker does not log itself
+    assert json.loads((out / "results.json").read_text())["missing"] == []
