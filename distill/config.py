@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from htakl_deploy.distill.data import DATASETS, ENCODINGS
+from htakl_deploy.distill.device import DEVICE_HINT, is_device_spec
 from htakl_deploy.distill.losses import LossConfig, LossConfigError
 from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.models import ARCHS
@@ -82,6 +83,7 @@ class DistillConfig:
     # run
     seed: int = 0
     deterministic: bool = True
+    device: str = "cpu"
     out_dir: str = "runs"
     run_name: str | None = None
     checkpoint_every: int = 0
@@ -119,6 +121,8 @@ class DistillConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise bad(name, v, "a number >= 0")
+        if not is_device_spec(self.device):
+            raise bad("device", self.device, DEVICE_HINT)
         if self.samd_cam_class not in CAM_CLASSES:
             raise bad("samd_cam_class", self.samd_cam_class, f"one of {', '.join(CAM_CLASSES)}")
         if self.neuron_tau <= 1.0:

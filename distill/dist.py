@@ -1,4 +1,5 @@
-"""Data-parallel training across processes started by ``torchrun`` (gloo on CPU).
+"""Data-parallel training across processes started by ``torchrun`` (gloo on CPU; NCCL for CUDA
+tensors when training on GPUs, gloo still for the few CPU numbers the loop sums).
 
 ``--batch-size`` is the *global* batch: each of the ``world_size`` processes takes an equal share of
 every batch, gradients are averaged by DistributedDataParallel, so the optimisation matches the
@@ -28,13 +29,19 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_from_env() -> DistEnv:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
+def init_from_env(device: torch.device | None = None) -> DistEnv:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    ``device`` is where this process trains (``distill.device.device_for``); on CUDA, gradients go
+    through NCCL and the CPU metrics of ``all_sum`` through gloo."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistEnv()
     if not tdist.is_initialized():
-        tdist.init_process_group(backend="gloo")
+        cuda = device is not None and device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(device)
+        tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
     return DistEnv(rank=tdist.get_rank(), world_size=tdist.get_world_size())
 
 

@@ -20,6 +20,7 @@ from htakl_deploy.atomic import write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import DistillConfig, config_from_dict
 from htakl_deploy.distill.data import ArrayDataset, load_dataset
+from htakl_deploy.distill.device import describe, device_for
 from htakl_deploy.distill.dist import DistEnv
 from htakl_deploy.distill.losses import TEACHERLESS
 from htakl_deploy.distill.models import Classifier, build_model
@@ -165,18 +166,23 @@ def run(
     else:
         train_teacher = False
 
+    device = device_for(cfg.device)  # a machine without the asked-for device fails before the run opens
+    for model in (teacher, student):
+        if model is not None:
+            model.to(device)
+
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:
         run_dir = open_run(cfg, env, teacher_only)
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "data": cfg.data, "model": cfg.model,
-                               "method": cfg.method, "timesteps": cfg.timesteps}
+                               "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device)}
     if train_teacher:
         stage_dir = run_dir / "teacher"
         stage_dir.mkdir(parents=True, exist_ok=True)
         stage = Stage("teacher", teacher, 1, "ce", cfg.resolved_teacher_epochs)
-        summary["teacher"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env)
+        summary["teacher"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -188,7 +194,7 @@ def run(
         stage_dir.mkdir(parents=True, exist_ok=True)
         stage = Stage("student", student, cfg.timesteps, cfg.method, cfg.resolved_epochs,
                       teacher if cfg.method not in TEACHERLESS else None)
-        summary["student"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env)
+        summary["student"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
         summary["student"]["num_params"] = student.num_params()
         summary["student"]["dense_ops_per_timestep"] = student.dense_ops_per_sample()["total"]
     summary["wall_s"] = time.perf_counter() - t_start
@@ -197,10 +203,11 @@ def run(
     return summary
 
 
-def _fit_or_reuse(stage: Stage, train, test, cfg, stage_dir: Path, env: DistEnv) -> dict[str, Any]:
+def _fit_or_reuse(stage: Stage, train, test, cfg, stage_dir: Path, env: DistEnv,
+                  device: torch.device) -> dict[str, Any]:
     done_path = stage_dir / "done.json"
     if done_path.exists():  # finished before an interruption: load its final weights
         ckpt = load_checkpoint(stage_dir / "last.pt", flag="resume", role=stage.role)
         stage.model.load_state_dict(ckpt["model"])
         return json.loads(done_path.read_text(encoding="utf-8"))
-    return fit(stage, train, test, cfg, stage_dir, env)
+    return fit(stage, train, test, cfg, stage_dir, env, device)

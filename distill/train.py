@@ -36,6 +36,7 @@ from htakl_deploy.distill.runlog import MetricsLog
 from htakl_deploy.errors import TrainingDiverged
 
 STAGE_IDS = {"teacher": 1, "student": 2}
+CPU = torch.device("cpu")
 STEP_LOG_EVERY = 10
 
 
@@ -82,6 +83,7 @@ def evaluate(
     batch_size: int,
     env: DistEnv,
     seed: int,
+    device: torch.device = CPU,
 ) -> float:
     """Top-1 accuracy on all of ``data`` (sharded over processes, summed)."""
     model.eval()
@@ -92,8 +94,9 @@ def evaluate(
         if len(idx) == 0:
             continue
         x, y = data.batch(idx)
-        logits = model(make_inputs(x, timesteps, encoding, seeded_generator(seed, 99, s)))
-        correct += int((predict(logits) == y).sum())
+        x_tbchw = make_inputs(x, timesteps, encoding, seeded_generator(seed, 99, s))
+        logits = model(x_tbchw.to(device, non_blocking=True))
+        correct += int((predict(logits) == y.to(device)).sum())
         total += len(idx)
     correct, total = all_sum(env, [float(correct), float(total)])
     return correct / max(total, 1.0)
@@ -112,9 +115,12 @@ def fit(
     cfg: DistillConfig,
     stage_dir: Path,
     env: DistEnv,
+    device: torch.device = CPU,
 ) -> dict[str, Any]:
     """Train ``stage.model`` to ``stage.epochs``, resuming from ``stage_dir/last.pt`` if present.
 
+    The models must already be on ``device``; batches are drawn, augmented and encoded on the CPU
+    (seeded CPU generators, so every device sees the same data) and moved there per step.
     Returns the final metrics (also written to ``stage_dir/done.json`` by rank 0).
     """
     model = stage.model
@@ -132,7 +138,10 @@ def fit(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, total_steps))
-    net = DistributedDataParallel(model) if env.enabled else model
+    if env.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = model
     if stage.teacher is not None:
         stage.teacher.eval()
 
@@ -195,8 +204,9 @@ def fit(
             g = seeded_generator(cfg.seed, stage_id, epoch, step)
             x, y = train.batch(idx)
             x = augment_batch(x, train.augment, g)
-            inputs = loss_inputs(net, stage.model, stage.teacher, needs, tap,
-                                 make_inputs(x, stage.timesteps, encoding, g), x, y, g,
+            x_tbchw = make_inputs(x, stage.timesteps, encoding, g).to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            inputs = loss_inputs(net, stage.model, stage.teacher, needs, tap, x_tbchw, x, y, g,
                                  cfg.samd_cam_class)
             out = inputs.student_tbc
             loss = loss_fn(inputs, loss_cfg)
@@ -228,7 +238,7 @@ def fit(
         train_s = time.perf_counter() - t0
 
         loss_sum, correct, seen = all_sum(env, [loss_sum, correct, seen])
-        test_acc = evaluate(model, test, stage.timesteps, encoding, cfg.batch_size, env, cfg.seed)
+        test_acc = evaluate(model, test, stage.timesteps, encoding, cfg.batch_size, env, cfg.seed, device)
         improved = test_acc > best_acc
         best_acc = max(best_acc, test_acc)
         record = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import fields
 
 import torch
@@ -18,6 +19,7 @@ examples:
   htakl-deploy distill --config my.toml --lr 0.05        # flags override the file
   htakl-deploy distill --resume runs/fmnist-hta          # continue an interrupted run exactly
   torchrun --nproc_per_node 2 -m htakl_deploy distill --data fashion-mnist   # data-parallel
+  torchrun --nproc_per_node 8 -m htakl_deploy distill --data cifar100 --model resnet19 --device cuda
 """
 
 TEACHER_EXAMPLES = """\
@@ -65,6 +67,8 @@ HELP = {
     "teacher_epochs": "epochs when training the teacher here (default depends on the data set)",
     "seed": "random seed of initialisation, data order and augmentation (default 0)",
     "deterministic": "deterministic algorithms: exact resume and repeatable runs (default on)",
+    "device": "where the model trains: cpu (default), cuda, cuda:N, or auto (cuda if torch sees one); "
+              "under torchrun, cuda means one GPU per process (cuda:LOCAL_RANK)",
     "out_dir": "folder that holds run directories (default runs)",
     "run_name": "name of this run's directory (default: data-model-method-T-seed-time)",
     "checkpoint_every": "also write last.pt every N optimizer steps (default 0: once per epoch)",
@@ -101,11 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=run_command, teacher_only=teacher_only)
 
 
-def set_determinism(on: bool) -> None:
+#: settings that do not change what is trained, so ``--resume`` accepts them (a GPU run may be
+#: continued on CPUs and the other way round)
+RESUME_MAY_CHANGE = ("progress", "device")
+
+
+def set_determinism(on: bool, device: torch.device) -> None:
     """Repeatable runs. On CPU, PyTorch's kernels are deterministic for a fixed thread count, and
     ``torch.use_deterministic_algorithms`` makes convolutions ~40x slower here (measured), so it
     is only switched on for CUDA; the exact-resume test checks the CPU claim bitwise."""
-    if on and torch.cuda.is_available():
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses determinism without it
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 
@@ -117,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | None:
 
     flag_values = {f.name: getattr(args, f.name) for f in fields(DistillConfig)}
     if args.resume:
-        given = [k for k, v in flag_values.items() if v is not None and k != "progress"]
+        given = [k for k, v in flag_values.items() if v is not None and k not in RESUME_MAY_CHANGE]
         if given or args.config:
             names = ", ".join("--" + k.replace("_", "-") for k in given) or "--config"
             raise UserError(f"--resume continues a run with its saved config; drop {names}")
@@ -125,23 +135,31 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | None:
     return build_config(read_config_file(args.config) if args.config else {}, flag_values)
 
 
+def resumed_config(args: argparse.Namespace) -> tuple[DistillConfig, bool]:
+    """``--resume RUN_DIR``: the run's saved config (and whether it trains only a teacher), with
+    the flags of ``RESUME_MAY_CHANGE`` that were given applied."""
+    from htakl_deploy.distill import recipe
+
+    cfg, teacher_only = recipe.read_run(args.resume)
+    return cfg.replace(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE if getattr(args, k) is not None}), teacher_only
+
+
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.distill import dist, recipe
+    from htakl_deploy.distill.device import device_for
 
     cfg = config_from_args(args)
     if cfg is not None and args.teacher_only:
         cfg = cfg.replace(method="ce")
 
-    env = dist.init_from_env()
+    teacher_only, resume_dir = args.teacher_only, None
+    if cfg is None:
+        (cfg, teacher_only), resume_dir = resumed_config(args), args.resume
+    device = device_for(cfg.device)  # before the process group: CUDA runs add an NCCL backend
+    env = dist.init_from_env(device)
     try:
-        set_determinism(cfg.deterministic if cfg is not None else recipe.read_run(args.resume)[0].deterministic)
-        if cfg is None:  # resume: the saved config decides
-            saved, teacher_only = recipe.read_run(args.resume)
-            if args.progress is not None:
-                saved = saved.replace(progress=args.progress)
-            summary = recipe.run(saved, env, teacher_only=teacher_only, resume_dir=args.resume)
-        else:
-            summary = recipe.run(cfg, env, teacher_only=args.teacher_only)
+        set_determinism(cfg.deterministic, device)
+        summary = recipe.run(cfg, env, teacher_only=teacher_only, resume_dir=resume_dir)
     finally:
         dist.shutdown(env)
     if env.is_main:

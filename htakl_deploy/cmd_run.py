@@ -37,14 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from htakl_deploy.cmd_distill import config_from_args
+    from htakl_deploy.cmd_distill import config_from_args, resumed_config
     from htakl_deploy.errors import UserError
     from htakl_deploy.pipeline import run_pipeline
 
     if args.lava_samples is not None and args.lava_samples < 1:
         raise UserError(f"--lava-samples: got {args.lava_samples}, expected an integer >= 1")
-    cfg = config_from_args(args)
-    result = run_pipeline(cfg, resume_dir=args.resume, lava_samples=args.lava_samples, lava=args.lava,
-                          preset=args.preset)
+    cfg, teacher_only = config_from_args(args), False
+    if cfg is None:
+        cfg, teacher_only = resumed_config(args)
+    result = run_pipeline(cfg, resume_dir=args.resume, teacher_only=teacher_only, lava_samples=args.lava_samples,
+                          lava=args.lava, preset=args.preset)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

@@ -22,8 +22,11 @@ from htakl_deploy.distill.config import DistillConfig
 SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt")
 
 
-def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, lava_samples: int | None = None,
-                 lava: bool = True, preset: str = "paper-45nm", say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_only: bool = False,
+                 lava_samples: int | None = None, lava: bool = True, preset: str = "paper-45nm",
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
+    """distil (or, with ``resume_dir``, continue the run there with ``cfg``, its saved config) →
+    export → simulate → energy → report."""
     from htakl_deploy.energy.document import write_report
     from htakl_deploy.energy.models import load_preset
     from htakl_deploy.energy.report import report_for_files
@@ -33,12 +36,7 @@ def run_pipeline(cfg: DistillConfig | None, *, resume_dir: str | None = None, la
     model = load_preset(preset)  # a bad preset fails before hours of training
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    env = dist.DistEnv()
-    if resume_dir is not None:
-        saved, teacher_only = recipe.read_run(resume_dir)
-        summary = recipe.run(saved, env, teacher_only=teacher_only, resume_dir=resume_dir)
-    else:
-        summary = recipe.run(cfg, env)
+    summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir)
     run_dir = Path(summary["run_dir"])
     timings["distill_s"] = time.perf_counter() - t0
 
