@@ -1,8 +1,9 @@
 """``--device``: how a spec resolves for a given machine, and what a CPU-only machine does with it.
 
 There is no GPU here. ``resolve_device`` takes the machine (visible CUDA devices, torchrun's
-LOCAL_RANK) as arguments, so every case is checked without a GPU and without a test double;
-the training loop itself runs on the CPU only (the CUDA path is not exercised on this machine).
+LOCAL_RANK) as arguments, so every case is checked without a GPU and without a test double.
+Every method's forward/loss/backward is run on the ``meta`` device, which catches tensors created
+on the CPU; the training loop itself runs on the CPU only (no CUDA run on this machine).
 """
 
 from __future__ import annotations
@@ -85,3 +86,36 @@ def test_auto_trains_on_what_is_there_and_resume_may_change_the_device(capsys, t
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["device"] == "cpu"
     assert main(["distill", "--resume", str(tmp_path / "r"), "--device", "cpu", "--lr", "0.1"]) == 2
     assert "drop --lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch, in_shape", [("convnet", (1, 8, 8)), ("resnet20", (3, 32, 32)),
+                                            ("resnet19", (3, 32, 32)), ("vgg16", (3, 32, 32))])
+def test_every_method_keeps_to_the_models_device(arch, in_shape):
+    """Forward, loss and backward of every method with the models on PyTorch's ``meta`` device.
+
+    ``meta`` tensors have shapes but no data, and mixing one with a CPU tensor raises ("Tensor on
+    device cpu is not on the expected device meta"), so a CPU tensor created inside a model or a
+    loss fails here as it would on a GPU — the closest check of the CUDA path this machine allows.
+    """
+    from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
+    from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
+    from htakl_deploy.distill.models import build_model
+    from htakl_deploy.distill.train import make_inputs, seeded_generator
+
+    meta = torch.device("meta")
+    with pytest.raises(RuntimeError, match="device"):  # the premise: meta and CPU do not mix
+        torch.zeros(3, device=meta) + torch.zeros(3)
+    for method, loss_fn in LOSSES.items():
+        loss_cfg = DistillConfig(method=method).loss_config()
+        student = build_model(arch, in_shape=in_shape, num_classes=10, spiking=True).to(meta)
+        teacher = build_model(arch, in_shape=in_shape, num_classes=10, spiking=False).to(meta).eval()
+        g = seeded_generator(0, 2, 0, 0)
+        x = torch.rand(2, *in_shape)
+        x_tbchw = make_inputs(x, 2, "direct", g).to(meta)
+        y = torch.tensor([1, 7]).to(meta)
+        inputs = loss_inputs(student, student, teacher, METHOD_NEEDS.get(method), method_tap(student, method, loss_cfg),
+                             x_tbchw, x.to(meta), y, g, "label")
+        loss = loss_fn(inputs, loss_cfg)
+        loss.backward()
+        assert loss.device == meta and loss.dim() == 0, method
+        assert all(p.grad is None or p.grad.device == meta for p in student.parameters()), method
