@@ -32,10 +32,12 @@ Mapping (DESIGN.md "Loihi-style fixed point"), SpikingJelly LIF(τ, θ, hard res
   with ``gain = S``; logits ≈ ``out_v / (64·S)``.
 
 ``run_int`` is the **timestep-aligned** integer model: each layer sees its inputs of the same
-time step (Lava's one-step Dense/Conv delay per hop is *not* modelled; the Lava-aligned
-emulator with delays is issue 6). Its LIF update is ``hw.lif_ref``'s, bit for bit.
+time step (Lava's one-step Dense/Conv delay per hop is *not* modelled; ``hw.emulator`` is the
+Lava-aligned model with those delays). Its LIF update is ``hw.lif_ref``'s, bit for bit.
 
-TODO: calibration (choose S from recorded currents on a few batches instead of weights).
+``S`` comes from the weights alone (no calibration on recorded currents): on the students tested
+it loses nothing measurable — digits 98.06 % float → 98.06 % integer, Fashion-MNIST 90.13 → 90.34 %,
+0 clipped weights (README) — so data-driven calibration has not been added.
 """
 
 from __future__ import annotations
