@@ -19,9 +19,10 @@ import torch
 from htakl_deploy.cli import main
 from htakl_deploy.distill.models import build_model
 from htakl_deploy.energy.counter import count_ops
-from htakl_deploy.energy.document import activity_from_spikes, write_report
+from htakl_deploy.energy.document import write_report
 from htakl_deploy.energy.models import load_preset
 from htakl_deploy.energy.report import energy_report
+from htakl_deploy.energy.rundata import activity_from_spikes
 from htakl_deploy.energy.spikefile import read_spikes, record_float, write_spikes
 from htakl_deploy.export.fold import fold_batchnorm
 from htakl_deploy.export.graph import LIFNode, graph_from_classifier
