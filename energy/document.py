@@ -134,6 +134,8 @@ def accuracy_section(report: dict) -> Section:
     if e:
         blocks.append(f"Export: {e['clipped_weights'] if e['clipped_weights'] is not None else '?'} weights clipped "
                       f"to 8 bits; artefacts in `export/`: {', '.join(e['artefacts']) or 'none'}.")
+        for warning in e.get("quantisation_warnings") or []:
+            blocks.append(f"**Quantisation warning**: {warning}.")
     return Section("Accuracy", blocks)
 
 

@@ -240,6 +240,7 @@ def export_info(run: RunFiles) -> dict | None:
             "int_accuracy": _num(acc.get("int_acc")), "decision_agreement": _num(acc.get("decision_agreement")),
             "samples": acc.get("samples"), "timesteps": acc.get("timesteps"),
             "clipped_weights": nir.get("clipped_weights"),
+            "quantisation_warnings": list(run.export.get("warnings") or []),
             "onnx_student_max_abs_err": _num(onnx.get("student_max_abs_err")),
             "onnx_teacher_max_abs_err": _num(onnx.get("teacher_max_abs_err")),
             "artefacts": sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))}

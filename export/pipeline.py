@@ -84,7 +84,8 @@ def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dic
     write_json(out_dir / "quant_report.json", q.report())
     report: dict[str, Any] = {"float_nir": str(float_path), "quant_nir": str(quant_path),
                               "quant_report": str(out_dir / "quant_report.json"),
-                              "clipped_weights": int(sum(r["n_clipped"] for r in q.report()))}
+                              "clipped_weights": int(sum(r["n_clipped"] for r in q.report())),
+                              "warnings": q.warnings()}
     if opts["evaluate"]:
         cfg = config_from_dict(ckpt["config"])
         if opts["data_root"]:
@@ -101,8 +102,9 @@ def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: di
     from htakl_deploy.hw.plan import plan_from_quantized
     from htakl_deploy.hw.simulate import ARTEFACT_NAME, load_samples, spike_agreement
 
+    warnings: list[str] = []
     if not (out_dir / "student_quant.nir").exists() or not (out_dir / "student_float.nir").exists():
-        export_nir(model, ckpt, out_dir, {**opts, "evaluate": False})
+        warnings = export_nir(model, ckpt, out_dir, {**opts, "evaluate": False})["warnings"]
     q = from_nir(read_nir(out_dir / "student_quant.nir"))
     graph = from_nir(read_nir(out_dir / "student_float.nir"))
     if not isinstance(q, QuantizedGraph):
@@ -116,7 +118,7 @@ def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: di
                           "source_nir": "student_quant.nir"})
     path = plan.save(out_dir / ARTEFACT_NAME)
     report: dict[str, Any] = {
-        "artefact": str(path),
+        "artefact": str(path), "warnings": warnings,
         "populations": {n: {"shape": list(p.shape), "depth": p.depth} for n, p in plan.populations.items()},
         "links": [{"name": k.name, "kind": k.kind, "src": k.src, "dst": k.dst, "delay": k.delay,
                    "weight_exp": k.weight_exp} for k in plan.links],
@@ -202,5 +204,7 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
         t0 = time.perf_counter()
         report[target] = TARGETS[target](model, ckpt, out, opts)
         report[target]["wall_s"] = time.perf_counter() - t0
+    # quantisation warnings (QuantizedGraph.warnings), once, for the caller to show
+    report["warnings"] = list(dict.fromkeys(w for t in targets for w in report[t].pop("warnings", [])))
     write_json(out / "export_report.json", report)
     return report

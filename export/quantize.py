@@ -58,6 +58,7 @@ INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
 MANT_MAX = 254
 EXP_RANGE = (-8, 7)
 S_MIN, S_MAX = 16, 4096
+ZEROED_WARN = 0.25  # QuantizedGraph.warnings: this fraction of a connection's weights rounding to 0
 BIAS_MANT_MAX = 4095  # 13-bit signed
 
 
@@ -74,6 +75,7 @@ class QuantConnection:
     n_clipped: int
     n_weights: int
     max_abs_err: float  # max |W_int·2^exp/gain·pool·(1/in_scale) − W| in the float weights' units
+    n_zeroed: int = 0  # non-zero float weights whose mantissa rounds to 0 (lost to the 8-bit range)
 
     def __post_init__(self):
         self.weight_mant = np.asarray(self.weight_mant, dtype=np.int64)
@@ -134,10 +136,27 @@ class QuantizedGraph:
                 "connection": c.node if not c.identity else f"{c.node} (identity skip)",
                 "target": c.target, "scale_S": t.scale, "weight_exp": c.weight_exp,
                 "n_weights": c.n_weights, "n_clipped": c.n_clipped,
-                "frac_clipped": c.n_clipped / max(c.n_weights, 1), "max_abs_err": c.max_abs_err,
+                "frac_clipped": c.n_clipped / max(c.n_weights, 1), "n_zeroed": c.n_zeroed,
+                "frac_zeroed": c.n_zeroed / max(c.n_weights, 1), "max_abs_err": c.max_abs_err,
                 "bias_exp": t.bias_exp, "bias_max_abs_err": t.bias_max_abs_err,
             })
         return rows
+
+    def warnings(self) -> list[str]:
+        """Connections that lose much to the 8-bit mantissa: clipped weights, or ≥ ``ZEROED_WARN``
+        of the weights rounding to 0 (their range is wider than 254 steps of the scale the
+        largest weight sets). Empty for a network the fixed point represents well."""
+        out = []
+        for row, c in zip(self.report(), self.connections):
+            if c.n_clipped:
+                out.append(f"{row['connection']} → {c.target}: {c.n_clipped} of {c.n_weights} weights clipped "
+                           f"to ±{MANT_MAX}")
+            if row["frac_zeroed"] >= ZEROED_WARN:
+                out.append(f"{row['connection']} → {c.target}: {row['frac_zeroed']:.0%} of its {c.n_weights} "
+                           f"weights round to 0 (S = {row['scale_S']}, weight_exp {c.weight_exp}; the largest "
+                           f"weight sets the step) — expect the integer network to lose accuracy; compare "
+                           "float vs integer accuracy in export_report.json")
+        return out
 
 
 # -- building ------------------------------------------------------------------------------
@@ -163,12 +182,14 @@ def chain_to_source(graph: StudentGraph, name: str) -> tuple[list[str], float]:
         name = preds[0]
 
 
-def _quantise_weights(w_eff: np.ndarray, gain: float) -> tuple[np.ndarray, int, int]:
+def _quantise_weights(w_eff: np.ndarray, gain: float) -> tuple[np.ndarray, int, int, int]:
+    """(mantissas, weight_exp, clipped count, count of non-zero weights that round to 0)."""
     m = float(np.abs(w_eff).max(initial=0.0)) * gain
     exp = 0 if m == 0 else int(np.clip(math.ceil(math.log2(m / MANT_MAX)), *EXP_RANGE))
     raw = 2.0 * np.round(w_eff * gain / 2.0**exp / 2.0)
     n_clipped = int((np.abs(raw) > MANT_MAX).sum())
-    return np.clip(raw, -MANT_MAX, MANT_MAX).astype(np.int64), exp, n_clipped
+    n_zeroed = int(((raw == 0) & (w_eff != 0)).sum())
+    return np.clip(raw, -MANT_MAX, MANT_MAX).astype(np.int64), exp, n_clipped, n_zeroed
 
 
 def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> QuantizedGraph:
@@ -211,9 +232,10 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
         gain = scale / denom
         for node, identity, w_eff, w, factor, _ in paths:
-            mant, exp, n_clipped = _quantise_weights(w_eff, gain)
+            mant, exp, n_clipped, n_zeroed = _quantise_weights(w_eff, gain)
             err = float(np.abs(mant * 2.0**exp / gain / factor - w).max(initial=0.0))
-            connections.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err))
+            connections.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err,
+                                               n_zeroed))
         biases = [p[5] for p in paths if p[5] is not None]
         nb = graph.shapes[tname][0]
         b = np.sum(biases, axis=0) if biases else np.zeros(nb)

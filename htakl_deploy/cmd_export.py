@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 EXAMPLES = """\
 examples:
@@ -40,5 +41,7 @@ def run_command(args: argparse.Namespace) -> int:
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
                         lava_check=args.lava_check)
+    for warning in report["warnings"]:
+        print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0

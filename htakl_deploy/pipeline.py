@@ -42,7 +42,9 @@ def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_o
 
     t = time.perf_counter()
     say(f"[run] export → {run_dir / 'export'}")
-    run_export(run_dir, ["nir", "onnx", "lava"], lava_check=4 if lava else 0)
+    exported = run_export(run_dir, ["nir", "onnx", "lava"], lava_check=4 if lava else 0)
+    for warning in exported["warnings"]:
+        say(f"[run]   warning: {warning}")
     timings["export_s"] = time.perf_counter() - t
 
     sims = {}

@@ -40,8 +40,35 @@ def test_export_nir_and_onnx(run_dir, capsys):
     assert rows and all(r["weight_exp"] is not None for r in rows)
     assert report["onnx"]["student_max_abs_err"] < 1e-4
     assert report["onnx"]["teacher_max_abs_err"] < 1e-4
+    assert report["warnings"] == []  # a normally trained student fits the 8-bit mantissas
     assert (run_dir / "export" / "student_T4.onnx").exists() and (run_dir / "export" / "teacher.onnx").exists()
     assert not list((run_dir / "export").glob("*.tmp"))
+
+
+def test_export_warns_when_weights_are_lost_to_8_bits(run_dir, tmp_path, capsys):
+    """A student with one outlier weight (×1000) in stage2: export still succeeds, but says on
+    stderr, in export_report.json and in the run report which connection lost its small weights."""
+    import torch
+
+    from htakl_deploy.distill.checkpoint import save_checkpoint
+    from htakl_deploy.energy.document import write_report
+
+    ckpt = torch.load(run_dir / "student" / "last.pt", map_location="cpu", weights_only=True)
+    w = ckpt["model"]["stage2.conv.weight"]
+    w.view(-1)[0] = 1000.0 * w.abs().max()
+    bad = tmp_path / "r"
+    (bad / "student").mkdir(parents=True)
+    save_checkpoint(bad / "student" / "last.pt", ckpt)
+    (bad / "config.json").write_text((run_dir / "config.json").read_text())
+    assert main(["export", str(bad), "--target", "nir", "--no-eval"]) == 0
+    out = capsys.readouterr()
+    warned = [line for line in out.err.splitlines() if line.startswith("htakl-deploy: warning: stage2.conv")]
+    assert len(warned) == 1 and "weights round to 0" in warned[0], out.err
+    report = json.loads((bad / "export" / "export_report.json").read_text())
+    assert report["warnings"] == [warned[0].removeprefix("htakl-deploy: warning: ")]
+    assert json.loads(out.out)["warnings"] == report["warnings"]
+    write_report(bad)
+    assert "**Quantisation warning**: stage2.conv" in (bad / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

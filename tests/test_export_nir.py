@@ -172,6 +172,30 @@ def test_quantised_first_layer_and_scales():
         assert c.max_abs_err <= err_bound / 2 + 1e-12, c.node
 
 
+def test_weights_lost_to_the_mantissa_are_counted_and_warned():
+    """A connection whose weights span more than the 8-bit mantissa (one outlier 1000× the rest,
+    as BN folding produced for a diverging ckdsnn student) loses its small weights to 0: the
+    count must match a plain loop over the weights, and ``warnings`` must name the connection."""
+    in_shape, x, _ = CASES["convnet"]()
+    g = graph_from_classifier(_calibrated("convnet", in_shape, x).double())
+    assert quantize(g).warnings() == []  # a well-scaled network: nothing to say
+    w = g.nodes["stage2.conv"].weight
+    w[0, 0, 0, 0] = 1000.0 * np.abs(w).max()
+    q = quantize(g)
+    c = q.connection("stage2.conv", "stage2.act")
+    gain = q.targets["stage2.act"].scale / 2.0  # τθ = 2
+    zeroed = 0
+    for v in w.ravel():
+        if v != 0 and round(v * gain / 2.0**c.weight_exp / 2.0) == 0:
+            zeroed += 1
+    assert c.n_zeroed == zeroed and zeroed > 0.25 * w.size
+    row = next(r for r in q.report() if r["connection"] == "stage2.conv")
+    assert row["n_zeroed"] == zeroed and row["frac_zeroed"] == pytest.approx(zeroed / w.size)
+    warnings = q.warnings()
+    assert len(warnings) == 1 and warnings[0].startswith("stage2.conv → stage2.act: ")
+    assert "weights round to 0" in warnings[0]
+
+
 def test_lif_int_step_matches_lif_ref():
     rng = np.random.default_rng(0)
     s = rng.integers(0, 2, size=(12, 20))
