@@ -1,7 +1,9 @@
-"""Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, counter_overhead.py, scale_out.py.
+"""Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py,
+emulator_vs_lava.py, counter_overhead.py and scale_out.py.
 
-Run: ``python bench/perf_md.py --train T.json --counter C.json --scale S.json [--scale S2.json ...]
-[--out docs/PERFORMANCE.md]``.
+Run: ``python bench/perf_md.py --train T.json [--loss L.json] [--lava E.json] --counter C.json
+--scale S.json [--scale S2.json ...] [--note TEXT ...] [--out docs/PERFORMANCE.md]``; the sections of
+``--loss`` (HTA-KL vs KD training step) and ``--lava`` (emulator vs Lava) appear only if given.
 """
 
 from __future__ import annotations
@@ -71,6 +73,97 @@ def train_section(t: dict) -> list[str]:
         f"Memory: {t.get('memory_note', 'not measured')}.",
         "",
     ]
+    return out
+
+
+def _mem(m: dict | None) -> str:
+    """``added (RSS before → peak)`` of a memory record, or a dash."""
+    if not m:
+        return "—"
+    return f"{m['delta_mb']:.1f} (RSS {m['rss_before_mb']:.0f} → peak {m['peak_mb']:.0f})"
+
+
+def loss_section(cases: list[dict]) -> list[str]:
+    first = cases[0]
+    mem_steps = next((m["steps"] for c in cases for m in c.get("memory", {}).values()), None)
+    steps = ", ".join(f"{c['steps']}" for c in cases)
+    out = [
+        "## HTA-KL vs KD training step",
+        "",
+        f"`python bench/loss_step.py --steps {first['steps']}"
+        + (f" --mem-steps {mem_steps}" if mem_steps else "") + " --json …` — one training step "
+        f"(student forward over T={first['timesteps']} time steps, the loss against the frozen ANN "
+        f"teacher's logits, backward, SGD with momentum) on the same student and batch of "
+        f"{first['batch']} images with each loss, the two interleaved step by step after 3 warm-up "
+        f"steps each ({steps} steps per loss in the cases below; medians), "
+        f"{first.get('torch_threads', '?')} torch threads; load average {load(first['loadavg_before'])} "
+        f"→ {load(cases[-1]['loadavg_after'])}. \"loss alone\": the loss function on fixed outputs "
+        "(mean of 200 calls).",
+        "",
+        "| case | loss | step (ms, median) | images/s | loss alone (ms) | peak memory added (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        label = c.get("label") or f"{tuple(c['in_shape'])}, {c.get('num_classes', '?')} classes"
+        for m, name in (("kd", "KD"), ("hta-kl", "HTA-KL")):
+            t = c["step_s_median"][m]
+            out.append(f"| {label if m == 'kd' else ''} | {name} | {1e3 * t:.2f} | {c['batch'] / t:.0f} | "
+                       f"{1e3 * c['loss_only_s'][m]:.3f} | {_mem(c.get('memory', {}).get(m))} |")
+    short = {"digits": "digits convnet", "28x28": "28×28 convnet", "1000-classes": "1000 classes"}
+    ratios = "; ".join(f"{short.get(c.get('case'), c.get('case') or tuple(c['in_shape']))} "
+                       f"×{c['step_ratio_hta_over_kd']:.3f}" for c in cases)
+    out += [
+        "",
+        f"**HTA-KL / KD step time: {ratios}** (target ≤ 1.05). The loss alone: HTA-KL / KD "
+        + ", ".join(f"×{c['loss_only_ratio']:.2f}" for c in cases) + " (same order).",
+        f"Memory: {first.get('memory_note', 'not measured')}.",
+        "",
+    ]
+    return out
+
+
+def lava_section(e: dict) -> list[str]:
+    mem = e.get("memory", {})
+    lava_m, emu_m = mem.get("lava"), mem.get("emulator")
+
+    def tree(m: dict | None) -> str:
+        if not m:
+            return "—"
+        if not m.get("children"):
+            return f"{m['peak_mb']:.0f} (one process)"
+        return (f"{m['peak_mb']:.0f} (process {m['parent']['peak_mb']:.0f} + {m['children']} child "
+                f"processes {m['children_private_peak_mb']:.1f} private; tree Pss peak "
+                f"{m['tree_pss_peak_mb']:.0f})")
+
+    agree = e["spike_agreement"]
+    same = "yes" if agree == 1.0 else f"no ({100 * agree:.4f} % of spikes agree)"
+    out = [
+        "## Emulator vs Lava",
+        "",
+        f"`python bench/emulator_vs_lava.py RUN_DIR --samples {e['samples']} --repeats "
+        f"{e.get('repeats', '?')} --json …` — the exported student `{e['artefact']}`, its first "
+        f"{e['samples']} test images, T={e['timesteps']}, in one process: Lava `fixed_pt` "
+        "(`Loihi2SimCfg`) once — its wall time includes building and compiling the process graph, "
+        f"what a user waits for — then the bit-exact emulator {e.get('repeats', '?')} times after a "
+        f"warm-up (median); load average {load(e['loadavg_before'])} → {load(e['loadavg_after'])}.",
+        "",
+        "| backend | time (s) | samples/s | peak memory, process tree (MB) | peak memory added (MB) |",
+        "|---|---|---|---|---|",
+        f"| Lava `fixed_pt` (Loihi2SimCfg) | {e['lava_s']:.2f} | {e['lava_samples_per_s']:.2f} | "
+        f"{tree(lava_m)} | {_mem(lava_m)} |",
+        f"| bit-exact emulator | {e['emulator_s_median']:.4f} | {e['emulator_samples_per_s']:.0f} | "
+        f"{tree(emu_m)} | {_mem(emu_m)} |",
+        "",
+        f"**emulator / Lava throughput: ×{e['ratio_emulator_over_lava']:.0f}** (target ≥ 1000); "
+        f"spikes identical: {same}; "
+        f"readout identical: {'yes' if e['readout_identical'] else 'no'}.",
+        f"Memory: {e.get('memory_note', 'not measured')}.",
+    ]
+    if lava_m and lava_m.get("children"):
+        out.append(f"Not used for the peak: Lava's children's VmHWM summed, {lava_m['children_hwm_sum_mb']:.0f} MB "
+                   "(counts the pages each child shares with the parent once per child), and the largest "
+                   f"child's peak RSS from the kernel (ru_maxrss), {lava_m['children_max_rss_mb']:.0f} MB.")
+    out.append("")
     return out
 
 
@@ -144,6 +237,8 @@ def scale_section(runs: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True)
+    p.add_argument("--loss", help="JSON of bench/loss_step.py (section: HTA-KL vs KD training step)")
+    p.add_argument("--lava", help="JSON of bench/emulator_vs_lava.py (section: emulator vs Lava)")
     p.add_argument("--counter", required=True)
     p.add_argument("--scale", action="append", required=True)
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
@@ -151,13 +246,19 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     t, c = (json.loads(Path(x).read_text()) for x in (args.train, args.counter))
     scales = [json.loads(Path(x).read_text()) for x in args.scale]
-    loads = [t["loadavg_before"][0], c["loadavg_before"][0], *(s["loadavg_before"][0] for s in scales)]
+    loss = json.loads(Path(args.loss).read_text()) if args.loss else None
+    lava = json.loads(Path(args.lava).read_text()) if args.lava else None
+    loads = [t["loadavg_before"][0], *([loss[0]["loadavg_before"][0]] if loss else []),
+             *([lava["loadavg_before"][0]] if lava else []), c["loadavg_before"][0],
+             *(s["loadavg_before"][0] for s in scales)]
+    scripts = ["train_overhead.py", *(["loss_step.py"] if loss else []),
+               *(["emulator_vs_lava.py"] if lava else []), "counter_overhead.py", "scale_out.py"]
+    listed = ", ".join(f"`bench/{x}`" for x in scripts[:-1]) + f" and `bench/{scripts[-1]}`"
     lines = [
         "# Performance",
         "",
-        "Generated by `bench/perf_md.py` from the JSON of `bench/train_overhead.py`, "
-        "`bench/counter_overhead.py` and `bench/scale_out.py` (each measures its variants side by "
-        "side in one process or one after the other, never concurrently).",
+        f"Generated by `bench/perf_md.py` from the JSON of {listed} (each measures its variants side "
+        "by side in one process or one after the other, never concurrently).",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; git {git_sha()}",
         f"- machine: {os.cpu_count()} CPUs ({cpu_name()}), {platform.system()} {platform.release()}",
@@ -168,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
            if max(loads) > 1.0 else ""),
         *[f"- {n}" for n in args.note],
         "",
-        *train_section(t), *counter_section(c), *scale_section(scales),
+        *train_section(t), *(loss_section(loss) if loss else []), *(lava_section(lava) if lava else []),
+        *counter_section(c), *scale_section(scales),
     ]
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

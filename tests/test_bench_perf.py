@@ -84,3 +84,149 @@ def test_scale_out_real_runs(tmp_path):
     r = load("scale_out").main(["--epochs", "1", "--teacher-epochs", "1", "--limit-train", "256",
                                 "--out-dir", str(tmp_path)])
     check_scale_out(r)
+
+
+def test_loss_step_smoke_with_memory(tmp_path, capsys):
+    """The digits case only, 2 timed steps, and its two memory subprocesses (1 step each)."""
+    out = tmp_path / "l.json"
+    cases = load("loss_step").main(["--steps", "2", "--cases", "digits", "--mem-steps", "1",
+                                    "--json", str(out)])
+    (c,) = cases
+    assert c["case"] == "digits" and c["num_classes"] == 10 and c["steps"] == 2
+    assert positive(c["step_ratio_hta_over_kd"]) and positive(c["loss_only_ratio"])
+    assert len(c["loadavg_before"]) == 3 and len(c["loadavg_after"]) == 3
+    for m in ("kd", "hta-kl"):
+        mem = c["memory"][m]
+        assert (mem["case"], mem["method"], mem["steps"]) == ("digits", m, 1)
+        assert mem["peak_mb"] > mem["rss_before_mb"] > 0  # a training step allocates activations
+        assert mem["delta_mb"] == pytest.approx(mem["peak_mb"] - mem["rss_before_mb"])
+    written = json.loads(out.read_text())
+    assert isinstance(written, list) and written[0]["memory"] == c["memory"]  # still a list of cases
+    assert written[0]["step_s_median"] == c["step_s_median"]
+    assert "hta-kl +MB" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def lava_run(tmp_path_factory) -> Path:
+    """A tiny digits run (1 + 1 epochs on 128 images) with its Lava artefact."""
+    from htakl_deploy.distill import recipe
+    from htakl_deploy.distill.config import DistillConfig
+    from htakl_deploy.distill.dist import DistEnv
+    from htakl_deploy.export.pipeline import run_export
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = DistillConfig(data="digits", method="kd", limit_train=128, limit_test=8, batch_size=64,
+                        epochs=1, teacher_epochs=1, out_dir=str(out), run_name="r", progress=False)
+    recipe.run(cfg, DistEnv())
+    run_export(out / "r", ["lava"], lava_check=0, evaluate=False)
+    assert (out / "r" / "export" / "student.lava.npz").exists()
+    return out / "r"
+
+
+def test_emulator_vs_lava_smoke(lava_run, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    r = load("emulator_vs_lava").main([str(lava_run), "--samples", "3", "--repeats", "1", "--no-memory",
+                                       "--json", str(out)])
+    assert r["samples"] == 3 and r["timesteps"] == 4 and r["repeats"] == 1
+    assert r["spike_agreement"] == 1.0 and r["readout_identical"]
+    for key in ("lava_samples_per_s", "emulator_samples_per_s", "ratio_emulator_over_lava"):
+        assert positive(r[key]), key
+    assert len(r["loadavg_before"]) == 3 and "memory" not in r
+    assert json.loads(out.read_text())["ratio_emulator_over_lava"] == r["ratio_emulator_over_lava"]
+    assert "emulator / Lava throughput" in capsys.readouterr().out
+
+
+def test_emulator_vs_lava_memory(lava_run):
+    """Lava's process tree (in this process: its forked children must be found) and the emulator
+    through the real subprocess."""
+    mod = load("emulator_vs_lava")
+    lava = mod.main([str(lava_run), "--variant", "lava", "--samples", "2"])
+    assert lava["children"] >= 2 and lava["children_private_peak_mb"] > 0
+    assert lava["peak_mb"] == pytest.approx(lava["parent"]["peak_mb"] + lava["children_private_peak_mb"])
+    assert lava["delta_mb"] == pytest.approx(lava["peak_mb"] - lava["rss_before_mb"])
+    assert lava["tree_pss_peak_mb"] > 0 and lava["children_hwm_sum_mb"] > lava["children_private_peak_mb"]
+    emu = mod.measure_memory("emulator", str(lava_run), 2)
+    assert emu["variant"] == "emulator" and emu["samples"] == 2 and emu["children"] == 0
+    assert emu["peak_mb"] == emu["parent"]["peak_mb"] >= emu["rss_before_mb"] > 0
+
+
+def _mem(delta, before, n=None):
+    return {"delta_mb": delta, "rss_before_mb": before, "peak_mb": before + delta, **({"steps": n} if n else {})}
+
+
+LOAD = [0.5, 0.4, 0.3]
+TRAIN = {"train_images_per_epoch": 1408, "batch_size": 128, "timesteps": 4, "reps": 7, "torch_threads": 2,
+         "loadavg_before": LOAD, "loadavg_after": LOAD,
+         "epoch_s_median": {"ours": 0.4, "plain": 0.4, "ours+aug": 0.4},
+         "images_per_s": {"ours": 3520.0, "plain": 3520.0, "ours+aug": 3520.0},
+         "ratio_time_ours_over_plain": 1.0, "ratio_time_ours_aug_over_plain": 1.0,
+         "ours_call_s_median": {"ours": 0.45}}
+COUNTER = {"samples": 360, "timesteps": 4, "repeats": 7, "torch_threads": 2, "loadavg_before": LOAD,
+           "loadavg_after": LOAD, "checkpoint": None,
+           "s_median": dict.fromkeys(("float", "emulator", "count", "count-nb-off"), 0.1),
+           "samples_per_s": dict.fromkeys(("float", "emulator", "count", "count-nb-off"), 3600.0),
+           "ratio_count_over_float": 1.0, "ratio_count_over_emulator": 1.0, "ratio_count_nb_off_over_float": 0.1}
+_VARIANT = {"processes": 1, "threads_per_process": 1, "student_images_per_s_median": 1000.0, "wall_s": 10.0,
+            "student_test_acc": 0.9, "teacher_test_acc": 0.95}
+SCALE = {"flags": ["--epochs", "5", "--teacher-epochs", "2"], "loadavg_before": LOAD, "variants": [_VARIANT] * 3,
+         "ratio_throughput_nproc_over_1": 1.5, "ratio_wall_1_over_nproc": 1.2,
+         "ratio_throughput_nproc_over_1p_nthreads": 1.1, "acc_diff_nproc_minus_1": 0.0}
+LOSS = [
+    {"case": "digits", "label": "digits convnet, 8×8", "in_shape": [1, 8, 8], "num_classes": 10, "batch": 128,
+     "timesteps": 4, "steps": 40, "torch_threads": 2, "loadavg_before": [1.25, 1.0, 1.0], "loadavg_after": LOAD,
+     "step_s_median": {"kd": 0.050, "hta-kl": 0.0515}, "step_ratio_hta_over_kd": 1.03,
+     "loss_only_s": {"kd": 0.0002, "hta-kl": 0.0005}, "loss_only_ratio": 2.5,
+     "memory": {"kd": _mem(78.2, 393.0, 5), "hta-kl": _mem(80.4, 393.0, 5)}, "memory_note": "LOSS-MEM-NOTE"},
+    {"case": "1000-classes", "label": "8×8 convnet, 1000 classes", "in_shape": [1, 8, 8], "num_classes": 1000,
+     "batch": 128, "timesteps": 4, "steps": 40, "torch_threads": 2, "loadavg_before": LOAD, "loadavg_after": LOAD,
+     "step_s_median": {"kd": 0.060, "hta-kl": 0.066}, "step_ratio_hta_over_kd": 1.1,
+     "loss_only_s": {"kd": 0.001, "hta-kl": 0.009}, "loss_only_ratio": 9.0},
+]
+LAVA = {"artefact": "runs/demo/export/student.lava.npz", "samples": 100, "timesteps": 4, "repeats": 5,
+        "loadavg_before": [1.75, 1.0, 1.0], "loadavg_after": LOAD, "lava_s": 30.0, "lava_samples_per_s": 100 / 30,
+        "emulator_s_median": 0.02, "emulator_samples_per_s": 5000.0, "ratio_emulator_over_lava": 1500.0,
+        "spike_agreement": 1.0, "readout_identical": True, "memory_note": "LAVA-MEM-NOTE",
+        "memory": {
+            "lava": {**_mem(108.0, 312.0), "parent": _mem(28.0, 312.0), "children": 12,
+                     "children_private_peak_mb": 80.0, "tree_pss_peak_mb": 344.0,
+                     "children_hwm_sum_mb": 2550.0, "children_max_rss_mb": 231.0},
+            "emulator": {**_mem(13.0, 312.0), "parent": _mem(13.0, 312.0), "children": 0,
+                         "children_private_peak_mb": 0.0, "tree_pss_peak_mb": 330.0,
+                         "children_hwm_sum_mb": 0.0, "children_max_rss_mb": 0.0}}}
+
+
+def test_perf_md_renders_loss_and_lava_sections(tmp_path):
+    files = {}
+    for name, data in {"train": TRAIN, "counter": COUNTER, "scale": SCALE, "loss": LOSS, "lava": LAVA}.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(data))
+    base = ["--train", str(files["train"]), "--counter", str(files["counter"]), "--scale", str(files["scale"])]
+    mod = load("perf_md")
+
+    mod.main([*base, "--out", str(tmp_path / "without.md")])
+    without = (tmp_path / "without.md").read_text()
+    assert "HTA-KL vs KD" not in without and "Emulator vs Lava" not in without
+    assert "`bench/train_overhead.py`, `bench/counter_overhead.py` and `bench/scale_out.py`" in without
+
+    mod.main([*base, "--loss", str(files["loss"]), "--lava", str(files["lava"]), "--out", str(tmp_path / "with.md")])
+    md = (tmp_path / "with.md").read_text()
+    assert ("`bench/train_overhead.py`, `bench/loss_step.py`, `bench/emulator_vs_lava.py`, "
+            "`bench/counter_overhead.py` and `bench/scale_out.py`") in md
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads == ["## Training loop vs a plain SpikingJelly loop", "## HTA-KL vs KD training step",
+                     "## Emulator vs Lava", "## Energy counter vs inference", "## Scale-out: torchrun, 2 processes vs 1"]
+    assert "load average at the start of each benchmark: 0.50, 1.25, 1.75, 0.50, 0.50" in md
+    # loss section: command, per-loss rows (ms, images/s, loss alone, memory), ratios in bold, target
+    assert "`python bench/loss_step.py --steps 40 --mem-steps 5 --json …`" in md
+    assert "| digits convnet, 8×8 | KD | 50.00 | 2560 | 0.200 | 78.2 (RSS 393 → peak 471) |" in md
+    assert "|  | HTA-KL | 51.50 | 2485 | 0.500 | 80.4 (RSS 393 → peak 473) |" in md
+    assert "|  | HTA-KL | 66.00 | 1939 | 9.000 | — |" in md
+    assert "**HTA-KL / KD step time: digits convnet ×1.030; 1000 classes ×1.100** (target ≤ 1.05)" in md
+    assert "×2.50, ×9.00" in md and "Memory: LOSS-MEM-NOTE." in md
+    # Lava section: command, both backends with time, samples/s and the process tree's memory
+    assert "`python bench/emulator_vs_lava.py RUN_DIR --samples 100 --repeats 5 --json …`" in md
+    assert ("| Lava `fixed_pt` (Loihi2SimCfg) | 30.00 | 3.33 | 420 (process 340 + 12 child processes "
+            "80.0 private; tree Pss peak 344) | 108.0 (RSS 312 → peak 420) |") in md
+    assert "| bit-exact emulator | 0.0200 | 5000 | 325 (one process) | 13.0 (RSS 312 → peak 325) |" in md
+    assert "**emulator / Lava throughput: ×1500** (target ≥ 1000); spikes identical: yes; readout identical: yes." in md
+    assert "Memory: LAVA-MEM-NOTE." in md and "2550 MB" in md and "231 MB" in md
