@@ -19,10 +19,10 @@ def _status_mb(key: str) -> float:
 def peak_memory(run: Callable[[], object]) -> dict:
     """Resident memory (MB) before ``run()`` and the peak while it ran: the kernel's high-water mark
     ``VmHWM`` is reset first (``/proc/self/clear_refs`` ← 5), so loading data and building models
-    do not hide the peak; without that (not Linux), ``ru_maxrss`` over the whole process."""
+    do not hide the peak; without that (not Linux), ``ru_maxrss`` over the whole process (which
+    Linux carries across ``exec``: a subprocess may report its parent's peak)."""
     gc.collect()
     rss_before = _status_mb("VmRSS") if os.path.exists("/proc/self/status") else 0.0
-    setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
             fh.write("5")
@@ -32,5 +32,5 @@ def peak_memory(run: Callable[[], object]) -> dict:
     run()
     peak = _status_mb("VmHWM") if how.startswith("VmHWM") else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"rss_before_mb": rss_before, "setup_peak_mb": setup_peak, "peak_mb": peak,
+    return {"rss_before_mb": rss_before, "peak_mb": peak,
             "delta_mb": peak - rss_before, "how": how}
