@@ -109,18 +109,14 @@ def test_loss_step_smoke_with_memory(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def lava_run(tmp_path_factory) -> Path:
     """A tiny digits run (1 + 1 epochs on 128 images) with its Lava artefact."""
-    from htakl_deploy.distill import recipe
-    from htakl_deploy.distill.config import DistillConfig
-    from htakl_deploy.distill.dist import DistEnv
+    from conftest import tiny_digits_run
     from htakl_deploy.export.pipeline import run_export
 
-    out = tmp_path_factory.mktemp("runs")
-    cfg = DistillConfig(data="digits", method="kd", limit_train=128, limit_test=8, batch_size=64,
-                        epochs=1, teacher_epochs=1, out_dir=str(out), run_name="r", progress=False)
-    recipe.run(cfg, DistEnv())
-    run_export(out / "r", ["lava"], lava_check=0, evaluate=False)
-    assert (out / "r" / "export" / "student.lava.npz").exists()
-    return out / "r"
+    run = tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=128, limit_test=8, epochs=1,
+                          teacher_epochs=1)
+    run_export(run, ["lava"], lava_check=0, evaluate=False)
+    assert (run / "export" / "student.lava.npz").exists()
+    return run
 
 
 def test_emulator_vs_lava_smoke(lava_run, tmp_path, capsys):

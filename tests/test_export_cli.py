@@ -7,21 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_digits_run
 from htakl_deploy.cli import main
-from htakl_deploy.distill import recipe
-from htakl_deploy.distill.config import DistillConfig
-from htakl_deploy.distill.dist import DistEnv
 from htakl_deploy.export.nir_io import from_nir, read_nir
 from htakl_deploy.export.quantize import QuantizedGraph
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    cfg = DistillConfig(data="digits", method="kd", limit_train=512, limit_test=64, batch_size=64,
-                        epochs=3, teacher_epochs=2, out_dir=str(out), run_name="r", progress=False)
-    recipe.run(cfg, DistEnv())
-    return out / "r"
+    return tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=512, limit_test=64, epochs=3,
+                           teacher_epochs=2)
 
 
 def test_export_nir_and_onnx(run_dir, capsys):
