@@ -202,6 +202,9 @@ def _e_mac_pj() -> float:
     return load_preset("paper-45nm").e_mac_pj
 
 
+QUANT_GAP_NOTE = 0.02  # a method whose float − emulator accuracy exceeds this on average is named
+
+
 def _reading(agg: dict, cells: list[dict], n_test: int | None) -> list[str]:
     lines = []
     for comp in agg["hta_minus_kd"]:
@@ -270,6 +273,17 @@ def _reading(agg: dict, cells: list[dict], n_test: int | None) -> list[str]:
                      f"{g['mean'] * 100:+.2f} ± {(g['std'] or 0) * 100:.2f} pt (range {min(gaps) * 100:+.2f} … "
                      f"{max(gaps) * 100:+.2f} pt, the largest in {max(cells, key=lambda c: c['float_acc'] - c['emulator_acc'])['cell']}; "
                      "positive = the quantised network is worse).")
+        per_method: dict[str, list[float]] = {}
+        for c in cells:
+            per_method.setdefault(c["method"], []).append(c["float_acc"] - c["emulator_acc"])
+        bad = {m: mean_std(v) for m, v in per_method.items() if statistics.fmean(v) > QUANT_GAP_NOTE}
+        if bad:
+            lines.append("- Methods whose quantised network loses more than "
+                         f"{QUANT_GAP_NOTE * 100:g} pt on average: "
+                         + "; ".join(f"{m} {g['mean'] * 100:+.2f} ± {(g['std'] or 0) * 100:.2f} pt over {g['n']} cells"
+                                     for m, g in sorted(bad.items(), key=lambda kv: -kv[1]["mean"]))
+                         + " (`htakl-deploy export RUN --target nir` on one of their runs says which "
+                         "connections lose their weights to the 8-bit mantissa).")
     e_mac_pj = _e_mac_pj()
     shares = [c["macs_per_sample"] * e_mac_pj / c["energy_pj_per_sample"] for c in cells if c["energy_pj_per_sample"]]
     if shares:

@@ -124,3 +124,21 @@ def test_two_workers_share_the_cells(tmp_path):
     log = (out / "commands.jsonl").read_text().splitlines()
     assert len(log) == 1 and json.loads(log[0])["workers"] == 2  # the spawned worker does not log itself
     assert json.loads((out / "results.json").read_text())["missing"] == []
+
+
+def test_reading_names_methods_that_lose_accuracy_to_fixed_point():
+    md = load("results_md")
+
+    def cell(method, seed, float_acc, emulator_acc):
+        return {"cell": f"{method}-T2-s{seed}", "method": method, "timesteps": 2, "seed": seed, "overrides": {},
+                "delta": 0.5, "head_weight": 0.5, "float_acc": float_acc, "emulator_acc": emulator_acc,
+                "firing_rate": 0.1, "acs_per_sample": 1.0, "macs_per_sample": 0.0, "energy_pj_per_sample": 1.0,
+                "energy_uj_per_sample": 1e-6}
+
+    cells = [cell("kd", s, 0.80, 0.795) for s in range(3)]  # 0.5 pt: fine
+    cells += [cell("ckdsnn", s, 0.70, a) for s, a in enumerate((0.20, 0.30, 0.40))]  # 50, 40, 30 pt
+    lines = [line for line in md._reading(md.aggregate(cells), cells, 100) if "Methods whose" in line]
+    assert len(lines) == 1
+    assert "ckdsnn +40.00 ± 10.00 pt over 3 cells" in lines[0] and "kd " not in lines[0]
+    cells = [c for c in cells if c["method"] == "kd"]
+    assert not [line for line in md._reading(md.aggregate(cells), cells, 100) if "Methods whose" in line]
