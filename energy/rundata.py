@@ -16,7 +16,8 @@ Reads (every part but ``config.json`` may be missing; the report says what is)::
                 accuracy, best_accuracy, samples, timesteps, file, wall_s, samples_per_s,
                 agreement, float_accuracy}]
     export: {file, float_accuracy, int_accuracy, decision_agreement, samples, timesteps,
-             clipped_weights, onnx_student_max_abs_err, onnx_teacher_max_abs_err, artefacts[]}
+             clipped_weights, quantisation_warnings[], onnx_student_max_abs_err,
+             onnx_teacher_max_abs_err, artefacts[]}
     activity: {backend: {source, samples, timesteps, firing_rate,
                          layers: [{name, neurons, firing_rate, spikes_per_sample,
                                    spikes_per_timestep_per_sample[T]}]}}
