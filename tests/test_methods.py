@@ -91,11 +91,12 @@ def ref_samd(spikes, cam, tau):
               for h in range(H) for w in range(W)]
         te = [cam[b, h, w] for h in range(H) for w in range(W)]
 
-        def norm(v):
+        def norm(v, min_range):
             lo, hi = min(v, key=lambda x: float(x.detach())), max(v, key=lambda x: float(x.detach()))
-            return [(x - lo) / (hi - lo + 1e-6) for x in v]
+            span = hi - lo if float((hi - lo).detach()) >= min_range else min_range
+            return [(x - lo) / (span + 1e-6) for x in v]
 
-        total = total + r_kl(r_log_softmax(norm(te), tau), r_log_softmax(norm(st), tau))
+        total = total + r_kl(r_log_softmax(norm(te, 0.0), tau), r_log_softmax(norm(st, 1.0), tau))
     return tau**2 * total / B
 
 
@@ -196,6 +197,19 @@ def spikes_and_cam(T=3, B=2, C=4, H=3, W=3):
 def test_samd_matches_reference():
     spikes, cam = spikes_and_cam()
     check(ckdsnn.samd(spikes, cam, 2.0), ref_samd(spikes, cam, 2.0), [spikes])
+
+
+def test_samd_gradient_stays_finite_for_a_sample_without_spikes():
+    """A student map that is constant (no spikes at the tapped stage) normalises to 0; its
+    gradient must stay of the order of a spiking sample's, not 1/eps (it was ~2e4 here)."""
+    spikes, cam = spikes_and_cam()
+    silent = spikes.detach().clone()
+    silent[:, 0] = 0.0  # sample 0: no spikes at all
+    silent.requires_grad_()
+    loss = ckdsnn.samd(silent, cam, 2.0)
+    check(loss, ref_samd(silent, cam, 2.0), [silent])
+    (grad,) = torch.autograd.grad(ckdsnn.samd(silent, cam, 2.0), silent)
+    assert torch.isfinite(grad).all() and grad.abs().max() < 1.0, grad.abs().max()
 
 
 def test_samd_rejects_mismatched_maps():

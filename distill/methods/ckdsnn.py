@@ -42,16 +42,24 @@ def grad_cam(
     return logits.detach(), cam.detach()
 
 
-def _minmax(m_bhw: torch.Tensor) -> torch.Tensor:
+def _minmax(m_bhw: torch.Tensor, min_range: float = 0.0) -> torch.Tensor:
+    """Per-sample min–max normalisation to [0, 1], ``[B, H·W]``; the range ``hi − lo`` is taken as
+    at least ``min_range`` (see ``samd``)."""
     flat = m_bhw.flatten(1)
     lo = flat.min(1, keepdim=True).values
     hi = flat.max(1, keepdim=True).values
-    return (flat - lo) / (hi - lo + _EPS)  # [B, H·W]
+    return (flat - lo) / ((hi - lo).clamp(min=min_range) + _EPS)
 
 
 def samd(sam_tbchw: torch.Tensor, cam_bhw: torch.Tensor, temperature: float) -> torch.Tensor:
     """``𝒯²·KL(P_te ‖ P_st)`` between the teacher CAM ``[B, H, W]`` and the student's spikes
-    ``[T, B, C, H, W]`` summed over T and C."""
+    ``[T, B, C, H, W]`` summed over T and C.
+
+    The student map holds spike counts, so a map that is not constant has ``hi − lo ≥ 1``; its
+    range is floored at 1. That changes nothing for such maps and keeps a constant map (e.g. a
+    sample with no spikes at the last stage) from dividing by ``_EPS``: its normalised map is 0
+    either way, but the gradient through it was ``1/_EPS`` = 10⁶× too large, which blew up the
+    students' weights (Fashion-MNIST: conv weight norms of 340–2,300 instead of ~0.7)."""
     m_st = sam_tbchw.sum(dim=(0, 2))
     if m_st.shape != cam_bhw.shape:
         raise ValueError(
@@ -59,7 +67,7 @@ def samd(sam_tbchw: torch.Tensor, cam_bhw: torch.Tensor, temperature: float) -> 
             f"and {tuple(cam_bhw.shape)}"
         )
     log_pt = F.log_softmax(_minmax(cam_bhw) / temperature, dim=-1)
-    log_ps = F.log_softmax(_minmax(m_st) / temperature, dim=-1)
+    log_ps = F.log_softmax(_minmax(m_st, min_range=1.0) / temperature, dim=-1)
     return temperature**2 * forward_kl(log_pt, log_ps).mean()
 
 
