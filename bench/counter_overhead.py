@@ -25,8 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -44,7 +42,8 @@ from htakl_deploy.export.graph import graph_from_classifier
 from htakl_deploy.export.quantize import quantize
 from htakl_deploy.hw.emulator import emulate
 from htakl_deploy.hw.plan import plan_from_quantized
-from htakl_deploy.memory import peak_memory
+from htakl_deploy.atomic import write_json
+from htakl_deploy.memory import in_fresh_process, peak_memory
 
 VARIANTS = ("float", "emulator", "count", "count-nb-off")
 
@@ -104,13 +103,11 @@ def timed(fn) -> float:
 
 
 def measure_memory(variant: str, checkpoint, samples, timesteps, repeats, recording: str) -> dict:
-    cmd = [sys.executable, __file__, "--variant", variant, "--samples", str(samples),
-           "--timesteps", str(timesteps), "--repeats", str(repeats), "--recording", recording]
+    args = ["--variant", variant, "--samples", str(samples), "--timesteps", str(timesteps),
+            "--repeats", str(repeats), "--recording", recording]
     if checkpoint:
-        cmd += ["--checkpoint", checkpoint]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        args += ["--checkpoint", checkpoint]
+    return in_fresh_process(__file__, args, threads=torch.get_num_threads())
 
 
 def bench(checkpoint: str | None = None, samples: int = 360, timesteps: int = 4, repeats: int = 7,
@@ -192,8 +189,7 @@ def main(argv: list[str] | None = None) -> dict | None:
           f"x{r['ratio_count_over_emulator']:.2f}; without NeuroBench: x{r['ratio_count_nb_off_over_float']:.2f} "
           f"of float")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(r, fh, indent=2)
+        write_json(args.json, r)
     return r
 
 

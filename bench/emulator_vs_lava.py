@@ -37,8 +37,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
@@ -47,7 +45,8 @@ import numpy as np
 from htakl_deploy.hw.emulator import emulate
 from htakl_deploy.hw.lava_net import run_lava
 from htakl_deploy.hw.simulate import load_samples, read_artefact, resolve_artefact, spike_agreement
-from htakl_deploy.memory import peak_memory
+from htakl_deploy.atomic import write_json
+from htakl_deploy.memory import in_fresh_process, peak_memory
 
 VARIANTS = ("lava", "emulator")
 MEMORY_HOW = (
@@ -145,9 +144,7 @@ def setup(artefact: str, samples: int):
 
 def measure_memory(variant: str, artefact: str, samples: int) -> dict:
     """Peak memory of ``variant`` run alone in a fresh process (its whole process tree)."""
-    cmd = [sys.executable, __file__, str(artefact), "--variant", variant, "--samples", str(samples)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)  # inherits OMP_NUM_THREADS
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, [str(artefact), "--variant", variant, "--samples", str(samples)])
 
 
 def child(variant: str, artefact: str, samples: int) -> dict:
@@ -233,8 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  emulator / Lava throughput: x{r['ratio_emulator_over_lava']:.0f}; spikes identical: "
           f"{r['spike_agreement'] == 1.0}; readout identical: {r['readout_identical']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+        write_json(args.json, r)
     return r
 
 

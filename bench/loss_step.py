@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
@@ -31,7 +29,8 @@ from htakl_deploy.distill.data import load_dataset
 from htakl_deploy.distill.losses import LossConfig, LossInputs
 from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.models import build_model
-from htakl_deploy.memory import peak_memory
+from htakl_deploy.atomic import write_json
+from htakl_deploy.memory import in_fresh_process, peak_memory
 
 METHODS = ("kd", "hta-kl")
 # name → (label, in_shape (None: the digits images'), classes, batch, T, timed steps from --steps)
@@ -111,10 +110,8 @@ def case_args(name: str, steps: int, digits=None) -> tuple:
 
 def measure_memory(case: str, method: str, mem_steps: int) -> dict:
     """Peak RSS growth of ``mem_steps`` training steps of ``method`` on ``case``, in a fresh process."""
-    cmd = [sys.executable, __file__, "--child", method, "--case", case, "--mem-steps", str(mem_steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, ["--child", method, "--case", case, "--mem-steps", str(mem_steps)],
+                            threads=torch.get_num_threads())
 
 
 def child(method: str, case: str, mem_steps: int) -> dict:
@@ -165,8 +162,7 @@ def main(argv: list[str] | None = None) -> list[dict] | dict:
               f"{1e3 * c['step_s_median']['hta-kl']:>15.2f} {c['step_ratio_hta_over_kd']:>7.3f} "
               f"{c['loss_only_ratio']:>16.2f} {mem['kd']:>7} {mem['hta-kl']:>11}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(cases, fh, indent=2)
+        write_json(args.json, cases)
     return cases
 
 

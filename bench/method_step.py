@@ -9,12 +9,12 @@ the tapped stage only). Run: ``python bench/method_step.py [--steps 20] [--batch
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
+from htakl_deploy.atomic import write_json
 from htakl_deploy.distill.data import load_dataset
 from htakl_deploy.distill.losses import LossConfig
 from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
@@ -95,8 +95,7 @@ def main() -> None:
         print(f"{m:>8} {1e3 * r['step_s_median'][m]:>8.2f} {r['ratio_to_kd'][m]:>6.2f} "
               f"{b['first_stage']:>19}, {b['classifier']}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(r, fh, indent=2)
+        write_json(args.json, r)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from htakl_deploy.atomic import write_json
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -109,8 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"vs 1 process with {args.nproc} threads: x{r['ratio_throughput_nproc_over_1p_nthreads']:.2f}; "
           f"accuracy difference {100 * r['acc_diff_nproc_minus_1']:+.2f} pt")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(r, fh, indent=2)
+        write_json(args.json, r)
     return r
 
 

@@ -31,8 +31,6 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +45,8 @@ from htakl_deploy.distill.losses import LossInputs
 from htakl_deploy.distill.methods import LOSSES
 from htakl_deploy.distill.recipe import load_data, new_model
 from htakl_deploy.distill.train import Stage, fit
-from htakl_deploy.memory import peak_memory
+from htakl_deploy.atomic import write_json
+from htakl_deploy.memory import in_fresh_process, peak_memory
 
 VARIANTS = ("ours", "plain", "ours+aug")
 
@@ -120,13 +119,11 @@ class Runner:
 
 def measure_memory(variant: str, args) -> dict:
     """Peak RSS growth of ``variant`` trained alone in a fresh process."""
-    cmd = [sys.executable, __file__, "--variant", variant, "--reps", str(args.mem_epochs),
-           "--batch-size", str(args.batch_size), "--timesteps", str(args.timesteps)]
+    argv = ["--variant", variant, "--reps", str(args.mem_epochs), "--batch-size", str(args.batch_size),
+            "--timesteps", str(args.timesteps)]
     if args.limit_train:
-        cmd += ["--limit-train", str(args.limit_train)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        argv += ["--limit-train", str(args.limit_train)]
+    return in_fresh_process(__file__, argv, threads=torch.get_num_threads())
 
 
 def bench(reps: int = 7, batch_size: int = 128, timesteps: int = 4, limit_train: int | None = None,
@@ -205,8 +202,7 @@ def main(argv: list[str] | None = None) -> dict | None:
           f"(with augmentation x{r['ratio_time_ours_aug_over_plain']:.3f}); whole fit call "
           f"(+evaluation, checkpoint) {r['ours_call_s_median']['ours']:.3f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(r, fh, indent=2)
+        write_json(args.json, r)
     return r
 
 

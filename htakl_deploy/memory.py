@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import resource
+import subprocess
+import sys
 from typing import Callable
 
 
@@ -34,3 +37,12 @@ def peak_memory(run: Callable[[], object]) -> dict:
         resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"rss_before_mb": rss_before, "peak_mb": peak,
             "delta_mb": peak - rss_before, "how": how}
+
+
+def in_fresh_process(script: str, args: list[str], *, threads: int | None = None) -> dict:
+    """Run ``python script *args`` in a new process and return the JSON object on the last line it
+    prints: the benchmarks measure each variant's peak memory there, free of the others'
+    allocations. ``threads`` sets the child's ``OMP_NUM_THREADS`` (default: inherited)."""
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
