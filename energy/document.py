@@ -22,6 +22,7 @@ from htakl_deploy.atomic import write_json, write_text
 from htakl_deploy.energy.figures import energy_unit, render_figures
 from htakl_deploy.energy.report import si
 from htakl_deploy.energy.rundata import _num, build_report, load_run
+from htakl_deploy.hw.mapping_report import mapping_blocks
 
 
 # -- number formatting ---------------------------------------------------------------------
@@ -254,7 +255,7 @@ def document(report: dict) -> tuple[str, list[Section]]:
     if notes:
         sections[0].blocks += ["What this directory does not (yet) hold:", notes]
     sections += [accuracy_section(report), activity_section(report), energy_section_doc(report),
-                 provenance_section(report)]
+                 Section("Hardware mapping", mapping_blocks(report, Table)), provenance_section(report)]
     return f"htakl-deploy report: {report['run']['name']}", sections
 
 

@@ -11,6 +11,8 @@ import io
 
 import numpy as np
 
+from htakl_deploy.hw.mapping_report import figure_entries, plot_mapping
+
 ENERGY_UNITS = ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ"), (1.0, "pJ"))
 
 
@@ -39,7 +41,7 @@ def figure_list(report: dict) -> list[dict]:
                      "caption": f"Synaptic energy per sample of each layer on {b}: measured (exact ACs/MACs), "
                                 "the paper's analytic estimate (input firing rate × dense OPs) and the ANN teacher "
                                 f"(dense MACs, one pass); energy model {en[b]['energy_model']['name']}, log scale."})
-    return figs
+    return figs + figure_entries(report.get("mapping") or {})
 
 
 def _png(fig) -> bytes:
@@ -130,7 +132,8 @@ def plot_energy_totals(report: dict) -> bytes:
 
 
 PLOTS = {"firing_rates": plot_firing_rates, "spikes_per_timestep": plot_spikes_per_timestep,
-         "energy_layers": plot_energy_layers, "energy_totals": plot_energy_totals}
+         "energy_layers": plot_energy_layers, "energy_totals": plot_energy_totals,
+         "hardware_mapping": plot_mapping}
 
 
 def render_figures(report: dict) -> dict[str, bytes]:

@@ -31,6 +31,7 @@ Reads (every part but ``config.json`` may be missing; the report says what is)::
                                  analytic_acs, analytic_macs, ann_teacher_macs, measured_pj,
                                  analytic_pj, ann_teacher_pj}]}}
     provenance: {git {sha, dirty}, versions, argv, seed, host, platform, started_unix_s, config}
+    mapping: {target: map/<target>.json as written by `htakl-deploy map` ("htakl-map/1")}
     figures: [{id, title, caption}]
     missing: [str]    parts that are not in the directory (what to run to get them)
     problems: [str]   files that are there but could not be read
@@ -53,6 +54,7 @@ import numpy as np
 
 from htakl_deploy.energy.figures import figure_list
 from htakl_deploy.errors import UserError
+from htakl_deploy.hw.mapping_report import read_maps
 
 FORMAT = "htakl-report/1"
 ENERGY_FORMAT = "htakl-energy/1"
@@ -397,6 +399,7 @@ def build_report(run: RunFiles) -> dict:
     }
     with_energy = [b for b in backends if b in report["energy"]] or list(report["activity"])
     report["primary_backend"] = with_energy[0] if with_energy else None
+    report["mapping"] = read_maps(run.root, run.problems)
     report["figures"] = figure_list(report)
     report["missing"] = list(run.missing)
     report["problems"] = list(dict.fromkeys(run.problems))

@@ -16,7 +16,7 @@ PROG = "htakl-deploy"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from htakl_deploy import cmd_distill, cmd_energy, cmd_export, cmd_report, cmd_run, cmd_simulate
+    from htakl_deploy import cmd_distill, cmd_energy, cmd_export, cmd_map, cmd_report, cmd_run, cmd_simulate
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_export.register(sub)
     cmd_simulate.register(sub)
     cmd_energy.register(sub)
+    cmd_map.register(sub)
     cmd_report.register(sub)
     cmd_run.register(sub)
     return parser

@@ -1,0 +1,57 @@
+"""``htakl-deploy map``: does the exported network fit on Loihi? Cores, memory, routing, cost."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """\
+examples:
+  htakl-deploy map runs/demo                               # Loihi 2; writes runs/demo/map/loihi2.json
+  htakl-deploy map runs/demo --target loihi1 --json loihi1.json
+  htakl-deploy map runs/demo/export/student.lava.npz --spikes sim/spikes.h5
+  htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10
+  htakl-deploy map runs/demo --target my_chip.toml         # a target file with the same keys
+
+Every layer is cut into tiles (output channels × rows × columns) that fit one neurocore's limits
+(neurons, synapse memory, input and output axons), fewest cores first; with a spike recording
+(default: the run's own, from `simulate`) the spikes are routed between those cores to estimate
+the latency per time step and the energy per inference. Targets: hw/targets/*.toml (every
+number with its source; unpublished ones marked and settable with --set).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "map", help="partition the exported network onto Loihi neurocores; latency and energy estimate",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("artefact", metavar="RUN_DIR|ARTEFACT",
+                   help="a run directory, its export/ folder, or a student.lava.npz file")
+    p.add_argument("--target", default="loihi2", help="loihi2 (default), loihi1, or a target .toml file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one number of the target (repeatable)")
+    spikes = p.add_mutually_exclusive_group()
+    spikes.add_argument("--spikes", metavar="SPIKES.h5", help="spike recording to route (default: the run's own)")
+    spikes.add_argument("--no-spikes", action="store_true", help="the static mapping only")
+    p.add_argument("--json", metavar="OUT", help="write the mapping as JSON here (default for a run directory: "
+                                                 "RUN_DIR/map/TARGET.json)")
+    p.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from htakl_deploy.atomic import write_json
+    from htakl_deploy.hw.mapping import map_artefact
+    from htakl_deploy.hw.mapping_report import format_text
+
+    spikes = None if args.no_spikes else (args.spikes or "auto")
+    data = map_artefact(args.artefact, target=args.target, overrides=tuple(args.overrides), spikes=spikes)
+    print(format_text(data))
+    out = args.json
+    if out is None and (Path(args.artefact) / "config.json").is_file():
+        out = Path(args.artefact) / "map" / f"{data['target']['name']}.json"
+    if out:
+        write_json(out, data)
+        print(f"wrote {out}")
+    return 0

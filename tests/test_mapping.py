@@ -1,0 +1,263 @@
+"""Hardware mapping (``htakl-deploy map``): targets as data, the partition, the lower bounds, the
+routed spikes, the CLI. Small networks are built by hand so every number can be counted by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import tiny_digits_run
+from htakl_deploy.energy.spikefile import SpikeRecording
+from htakl_deploy.errors import UserError
+from htakl_deploy.hw.mapping import ConvGeom, MatrixGeom, Tiling, entry_bits, estimate, lower_bounds, map_plan, summary
+from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population
+from htakl_deploy.hw.target import NUMBER_KEYS, load_target, target_from_dict
+
+BIG = 10**9
+
+
+def pop(name, shape, depth, readout=False):
+    c = shape[0]
+    return Population(name, shape, depth, readout, 1, 0, 0, 1, np.zeros(c, np.int64), 0, 1.0, 1.0, 1.0, np.zeros(c))
+
+
+def dense_link(name, src, dst, n_dst, n_src, pattern=None, kind="dense"):
+    m = sp.csr_matrix(np.ones((n_dst, n_src), np.int64) if pattern is None else pattern.astype(np.int64))
+    return Link(name, src, dst, kind, 0, 0, m, m.astype(np.float64))
+
+
+def input_link(dst, n):
+    """An off-chip encoding link from a (1, 1, n) input to a flat population of n neurons."""
+    w = np.ones((n, 1, 1, n), np.int64)
+    spec = {"weight": w, "f_weight": w.astype(float), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
+            "groups": 1}
+    return Link("enc", INPUT, dst, "input", 0, 0, conv=spec)
+
+
+def flat_plan(n_a: int, n_b: int, n_out: int, b_to_out=None) -> DeploymentPlan:
+    """input → A (n_a, off-chip encoding) → B (n_b, dense) → out (n_out, readout; dense or a pattern)."""
+    pops = {"A": pop("A", (n_a,), 0), "B": pop("B", (n_b,), 1), "out": pop("out", (n_out,), 2, readout=True)}
+    links = [input_link("A", n_a), dense_link("ab", "A", "B", n_b, n_a),
+             dense_link("bo", "B", "out", n_out, n_b, b_to_out, "dense" if b_to_out is None else "sparse")]
+    return DeploymentPlan((1, 1, n_a), 1.0, pops, links)
+
+
+def target(**changes):
+    """Loihi 1's encoding with every limit lifted except what a test sets."""
+    base = load_target("loihi1")
+    lifted = dict(neurons_per_core=BIG, synapse_memory_bits_per_core=BIG, input_axons_per_core=BIG,
+                  output_axons_per_core=BIG)
+    return replace(base, **{**lifted, **changes})
+
+
+# -- targets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["loihi1", "loihi2"])
+def test_shipped_targets_have_a_source_for_every_number(name):
+    t = load_target(name)
+    assert set(t.sources) == set(NUMBER_KEYS)
+    assert all(len(s) > 10 for s in t.sources.values())
+    assert all("not published" in t.sources[k] for k in t.unpublished)
+    assert t.cores_per_chip == 128
+
+
+def test_target_validation_refuses_bad_files(tmp_path):
+    good = load_target("loihi1").to_dict()
+    for bad, msg in [({"neurons_per_core": -1}, "neurons_per_core"), ({"e_synop_pj": float("inf")}, "e_synop_pj"),
+                     ({"weight_bits": 2.5}, "weight_bits"), ({"frobs": 3}, "unknown key"),
+                     ({"sources": {k: "x" for k in NUMBER_KEYS if k != "t_synop_ns"}}, "t_synop_ns")]:
+        with pytest.raises(ValueError, match=msg):
+            target_from_dict({**good, **bad}, default_name="x")
+    with pytest.raises(UserError, match="expected one of loihi1, loihi2"):
+        load_target("loihi3")
+    f = tmp_path / "chip.toml"
+    f.write_text("neurons_per_core = 3\n")
+    with pytest.raises(UserError, match="missing key"):
+        load_target(f)
+    t = load_target("loihi2").with_overrides(["input_axons_per_core=8192"])
+    assert t.input_axons_per_core == 8192 and "input_axons_per_core" not in t.unpublished
+    assert t.sources["input_axons_per_core"].startswith("user-set")
+    for bad in ["frob=1", "neurons_per_core=x", "neurons_per_core=0"]:
+        with pytest.raises(UserError, match="--set"):
+            load_target("loihi2").with_overrides([bad])
+
+
+# -- memory encoding and the partition ------------------------------------------------------
+
+
+def test_entry_bits_by_hand():
+    t = load_target("loihi1")  # 64-bit words, 64 synapses per entry, 10-bit header
+    assert entry_bits(0, 18, t) == 0
+    assert entry_bits(1, 18, t) == 64  # 18 + 10 = 28 → one word
+    assert entry_bits(3, 18, t) == 64  # 54 + 10 = 64: exactly one word
+    assert entry_bits(4, 18, t) == 128  # 72 + 10 = 82 → two words
+    assert entry_bits(64, 8, t) == 64 * math.ceil((64 * 8 + 10) / 64)
+    assert entry_bits(65, 8, t) == 64 * math.ceil((64 * 8 + 10) / 64) + 64
+
+
+def test_neuron_limit_just_under_and_over():
+    plan = flat_plan(6, 40, 3)
+    m = map_plan(plan, target(neurons_per_core=40))
+    assert m.layers["B"].cores == 1
+    m = map_plan(plan, target(neurons_per_core=39))
+    assert m.layers["B"].cores == 2 and m.layers["B"].tiling.channels == 39 - 19  # 40 → 20 + 20
+    assert summary(m)["layers"][1]["binding_limit"] == "neurons"
+
+
+def test_memory_limit_just_under_and_over():
+    # B (10 neurons) on one core: each of A's 30 axons stores 10 weights densely (no index):
+    # 10·8 + 10 = 90 bits → 2 words = 128 bits (sparse would be 10·(8+6) + 10 = 150 → 192)
+    plan = flat_plan(30, 10, 2)
+    need = 30 * 128
+    m = map_plan(plan, target(synapse_memory_bits_per_core=need))
+    assert m.layers["B"].cores == 1 and m.layers["B"].stats["bits"].tolist() == [need]
+    m = map_plan(plan, target(synapse_memory_bits_per_core=need - 1))
+    # two cores of 5: 5·8 + 10 = 50 → one word per axon
+    assert m.layers["B"].cores == 2 and m.layers["B"].stats["bits"].tolist() == [30 * 64, 30 * 64]
+    assert summary(m)["layers"][1]["binding_limit"] == "synapse_memory"
+
+
+def test_impossible_layer_refused_by_name():
+    plan = flat_plan(30, 10, 2)
+    with pytest.raises(UserError, match=r"layer 'B' fits on no loihi1 core: a single neuron needs 30 input axons"):
+        map_plan(plan, target(input_axons_per_core=29))
+    # two output axons per core: B (one axon per neuron, to the readout's core) is cut into 5 cores of 2,
+    # so every A neuron needs an axon to each of B's 5 cores
+    with pytest.raises(UserError, match=r"layer 'A' fits on no loihi1 core: a single neuron needs 5 output axons"):
+        map_plan(plan, target(output_axons_per_core=2))
+
+
+def test_greedy_against_lower_bounds():
+    plan = flat_plan(64, 256, 10)
+    t = target(neurons_per_core=64, synapse_memory_bits_per_core=64 * 64 * 9)
+    m = map_plan(plan, t)
+    lb = lower_bounds(m)
+    # neurons: A 64 → 1 core, B 256 → 4 cores, out 1 core; memory: B's 64 axons × 64 dense weights per core
+    # = 64 · ceil((64·8 + 10)/64)·64 = 64·9·64 bits: exactly one core's worth, so B needs 4 cores both ways
+    assert [lm.cores for lm in m.layers.values()] == [1, 4, 1]
+    assert lb["lower_bound_cores_layerwise"] == 6 == m.cores
+    assert lb["lower_bound_cores"] == math.ceil((64 + 256 + 10) / 64)
+    assert m.cores >= lb["lower_bound_cores"]
+
+
+def test_conv_fast_path_equals_the_matrix_path():
+    """The separable conv evaluation against the same link as an explicit sparse matrix."""
+    from htakl_deploy.hw.plan import conv_matrix
+
+    rng = np.random.default_rng(0)
+    t = load_target("loihi2")
+    for (cin, cout, h, k, s, p, groups) in [(3, 5, 7, 3, 1, 1, 1), (4, 6, 8, 3, 2, 1, 2), (4, 4, 6, 1, 1, 0, 4)]:
+        w = rng.integers(1, 5, (cout, cin // groups, k, k)) * rng.choice([-2, 2], (cout, cin // groups, k, k))
+        spec = {"weight": w, "f_weight": w.astype(float), "stride": (s, s), "padding": (p, p), "dilation": (1, 1),
+                "groups": groups}
+        ho = (h + 2 * p - k) // s + 1
+        conv = ConvGeom(Link("c", "a", "b", "sparse", 1, 0, conv=spec), (cin, h, h), (cout, ho, ho), t)
+        m = conv_matrix(w, (cin, h, h), (s, s), (p, p), (1, 1), groups).astype(np.int64)
+        mat = MatrixGeom(Link("c", "a", "b", "sparse", 1, 0, m, m.astype(float)), (cin, h, h), (cout, ho, ho), t)
+        for til in [Tiling((cout, ho, ho), 1, 1, 1), Tiling((cout, ho, ho), 2, 3, 2), Tiling((cout, ho, ho), cout, ho, ho)]:
+            a, b = conv.tile_stats(til), mat.tile_stats(til)
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{key} {til}")
+            assert (conv.counts(til) != mat.counts(til)).nnz == 0
+            np.testing.assert_array_equal(conv.tiles_per_source(til), mat.tiles_per_source(til))
+        np.testing.assert_array_equal(conv.fan_out(), mat.fan_out())
+        assert conv.fan_in_max() == mat.fan_in_max() and conv.synapses() == mat.synapses()
+
+
+# -- routed spikes, by hand ----------------------------------------------------------------
+
+
+def test_hand_network_partition_and_routed_spikes():
+    # A (4) → B (4) dense; B → out (2) sparse: out0 ← B0, B1; out1 ← B1, B3 (B2 reaches nothing)
+    pattern = np.array([[1, 1, 0, 0], [0, 1, 0, 1]])
+    plan = flat_plan(4, 4, 2, pattern)
+    t = replace(target(neurons_per_core=2), cores_per_tile=1, mesh_tiles_x=2)
+    m = map_plan(plan, t)
+    # partition: A = cores 0, 1 (neurons 0-1, 2-3), B = cores 2, 3, out = core 4
+    assert [(lm.first_core, lm.cores, lm.tiling.channels) for lm in m.layers.values()] == [(0, 2, 2), (2, 2, 2), (4, 1, 2)]
+    # mesh (x, y), two tiles wide: 0 (0,0), 1 (1,0), 2 (0,1), 3 (1,1), 4 (0,2)
+    assert m.core_xy().tolist() == [[0, 0], [1, 0], [0, 1], [1, 1], [0, 2]]
+    a = np.zeros((2, 1, 4), np.uint8)
+    b = np.zeros((2, 1, 4), np.uint8)
+    a[0, 0, [0, 3]] = 1  # step 1: A0 (core 0) and A3 (core 1) spike
+    b[1, 0, [1, 2]] = 1  # step 2: B1 (core 2) and B2 (core 3) spike
+    rec = SpikeRecording({"A": a, "B": b}, np.zeros((2, 1, 1, 1, 4), np.float32), attrs={"backend": "hand"})
+    est = estimate(m, rec)
+    s1, s2 = est["per_timestep"]
+    # step 1: 2 spikes × 4 synapses; each spike goes to B's 2 cores: A0→2 (1 hop), A0→3 (2), A3→2 (2), A3→3 (1)
+    assert (s1["synops"], s1["messages"], s1["hops"], s1["max_hops"]) == (8, 4, 6, 2)
+    # step 2: B1 has 2 synapses on core 4 (1 hop from core 2); B2 has none: no message
+    assert (s2["synops"], s2["messages"], s2["hops"], s2["max_hops"]) == (2, 1, 1, 1)
+    e = est["per_inference"]["energy"]
+    assert e["synaptic_pj"] == pytest.approx(10 * t.e_synop_pj)
+    assert e["neuron_pj"] == pytest.approx(10 * 2 * t.e_neuron_update_pj)  # 10 neurons × 2 steps
+    assert e["routing_pj"] == pytest.approx(5 * t.e_spike_within_tile_pj + 7 * t.e_tile_hop_pj)
+    # latency of step 1: the busiest core is a B core (4 synops, 2 neurons), 2 hops, the barrier
+    assert s1["latency_ns"] == pytest.approx(4 * t.t_synop_ns + 2 * t.t_neuron_update_ns + t.t_spike_within_tile_ns
+                                             + 2 * t.t_tile_hop_ns + t.t_barrier_ns)
+
+
+# -- a real run end to end ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from htakl_deploy.export.pipeline import run_export
+    from htakl_deploy.hw.simulate import simulate
+
+    r = tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=256, limit_test=16, epochs=2,
+                        teacher_epochs=1)
+    run_export(r, ["nir", "lava"], lava_check=0, evaluate=False)
+    simulate(r, backend="emulator", compare=False)
+    return r
+
+
+def test_routed_synops_equal_the_energy_counters_acs(run_dir):
+    from htakl_deploy.energy.counter import count_ops
+    from htakl_deploy.energy.spikefile import read_spikes
+    from htakl_deploy.export.nir_io import from_nir, read_nir
+    from htakl_deploy.hw.simulate import read_artefact
+
+    rec = read_spikes(run_dir / "simulate/emulator/spikes.h5")
+    m = map_plan(read_artefact(run_dir / "export/student.lava.npz"), load_target("loihi2"))
+    est = estimate(m, rec)
+    q = from_nir(read_nir(run_dir / "export/student_quant.nir"))
+    graph = getattr(q, "graph", q)
+    ops = count_ops(graph, rec, neurobench=False)
+    spike_rows = [r for r in ops["layers"] if r["input"] == "spikes"]
+    for t in range(rec.timesteps):
+        assert est["per_timestep"][t]["synops"] * rec.samples == sum(r["acs_per_timestep"][t] for r in spike_rows)
+    assert m.input_synapses * rec.timesteps * rec.samples == ops["totals"]["macs"]
+
+
+def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
+    from htakl_deploy.cli import main
+    from htakl_deploy.energy.document import write_report
+
+    assert main(["map", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "binding limit" in out and "energy per inference on loihi2" in out
+    data = json.loads((run_dir / "map/loihi2.json").read_text())
+    assert data["format"] == "htakl-map/1" and data["totals"]["cores"] == sum(r["cores"] for r in data["layers"])
+    assert data["totals"]["cores"] >= data["totals"]["lower_bound_cores_layerwise"]
+    assert data["estimate"]["timesteps"] == 4 and data["estimate"]["samples"] == 16
+    assert main(["map", str(run_dir / "export"), "--target", "loihi1", "--no-spikes",
+                 "--json", str(tmp_path / "l1.json")]) == 0
+    assert "estimate" not in json.loads((tmp_path / "l1.json").read_text())
+    assert not (run_dir / "map/loihi1.json").exists()
+    assert main(["map", str(run_dir), "--set", "input_axons_per_core=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("htakl-deploy: error: layer ") and "input axons" in err and "Traceback" not in err
+    assert main(["map", str(tmp_path / "nowhere")]) == 2
+    report = write_report(run_dir)
+    assert "loihi2" in report["mapping"]
+    md = (run_dir / "report.md").read_text()
+    assert "## Hardware mapping" in md and "binding limit" in md
+    assert 'id="fig-hardware_mapping"' in (run_dir / "report.html").read_text()
