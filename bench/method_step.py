@@ -1,6 +1,8 @@
 """Benchmark: one training step of every method, relative to ``kd``, on the same model and batch.
 
-The step is the loop's own (``methods.inputs.loss_inputs``, as the training loop calls it) plus backward and SGD; methods are interleaved step by step (rotating order) so machine
+The step is the loop's own (``methods.inputs.loss_inputs``, as the training loop calls it) plus backward and SGD
+(over the student's parameters and, for a method with a trainable part such as BKDSNN's generator,
+that module's, as in the loop); methods are interleaved step by step (rotating order) so machine
 noise hits all alike, and the median step time and its ratio to ``kd`` are printed. The teacher's
 backward passes per step are counted with hooks (SAMD's Grad-CAM: one, through the layers after
 the tapped stage only). Run: ``python bench/method_step.py [--steps 20] [--batch 128] [--json F]``.
@@ -18,19 +20,22 @@ from htakl_deploy.atomic import write_json
 from htakl_deploy.distill.data import load_dataset
 from htakl_deploy.distill.losses import LossConfig
 from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
-from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
+from htakl_deploy.distill.methods.inputs import loss_inputs, method_module, method_tap
 from htakl_deploy.distill.models import build_model
 
 
-def make_step(model, teacher, opt, x, y, timesteps, method, cfg):
+def make_step(model, teacher, x, y, timesteps, method, cfg):
     needs = METHOD_NEEDS.get(method)
     tap = method_tap(model, method, cfg)
+    module = method_module(model, method, cfg, tap, seed=0)
+    params = list(model.parameters()) + (list(module.parameters()) if module is not None else [])
+    opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
     x_tb = x.unsqueeze(0).repeat(timesteps, 1, 1, 1, 1)
 
     def step() -> float:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(0)
-        inputs = loss_inputs(model, model, teacher, needs, tap, x_tb, x, y, g, "label")
+        inputs = loss_inputs(model, model, teacher, needs, tap, x_tb, x, y, g, "label", module=module)
         loss = LOSSES[method](inputs, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,9 +64,8 @@ def bench(x, y, num_classes, timesteps, steps, methods):
     model = build_model("convnet", in_shape=in_shape, num_classes=num_classes, spiking=True)
     teacher = build_model("convnet", in_shape=in_shape, num_classes=num_classes, spiking=False).eval()
     teacher.requires_grad_(False)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     cfg = LossConfig()
-    steps_by = {m: make_step(model, teacher, opt, x, y, timesteps, m, cfg) for m in methods}
+    steps_by = {m: make_step(model, teacher, x, y, timesteps, m, cfg) for m in methods}
     backwards = {m: count_teacher_backwards(teacher, steps_by[m]) for m in methods}
     for fn in steps_by.values():  # warm-up
         fn()

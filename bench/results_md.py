@@ -29,7 +29,7 @@ from typing import Any, Iterable
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MD = REPO / "docs" / "RESULTS.md"
 DATASETS = ("digits", "fashion-mnist")
-METHOD_ORDER = ("ce", "kd", "rkl", "fixed", "hta-kl", "ckdsnn", "seal", "kdsnn")
+METHOD_ORDER = ("ce", "kd", "rkl", "fixed", "hta-kl", "ckdsnn", "seal", "kdsnn", "lasnn", "bkdsnn")
 #: loss settings an ablation varies; a cell that leaves them at their default is a main-grid cell
 ABLATED = {"hta-kl": "delta", "fixed": "head_weight"}
 METRICS = ("float_acc", "emulator_acc", "firing_rate", "acs_per_sample", "energy_uj_per_sample")

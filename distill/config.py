@@ -70,6 +70,13 @@ class DistillConfig:
     # kdsnn
     kdsnn_feature_weight: float = LossConfig.kdsnn_feature_weight
     kdsnn_stage: str = LossConfig.kdsnn_stage
+    # lasnn
+    lasnn_beta: float = LossConfig.lasnn_beta
+    lasnn_p: float = LossConfig.lasnn_p
+    # bkdsnn
+    bkdsnn_alpha: float = LossConfig.bkdsnn_alpha
+    bkdsnn_mask_ratio: float = LossConfig.bkdsnn_mask_ratio
+    bkdsnn_stage: str = LossConfig.bkdsnn_stage
     # optimisation (the paper's recipe)
     epochs: int | None = None
     batch_size: int = 128

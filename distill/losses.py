@@ -54,6 +54,13 @@ class LossConfig:
     # kdsnn: KD (temperature, alpha as `kd`) + w·MSE(features at one stage)
     kdsnn_feature_weight: float = 1.0
     kdsnn_stage: str = "last"
+    # lasnn: KD + β/2·Σ_stages attention-transfer distance (Zagoruyko & Komodakis form)
+    lasnn_beta: float = 1000.0
+    lasnn_p: float = 2.0
+    # bkdsnn: KD + α·‖G(mask ⊙ f_s) − f_t‖² (blurred, i.e. masked and regenerated, student feature)
+    bkdsnn_alpha: float = 2e-3
+    bkdsnn_mask_ratio: float = 0.15
+    bkdsnn_stage: str = "last"
 
     def __post_init__(self) -> None:
         def number(v: object) -> bool:
@@ -64,12 +71,15 @@ class LossConfig:
                 "temperature", "nld_temperature", "samd_temperature", "seal_temperature")),
             *((n, lambda v: number(v) and v >= 0, "a number >= 0") for n in (
                 "nld_lambda", "ckdsnn_beta", "ckdsnn_gamma", "seal_alpha", "seal_beta",
-                "kdsnn_feature_weight")),
+                "kdsnn_feature_weight", "lasnn_beta", "bkdsnn_alpha")),
             *((n, lambda v: number(v) and 0 <= v <= 1, "a number in [0, 1]") for n in (
                 "alpha", "head_weight")),
             ("delta", lambda v: number(v) and 0 < v <= 1, "a head threshold in (0, 1]"),
             ("student_average", lambda v: v in STUDENT_AVERAGES, f"one of {', '.join(STUDENT_AVERAGES)}"),
-            ("kdsnn_stage", lambda v: isinstance(v, str) and v.strip() != "", "'last' or a stage name"),
+            *((n, lambda v: isinstance(v, str) and v.strip() != "", "'last' or a stage name")
+              for n in ("kdsnn_stage", "bkdsnn_stage")),
+            ("lasnn_p", lambda v: number(v) and v >= 1, "a number >= 1 (the attention map's power)"),
+            ("bkdsnn_mask_ratio", lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)"),
         ]
         for name, ok, expected in checks:
             if not ok(getattr(self, name)):
@@ -93,7 +103,9 @@ class LossInputs:
     - ``student_features``: tap name → live student output ``[T, B, C, H, W]`` (spikes);
     - ``teacher_features``: tap name → teacher output ``[1, B, C, H, W]`` (no grad);
     - ``teacher_cam``: the teacher's Grad-CAM at its last stage, ``[B, H, W]`` (no grad);
-    - ``generator``: the step's seeded generator, for methods that draw noise.
+    - ``generator``: the step's seeded generator, for methods that draw noise;
+    - ``module``: the method's own trainable part (``FeatureNeeds.module``), trained with the
+      student by the same optimiser.
     """
 
     student_tbc: torch.Tensor
@@ -103,6 +115,7 @@ class LossInputs:
     teacher_features: dict[str, torch.Tensor] | None = None
     teacher_cam: torch.Tensor | None = None
     generator: torch.Generator | None = None
+    module: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
         zs = self.student_tbc
@@ -124,13 +137,19 @@ class FeatureNeeds:
     """What a method needs beyond logits; the loop computes only what is declared.
 
     ``stage_field`` names the ``LossConfig`` field holding the tap (``"last"`` = the model's
-    last feature stage); ``None`` means the last stage.
+    last feature stage); ``None`` means the last stage. ``all_stages``: every feature stage of
+    ``tap_names`` (all but the stem) instead of one. ``module``: a method with trainable parts of
+    its own gives their factory, ``module(channels, cfg) -> nn.Module`` (``channels``: the
+    tapped stage's channel count); the loop builds it once per stage, trains it with the student,
+    and saves it in the checkpoint.
     """
 
     student_features: bool = False
     teacher_features: bool = False
     teacher_cam: bool = False
     stage_field: str | None = None
+    all_stages: bool = False
+    module: Callable[[int, "LossConfig"], torch.nn.Module] | None = None
 
 
 def as_tbc(zs: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,10 @@ from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.data import ArrayDataset, augment_batch, encode
 from htakl_deploy.distill.dist import DistEnv, all_sum, broadcast_flag
 from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
-from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
+from htakl_deploy.distill.methods.inputs import loss_inputs, method_module, method_tap
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.runlog import MetricsLog
-from htakl_deploy.errors import TrainingDiverged
+from htakl_deploy.errors import TrainingDiverged, UserError
 
 STAGE_IDS = {"teacher": 1, "student": 2}
 CPU = torch.device("cpu")
@@ -129,19 +129,23 @@ def fit(
     loss_cfg = cfg.loss_config()
     needs = METHOD_NEEDS.get(stage.method)
     tap = method_tap(model, stage.method, loss_cfg)
+    # a method's own trainable part (e.g. BKDSNN's generator): same optimiser, saved with the model
+    aux = method_module(model, stage.method, loss_cfg, tap, cfg.seed) if stage.role == "student" else None
     local_batch = cfg.batch_size // env.world_size
     steps_per_epoch = len(train) // cfg.batch_size
     total_steps = steps_per_epoch * stage.epochs
     encoding = cfg.encoding if stage.timesteps > 1 or stage.role == "student" else "direct"
 
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.schedule, total_steps))
     if env.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         net = model
+    aux_net = aux
+    if env.enabled and aux is not None:  # its gradients are averaged over processes like the model's
+        aux_net = DistributedDataParallel(aux, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.teacher is not None:
         stage.teacher.eval()
 
@@ -152,6 +156,11 @@ def fit(
     if last_path.exists():
         ckpt = load_checkpoint(last_path, flag="resume", role=stage.role)
         model.load_state_dict(ckpt["model"])
+        if aux is not None:
+            if "method_module" not in ckpt:
+                raise UserError(f"--resume: {last_path} has no state of the {stage.method} module; "
+                                "it was not written by a run of this method")
+            aux.load_state_dict(ckpt["method_module"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, start_step = ckpt["epoch"], ckpt["step_in_epoch"]
@@ -173,6 +182,7 @@ def fit(
                     "role": stage.role,
                     "model_spec": model.spec,
                     "model": model.state_dict(),
+                    **({"method_module": aux.state_dict()} if aux is not None else {}),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
@@ -207,7 +217,7 @@ def fit(
             x_tbchw = make_inputs(x, stage.timesteps, encoding, g).to(device, non_blocking=True)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             inputs = loss_inputs(net, stage.model, stage.teacher, needs, tap, x_tbchw, x, y, g,
-                                 cfg.samd_cam_class)
+                                 cfg.samd_cam_class, module=aux_net)
             out = inputs.student_tbc
             loss = loss_fn(inputs, loss_cfg)
             if broadcast_flag(env, not bool(torch.isfinite(loss))):

@@ -32,6 +32,6 @@ def test_method_step_bench_covers_every_method(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
-    for method in ("ce", "kd", "rkl", "fixed", "hta-kl", "ckdsnn", "seal", "kdsnn"):
+    for method in ("ce", "kd", "rkl", "fixed", "hta-kl", "ckdsnn", "seal", "kdsnn", "lasnn", "bkdsnn"):
         assert method in text
     json.loads(text)

@@ -98,7 +98,7 @@ def test_every_method_keeps_to_the_models_device(arch, in_shape):
     loss fails here as it would on a GPU — the closest check of the CUDA path this machine allows.
     """
     from htakl_deploy.distill.methods import LOSSES, METHOD_NEEDS
-    from htakl_deploy.distill.methods.inputs import loss_inputs, method_tap
+    from htakl_deploy.distill.methods.inputs import loss_inputs, method_module, method_tap
     from htakl_deploy.distill.models import build_model
     from htakl_deploy.distill.train import make_inputs, seeded_generator
 
@@ -113,9 +113,14 @@ def test_every_method_keeps_to_the_models_device(arch, in_shape):
         x = torch.rand(2, *in_shape)
         x_tbchw = make_inputs(x, 2, "direct", g).to(meta)
         y = torch.tensor([1, 7]).to(meta)
-        inputs = loss_inputs(student, student, teacher, METHOD_NEEDS.get(method), method_tap(student, method, loss_cfg),
-                             x_tbchw, x.to(meta), y, g, "label")
+        tap = method_tap(student, method, loss_cfg)
+        module = method_module(student, method, loss_cfg, tap, seed=0)  # BKDSNN's generator, on meta
+        inputs = loss_inputs(student, student, teacher, METHOD_NEEDS.get(method), tap,
+                             x_tbchw, x.to(meta), y, g, "label", module=module)
         loss = loss_fn(inputs, loss_cfg)
         loss.backward()
         assert loss.device == meta and loss.dim() == 0, method
         assert all(p.grad is None or p.grad.device == meta for p in student.parameters()), method
+        if module is not None:
+            assert all(p.device == meta and p.grad is not None and p.grad.device == meta
+                       for p in module.parameters()), method

@@ -301,8 +301,8 @@ def test_loss_config_validates():
 
 
 def test_only_feature_methods_declare_needs():
-    assert set(METHOD_NEEDS) == {"ckdsnn", "kdsnn"}
-    assert {"ckdsnn", "seal", "kdsnn"} <= set(LOSSES)
+    assert set(METHOD_NEEDS) == {"ckdsnn", "kdsnn", "lasnn", "bkdsnn"}
+    assert {"ckdsnn", "seal", "kdsnn", "lasnn", "bkdsnn"} <= set(LOSSES)
 
 
 def small_cfg(tmp_path, **kw) -> DistillConfig:

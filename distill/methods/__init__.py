@@ -9,15 +9,18 @@ methods not in ``METHOD_NEEDS`` run the plain, logits-only step.
 from __future__ import annotations
 
 from htakl_deploy.distill.losses import LOGIT_LOSSES, FeatureNeeds, LossFn
-from htakl_deploy.distill.methods import ckdsnn, kdsnn, seal
+from htakl_deploy.distill.methods import bkdsnn, ckdsnn, kdsnn, lasnn, seal
 
 LOSSES: dict[str, LossFn] = {
     **LOGIT_LOSSES,
     "ckdsnn": ckdsnn.loss_ckdsnn,
     "seal": seal.loss_seal,
     "kdsnn": kdsnn.loss_kdsnn,
+    "lasnn": lasnn.loss_lasnn,
+    "bkdsnn": bkdsnn.loss_bkdsnn,
 }
 
-METHOD_NEEDS: dict[str, FeatureNeeds] = {"ckdsnn": ckdsnn.NEEDS, "kdsnn": kdsnn.NEEDS}
+METHOD_NEEDS: dict[str, FeatureNeeds] = {"ckdsnn": ckdsnn.NEEDS, "kdsnn": kdsnn.NEEDS,
+                                         "lasnn": lasnn.NEEDS, "bkdsnn": bkdsnn.NEEDS}
 
 __all__ = ["LOSSES", "METHOD_NEEDS"]
