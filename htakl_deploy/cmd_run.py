@@ -13,7 +13,7 @@ examples:
   htakl-deploy run --resume runs/demo                # finish an interrupted run
 
 Every distill flag works here (see `htakl-deploy distill --help`). The run directory ends up with
-teacher/, student/, export/, simulate/<backend>/, energy/<backend>.json and report.{md,html,json}.
+teacher/, student/, export/, simulate/<backend>/, energy/<backend>.json, map/loihi2.json and report.{md,html,json}.
 """
 
 
@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip Lava (export check and simulation): large nets need one OS process per "
                         "Lava process; the emulator is bit-exact with Lava's fixed_pt models")
     p.add_argument("--preset", default="paper-45nm", help="energy preset for the report (default paper-45nm)")
+    p.add_argument("--map-target", default="loihi2", metavar="TARGET",
+                   help="hardware target of the mapping stage (`htakl-deploy map`): loihi2 (default), loihi1, "
+                        "a target .toml file, or none to skip it")
     p.set_defaults(handler=run_command)
 
 
@@ -47,6 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
     if cfg is None:
         cfg, teacher_only = resumed_config(args)
     result = run_pipeline(cfg, resume_dir=args.resume, teacher_only=teacher_only, lava_samples=args.lava_samples,
-                          lava=args.lava, preset=args.preset)
+                          lava=args.lava, preset=args.preset,
+                          map_target=None if args.map_target == "none" else args.map_target)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

@@ -2,7 +2,7 @@
 
 train the ANN teacher → distil the SNN student (HTA-KL by default) → export (NIR, ONNX, the Lava
 artefact) → simulate (float student in PyTorch, the bit-exact emulator, Lava ``fixed_pt``) →
-count ACs/MACs and energy for every backend → report (md, html, json).
+count ACs/MACs and energy for every backend → map onto Loihi 2 neurocores → report (md, html, json).
 
 Each stage writes into the run directory, so a stage's output can be inspected — or a stage
 re-run by hand with its own command — without repeating the others. ``--resume RUN_DIR``
@@ -24,7 +24,7 @@ SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt")
 
 def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_only: bool = False,
                  lava_samples: int | None = None, lava: bool = True, preset: str = "paper-45nm",
-                 say: Callable[[str], None] = print) -> dict[str, Any]:
+                 map_target: str | None = "loihi2", say: Callable[[str], None] = print) -> dict[str, Any]:
     """distil (or, with ``resume_dir``, continue the run there with ``cfg``, its saved config) →
     export → simulate → energy → report."""
     from htakl_deploy.energy.document import write_report
@@ -33,7 +33,12 @@ def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_o
     from htakl_deploy.export.pipeline import run_export
     from htakl_deploy.hw.simulate import simulate
 
-    model = load_preset(preset)  # a bad preset fails before hours of training
+    from htakl_deploy.hw.mapping import map_run_dir
+    from htakl_deploy.hw.target import load_target
+
+    model = load_preset(preset)  # a bad preset (or hardware target) fails before hours of training
+    if map_target:
+        load_target(map_target, flag="--map-target")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir)
@@ -64,12 +69,18 @@ def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_o
         write_json(run_dir / "energy" / f"{backend}.json", rep)
     timings["energy_s"] = time.perf_counter() - t
 
+    if map_target:
+        t = time.perf_counter()
+        say(f"[run] map onto {map_target} → {run_dir / 'map'}")
+        say(f"[run]   {map_run_dir(run_dir, map_target)}")
+        timings["map_s"] = time.perf_counter() - t
+
     t = time.perf_counter()
     write_report(run_dir)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     write_json(run_dir / "pipeline.json", {"timings": timings, "lava": lava, "lava_samples": lava_samples,
-                                           "preset": preset})
+                                           "preset": preset, "map_target": map_target})
     say(f"[run] report → {run_dir / 'report.html'} ({timings['total_s']:.0f} s in total)")
     return {"run_dir": str(run_dir), "timings": timings,
             "accuracy": {b: s["accuracy"] for b, s in sims.items()},

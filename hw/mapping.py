@@ -638,3 +638,28 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
                 pass  # the report lists unreadable energy files; the estimate stands without it
         data["estimate"] = est
     return data
+
+
+def map_run_dir(run_dir, target: str = "loihi2") -> str:
+    """``htakl-deploy run``'s mapping stage: ``RUN_DIR/map/<target>.json`` from the run's artefact
+    and spikes. A network that fits on no core is recorded there (``error``), not raised: the
+    run's other results stand. Returns a one-line summary."""
+    from pathlib import Path
+
+    from htakl_deploy.atomic import write_json
+    from htakl_deploy.hw.target import load_target
+
+    tgt = load_target(target)
+    out = Path(run_dir) / "map" / f"{tgt.name}.json"
+    try:
+        data = map_artefact(run_dir, target=target)
+    except UserError as e:
+        write_json(out, {"format": "htakl-map/1", "target": tgt.to_dict(), "error": str(e)})
+        return f"does not fit: {e}"
+    write_json(out, data)
+    t = data["totals"]
+    line = f"{t['cores']} cores on {t['chips']} chip(s) (lower bound {t['lower_bound_cores_layerwise']})"
+    if "estimate" in data:
+        pi = data["estimate"]["per_inference"]
+        line += f", {pi['latency_ns'] / 1e3:.1f} µs and {pi['energy']['total_pj'] / 1e6:.3f} µJ per inference"
+    return line

@@ -112,7 +112,7 @@ def read_maps(root: Path, problems: list[str]) -> dict[str, dict]:
 
 
 def figure_entries(maps: dict) -> list[dict]:
-    if not maps:
+    if not any("layers" in d for d in maps.values()):
         return []
     return [{"id": "hardware_mapping", "title": "Hardware mapping",
              "caption": "Left: neurocores per layer on each target. Right: synapse memory used on every core "
@@ -122,7 +122,7 @@ def figure_entries(maps: dict) -> list[dict]:
 def plot_mapping(report: dict) -> bytes:
     from htakl_deploy.energy.figures import _new_figure, _png
 
-    maps = report["mapping"]
+    maps = {k: d for k, d in report["mapping"].items() if "layers" in d}
     fig, (ax1, ax2) = _new_figure(10, 3.6, ncols=2)
     names = list(dict.fromkeys(r["name"] for d in maps.values() for r in d["layers"]))
     width = 0.8 / len(maps)
@@ -161,6 +161,9 @@ def mapping_blocks(report: dict, table_cls) -> list:
                     "limit is the one nearest its maximum. Estimates use the target file's per-operation costs.",
                     ("figure", "hardware_mapping")]
     for tn, d in maps.items():
+        if "layers" not in d:
+            blocks.append(f"**Does not fit on {tn}**: {d.get('error', 'no layers in map/' + tn + '.json')}.")
+            continue
         blocks.append(totals_lines(d) + estimate_lines(d))
         blocks.append(table_cls(LAYER_HEADERS, layer_rows(d), f"Per layer on {tn} (map/{tn}.json).", "ll"))
     return blocks

@@ -151,7 +151,7 @@ def target_from_dict(data: dict, *, default_name: str) -> Target:
     return Target(**{"name": default_name, "title": default_name, **data})
 
 
-def load_target(name_or_path: str | os.PathLike) -> Target:
+def load_target(name_or_path: str | os.PathLike, flag: str = "--target") -> Target:
     """A shipped target by name (``loihi2``) or a ``.toml`` file; UserError on anything invalid."""
     s = str(name_or_path)
     if s in target_names():
@@ -161,10 +161,10 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"--target {p}: cannot read it ({e.strerror if isinstance(e, OSError) else e})") from None
-        where, stem = f"--target {p}", p.stem
+            raise UserError(f"{flag} {p}: cannot read it ({e.strerror if isinstance(e, OSError) else e})") from None
+        where, stem = f"{flag} {p}", p.stem
     else:
-        raise UserError(f"--target: got {s!r}, expected one of {', '.join(target_names())} or a .toml file")
+        raise UserError(f"{flag}: got {s!r}, expected one of {', '.join(target_names())} or a .toml file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -38,12 +38,16 @@ def test_run_without_lava(tmp_path, capsys):
     assert sorted(p.name for p in (run / "simulate").iterdir()) == ["emulator", "torch-float"]
     assert "lava_check" not in json.loads((run / "export" / "export_report.json").read_text())["lava"]
     assert (run / "export" / "student.lava.npz").exists() and (run / "report.html").exists()
+    mapping = json.loads((run / "map" / "loihi2.json").read_text())  # `run` maps onto Loihi 2 by default
+    assert mapping["totals"]["cores"] >= 1 and mapping["estimate"]["samples"] == 8
+    assert "## Hardware mapping" in (run / "report.md").read_text()
     capsys.readouterr()
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--lava-samples", "0"], "--lava-samples: got 0"),
     (["--preset", "nope"], "--preset: got 'nope'"),
+    (["--map-target", "nope"], "--map-target: got 'nope'"),
     (["--resume", "x", "--epochs", "3"], "--resume continues a run with its saved config; drop --epochs"),
 ])
 def test_run_bad_input(tmp_path, capsys, args, expected):
