@@ -11,7 +11,10 @@ A second module, ``lava.magma.core.process.ports.ports``, imports fine but break
 with numpy >= 2.4: its ``ReshapePort``/``FlattenPort`` transforms call
 ``np.reshape(..., newshape=...)``, a keyword numpy 2.4 removed; the ``TypeError`` is raised
 inside a Lava child process and the run hangs. The same finder rewrites those two calls to
-``shape=`` (numpy >= 2.1, see pyproject.toml). ``PATCHES`` lists every edit.
+``shape=`` (numpy >= 2.1, see pyproject.toml). A third, ``lava.proc.conv.models``, passes
+``Conv``'s int8 Vars to its convolution, where numpy 2's promotion rules raise an
+``OverflowError`` in the child for any kernel with >= 128 channels (the run hangs): the model
+passes them as int64. ``PATCHES`` lists every edit.
 
 Every edit keeps the line count, so tracebacks still point at the right lines of the file on
 disk. The patched code is never written to ``__pycache__`` (the installed lava stays as pip
@@ -49,6 +52,7 @@ INSTALL_HINT = (
 )
 TARGET_MODULE = "lava.magma.compiler.var_model"
 PORTS_MODULE = "lava.magma.core.process.ports.ports"
+CONV_MODELS_MODULE = "lava.proc.conv.models"
 
 # module → (text expected in lava-nc 0.10.0's source, its replacement, expected occurrences)
 PATCHES: dict[str, tuple[tuple[str, str, int], ...]] = {
@@ -71,6 +75,17 @@ PATCHES: dict[str, tuple[tuple[str, str, int], ...]] = {
     PORTS_MODULE: (
         ("ft.partial(np.reshape, newshape=self.shape)", "ft.partial(np.reshape, shape=self.shape)", 1),
         ("ft.partial(np.reshape, newshape=self.old_shape)", "ft.partial(np.reshape, shape=self.old_shape)", 1),
+    ),
+    # numpy >= 2 (NEP 50): Conv's model passes its int8 Vars (kernel size, stride, padding,
+    # dilation, groups) to ``utils.conv_scipy``, where ``input_.shape[-1] % groups`` raises
+    # ``OverflowError: Python integer 128 out of bounds for int8`` once a kernel has 128 or more
+    # input or output channels (numpy 1 promoted to a wider type). The error kills the child
+    # process and the run hangs. The model passes them as int64 instead.
+    CONV_MODELS_MODULE: (
+        ("            self.kernel_size, self.stride, self.padding, self.dilation,\n",
+         "            *(v.astype(np.int64) for v in (self.kernel_size, self.stride, self.padding, self.dilation)),\n",
+         1),
+        ("            self.groups[0]\n", "            int(self.groups[0])\n", 1),
     ),
 }
 _EDITS = PATCHES[TARGET_MODULE]

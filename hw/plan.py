@@ -13,12 +13,12 @@ so the two can only differ in *how* they compute, never in *what*:
 
   * ``input``  the first, encoding connection: integer MACs on the 8-bit pixels, computed
                off-chip; its currents are fed to the first population (a Lava ``RingBuffer``).
-  * ``conv``   a plain convolution of spikes with ``weight_exp == 0``, no extra delay and fewer
-               than 128 channels: Lava ``Conv`` (whose ``fixed_pt`` model ignores
-               ``weight_exp`` and wraps its output at 24 bits — so only exponent-0 convs go
-               there; with 128 channels or more it hangs, see ``LAVA_CONV_MAX_CHANNELS``).
+  * ``conv``   a plain convolution of spikes with ``weight_exp == 0`` and no extra delay: Lava
+               ``Conv`` (whose ``fixed_pt`` model ignores ``weight_exp`` and clamps its output
+               at 24 bits — so only exponent-0 convs go there), or ``Sparse`` where that is
+               faster (the Lava builder decides, ``hw.lava_net``).
   * ``dense``  a flatten → dense connection without extra delay: Lava ``Dense``.
-  * ``sparse`` anything else (a conv with exponent ≠ 0 or ≥ 128 channels, pooled connections,
+  * ``sparse`` anything else (a conv with exponent ≠ 0, pooled connections,
                identity skips, any connection needing an extra delay): Lava ``Sparse`` /
                ``DelaySparse``.
 
@@ -59,10 +59,6 @@ LINK_KINDS = ("input", "conv", "dense", "sparse")
 READOUT_VTH = 2**17 - 1  # the readout never needs to spike: largest 17-bit threshold
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
-# lava-nc 0.10's Conv process hangs the run (a child process never answers) when its kernel has
-# 128 or more input or output channels — measured: 127 runs, 128 hangs, at any image size. Such
-# convolutions go through Sparse instead (same integer result; tests/test_lava_deploy.py).
-LAVA_CONV_MAX_CHANNELS = 127
 
 
 @dataclass(eq=False)
@@ -384,8 +380,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if spec is not None:
                 spec["f_weight"] = spec["f_weight"] / divisor
                 sum_abs = np.abs(spec["weight"]).reshape(len(spec["weight"]), -1).sum(1).max()
-                fits_conv = (not conn.identity and max(spec["weight"].shape[:2]) <= LAVA_CONV_MAX_CHANNELS
-                             and sum_abs < CONV_SUM_LIMIT)
+                fits_conv = not conn.identity and sum_abs < CONV_SUM_LIMIT
                 kind = "conv" if conn.weight_exp == 0 and delay == 0 and fits_conv else "sparse"
                 links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp if kind == "sparse" else 0,
                                   conv=spec))

@@ -184,24 +184,33 @@ def test_residual_graph_through_nir_builds_and_runs_in_lava(residual, tmp_path):
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
 
 
-def test_conv_with_128_channels_runs_through_sparse_in_lava():
-    """lava-nc 0.10's Conv hangs with >= 128 channels; the plan routes such convs to Sparse."""
-    from htakl_deploy.hw.lava_net import run_lava
+def test_residual_net_with_128_channels_runs_through_lava_conv():
+    """lava-nc 0.10's Conv model failed with >= 128 channels under numpy 2 (an int8 ``groups``
+    overflow in its child process, which hung the run); ``lava_compat`` carries the fix. A
+    128 → 128-channel conv (8 groups: 1,024 channel pairs, fast) plus an identity skip (``Sparse``) runs through Lava
+    ``Conv`` and equals the emulator spike for spike."""
+    from htakl_deploy.hw.lava_net import build_network, run_lava
+    from htakl_deploy.export.quantize import quantize_input
+    from htakl_deploy.hw.emulator import input_currents
 
     rng = np.random.default_rng(3)
     nodes = OrderedDict(
         input=InputNode((1, 3, 3)),
         c1=_conv(rng, 128, 1, 0.9), a1=LIFNode(2.0, 1.0),
-        c2=_conv(rng, 4, 128, 0.15), a2=LIFNode(2.0, 1.0),
-        flat=FlattenNode(), fc=DenseNode(rng.normal(0, 0.3, (2, 36)), np.zeros(2)), output=OutputNode(),
+        c2=_conv(rng, 128, 16, 0.3, groups=8), a2=LIFNode(2.0, 1.0),  # + identity skip from a1
+        flat=FlattenNode(), fc=DenseNode(rng.normal(0, 0.05, (2, 1152)), np.zeros(2)), output=OutputNode(),
     )
-    edges = [("input", "c1"), ("c1", "a1"), ("a1", "c2"), ("c2", "a2"), ("a2", "flat"), ("flat", "fc"),
-             ("fc", "output")]
+    edges = [("input", "c1"), ("c1", "a1"), ("a1", "c2"), ("c2", "a2"), ("a1", "a2"), ("a2", "flat"),
+             ("flat", "fc"), ("fc", "output")]
     plan = plan_from_quantized(quantize(StudentGraph(nodes, edges)))
-    assert {k.name: k.kind for k in plan.links}["c2"] == "sparse"
+    kinds = {(k.src, k.dst): k.kind for k in plan.links}
+    assert kinds[("a1", "a2")] == "sparse" and [k.kind for k in plan.links if k.name.startswith("c2")] == ["conv"]
     x = torch.rand(T, 2, 1, 3, 3, generator=torch.Generator().manual_seed(4)).double().numpy()
+    net = build_network(plan, input_currents(plan, quantize_input(x, plan.input_scale)))
+    assert [type(p).__name__ for p in net.links.values()].count("Conv") == 1
     lava, emu = run_lava(plan, x), emulate(plan, x)
-    assert emu.spikes["a2"].any() and spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
+    assert emu.spikes["a2"].any() and not emu.spikes["a2"].all()
+    assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
 
 
