@@ -9,7 +9,9 @@ table of link kind → builder (``LINK_BUILDERS``):
   neuron state is zeroed at each sample's first step, samples run back to back);
 - ``Conv`` / ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
   population connect to its single ``a_in`` InPort, which sums them (residual joins);
-- a ``Monitor`` per population recording its ``s_out`` (the readout: its ``u``).
+- a recorder per population (``hw.lava_procs.recorder``) writing its ``s_out`` (the readout:
+  its ``u``) into a file-backed array each step, read once after the run (Lava's ``Monitor``,
+  read back one value per message, remains as ``record="monitor"`` for the benchmark).
 
 Shapes: Lava lays a ``(C, H, W)`` population out as ``(W, H, C)``; conv kernels are
 ``(C_out, W, H, C_in)`` and Lava's ``Conv`` flips them (a true convolution), so the builder
@@ -23,7 +25,10 @@ stopped in a ``finally`` — also on errors and Ctrl-C — so no Lava process ou
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -35,6 +40,7 @@ from htakl_deploy.hw.lava_compat import ensure_lava
 from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
 
 BACKENDS = ("fixed_pt", "floating_pt")
+RECORD_MODES = ("file", "monitor")
 
 
 def _to_lava_order(a_tb: np.ndarray) -> np.ndarray:
@@ -61,7 +67,7 @@ class LavaNetwork:
     source: Any
     populations: dict[str, Any]
     links: dict[str, Any]
-    monitors: dict[str, Any]
+    monitors: dict[str, Any]  # population → its recorder (or Monitor)
     steps: int
 
 
@@ -146,13 +152,20 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
                     name=pop.name, **params)
 
 
-def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt") -> LavaNetwork:
-    """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]``."""
+def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt",
+                  record_dir: str | os.PathLike | None = None) -> LavaNetwork:
+    """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]``.
+
+    Recording: with ``record_dir``, a ``SpikeRecorder`` / ``VarRecorder`` per population writing
+    into a file there (``hw.lava_procs.recorder``: read at once after the run); without, Lava's
+    ``Monitor`` (read back through ``Var.get``, one value per message — the old, slow path)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
     ensure_lava()
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
+
+    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder, create_recording
 
     fixed = backend == "fixed_pt"
     timesteps, samples = currents_tb.shape[:2]
@@ -175,19 +188,50 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
         (proc.a_out.reshape(lava_shape(dst.shape)) if flat and len(dst.shape) > 1 else proc.a_out).connect(
             pops[link.dst].a_in)
         links[link.name] = proc
-    monitors = {}  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
+    recorders = {}
     for name, pop in plan.populations.items():
-        monitors[name] = Monitor()
-        monitors[name].probe(pops[name].u if pop.readout else pops[name].s_out, steps)
-    return LavaNetwork(source, pops, links, monitors, steps)
+        if record_dir is None:  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
+            recorders[name] = Monitor()
+            recorders[name].probe(pops[name].u if pop.readout else pops[name].s_out, steps)
+            continue
+        path = str(Path(record_dir) / f"{len(recorders)}.npy")
+        shape = lava_shape(pop.shape)
+        if pop.readout:
+            create_recording(path, shape, steps, np.int64 if fixed else np.float64)
+            recorders[name] = VarRecorder(var=pops[name].u, path=path)
+        else:
+            create_recording(path, shape, steps, np.uint8)
+            recorders[name] = SpikeRecorder(shape=shape, path=path)
+            pops[name].s_out.connect(recorders[name].a_in)
+    return LavaNetwork(source, pops, links, recorders, steps)
+
+
+def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
+    """Each population's recording ``[steps, *lava_shape]``: its spikes, the readout's ``u``."""
+    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder
+
+    out = {}
+    for name, pop in plan.populations.items():
+        rec = net.monitors[name]
+        if isinstance(rec, (SpikeRecorder, VarRecorder)):
+            out[name] = np.load(rec.proc_params["path"])
+        else:
+            out[name] = np.asarray(rec.get_data()[name]["u" if pop.readout else "s_out"])
+    return out
 
 
 def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
-             progress: Callable[[int], None] | None = None, chunk_samples: int = 50) -> EmulatorResult:
+             progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
+             record: str = "file") -> EmulatorResult:
     """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava.
+
+    ``record``: ``"file"`` (recorders writing into temporary files, read at once) or
+    ``"monitor"`` (Lava's ``Monitor``, read value by value: kept for the benchmark's old path).
 
     ``progress(n)`` is called with the number of samples completed after each chunk of
     ``chunk_samples`` samples (the run is paused between chunks; state carries on)."""
+    if record not in RECORD_MODES:
+        raise ValueError(f"record {record!r}, expected one of {RECORD_MODES}")
     ensure_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -201,7 +245,13 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         currents = input_currents(plan, x_int)
     else:
         currents = _float_input_currents(plan, x_int * plan.input_scale)
-    net = build_network(plan, currents, backend=backend)
+    tmp = tempfile.TemporaryDirectory(prefix="htakl-lava-") if record == "file" else None
+    try:
+        net = build_network(plan, currents, backend=backend, record_dir=tmp.name if tmp else None)
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     run_cfg = Loihi2SimCfg(select_tag=backend)
     done_steps = 0
     try:
@@ -213,13 +263,14 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
             done_steps += n
             if progress is not None:
                 progress(min(samples, max(0, (done_steps - plan.max_depth) // timesteps)))
-        data = {name: mon.get_data()[name] for name, mon in net.monitors.items()}
+        data = _recorded(net, plan)
     finally:
         net.source.stop()
+        if tmp is not None:
+            tmp.cleanup()
     spikes, readout_u = {}, None
     for name, pop in plan.populations.items():
-        rec = data[name]["u" if pop.readout else "s_out"]
-        rec = _from_lava_record(np.asarray(rec), pop.depth, samples, timesteps)
+        rec = _from_lava_record(data[name], pop.depth, samples, timesteps)
         if pop.readout:
             readout_u = rec.astype(np.float64 if backend != "fixed_pt" else np.int64)
         else:
