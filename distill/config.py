@@ -164,8 +164,14 @@ class DistillConfig:
 FIELD_NAMES = frozenset(f.name for f in fields(DistillConfig))
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file of config keys (dashes allowed)."""
+def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file of config keys (dashes allowed).
+
+    ``accepted``: the keys the command takes (default: the ``DistillConfig`` fields; ``run`` adds
+    its ``PipelineConfig`` fields). An unknown key fails with the closest accepted ones."""
+    from htakl_deploy.runconfig import PIPELINE_FIELDS, unknown_key_message
+
+    accepted = FIELD_NAMES if accepted is None else accepted
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config: file not found: {path}")
@@ -185,10 +191,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     out = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
-        if name not in FIELD_NAMES:
-            raise UserError(
-                f"--config: {path}: unknown key {key!r}; accepted: {', '.join(sorted(FIELD_NAMES))}"
-            )
+        if name not in accepted:
+            if name in PIPELINE_FIELDS:
+                raise UserError(f"--config: {path}: {key!r} is a setting of `htakl-deploy run`, not of this command")
+            raise UserError(unknown_key_message(key, accepted, f"--config: {path}"))
         out[name] = value
     return out
 

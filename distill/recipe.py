@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as tdist
@@ -148,10 +148,13 @@ def run(
     *,
     teacher_only: bool = False,
     resume_dir: str | Path | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Train (teacher and) student; returns the summary also written to ``summary.json``.
 
     With ``resume_dir``, ``cfg``/``teacher_only`` must be the run's saved ones (``read_run``).
+    ``on_open(run_dir)`` is called on the main process once the run directory exists, after every
+    check passed and before training (``run`` saves its pipeline settings there).
     """
     t_start = time.perf_counter()
     train, test = load_data(cfg)
@@ -175,6 +178,8 @@ def run(
         run_dir = Path(resume_dir)
     else:
         run_dir = open_run(cfg, env, teacher_only)
+    if on_open is not None and env.is_main:
+        on_open(run_dir)
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "data": cfg.data, "model": cfg.model,
                                "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device)}

@@ -15,8 +15,31 @@ from htakl_deploy.errors import TrainingDiverged, UserError
 PROG = "htakl-deploy"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from htakl_deploy import cmd_distill, cmd_energy, cmd_export, cmd_map, cmd_report, cmd_run, cmd_simulate
+#: subcommand → (module under ``htakl_deploy``, the one-line help of ``htakl-deploy --help``).
+#: Only the module of the command being run is imported — most of them import torch — so
+#: ``--help`` and ``--version`` answer in a fraction of a second (tests/test_cli_fast.py checks
+#: that the summaries equal the modules' own).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "distill": ("cmd_distill", "train an SNN student from an ANN teacher (HTA-KL and baselines)"),
+    "train-teacher": ("cmd_distill", "train only the ANN teacher (the student's ReLU twin)"),
+    "export": ("cmd_export", "fold BN, quantise to Loihi fixed point, write NIR / ONNX / Lava"),
+    "simulate": ("cmd_simulate", "run the exported network in Lava or the bit-exact emulator, record spikes"),
+    "energy": ("cmd_energy", "count ACs/MACs of recorded spikes and price them with an energy model"),
+    "map": ("cmd_map", "partition the exported network onto Loihi neurocores; latency and energy estimate"),
+    "report": ("cmd_report", "write report.md / report.html / report.json for a run directory"),
+    "run": ("cmd_run", "the whole pipeline: distil, export, simulate in Lava, count energy, report"),
+}
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the named command's module is imported and registered in
+    full (the others are one-line entries), without it every command is registered in full."""
+    import importlib
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -24,18 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    cmd_distill.register(sub)
-    cmd_export.register(sub)
-    cmd_simulate.register(sub)
-    cmd_energy.register(sub)
-    cmd_map.register(sub)
-    cmd_report.register(sub)
-    cmd_run.register(sub)
+    chosen = None if argv is None else _command_in(argv)
+    full = {m for name, (m, _) in COMMANDS.items() if argv is None or name == chosen}
+    done: set[str] = set()
+    for name, (module, summary) in COMMANDS.items():
+        if module in full:
+            if module not in done:
+                importlib.import_module(f"htakl_deploy.{module}").register(sub)
+                done.add(module)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)

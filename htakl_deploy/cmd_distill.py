@@ -81,7 +81,7 @@ HELP = {
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, with_config: bool = True) -> None:
     for f in fields(DistillConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
@@ -93,7 +93,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=float, default=None, metavar="X", help=HELP[f.name])
         else:
             parser.add_argument(flag, type=str, default=None, help=HELP[f.name])
-    parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings (flags override it)")
+    if with_config:
+        parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings (flags override it)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,11 +10,44 @@ examples:
   htakl-deploy run                                   # the embedded digits data, a few minutes on 2 cores
   htakl-deploy run --run-name demo --lava-samples 100
   htakl-deploy run --data fashion-mnist --epochs 20 --lr 0.05 --lava-samples 200
-  htakl-deploy run --resume runs/demo                # finish an interrupted run
+  htakl-deploy run --config configs/digits/hta-kl-T4.toml --no-lava
+  htakl-deploy run --resume runs/demo                # finish an interrupted run with its saved settings
+  htakl-deploy run --resume runs/demo --lava-samples 50   # pipeline flags given on resume override
 
-Every distill flag works here (see `htakl-deploy distill --help`). The run directory ends up with
-teacher/, student/, export/, simulate/<backend>/, energy/<backend>.json, map/loihi2.json and report.{md,html,json}.
+Every distill flag works here (see `htakl-deploy distill --help`), and every flag is also a key of
+the --config file (TOML or YAML, dashes or underscores). The run directory ends up with config.json
+and pipeline.json (the settings), teacher/, student/, export/, simulate/<backend>/,
+energy/<backend>.json, map/<target>.json and report.{md,html,json}.
 """
+
+#: help of the pipeline settings (``runconfig.PipelineConfig`` fields)
+PIPELINE_HELP = {
+    "lava": "run Lava (the export check and the lava-* backends); --no-lava skips it: large nets need "
+            "one OS process per Lava process, and the emulator is bit-exact with Lava's fixed_pt models",
+    "lava_samples": "test images run through Lava (default: all the run is evaluated on; the other "
+                    "backends always run all)",
+    "lava_check": "images the export runs through Lava and the emulator, which must agree spike for "
+                  "spike (default 4; 0 skips)",
+    "preset": "energy preset for the report (default paper-45nm)",
+    "backends": "simulation backends (default: torch-float emulator lava-fixed_pt; also lava-floating_pt)",
+    "export_targets": "export targets (default: nir onnx lava; nir and lava are needed by the later stages)",
+    "map_target": "hardware target of the mapping stage (`htakl-deploy map`): loihi2 (default), loihi1, "
+                  "a target .toml file, or none to skip it",
+}
+
+
+def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    from htakl_deploy.runconfig import EXPORT_TARGETS, SIM_BACKENDS
+
+    g = parser.add_argument_group("pipeline (after training; saved in pipeline.json, may be changed on --resume)")
+    g.add_argument("--lava", action=argparse.BooleanOptionalAction, default=None, help=PIPELINE_HELP["lava"])
+    g.add_argument("--lava-samples", type=int, metavar="N", help=PIPELINE_HELP["lava_samples"])
+    g.add_argument("--lava-check", type=int, metavar="N", help=PIPELINE_HELP["lava_check"])
+    g.add_argument("--preset", help=PIPELINE_HELP["preset"])
+    g.add_argument("--backends", nargs="+", choices=SIM_BACKENDS, metavar="B", help=PIPELINE_HELP["backends"])
+    g.add_argument("--export-targets", nargs="+", choices=EXPORT_TARGETS, metavar="T",
+                   help=PIPELINE_HELP["export_targets"])
+    g.add_argument("--map-target", metavar="TARGET", help=PIPELINE_HELP["map_target"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,33 +57,61 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="the whole pipeline: distil, export, simulate in Lava, count energy, report",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_config_flags(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, then run the later stages")
-    p.add_argument("--lava-samples", type=int, metavar="N",
-                   help="test images run through Lava (default: all the run is evaluated on; the "
-                        "emulator and the float student always run all)")
-    p.add_argument("--no-lava", dest="lava", action="store_false",
-                   help="skip Lava (export check and simulation): large nets need one OS process per "
-                        "Lava process; the emulator is bit-exact with Lava's fixed_pt models")
-    p.add_argument("--preset", default="paper-45nm", help="energy preset for the report (default paper-45nm)")
-    p.add_argument("--map-target", default="loihi2", metavar="TARGET",
-                   help="hardware target of the mapping stage (`htakl-deploy map`): loihi2 (default), loihi1, "
-                        "a target .toml file, or none to skip it")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings (distill and pipeline keys; "
+                                                     "flags override it)")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run with its saved settings: finished stages are skipped")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
+    add_pipeline_flags(p)
+    _add_config_flags(p.add_argument_group("training (as `htakl-deploy distill`; fixed by --resume)"),
+                      with_config=False)
     p.set_defaults(handler=run_command)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from htakl_deploy.cmd_distill import config_from_args, resumed_config
-    from htakl_deploy.errors import UserError
-    from htakl_deploy.pipeline import run_pipeline
+def pipeline_settings(args: argparse.Namespace, file_values: dict) -> "tuple[object, dict]":
+    """The ``PipelineConfig`` of a new run (defaults ← file ← flags) or of a resumed one (saved ←
+    flags), and the flags that overrode saved values ({name: (saved, new)})."""
+    from htakl_deploy.pipeline import saved_settings
+    from htakl_deploy.runconfig import PIPELINE_FIELDS, PipelineConfig
 
-    if args.lava_samples is not None and args.lava_samples < 1:
-        raise UserError(f"--lava-samples: got {args.lava_samples}, expected an integer >= 1")
-    cfg, teacher_only = config_from_args(args), False
-    if cfg is None:
+    flags = {k: getattr(args, k) for k in PIPELINE_FIELDS if getattr(args, k) is not None}
+    if not args.resume:
+        return PipelineConfig(**{**file_values, **flags}), {}
+    saved = saved_settings(args.resume) or PipelineConfig()
+    new = saved.replace(**flags)
+    changed = {k: (getattr(saved, k), getattr(new, k)) for k in flags if getattr(saved, k) != getattr(new, k)}
+    return new, changed
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import sys
+
+    from htakl_deploy.cmd_distill import config_from_args, resumed_config
+    from htakl_deploy.distill.config import FIELD_NAMES, build_config, read_config_file
+    from htakl_deploy.pipeline import run_pipeline
+    from htakl_deploy.runconfig import PIPELINE_FIELDS
+
+    if args.resume:
+        config_from_args(args)  # refuses training flags and --config with --resume
+        settings, changed = pipeline_settings(args, {})
         cfg, teacher_only = resumed_config(args)
-    result = run_pipeline(cfg, resume_dir=args.resume, teacher_only=teacher_only, lava_samples=args.lava_samples,
-                          lava=args.lava, preset=args.preset,
-                          map_target=None if args.map_target == "none" else args.map_target)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        values = read_config_file(args.config, FIELD_NAMES | set(PIPELINE_FIELDS)) if args.config else {}
+        file_pipeline = {k: values.pop(k) for k in list(values) if k in PIPELINE_FIELDS}
+        settings, changed = pipeline_settings(args, file_pipeline)
+        cfg, teacher_only = build_config(values, {f: getattr(args, f) for f in FIELD_NAMES}), False
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    for name, (old, new) in changed.items():
+        say(f"[run] --{name.replace('_', '-')} given on resume: {_show(new)} (was {_show(old)})")
+    result = run_pipeline(cfg, settings, resume_dir=args.resume, teacher_only=teacher_only, say=say,
+                          progress=cfg.progress)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)

@@ -5,83 +5,314 @@ artefact) → simulate (float student in PyTorch, the bit-exact emulator, Lava `
 count ACs/MACs and energy for every backend → map onto Loihi 2 neurocores → report (md, html, json).
 
 Each stage writes into the run directory, so a stage's output can be inspected — or a stage
-re-run by hand with its own command — without repeating the others. ``--resume RUN_DIR``
-continues a run whose training was interrupted and then runs the later stages.
+re-run by hand with its own command — without repeating the others.
+
+``pipeline.json`` in the run directory holds the run's :class:`PipelineConfig` (written before
+training starts) and, per stage, whether it finished, its wall time and the settings it ran with.
+``--resume RUN_DIR`` restores those settings, skips every finished stage whose settings did not
+change (an interrupted training continues from its ``last.pt``) and runs the rest; once a stage
+runs again, every later stage runs again too.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from htakl_deploy.atomic import write_json
-from htakl_deploy.distill import dist, recipe
-from htakl_deploy.distill.config import DistillConfig
+from htakl_deploy.errors import UserError
+from htakl_deploy.runconfig import PipelineConfig, pipeline_config_from_dict
 
-SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt")
+FORMAT = "htakl-deploy/pipeline"
+PIPELINE_FILE = "pipeline.json"
 
 
-def run_pipeline(cfg: DistillConfig, *, resume_dir: str | None = None, teacher_only: bool = False,
-                 lava_samples: int | None = None, lava: bool = True, preset: str = "paper-45nm",
-                 map_target: str | None = "loihi2", say: Callable[[str], None] = print) -> dict[str, Any]:
+def stage_plan(settings: PipelineConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The stages in order, each with the settings its output depends on."""
+    stages: list[tuple[str, dict[str, Any]]] = [
+        ("distill", {}),
+        ("export", {"export_targets": list(settings.export_targets), "lava_check": settings.effective_lava_check}),
+    ]
+    for b in settings.sim_backends:
+        stages.append((f"simulate:{b}", {"samples": settings.lava_samples if b.startswith("lava") else None}))
+    stages.append(("energy", {"preset": settings.preset, "backends": list(settings.sim_backends)}))
+    if settings.map_target:
+        stages.append(("map", {"map_target": settings.map_target, "backends": list(settings.sim_backends)}))
+    stages.append(("report", {"backends": list(settings.sim_backends)}))
+    return stages
+
+
+def read_pipeline_file(run_dir: str | Path) -> dict[str, Any] | None:
+    """The saved ``pipeline.json`` ({"settings", "stages", ...}); ``None`` for a run directory
+    made by ``distill`` (no pipeline yet). Files of older versions (settings at top level) are read."""
+    path = Path(run_dir) / PIPELINE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--resume: {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--resume: {path}: expected a JSON object")
+    if "settings" not in data:  # before version 1: {"timings", "lava", "lava_samples", "preset"}
+        data = {"settings": {k: data[k] for k in ("lava", "lava_samples", "preset") if k in data},
+                "stages": {}}
+    return data
+
+
+def saved_settings(run_dir: str | Path) -> PipelineConfig | None:
+    data = read_pipeline_file(run_dir)
+    if data is None:
+        return None
+    return pipeline_config_from_dict(data.get("settings", {}), str(Path(run_dir) / PIPELINE_FILE))
+
+
+class _Record:
+    """``pipeline.json``, rewritten atomically after every stage."""
+
+    def __init__(self, run_dir: Path, settings: PipelineConfig, previous: dict[str, Any] | None):
+        self.path = run_dir / PIPELINE_FILE
+        self.data: dict[str, Any] = {"format": FORMAT, "version": 1, "settings": settings.to_dict(),
+                                     "stages": dict((previous or {}).get("stages", {}))}
+
+    def done(self, stage: str, inputs: dict[str, Any]) -> bool:
+        entry = self.data["stages"].get(stage)
+        return bool(entry and entry.get("done") and entry.get("inputs") == inputs)
+
+    def mark(self, stage: str, inputs: dict[str, Any], wall_s: float, **extra: Any) -> None:
+        self.data["stages"][stage] = {"done": True, "inputs": inputs, "wall_s": wall_s, **extra}
+        self.save()
+
+    def forget_after(self, stage: str, order: list[str]) -> None:
+        """A stage runs again: the later stages' records no longer describe their inputs."""
+        for later in order[order.index(stage) + 1:]:
+            self.data["stages"].pop(later, None)
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str | None = None,
+                 teacher_only: bool = False, say: Callable[[str], None] = print,
+                 progress: bool = True) -> dict[str, Any]:
     """distil (or, with ``resume_dir``, continue the run there with ``cfg``, its saved config) →
-    export → simulate → energy → report."""
+    export → simulate → energy → report, as ``settings`` says. Returns the machine-readable
+    summary (also what ``run --json`` prints)."""
+    from htakl_deploy.distill import dist, recipe
     from htakl_deploy.energy.document import write_report
     from htakl_deploy.energy.models import load_preset
     from htakl_deploy.energy.report import report_for_files
     from htakl_deploy.export.pipeline import run_export
     from htakl_deploy.hw.simulate import simulate
 
-    from htakl_deploy.hw.mapping import map_run_dir
-    from htakl_deploy.hw.target import load_target
-
-    model = load_preset(preset)  # a bad preset (or hardware target) fails before hours of training
-    if map_target:
-        load_target(map_target, flag="--map-target")
+    settings = settings or PipelineConfig()
+    model = load_preset(settings.preset)  # a bad preset fails before hours of training
+    previous = read_pipeline_file(resume_dir) if resume_dir else None
+    plan = stage_plan(settings)
+    order = [name for name, _ in plan]
+    n = len(plan)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir)
-    run_dir = Path(summary["run_dir"])
-    timings["distill_s"] = time.perf_counter() - t0
+    t_total = time.perf_counter()
+    holder: dict[str, Any] = {}
 
-    t = time.perf_counter()
-    say(f"[run] export → {run_dir / 'export'}")
-    exported = run_export(run_dir, ["nir", "onnx", "lava"], lava_check=4 if lava else 0)
-    for warning in exported["warnings"]:
-        say(f"[run]   warning: {warning}")
-    timings["export_s"] = time.perf_counter() - t
+    def header(i: int, name: str, what: str) -> None:
+        say(f"[{i}/{n}] {name}: {what}")
 
-    sims = {}
-    for backend in (b for b in SIM_BACKENDS if lava or not b.startswith("lava")):
+    def finished(name: str, wall_s: float, note: str = "") -> None:
+        say(f"      done in {_duration(wall_s)}" + (f" — {note}" if note else ""))
+
+    def opened(run_dir: Path) -> None:
+        holder["record"] = _Record(run_dir, settings, previous)
+        holder["record"].save()
+
+    rerun_from = None  # once a stage runs, every later one runs too
+
+    # ---------------------------------------------------------------- 1: distill
+    inputs = dict(plan[0][1])
+    if resume_dir is not None:
+        opened(Path(resume_dir))
+    record_done = resume_dir is not None and holder["record"].done("distill", inputs)
+    summary_path = Path(resume_dir) / "summary.json" if resume_dir else None
+    if record_done and summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        header(1, "distill", "already done, skipped")
+    else:
+        what = "teacher" if teacher_only else f"{cfg.method} student, T={cfg.timesteps}, {cfg.model} on {cfg.data}"
+        header(1, "distill", what + (" (continuing)" if resume_dir else ""))
         t = time.perf_counter()
-        samples = lava_samples if backend.startswith("lava") else None
-        say(f"[run] simulate {backend}" + (f" ({samples} samples)" if samples else ""))
-        sims[backend] = simulate(run_dir, backend=backend, samples=samples)
+        summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir,
+                             on_open=None if resume_dir else opened)
+        timings["distill_s"] = time.perf_counter() - t
+        holder["record"].mark("distill", inputs, timings["distill_s"])
+        student = summary.get("student", {})
+        finished("distill", timings["distill_s"],
+                 f"student test accuracy {100 * student['test_acc']:.2f} %" if "test_acc" in student else "")
+        rerun_from = "distill" if resume_dir else None
+    record: _Record = holder["record"]
+    run_dir = Path(summary["run_dir"]) if resume_dir is None else Path(resume_dir)
+    if rerun_from:
+        record.forget_after(rerun_from, order)
+
+    def skip(i: int, name: str, inputs: dict[str, Any]) -> bool:
+        nonlocal rerun_from
+        if rerun_from is None and record.done(name, inputs):
+            header(i, name, "already done, skipped")
+            return True
+        if rerun_from is None:
+            rerun_from = name
+            record.forget_after(name, order)
+        return False
+
+    # ---------------------------------------------------------------- 2: export
+    inputs = plan[1][1]
+    warnings: list[str] = []
+    if not skip(2, "export", inputs):
+        header(2, "export", f"{', '.join(settings.export_targets)} → {run_dir / 'export'}")
+        t = time.perf_counter()
+        exported = run_export(run_dir, list(settings.export_targets), lava_check=settings.effective_lava_check)
+        warnings = exported["warnings"]
+        timings["export_s"] = time.perf_counter() - t
+        record.mark("export", inputs, timings["export_s"])
+        finished("export", timings["export_s"])
+    else:
+        warnings = _saved_export_warnings(run_dir)
+    for warning in warnings:
+        say(f"      warning: {warning}")
+
+    # ---------------------------------------------------------------- 3: simulate
+    sims: dict[str, dict[str, Any]] = {}
+    i = 2
+    for backend in settings.sim_backends:
+        i += 1
+        name = f"simulate:{backend}"
+        inputs = plan[i - 1][1]
+        if skip(i, name, inputs):
+            sims[backend] = _saved_simulation(run_dir, backend)
+            continue
+        samples = inputs["samples"]
+        header(i, name, f"{samples} samples" if samples else "every test image of the run")
+        t = time.perf_counter()
+        with _progress_bar(progress, backend) as bar:
+            sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar)
         timings[f"simulate_{backend}_s"] = time.perf_counter() - t
-        say(f"[run]   accuracy {sims[backend]['accuracy']:.4f} on {sims[backend]['samples']} samples, "
-            f"{sims[backend]['wall_s']:.1f} s")
+        record.mark(name, inputs, timings[f"simulate_{backend}_s"])
+        s = sims[backend]
+        finished(name, timings[f"simulate_{backend}_s"],
+                 f"accuracy {100 * s['accuracy']:.2f} % on {s['samples']} samples")
 
-    t = time.perf_counter()
+    # ---------------------------------------------------------------- 4: energy
+    i += 1
+    inputs = plan[i - 1][1]
     graph = run_dir / "export" / "student_quant.nir"
-    for backend, sim in sims.items():
-        rep = report_for_files(Path(sim["out_dir"]) / "spikes.h5", graph, model)
-        write_json(run_dir / "energy" / f"{backend}.json", rep)
-    timings["energy_s"] = time.perf_counter() - t
-
-    if map_target:
+    energies: dict[str, dict[str, Any]] = {}
+    if not skip(i, "energy", inputs):
+        header(i, "energy", f"ACs/MACs from every spike, priced with {settings.preset}")
         t = time.perf_counter()
-        say(f"[run] map onto {map_target} → {run_dir / 'map'}")
-        say(f"[run]   {map_run_dir(run_dir, map_target)}")
-        timings["map_s"] = time.perf_counter() - t
+        for backend, sim in sims.items():
+            energies[backend] = report_for_files(run_dir / "simulate" / backend / "spikes.h5", graph, model)
+            write_json(run_dir / "energy" / f"{backend}.json", energies[backend])
+        timings["energy_s"] = time.perf_counter() - t
+        record.mark("energy", inputs, timings["energy_s"])
+        finished("energy", timings["energy_s"])
+    else:
+        for backend in sims:
+            energies[backend] = json.loads((run_dir / "energy" / f"{backend}.json").read_text(encoding="utf-8"))
 
-    t = time.perf_counter()
-    write_report(run_dir)
-    timings["report_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
-    write_json(run_dir / "pipeline.json", {"timings": timings, "lava": lava, "lava_samples": lava_samples,
-                                           "preset": preset, "map_target": map_target})
-    say(f"[run] report → {run_dir / 'report.html'} ({timings['total_s']:.0f} s in total)")
-    return {"run_dir": str(run_dir), "timings": timings,
-            "accuracy": {b: s["accuracy"] for b, s in sims.items()},
-            "student_test_acc": summary.get("student", {}).get("test_acc")}
+    # ---------------------------------------------------------------- 5: map
+    if settings.map_target:
+        from htakl_deploy.hw.mapping import map_run_dir
+
+        i += 1
+        inputs = plan[i - 1][1]
+        if not skip(i, "map", inputs):
+            header(i, "map", f"onto {settings.map_target} neurocores → {run_dir / 'map'}")
+            t = time.perf_counter()
+            line = map_run_dir(run_dir, settings.map_target)
+            timings["map_s"] = time.perf_counter() - t
+            record.mark("map", inputs, timings["map_s"])
+            finished("map", timings["map_s"], line)
+
+    # ---------------------------------------------------------------- 6: report
+    i += 1
+    inputs = plan[i - 1][1]
+    if not skip(i, "report", inputs):
+        header(i, "report", "report.md, report.html, report.json")
+        t = time.perf_counter()
+        write_report(run_dir)
+        timings["report_s"] = time.perf_counter() - t
+        record.mark("report", inputs, timings["report_s"])
+        finished("report", timings["report_s"])
+    timings["total_s"] = time.perf_counter() - t_total
+    record.data["timings"] = {**record.data.get("timings", {}), **timings}
+    record.save()
+
+    result = {
+        "run_dir": str(run_dir), "report": str(run_dir / "report.html"), "timings": timings,
+        "settings": settings.to_dict(),
+        "accuracy": {b: s["accuracy"] for b, s in sims.items()},
+        "samples": {b: s["samples"] for b, s in sims.items()},
+        "energy_per_sample_uj": {b: e["per_sample"]["energy_pj"] * 1e-6 for b, e in energies.items()},
+        "ann_teacher_energy_per_sample_uj": next(
+            (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None),
+        "student_test_acc": summary.get("student", {}).get("test_acc"),
+        "warnings": warnings,
+    }
+    for line in summary_lines(result):
+        say(line)
+    return result
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The short human summary ``run`` ends with."""
+    lines = ["", f"run finished in {_duration(result['timings']['total_s'])}: {result['run_dir']}"]
+    for backend, acc in result["accuracy"].items():
+        energy = result["energy_per_sample_uj"].get(backend)
+        lines.append(f"  {backend:<16} accuracy {100 * acc:6.2f} % on {result['samples'][backend]:>5} samples"
+                     + (f"   {energy:.4f} µJ/sample" if energy is not None else ""))
+    if result.get("ann_teacher_energy_per_sample_uj") is not None:
+        lines.append(f"  {'ANN teacher':<16} {result['ann_teacher_energy_per_sample_uj']:.4f} µJ/sample (MACs only)")
+    if result["warnings"]:
+        lines.append(f"  {len(result['warnings'])} warning(s): see above and the report")
+    lines.append(f"report: {result['report']}")
+    return lines
+
+
+def _duration(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{int(s // 60)} min {int(s % 60)} s"
+
+
+def _saved_export_warnings(run_dir: Path) -> list[str]:
+    path = run_dir / "export" / "export_report.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("warnings", []) if path.is_file() else []
+
+
+def _saved_simulation(run_dir: Path, backend: str) -> dict[str, Any]:
+    out = run_dir / "simulate" / backend
+    sim = json.loads((out / "simulate.json").read_text(encoding="utf-8"))
+    sim["out_dir"] = str(out)
+    return sim
+
+
+class _progress_bar:
+    """A tqdm bar counting samples (the ``progress`` callback of ``simulate``) on a terminal."""
+
+    def __init__(self, on: bool, label: str):
+        self.on, self.label, self.bar = on, label, None
+
+    def __enter__(self):
+        if not self.on:
+            return None
+        from tqdm import tqdm
+
+        def update(k: int) -> None:
+            if self.bar is None:
+                self.bar = tqdm(desc=f"      {self.label}", unit="sample", leave=False)
+            self.bar.update(k)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -12,10 +12,9 @@ from htakl_deploy.cli import main
 def test_run_produces_every_stage_and_the_report(tmp_path, capsys):
     rc = main(["run", "--out-dir", str(tmp_path), "--run-name", "r", "--limit-train", "256", "--limit-test", "24",
                "--batch-size", "64", "--epochs", "2", "--teacher-epochs", "1", "--lava-samples", "4",
-               "--no-progress"])
+               "--no-progress", "--json"])
     assert rc == 0
-    out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(capsys.readouterr().out)
     run = tmp_path / "r"
     for backend in ("torch-float", "emulator", "lava-fixed_pt"):
         sim = json.loads((run / "simulate" / backend / "simulate.json").read_text())

@@ -13,6 +13,7 @@ adds of currents.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Callable
 
@@ -21,6 +22,19 @@ from torch import nn
 from spikingjelly.activation_based import layer, neuron, surrogate
 
 ActFactory = Callable[[], nn.Module]
+
+
+class _DropTritonProbe(logging.Filter):
+    """SpikingJelly registers its LIF kernels with ``torch.library.triton_op`` on the first LIF
+    forward; where Triton is not installed (every CPU machine) torch then logs "Triton not
+    available, find_triton_kernels = []" once per kernel. The ops run their CPU implementation
+    either way, so that one message is dropped; every other torch warning stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Triton not available")
+
+
+logging.getLogger("torch._library.triton").addFilter(_DropTritonProbe())
 
 
 def make_act_factory(spiking: bool, tau: float, v_threshold: float) -> ActFactory:
