@@ -11,6 +11,11 @@ Pure functions on cell records (one dict per (method, T, seed[, loss override]) 
 
 Regenerate the page without training: ``python bench/results_md.py`` (reads
 ``bench/results/<data>/results.json``; ``--source DATA=PATH`` for other locations).
+
+A grid whose cells' JSON are gone (``bench/results/`` is git-ignored) is kept as
+``bench/results_archive/<data>.json`` (``--archive PAGE``: its rows at the page's precision, its
+commands and its text); the data set's section then shows those rows next to the cells run since
+(``render_with_archive``), and checks any row run in both.
 """
 
 from __future__ import annotations
@@ -176,7 +181,7 @@ def _fmt_duration(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
 
 
-def _verdict(d: dict, n_test: int | None, what: str) -> str:
+def _verdict(d: dict, n_test: int | None, what: str, names: tuple[str, str] = ("HTA-KL", "KD")) -> str:
     if d["n"] == 0:
         return f"{what}: no seed run for both methods."
     pts = d["mean"] * 100
@@ -188,7 +193,7 @@ def _verdict(d: dict, n_test: int | None, what: str) -> str:
     text += (f", paired std over {d['n']} seeds {d['std'] * 100:.2f} pt "
              f"(per seed: {', '.join(f'{x * 100:+.2f}' for x in d['diffs'])}); ")
     if d["significant_95"]:
-        who = "HTA-KL" if d["mean"] > 0 else "KD"
+        who = names[0] if d["mean"] > 0 else names[1]
         text += f"|t| = {abs(d['t']):.2f} > {d['t_crit_95']:.2f}: {who} is better at the 95 % level (paired t-test)."
     else:
         tt = "∞" if d["t"] is None or math.isinf(d["t"]) else f"{abs(d['t']):.2f}"
@@ -266,6 +271,21 @@ def _reading(agg: dict, cells: list[dict], n_test: int | None) -> list[str]:
             text += (f" Adaptive HTA-KL ({ref['float_acc']['mean'] * 100:.2f} %) vs the best fixed weight: "
                      f"{(ref['float_acc']['mean'] - best['float_acc']['mean']) * 100:+.2f} pt.")
         lines.append(text)
+    lines += _cell_lines(cells)
+    by = {(r["method"], r["timesteps"]): r for r in agg["main"]}
+    energy = []
+    for t in sorted({r["timesteps"] for r in agg["main"]}):
+        h, k = by.get(("hta-kl", t)), by.get(("kd", t))
+        if h and k and k["energy_uj_per_sample"]["mean"]:
+            energy.append(f"T={t} ×{h['energy_uj_per_sample']['mean'] / k['energy_uj_per_sample']['mean']:.3f}")
+    if energy:
+        lines.append("- Energy per sample, HTA-KL / KD (paper-45nm, counted ACs and MACs): " + ", ".join(energy) + ".")
+    return lines
+
+
+def _cell_lines(cells: list[dict]) -> list[str]:
+    """Quantisation gap over the cells, methods that lose to fixed point, the encoding layer's share."""
+    lines = []
     gaps = [c["float_acc"] - c["emulator_acc"] for c in cells]
     if gaps:
         g = mean_std(gaps)
@@ -290,14 +310,6 @@ def _reading(agg: dict, cells: list[dict], n_test: int | None) -> list[str]:
         lines.append(f"- The off-chip encoding layer's MACs are {min(shares) * 100:.0f}–{max(shares) * 100:.0f} % of "
                      "the energy per sample (its MAC count is fixed by T, not by the method), so energy differences "
                      "between methods come from the ACs of the spiking layers only.")
-    by = {(r["method"], r["timesteps"]): r for r in agg["main"]}
-    energy = []
-    for t in sorted({r["timesteps"] for r in agg["main"]}):
-        h, k = by.get(("hta-kl", t)), by.get(("kd", t))
-        if h and k and k["energy_uj_per_sample"]["mean"]:
-            energy.append(f"T={t} ×{h['energy_uj_per_sample']['mean'] / k['energy_uj_per_sample']['mean']:.3f}")
-    if energy:
-        lines.append("- Energy per sample, HTA-KL / KD (paper-45nm, counted ACs and MACs): " + ", ".join(energy) + ".")
     return lines
 
 
@@ -395,6 +407,150 @@ def render_dataset(data: str, results: dict | None, estimate: dict | None = None
     return out
 
 
+# ----------------------------------------------------------------------------- earlier grids
+ARCHIVE_FORMAT = "htakl-bench-archive/1"
+#: display scale of each metric in the tables (value × scale is printed)
+_SCALES = {"float_acc": 100.0, "emulator_acc": 100.0, "firing_rate": 100.0, "acs_per_sample": 1e-3,
+           "energy_uj_per_sample": 1.0}
+
+
+def archive_path(data: str) -> Path:
+    """A data set's earlier grid whose cells' JSON are gone: its rows and text, kept in the repo."""
+    return REPO / "bench" / "results_archive" / f"{data}.json"
+
+
+def _parse_pm(text: str, scale: float, n: int) -> dict[str, Any]:
+    mean, _, std = text.partition("±")
+    if mean.strip() == "–":
+        return {"n": n, "mean": None, "std": None}
+    return {"n": n, "mean": float(mean) / scale, "std": float(std) / scale if std.strip() else None}
+
+
+def archive_from_markdown(page: str, data: str, source: str) -> dict[str, Any]:
+    """One data set's section of a rendered RESULTS.md as data: commands, settings lines, note, the
+    main table's rows (means and stds at the page's display precision, so they re-render to the
+    same text), and the ablation sections and reading as the page worded them."""
+    lines = page.splitlines()
+    start = lines.index(f"## {data}")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    sec = lines[start + 1:end]
+    c0 = sec.index("```bash")
+    c1 = sec.index("```", c0 + 1)
+    table = next(i for i, line in enumerate(sec) if line.startswith("### Methods × T"))
+    head = [line for line in sec[c1 + 1:table]]
+    rows, k = [], next(i for i in range(table, len(sec)) if sec[i].startswith("| method")) + 2
+    while k < len(sec) and sec[k].startswith("|"):
+        method, t, n, *vals = (c.strip() for c in sec[k].strip().strip("|").split("|"))
+        rows.append({"method": method, "timesteps": int(t),
+                     **{m: _parse_pm(v, _SCALES[m], int(n)) for m, v in zip(METRICS, vals)}})
+        k += 1
+    reading = next(i for i, line in enumerate(sec) if line.startswith("### Reading"))
+    ablation = next((i for i, line in enumerate(sec) if line.startswith("### Ablation")), reading)
+    sections = sec[ablation:reading]
+    while sections and not sections[-1].strip():
+        sections.pop()
+    return {"format": ARCHIVE_FORMAT, "data": data, "source": source, "commands": sec[c0 + 1:c1],
+            "settings": [line for line in head if line.startswith("- ")],
+            "note": next((line[2:] for line in head if line.startswith("> ")), None),
+            "main": rows, "sections": sections,
+            "reading": [line for line in sec[reading + 1:] if line.strip()]}
+
+
+def _row_key(r: dict) -> tuple:
+    return (r["timesteps"], _method_rank(r["method"]))
+
+
+def _reading_new(live: dict, cells: list[dict], merged: list[dict], earlier: dict, n_test: int | None) -> list[str]:
+    """The new cells next to the earlier grid: re-run rows checked, ranks and differences of the
+    methods the earlier grid did not have (paired where the reference was re-run with them)."""
+    lines = []
+    by_live = {(r["method"], r["timesteps"]): r for r in live["main"]}
+    rerun = sorted(set(by_live) & set(earlier), key=lambda k: (k[1], _method_rank(k[0])))
+    if rerun:
+        same = [k for k in rerun if _row_cells(by_live[k]) == _row_cells(earlier[k])]
+        text = (f"- Re-run check: {len(same)} of {len(rerun)} rows re-run in the new grid "
+                f"({', '.join(f'{m} T={t}' for m, t in rerun)}) are identical to the earlier grid's at the "
+                "page's precision (every column; same seeds, budget and teacher)")
+        diff = [k for k in rerun if k not in same]
+        if diff:
+            text += "; they differ at " + "; ".join(
+                f"{m} T={t}: earlier {' / '.join(_row_cells(earlier[(m, t)])[1:3])}, new "
+                f"{' / '.join(_row_cells(by_live[(m, t)])[1:3])} (float / emulator %)" for m, t in diff)
+        lines.append(text + ".")
+    new_methods = sorted({m for m, _ in by_live} - {m for m, _ in earlier}, key=_method_rank)
+    cells_by = _group([c for c in cells if not c.get("overrides")], ("method", "timesteps"))
+    for t in sorted({r["timesteps"] for r in merged}):
+        rows = sorted((r for r in merged if r["timesteps"] == t and r["float_acc"]["mean"] is not None),
+                      key=lambda r: -r["float_acc"]["mean"])
+        names = [r["method"] for r in rows]
+        ranks = [f"{m} {names.index(m) + 1}" for m in new_methods if m in names]
+        if ranks and rows:
+            lines.append(f"- T = {t}, rank by mean float accuracy among {len(rows)} methods: {', '.join(ranks)} "
+                         f"(best {rows[0]['method']} {rows[0]['float_acc']['mean'] * 100:.2f} %, worst "
+                         f"{rows[-1]['method']} {rows[-1]['float_acc']['mean'] * 100:.2f} %).")
+        for m in new_methods:
+            mine = cells_by.get((m, t), [])
+            if mine and cells_by.get(("kdsnn", t)):
+                lines.append(f"- **T = {t}, {m} − kdsnn** (paired, both in the new grid): "
+                             + _verdict(paired_difference(mine, cells_by[("kdsnn", t)], "float_acc"), n_test,
+                                        "float student", (m, "kdsnn")) + " "
+                             + _verdict(paired_difference(mine, cells_by[("kdsnn", t)], "emulator_acc"), n_test,
+                                        "Quantised on the emulator", (m, "kdsnn")))
+            ref = by_live.get(("hta-kl", t)) or earlier.get(("hta-kl", t))
+            r = by_live.get((m, t))
+            if r and ref and r["float_acc"]["mean"] is not None and ref["float_acc"]["mean"] is not None:
+                paired = ("hta-kl", t) in by_live
+                lines.append(
+                    f"- T = {t}, {m} − hta-kl: float {(r['float_acc']['mean'] - ref['float_acc']['mean']) * 100:+.2f} pt, "
+                    f"emulator {(r['emulator_acc']['mean'] - ref['emulator_acc']['mean']) * 100:+.2f} pt, energy "
+                    f"×{r['energy_uj_per_sample']['mean'] / ref['energy_uj_per_sample']['mean']:.3f} (difference of "
+                    f"means; seed std {_pm(r['float_acc'], 100)} vs {_pm(ref['float_acc'], 100)} %"
+                    + ("" if paired else "; hta-kl's per-seed values were not kept, so no paired test") + ").")
+    return lines + _cell_lines(cells)
+
+
+def render_with_archive(data: str, results: dict | None, archive: dict) -> list[str]:
+    """A data set's section from its earlier grid (``archive``) and the cells run since (``results``)."""
+    cells = results["cells"] if results and results.get("cells") else []
+    settings = results["settings"] if results else {}
+    live = aggregate(cells, ablation_timesteps=settings.get("ablation_timesteps", 2)) if cells else {"main": []}
+    by_live = {(r["method"], r["timesteps"]): r for r in live["main"]}
+    earlier = {(r["method"], r["timesteps"]): r for r in archive["main"]}
+    merged = sorted([*({**r, "grid": "new"} for r in live["main"]),
+                     *({**r, "grid": "earlier"} for k, r in earlier.items() if k not in by_live)], key=_row_key)
+    out = [f"## {data}", "",
+           f"Rows of two grids at the same budget: the **earlier** grid ({archive['source']}) and the **new** "
+           f"cells run since (their JSON in `bench/results/{data}/`). A (method, T) run in both shows the new "
+           "cells; the reading checks them against the earlier row.", "",
+           "Commands that produced these results (earlier grid, then the new cells; one line per invocation; "
+           "finished cells are skipped):", "", "```bash", *archive["commands"],
+           *(c["command"] for c in (results or {}).get("commands", [])), "```", "",
+           "Earlier grid:", "", *archive["settings"]]
+    if archive.get("note"):
+        out += ["", f"> {archive['note']}"]
+    n_test = cells[0]["test_samples"] if cells else None
+    if cells:
+        out += ["", "New cells:", "", *_settings_lines(results, cells, n_test)]
+        if settings.get("note") and settings["note"] != archive.get("note"):
+            out += ["", f"> {settings['note']}"]
+    out += ["", f"### Methods × T ({data})", ""]
+    out += _table(["method", "T", "grid", *METRIC_HEAD],
+                  [[r["method"], str(r["timesteps"]), r["grid"], *_row_cells(r)] for r in merged])
+    ts = sorted({r["timesteps"] for r in merged})
+    by = {(r["method"], r["timesteps"]): r for r in merged}
+    methods = sorted({r["method"] for r in merged}, key=_method_rank)
+    for metric, label in (("float_acc", "Float"), ("emulator_acc", "Emulator (quantised)")):
+        out += ["", f"{label} accuracy (%), method × T:", ""]
+        out += _table(["method", *(f"T={t}" for t in ts)],
+                      [[m, *(_pm(by[(m, t)][metric], 100) if (m, t) in by else "–" for t in ts)] for m in methods])
+    if archive["sections"]:
+        out += ["", *archive["sections"]]
+    out += ["", f"### Reading ({data})", "", "Earlier grid (as worded when it was rendered):", "", *archive["reading"]]
+    if cells:
+        out += ["", "New cells:", "", *_reading_new(live, cells, merged, earlier, n_test)]
+    return out + [""]
+
+
 def render(sources: dict[str, Path]) -> str:
     sw, mc = software_info(), machine_info()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -420,7 +576,11 @@ def render(sources: dict[str, Path]) -> str:
         results = json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
         est = estimate_path(data)
         estimate = json.loads(est.read_text(encoding="utf-8")) if est.is_file() else None
-        lines += render_dataset(data, results, estimate)
+        arch = archive_path(data)  # it belongs to the default grid of the data set, not to another --out
+        if arch.is_file() and Path(path).resolve() == default_results(data).resolve():
+            lines += render_with_archive(data, results, json.loads(arch.read_text(encoding="utf-8")))
+        else:
+            lines += render_dataset(data, results, estimate)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -442,7 +602,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", action="append", default=[], metavar="DATA=PATH",
                    help="results.json of a data set (default bench/results/<data>/results.json)")
     p.add_argument("--out", type=Path, default=DEFAULT_MD)
+    p.add_argument("--archive", type=Path, metavar="PAGE", default=None,
+                   help="instead: keep each data set's section of this rendered page (rows, commands, text) "
+                        "as bench/results_archive/<data>.json, for a grid whose cells' JSON are gone")
+    p.add_argument("--archive-source", default=None, help="with --archive: where the page came from (one line)")
     args = p.parse_args(argv)
+    if args.archive is not None:
+        from htakl_deploy.atomic import write_json
+
+        page = args.archive.read_text(encoding="utf-8")
+        for data in DATASETS:
+            if f"## {data}" in page.splitlines() and "```bash" in page:
+                write_json(archive_path(data), archive_from_markdown(page, data, args.archive_source or str(args.archive)))
+                print(archive_path(data))
+        return 0
     given = {}
     for s in args.source:
         data, _, path = s.partition("=")

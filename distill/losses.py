@@ -55,7 +55,7 @@ class LossConfig:
     kdsnn_feature_weight: float = 1.0
     kdsnn_stage: str = "last"
     # lasnn: KD + β/2·Σ_stages attention-transfer distance (Zagoruyko & Komodakis form)
-    lasnn_beta: float = 1000.0
+    lasnn_beta: float = 100.0
     lasnn_p: float = 2.0
     # bkdsnn: KD + α·‖G(mask ⊙ f_s) − f_t‖² (blurred, i.e. masked and regenerated, student feature)
     bkdsnn_alpha: float = 2e-3

@@ -57,7 +57,7 @@ HELP = {
     "seal_sta_detach": "seal: STA weights and source timesteps as constants (default on)",
     "kdsnn_feature_weight": "kdsnn: weight of the feature-map MSE added to the kd loss (default 1)",
     "kdsnn_stage": "kdsnn: feature stage for the MSE: last (default) or a stage name, e.g. stage1",
-    "lasnn_beta": "lasnn: weight β of the attention-map distance; loss = kd + β/2·Σ_stages (default 1000)",
+    "lasnn_beta": "lasnn: weight β of the attention-map distance; loss = kd + β/2·Σ_stages (default 100)",
     "lasnn_p": "lasnn: power p of the attention map mean_c |F|^p (default 2)",
     "bkdsnn_alpha": "bkdsnn: weight α of the blurred-feature distance added to the kd loss (default 2e-3)",
     "bkdsnn_mask_ratio": "bkdsnn: share λ of the student's feature channels masked out per sample (default 0.15)",
