@@ -199,19 +199,20 @@ def check_recording(graph: StudentGraph, recording) -> None:
     """UserError unless ``recording`` holds exactly the graph's LIF nodes with its shapes."""
     lifs = [n for n, v in graph.nodes.items() if isinstance(v, LIFNode)]
     t, s = recording.timesteps, recording.samples
-    missing = [n for n in lifs if n not in recording.layers]
-    extra = [n for n in recording.layers if n not in lifs]
+    recorded = list(getattr(recording, "layer_order", recording.layers))
+    missing = [n for n in lifs if n not in recorded]
+    extra = [n for n in recorded if n not in lifs]
     if missing or extra:
         raise UserError(f"spike recording does not match the graph: missing LIF layer(s) {missing}, "
                         f"unknown layer(s) {extra} (graph LIF nodes: {lifs})")
     for n in lifs:
         want = (t, s, *graph.shapes[n])
-        if recording.layers[n].shape != want:
-            raise UserError(f"spike recording layer {n!r} has shape {recording.layers[n].shape}, "
+        if tuple(recording.layer_shape(n)) != want:
+            raise UserError(f"spike recording layer {n!r} has shape {tuple(recording.layer_shape(n))}, "
                             f"the graph expects {want}")
     want = (t, s, *graph.shapes[graph.input_name])
-    if tuple(recording.input.shape) != want:
-        raise UserError(f"spike recording input has shape {tuple(recording.input.shape)}, the graph expects {want}")
+    if (t, s, *recording.input_shape) != want:
+        raise UserError(f"spike recording input has shape {(t, s, *recording.input_shape)}, the graph expects {want}")
 
 
 def input_is_events(x: np.ndarray) -> bool:
@@ -247,6 +248,9 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
     node = graph.nodes[name]
     if any(not isinstance(graph.nodes[c.source], (InputNode, LIFNode)) for c in conns):
         return None
+    if any(recording.input is None if isinstance(graph.nodes[c.source], InputNode)
+           else not recording.has_spikes(c.source) for c in conns):
+        return None  # a counts-only recording of a source (``--record``): no per-sample spikes
     values = {c.source: recording.input if isinstance(graph.nodes[c.source], InputNode)
               else recording.layers[c.source] for c in conns}
     w = torch.as_tensor(node.weight != 0, dtype=torch.float32)
@@ -274,24 +278,25 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
 
 
 def _events(graph: StudentGraph, recording, source: str, input_events: bool):
-    """The source's 0/1 events ``[T, S, ...]``, or None if it emits analog values."""
+    """The source's 0/1 events summed over the samples ``[T, ...]`` (int64), or None if it
+    emits analog values."""
     node = graph.nodes[source]
     if isinstance(node, LIFNode):
-        return recording.layers[source]
+        return recording.layer_counts(source)
     if isinstance(node, InputNode) and input_events:
-        return recording.input != 0
+        return recording.input_nonzero()
     return None
 
 
-def _per_step(events: np.ndarray, fan: np.ndarray) -> np.ndarray:
-    t, s = events.shape[:2]
-    per_neuron = events.reshape(t, s, -1).sum(axis=1, dtype=np.int64)  # [T, N] spikes over samples
-    return per_neuron @ fan.reshape(-1)
+def _per_step(counts: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    """ACs per step: spikes per neuron summed over samples ``[T, ...]`` × each neuron's fan-out."""
+    return counts.reshape(len(counts), -1) @ fan.reshape(-1)
 
 
 def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dict:
-    """Count every op of ``recording`` (``SpikeRecording``-like: ``layers``, ``input``,
-    ``timesteps``, ``samples``) on ``graph``. Returns a JSON-ready dict:
+    """Count every op of ``recording`` (a ``SpikeRecording``, or a ``SpikeFile`` read chunk by
+    chunk: ``timesteps``, ``samples``, ``layer_shape``, ``layer_counts``, ``input_nonzero``,
+    ``input_events``; the NeuroBench counts also read ``layers`` / ``input`` block by block) on ``graph``. Returns a JSON-ready dict:
 
     ``layers``: one row per conv/dense node and per identity skip (ACs, MACs, per-step
     lists, synapses, dense_ops, input_firing_rate, analytic_acs/_macs, NeuroBench counts,
@@ -302,7 +307,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
     check_recording(graph, recording)
     t_steps, n_samples = recording.timesteps, recording.samples
     run = t_steps * n_samples
-    input_events = input_is_events(recording.input)
+    input_events = recording.input_events()
     conns = find_connections(graph)
     groups: dict[str, list[Connection]] = {}
     for c in conns:
@@ -313,7 +318,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
     for name, node in graph.nodes.items():
         if not isinstance(node, LIFNode):
             continue
-        per_t = recording.layers[name].reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
+        per_t = recording.layer_counts(name).reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
         n = int(np.prod(graph.shapes[name]))
         spikes_of[name] = int(per_t.sum())
         rate = spikes_of[name] / (n * run)
@@ -321,7 +326,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
                         "spikes_per_timestep": per_t.tolist(), "firing_rate": rate,
                         "activation_sparsity": 1.0 - rate, "neuron_updates": n * run})
     if input_events:
-        spikes_of[graph.input_name] = int(np.count_nonzero(recording.input))
+        spikes_of[graph.input_name] = int(recording.input_nonzero().sum())
 
     rows = []
     for row_name, cs in groups.items():

@@ -113,16 +113,16 @@ def format_table(report: dict) -> str:
 def report_for_files(spikes_path, graph_path, model: EnergyModel, *, neurobench: bool = True) -> dict:
     """Count a spike recording against the student's NIR graph (float or quantised) and price it."""
     from htakl_deploy.energy.counter import count_ops
-    from htakl_deploy.energy.spikefile import read_spikes
+    from htakl_deploy.energy.spikefile import open_spikes
     from htakl_deploy.errors import UserError
     from htakl_deploy.export.nir_io import from_nir, read_nir
 
     graph = from_nir(read_nir(graph_path))
     graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
-    rec = read_spikes(spikes_path)
-    try:
-        counts = count_ops(graph, rec, neurobench=neurobench)
-    except UserError as e:
-        raise UserError(f"{spikes_path} vs {graph_path}: {e}") from None
-    return energy_report(counts, model, spikes_file=str(spikes_path), graph_file=str(graph_path),
-                         backend=rec.attrs.get("backend"))
+    with open_spikes(spikes_path) as rec:  # read chunk by chunk: memory bounded by a block of samples
+        try:
+            counts = count_ops(graph, rec, neurobench=neurobench)
+        except UserError as e:
+            raise UserError(f"{spikes_path} vs {graph_path}: {e}") from None
+        backend = rec.attrs.get("backend")
+    return energy_report(counts, model, spikes_file=str(spikes_path), graph_file=str(graph_path), backend=backend)

@@ -58,7 +58,6 @@ from htakl_deploy.hw.mapping_report import read_maps
 
 FORMAT = "htakl-report/1"
 ENERGY_FORMAT = "htakl-energy/1"
-SPIKES_FORMAT = "htakl-spikes/1"
 BACKENDS = {  # known simulators, in the order the report prefers them as "primary"
     "lava-fixed_pt": "Lava Loihi2SimCfg, fixed point",
     "emulator": "bit-exact integer emulator (numpy)",
@@ -286,31 +285,23 @@ def activity_from_energy(rep: dict, rel: str) -> dict:
 
 
 def activity_from_spikes(path: Path, rel: str, chunk: int = 1024) -> dict:
-    """Firing rates and spikes per timestep straight from a spike file, ``chunk`` samples at
-    a time (a 10k-sample recording does not fit in memory at once)."""
-    import h5py
+    """Firing rates and spikes per timestep straight from a spike file: its per-neuron counts
+    (or, for an "htakl-spikes/1" file, its spikes summed ``chunk`` samples at a time — a
+    10k-sample recording does not fit in memory at once)."""
+    from htakl_deploy.energy.spikefile import open_spikes
 
     try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != SPIKES_FORMAT:
-                raise UserError(f"{rel}: not a '{SPIKES_FORMAT}' spike file")
-            order = json.loads(f.attrs["layer_order"])
-            t_steps, samples = int(f.attrs["timesteps"]), int(f.attrs["samples"])
+        with open_spikes(path, chunk=chunk) as f:
+            t_steps, samples = f.timesteps, f.samples
             layers = []
-            for name in order:
-                ds = f["layers"][name]
-                per_t = np.zeros(t_steps, np.int64)
-                for s0 in range(0, samples, chunk):
-                    block = ds[:, s0:s0 + chunk]
-                    per_t += block.reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
-                n = int(np.prod(ds.shape[2:]))
+            for name in f.layer_order:
+                per_t = f.layer_counts(name).reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
+                n = int(np.prod(f.layer_shape(name)[2:]))
                 layers.append({"name": name, "neurons": n, "firing_rate": float(per_t.sum()) / (n * t_steps * samples),
                                "spikes_per_sample": float(per_t.sum()) / samples,
                                "spikes_per_timestep_per_sample": (per_t / samples).tolist()})
-    except UserError:
-        raise
-    except Exception as e:  # h5py raises OSError/KeyError/ValueError on foreign or truncated files
-        raise UserError(f"{rel}: not a readable spike file ({type(e).__name__}: {e})") from None
+    except UserError as e:
+        raise UserError(f"{rel}: not a readable spike file ({e})") from None
     spikes = sum(x["spikes_per_sample"] for x in layers)
     updates = sum(x["neurons"] for x in layers) * t_steps
     return {"source": rel, "samples": samples, "timesteps": t_steps,

@@ -12,6 +12,7 @@ examples:
   htakl-deploy simulate runs/demo --backend emulator           # the same integer maths, vectorised
   htakl-deploy simulate runs/demo --backend lava-floating_pt --samples 50
   htakl-deploy simulate runs/demo/export/student.lava.npz --samples 100 --out sim/
+  htakl-deploy simulate runs/demo --backend emulator --record counts --batch-size 128   # 10k images, flat memory
 
 Class decision: argmax over classes of the mean over T of the readout's logits (the last layer
 has no neuron; its current is read each step). Outputs: OUT/spikes.h5 (every layer's spikes,
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timesteps", type=int, help="time steps per image (default: the training T)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/simulate/BACKEND)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="samples run and written per step (default 64; memory grows with it, not with --samples)")
+    p.add_argument("--record", default="spikes", metavar="WHAT",
+                   help="what spikes.h5 keeps: 'spikes' (every layer, default), 'counts' (spikes per neuron and "
+                        "step summed over samples: enough for `energy`, not for its NeuroBench counts), or "
+                        "LAYER[,LAYER...] (full spikes of those layers, counts of all)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
     p.set_defaults(handler=run_command)
@@ -52,7 +59,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         report = simulate(args.artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
-                          out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare)
+                          out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
+                          batch_size=args.batch_size, record=args.record)
     finally:
         bar.close()
     print(json.dumps(report, indent=2, sort_keys=True))

@@ -17,6 +17,14 @@ Outputs in ``OUT`` (default ``RUN_DIR/simulate/<backend>``), written atomically:
 ``spikes.h5`` (every population's spikes ``[T, samples, ...]`` in torch layout, the 8-bit input,
 labels, predictions; ``energy.spikefile`` format) and ``simulate.json`` (accuracy, wall time,
 samples/s, and the agreement with the emulator — spike for spike — and with the float student).
+
+Streaming: the samples are encoded, run, compared and appended to ``spikes.h5``
+(``energy.spikefile.SpikeWriter``) ``batch_size`` at a time, so memory is bounded by the batch,
+not by the number of samples. ``record`` chooses what the file keeps: "spikes" (every layer's
+spikes), "counts" (per neuron and step, summed over samples: enough for the energy counts, not
+for NeuroBench's per-sample counts) or a list of layers whose full spikes are kept (counts of
+all). A backend is called once per batch (``BATCH_SIZES`` may give a backend its own batch;
+None = every sample in one call).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from htakl_deploy.distill.config import config_from_dict
 from htakl_deploy.distill.data import encode
 from htakl_deploy.distill.recipe import load_data
 from htakl_deploy.errors import UserError
-from htakl_deploy.energy.spikefile import write_spikes
+from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
 from htakl_deploy.hw.emulator import EmulatorResult, emulate
 from htakl_deploy.hw.plan import DeploymentPlan, load_plan
 
@@ -51,7 +59,7 @@ def _lava(precision: str):
 
 
 def _emulator(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress) -> EmulatorResult:
-    result = emulate(plan, x_tb)
+    result = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]))
     if progress is not None:
         progress(x_tb.shape[1])
     return result
@@ -70,6 +78,10 @@ BACKENDS: dict[str, Callable[[DeploymentPlan, Path, np.ndarray, Any], EmulatorRe
     "emulator": _emulator,
     "torch-float": _torch_float,
 }
+# Samples per backend call; a backend missing here gets simulate()'s batch_size, None = all at once
+# (the Lava backends keep their own per-sample loop and process graph for the whole run).
+BATCH_SIZES: dict[str, int | None] = {"lava-fixed_pt": None, "lava-floating_pt": None}
+DEFAULT_BATCH = 64
 
 
 def resolve_artefact(path: str | Path) -> Path:
@@ -89,10 +101,9 @@ def read_artefact(path: Path) -> DeploymentPlan:
         raise UserError(f"ARTEFACT {path}: not a readable Lava artefact ({e})") from None
 
 
-def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
-                 data_root: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``samples`` test images of the artefact's data set (default: the test images
-    the run was evaluated on), direct-encoded ``[T, B, ...]``."""
+def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``samples`` test images ``[N, C, H, W]`` of the artefact's data set (default: the
+    test images the run was evaluated on) and their labels, not yet encoded."""
     cfg_dict = plan.metadata.get("config")
     if not cfg_dict:
         raise UserError("ARTEFACT has no training config: re-export it with `htakl-deploy export --target lava`")
@@ -102,7 +113,20 @@ def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
     cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=samples or cfg.limit_test)
     _, test = load_data(cfg)
     x, y = test.batch(torch.arange(len(test)))
-    return encode(x, timesteps, "direct").double().numpy(), y.numpy()
+    return x, y.numpy()
+
+
+def encode_batch(x: torch.Tensor, timesteps: int) -> np.ndarray:
+    """Direct encoding ``[T, B, ...]`` float64, as every backend takes it."""
+    return encode(x, timesteps, "direct").double().numpy()
+
+
+def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
+                 data_root: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` test images of the artefact's data set (default: the test images
+    the run was evaluated on), direct-encoded ``[T, B, ...]`` (all at once: small runs)."""
+    x, y = load_images(plan, samples, data_root)
+    return encode_batch(x, timesteps), y
 
 
 def spike_agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
@@ -111,9 +135,26 @@ def spike_agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[
     return {"all": total, **per_layer}
 
 
-def float_student_spikes(artefact: Path, x_tb: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Spikes and logits of the float student (``student_float.nir`` next to the artefact)."""
-    from htakl_deploy.export.graph import LIFNode, StudentGraph, run_float
+class Agreement:
+    """``spike_agreement`` accumulated over batches (exact integer counts per layer)."""
+
+    def __init__(self) -> None:
+        self.equal: dict[str, int] = {}
+        self.size: dict[str, int] = {}
+
+    def add(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+        for k in a:
+            self.equal[k] = self.equal.get(k, 0) + int((a[k] == b[k]).sum())
+            self.size[k] = self.size.get(k, 0) + int(a[k].size)
+
+    def result(self) -> dict[str, float]:
+        total = sum(self.equal.values()) / max(sum(self.size.values()), 1)
+        return {"all": total, **{k: self.equal[k] / self.size[k] for k in self.equal}}
+
+
+def float_student_graph(artefact: Path):
+    """The float student (``student_float.nir`` next to the artefact) as a StudentGraph."""
+    from htakl_deploy.export.graph import StudentGraph
     from htakl_deploy.export.nir_io import from_nir, read_nir
 
     path = artefact.parent / "student_float.nir"
@@ -121,6 +162,14 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray) -> tuple[dict[str, np
     if not isinstance(graph, StudentGraph):
         raise UserError(f"{path}: the float student's NIR file is missing or not a float graph; "
                         "re-export with `htakl-deploy export RUN_DIR --target lava`")
+    return graph
+
+
+def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Spikes and logits of the float student (``student_float.nir`` next to the artefact)."""
+    from htakl_deploy.export.graph import LIFNode, run_float
+
+    graph = float_student_graph(artefact) if graph is None else graph
     out, vals = run_float(graph, torch.from_numpy(x_tb), record=True)
     spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, LIFNode)}
     return spikes, out.numpy()
@@ -128,45 +177,86 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray) -> tuple[dict[str, np
 
 def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
              timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
-             progress: Callable[[int], None] | None = None, compare: bool = True) -> dict[str, Any]:
+             progress: Callable[[int], None] | None = None, compare: bool = True,
+             batch_size: int | None = None, record="spikes") -> dict[str, Any]:
     if backend not in BACKENDS:
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: got {samples}, expected an integer >= 1")
     if timesteps is not None and timesteps < 1:
         raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size: got {batch_size}, expected an integer >= 1")
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
+    names = [n for n, p in plan.populations.items() if not p.readout]
+    try:
+        record = parse_record(record, names)
+    except ValueError as e:
+        raise UserError(f"--record: {e}") from None
     t = timesteps or int(plan.metadata.get("timesteps", 4))
-    x_tb, labels = load_samples(plan, samples, t, data_root)
+    x_all, labels = load_images(plan, samples, data_root)
+    n = len(labels)
+    batch = BATCH_SIZES.get(backend, batch_size or DEFAULT_BATCH) or n
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
-    t0 = time.perf_counter()
-    result = BACKENDS[backend](plan, path, x_tb, progress)
-    wall_s = time.perf_counter() - t0
-    pred = result.logits.mean(0).argmax(-1)
+    compare_lava = compare and backend.startswith("lava")
+    f_graph = (float_student_graph(path) if compare and backend != "torch-float"
+               and (path.parent / "student_float.nir").exists() else None)
+    readout = "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current"
+    vs_emu, vs_float = Agreement(), Agreement()
+    correct = emu_same = float_correct = float_same = 0
+    readout_identical = True
+    wall_s = 0.0
+    t_start = time.perf_counter()
+    writer = None
+    try:
+        for s0 in range(0, n, batch):
+            x_tb = encode_batch(x_all[s0:s0 + batch], t)
+            y = labels[s0:s0 + batch]
+            t0 = time.perf_counter()
+            result = BACKENDS[backend](plan, path, x_tb, None)
+            wall_s += time.perf_counter() - t0
+            pred = result.logits.mean(0).argmax(-1)
+            correct += int((pred == y).sum())
+            if compare_lava:
+                emu = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]))
+                vs_emu.add(result.spikes, emu.spikes)
+                emu_same += int((emu.logits.mean(0).argmax(-1) == pred).sum())
+                readout_identical &= bool(np.array_equal(emu.readout_u, result.readout_u))
+            if f_graph is not None:
+                f_spikes, f_logits = float_student_spikes(path, x_tb, f_graph)
+                f_pred = f_logits.mean(0).argmax(-1)
+                float_correct += int((f_pred == y).sum())
+                float_same += int((f_pred == pred).sum())
+                vs_float.add(f_spikes, result.spikes)
+            if writer is None:
+                writer = SpikeWriter(out / "spikes.h5", layer_shapes={k: v.shape[2:] for k, v in result.spikes.items()},
+                                     timesteps=t, record=record,
+                                     attrs={"backend": backend, "artefact": str(path), "timesteps": t,
+                                            "input_scale": plan.input_scale, "readout": readout})
+            x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(np.uint8)
+            writer.append(layers=result.spikes, input=x_rec, labels=y, predictions=pred)
+            del result, x_tb
+            if progress is not None:
+                progress(min(s0 + batch, n))
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     report: dict[str, Any] = {
-        "backend": backend, "artefact": str(path), "samples": int(len(labels)), "timesteps": t,
-        "accuracy": float((pred == labels).mean()), "wall_s": wall_s,
-        "samples_per_s": len(labels) / wall_s if wall_s > 0 else None, "spikes_file": "spikes.h5",
-        "readout": "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current",
-        "firing_rate": {k: float(v.mean()) for k, v in result.spikes.items()},
+        "backend": backend, "artefact": str(path), "samples": int(n), "timesteps": t,
+        "accuracy": correct / n, "wall_s": wall_s, "total_wall_s": time.perf_counter() - t_start,
+        "samples_per_s": n / wall_s if wall_s > 0 else None, "spikes_file": "spikes.h5",
+        "batch_size": batch, "record": record, "readout": readout,
+        "firing_rate": {k: float(c.sum()) / c.size / n for k, c in writer.counts.items()},
     }
-    if compare and backend.startswith("lava"):
-        emu = emulate(plan, x_tb)
-        report["agreement"] = {"vs": "emulator", "spike_agreement": spike_agreement(result.spikes, emu.spikes),
-                               "decision_agreement": float((emu.logits.mean(0).argmax(-1) == pred).mean()),
-                               "readout_identical": bool(np.array_equal(emu.readout_u, result.readout_u))}
-    if compare and backend != "torch-float" and (path.parent / "student_float.nir").exists():
-        f_spikes, f_logits = float_student_spikes(path, x_tb)
-        f_pred = f_logits.mean(0).argmax(-1)
-        report["float_student"] = {"accuracy": float((f_pred == labels).mean()),
-                                   "decision_agreement": float((f_pred == pred).mean()),
-                                   "spike_agreement": spike_agreement(f_spikes, result.spikes)}
-    x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(np.uint8)
-    write_spikes(out / "spikes.h5", layers={k: v.astype(np.uint8) for k, v in result.spikes.items()},
-                 input=x_rec, labels=labels, predictions=pred,
-                 attrs={"backend": backend, "artefact": str(path), "timesteps": t,
-                        "input_scale": plan.input_scale, "readout": report["readout"]})
+    if compare_lava:
+        report["agreement"] = {"vs": "emulator", "spike_agreement": vs_emu.result(),
+                               "decision_agreement": emu_same / n, "readout_identical": readout_identical}
+    if f_graph is not None:
+        report["float_student"] = {"accuracy": float_correct / n, "decision_agreement": float_same / n,
+                                   "spike_agreement": vs_float.result()}
     write_json(out / "simulate.json", report)
     report["out_dir"] = str(out)
     return report

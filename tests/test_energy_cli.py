@@ -80,8 +80,12 @@ def test_spike_file_round_trip(tmp_path):
     assert r.labels.tolist() == [1, 0] and r.predictions is None
     assert r.attrs == {"backend": "torch-float", "format": FORMAT, "layer_order": ["fc.act", "stage1.act"],
                        "seed": 3, "timesteps": 3, "samples": 2}
-    with h5py.File(p) as f:  # readable without our code
-        assert f.attrs["format"] == FORMAT and f["layers/stage1.act"].shape == (3, 2, 2, 4, 4)
+    with h5py.File(p) as f:  # readable without our code: bits packed along the flattened neurons
+        assert f.attrs["format"] == FORMAT and f["layers/stage1.act"].shape == (3, 2, 32 // 8)
+        assert json.loads(f["layers/stage1.act"].attrs["packed_shape"]) == [3, 2, 2, 4, 4]
+        bits = np.unpackbits(f["layers/stage1.act"][()], axis=-1).reshape(3, 2, 2, 4, 4)
+        assert np.array_equal(bits, layers["stage1.act"])
+        assert np.array_equal(f["counts/stage1.act"][()], layers["stage1.act"].sum(1))
 
 
 def test_integer_input_is_kept_integer(tmp_path):
@@ -130,7 +134,7 @@ def test_read_spikes_bad_files(tmp_path, files):
     with pytest.raises(UserError, match="not a spike recording .* expected 'htakl-spikes/1'"):
         read_spikes(files / "student_float.nir")  # HDF5, but another format
     with h5py.File(tmp_path / "bad_layer.h5", "w") as f:
-        f.attrs.update(format=FORMAT, attrs_json="{}", layer_order='["a"]')
+        f.attrs.update(format="htakl-spikes/1", attrs_json="{}", layer_order='["a"]')  # the /1 layout
         f["input"] = np.zeros((1, 1, 2))
         f["layers/a"] = np.full((1, 1, 2), 2, np.uint8)
     with pytest.raises(UserError, match="uint8 0/1 spikes"):
