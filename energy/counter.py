@@ -68,57 +68,19 @@ import numpy as np
 
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
-    Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, PoolNode, StudentGraph,
+    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    StudentGraph, connections,
 )
-
-_VIA = (PoolNode, FlattenNode)
-WEIGHTED = (Conv2dNode, DenseNode)
-
-
-@dataclass(frozen=True)
-class Connection:
-    """``source`` (emitter) → ``via`` (pool/flatten nodes, data-flow order) → ``target``."""
-
-    source: str
-    via: tuple[str, ...]
-    target: str
-    kind: str  # "conv" | "dense" | "identity"
-
-    @property
-    def name(self) -> str:
-        """Row name: the conv/dense node, or ``src->[via->]dst`` for an identity skip."""
-        return self.target if self.kind != "identity" else "->".join((self.source, *self.via, self.target))
 
 
 # -- structure -----------------------------------------------------------------------------
 
 
-def _paths_into(graph: StudentGraph, name: str) -> list[tuple[str, tuple[str, ...]]]:
-    out = []
-    for p in graph.predecessors(name):
-        if isinstance(graph.nodes[p], _VIA):
-            out.extend((src, via + (p,)) for src, via in _paths_into(graph, p))
-        else:
-            out.append((p, ()))
-    return out
-
-
 def find_connections(graph: StudentGraph) -> list[Connection]:
-    """Every connection of ``graph`` in node order (see the module docstring).
-
-    Paths into a LIF node from a conv/dense node are that layer's own output (its ops are
-    counted on its row), so only input/LIF emitters make identity skips. Spikes that reach
-    the output node directly are a read-out, not a synapse: not counted.
-    """
-    conns = []
-    for name, node in graph.nodes.items():
-        if isinstance(node, WEIGHTED):
-            kind = "conv" if isinstance(node, Conv2dNode) else "dense"
-            conns.extend(Connection(s, v, name, kind) for s, v in _paths_into(graph, name))
-        elif isinstance(node, LIFNode):
-            conns.extend(Connection(s, v, name, "identity") for s, v in _paths_into(graph, name)
-                         if isinstance(graph.nodes[s], (InputNode, LIFNode)))
-    return conns
+    """Every connection of ``graph`` in node order (``export.graph.connections``, see the module
+    docstring). Spikes that reach the output node directly are a read-out, not a synapse: not
+    counted."""
+    return [c for c in connections(graph) if not (c.identity and isinstance(graph.nodes[c.node], OutputNode))]
 
 
 def _axis_reach(n_in: int, k: int, s: int, p: int, d: int) -> np.ndarray:
@@ -166,7 +128,7 @@ def fanout(graph: StudentGraph, conn: Connection) -> np.ndarray:
     """int64 array of the source's shape: distinct output neurons each source neuron drives."""
     shape = graph.shapes[conn.source]
     reach = _via_reach(graph, conn)
-    node = graph.nodes[conn.target]
+    node = graph.nodes[conn.node]
     if isinstance(node, Conv2dNode):
         rh, rw = reach
         ch, cw = _conv_axes(node, rh.shape[1], rw.shape[1])
@@ -330,7 +292,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
 
     rows = []
     for row_name, cs in groups.items():
-        target = graph.nodes[cs[0].target]
+        target = graph.nodes[cs[0].node]
         acs_t = np.zeros(t_steps, np.int64)
         macs_t = np.zeros(t_steps, np.int64)
         synapses = 0
@@ -353,7 +315,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
         row = {
             "name": row_name, "kind": cs[0].kind, "sources": sorted({c.source for c in cs}),
             "via": sorted({v for c in cs for v in c.via}),
-            "targets": graph.successors(row_name) if cs[0].kind != "identity" else [cs[0].target],
+            "targets": graph.successors(row_name) if cs[0].kind != "identity" else [cs[0].node],
             "input": "analog" if analog else "spikes",
             "acs": int(acs_t.sum()), "macs": int(macs_t.sum()),
             "acs_per_timestep": acs_t.tolist(), "macs_per_timestep": macs_t.tolist(),

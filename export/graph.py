@@ -267,6 +267,80 @@ class StudentGraph:
         return [b for a, b in self.edges if a == name]
 
 
+# -- connections: emitter → pools/flatten → synapses → neuron ---------------------------------
+
+VIA = (PoolNode, FlattenNode)  # nodes that only route an emitter's values to the next synapses
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One set of synapses: ``source`` (an emitter: the input, a neuron or — countable, not
+    deployable — a conv/dense node) → ``via`` (the pool/flatten nodes in between, data-flow
+    order) → ``node`` (the conv/dense node whose weights they are; for an *identity skip*, a
+    residual join of spikes or pooled spikes, the neuron/output itself) → ``target`` (the
+    neuron/output that sums ``node``'s current; None if ``node`` does not feed exactly one).
+    ``divisor``: the product of the average pools' kernel areas on the way (pools run as sum
+    pools on integer spike counts; the divisor is folded into the weights)."""
+
+    source: str
+    via: tuple[str, ...]
+    node: str
+    target: str | None
+    kind: str  # "conv" | "dense" | "identity"
+    divisor: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self.kind == "identity"
+
+    @property
+    def name(self) -> str:
+        """Row name: the conv/dense node, or ``src->[via->]dst`` for an identity skip."""
+        return self.node if not self.identity else "->".join((self.source, *self.via, self.node))
+
+
+def paths_from(graph: "StudentGraph", name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Every (emitter, via) path ending at ``name``: walks back through pool/flatten nodes (a
+    pool fed by a sum gives one path per summand); ``name`` itself if it is not one."""
+    if not isinstance(graph.nodes[name], VIA):
+        return [(name, ())]
+    return [(src, via + (name,)) for p in graph.predecessors(name) for src, via in paths_from(graph, p)]
+
+
+def paths_into(graph: "StudentGraph", name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Every (emitter, via) path into ``name``, in predecessor order."""
+    return [path for p in graph.predecessors(name) for path in paths_from(graph, p)]
+
+
+def make_connection(graph: "StudentGraph", source: str, via: tuple[str, ...], node: str,
+                    target: str | None) -> Connection:
+    kind = "identity" if node == target else "conv" if isinstance(graph.nodes[node], Conv2dNode) else "dense"
+    divisor = 1.0
+    for name in via:
+        pool = graph.nodes[name]
+        if isinstance(pool, PoolNode) and pool.kind == "avg":
+            divisor *= pool.kernel_size[0] * pool.kernel_size[1]
+    return Connection(source, via, node, target, kind, divisor)
+
+
+def connections(graph: "StudentGraph") -> list[Connection]:
+    """Every connection of ``graph``, in node order — the one walk the quantiser, the deployment
+    plan, the netx writer and the op counter share. Conv/dense nodes: one per path into them.
+    Neurons and the output: an identity skip per path from an input/neuron emitter (a path
+    from a conv/dense node is that node's own current, not a synapse set). Never raises:
+    callers that deploy check what they support (``quantize.check_deployable``)."""
+    out = []
+    for name, node in graph.nodes.items():
+        if isinstance(node, WEIGHTED):
+            succ = graph.successors(name)
+            target = succ[0] if len(succ) == 1 and isinstance(graph.nodes[succ[0]], (LIFNode, OutputNode)) else None
+            out.extend(make_connection(graph, s, v, name, target) for s, v in paths_into(graph, name))
+        elif isinstance(node, (LIFNode, OutputNode)):
+            out.extend(make_connection(graph, s, v, name, name) for s, v in paths_into(graph, name)
+                       if not isinstance(graph.nodes[s], WEIGHTED))
+    return out
+
+
 # -- building from a Classifier ------------------------------------------------------------
 
 
@@ -384,22 +458,38 @@ def graph_from_classifier(model: Classifier) -> StudentGraph:
 # -- float reference runner ----------------------------------------------------------------
 
 
-def lif_float_tb(x_tb: torch.Tensor, node: LIFNode) -> torch.Tensor:
-    """SpikingJelly's LIF (hard reset to 0) over ``x_tb`` ``[T, B, ...]`` → spikes, same dtype.
+def lif_float_step(v: torch.Tensor, x: torch.Tensor, *, tau: float | None, v_threshold: float,
+                   v_reset: float | None = 0.0, decay_input: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One float step of SpikingJelly's LIF / IF — the only copy of the float neuron update in the
+    package (the float runner, ``run_float``, and the ONNX export, ``onnx_export.UnrolledLIF``, use
+    it). The same operations in the same order as SpikingJelly's reference charge, so float64 runs
+    give identical spikes::
 
-    The same operations in the same order as SpikingJelly's reference charge, so float64
-    runs give identical spikes: ``h = v + (x - v) / tau``, ``s = h >= v_th``, ``v = h·(1-s)``.
-    """
+        H = V + (X - (V - V_reset)) / tau   (LIF, decay_input)   H = V - (V - V_reset)/tau + X  (not)
+        H = V + X                           (IF: tau None)
+        S = [H >= v_threshold]
+        V = S·V_reset + (1 - S)·H           (hard reset)         V = H - S·v_threshold  (soft: None)
+
+    Returns (spikes in x's dtype, V after reset)."""
+    rest = 0.0 if v_reset is None else v_reset
+    if tau is None:
+        h = v + x
+    elif decay_input:
+        h = v + (x - (v - rest)) / tau
+    else:
+        h = v - (v - rest) / tau + x
+    s = (h >= v_threshold).to(h.dtype)
+    v = h - s * v_threshold if v_reset is None else s * v_reset + (1.0 - s) * h
+    return s, v
+
+
+def lif_float_tb(x_tb: torch.Tensor, node: LIFNode) -> torch.Tensor:
+    """SpikingJelly's LIF (hard reset to 0) over ``x_tb`` ``[T, B, ...]`` → spikes, same dtype."""
     v = torch.zeros_like(x_tb[0])
     out = torch.empty_like(x_tb)
     for t in range(x_tb.shape[0]):
-        if node.decay_input:
-            h = v + (x_tb[t] - v) / node.tau
-        else:
-            h = v - v / node.tau + x_tb[t]
-        s = (h - node.v_threshold >= 0).to(x_tb.dtype)
-        v = h * (1.0 - s)
-        out[t] = s
+        out[t], v = lif_float_step(v, x_tb[t], tau=node.tau, v_threshold=node.v_threshold,
+                                   decay_input=node.decay_input)
     return out
 
 

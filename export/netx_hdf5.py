@@ -72,11 +72,11 @@ from htakl_deploy.export.graph import (
     WEIGHTED, Conv2dNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
 )
 from htakl_deploy.export.quantize import QuantizedGraph
+from htakl_deploy.hw.lif_ref import READOUT_VTH  # v > vth << 6 = 2**23 never holds: never spikes
 
 FORMAT = "htakl-deploy-netx"
 FORMAT_VERSION = 1
 W_MIN, W_MAX = -256, 254  # lava Dense clips mixed-sign weights to this range (netx optimize_weight_bits)
-READOUT_VTH = 1 << 17  # v > vth << 6 = 2**23 never holds for a 24-bit v: the readout never spikes
 NETX_BIAS_EXP = 6
 INPUT_MESSAGE_BITS = 8  # pixels enter as 8-bit graded spikes: hdf5.Network(..., input_message_bits=8)
 
@@ -189,43 +189,37 @@ def _neuron(group, du: int, dv: int, vth: int) -> None:
 
 
 def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
-    """Plain descriptions of the netx layers (datasets + attributes), in order."""
+    """Plain descriptions of the netx layers (datasets + attributes), in order: one per
+    connection (``QuantConnection.path``: source → pools/flatten → conv/dense → neuron)."""
     g = q.graph
-    chain = _chain(q)
+    _chain(q)
     layers = [{"type": "input", "shape": np.array(g.shapes[g.input_name]), "attrs": {"nodes": g.input_name}}]
-    pools: list[tuple[str, PoolNode]] = []
-    pool_in: list[tuple] = []
-    flatten: str | None = None
-    i = 1
-    while i < len(chain):
-        name = chain[i]
+    for c in q.connections:
+        name, target, path = c.node, c.target, c.path
         node = g.nodes[name]
-        if isinstance(node, PoolNode):
-            if node.stride != node.kernel_size or node.padding != (0, 0):
-                raise ValueError(f"node {name!r}: netx has no pooling and only a pool with stride = kernel "
-                                 f"and no padding can be folded into the next layer, got {node}")
+        if isinstance(g.nodes[path.source], WEIGHTED):
+            raise ValueError(f"node {path.source!r} ({type(g.nodes[path.source]).__name__}) has no netx layer "
+                             "here: expected a neuron (LIF) or the output after a conv/dense")
+        pools: list[tuple[str, PoolNode]] = []
+        pool_in: list[tuple] = []
+        flatten: str | None = None
+        for v in path.via:
+            vnode = g.nodes[v]
+            if isinstance(vnode, FlattenNode):
+                flatten = v
+                continue
+            if vnode.stride != vnode.kernel_size or vnode.padding != (0, 0):
+                raise ValueError(f"node {v!r}: netx has no pooling and only a pool with stride = kernel "
+                                 f"and no padding can be folded into the next layer, got {vnode}")
             if flatten is not None:
-                raise ValueError(f"node {name!r}: pool after flatten {flatten!r} is not supported")
-            in_hw = g.shapes[g.predecessors(name)[0]][1:]
-            if in_hw[0] % node.kernel_size[0] or in_hw[1] % node.kernel_size[1]:
+                raise ValueError(f"node {v!r}: pool after flatten {flatten!r} is not supported")
+            in_shape = g.shapes[g.predecessors(v)[0]]
+            if in_shape[1] % vnode.kernel_size[0] or in_shape[2] % vnode.kernel_size[1]:
                 # the rows/columns the pool drops would reach a folded conv's padding
-                raise ValueError(f"node {name!r}: pool input {in_hw} is not a multiple of its kernel "
-                                 f"{node.kernel_size}, so it cannot be folded into the next layer for netx")
-            pools.append((name, node))
-            pool_in.append(g.shapes[g.predecessors(name)[0]])
-            i += 1
-            continue
-        if isinstance(node, FlattenNode):
-            flatten = name
-            i += 1
-            continue
-        if not isinstance(node, WEIGHTED):
-            raise ValueError(f"node {name!r} ({type(node).__name__}) has no netx layer here: expected "
-                             "a conv/dense (after a neuron, pool or flatten)")
-        if i + 1 >= len(chain) or not isinstance(g.nodes[chain[i + 1]], (LIFNode, OutputNode)):
-            raise ValueError(f"node {name!r}: netx needs a neuron layer (LIF) or the output after a conv/dense")
-        target = chain[i + 1]
-        c = q.connection(name, target)
+                raise ValueError(f"node {v!r}: pool input {in_shape[1:]} is not a multiple of its kernel "
+                                 f"{vnode.kernel_size}, so it cannot be folded into the next layer for netx")
+            pools.append((v, vnode))
+            pool_in.append(in_shape)
         t = q.targets[target]
         is_out = isinstance(g.nodes[target], OutputNode)
         mant, stride, padding = c.weight_mant, None, None
@@ -233,11 +227,10 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
             mant, stride, padding = _fold_pools_conv(name, mant, node, pools)
         else:
             mant = _fold_pools_dense(mant, pools, pool_in)
-        src = chain[i - 1 - len(pools) - (flatten is not None)]
-        x_max = round(1.0 / q.input_scale) if isinstance(g.nodes[src], InputNode) else 1
+        x_max = round(1.0 / q.input_scale) if isinstance(g.nodes[path.source], InputNode) else 1
         j, w = _layer_scale(name, mant, c.weight_exp, 0 if is_out else t.vth, x_max, strict)
         bias, b_exact = _netx_bias(target, t.bias_v(), j, strict)
-        in_shape = g.shapes[src]
+        in_shape = g.shapes[path.source]
         if flatten is not None:
             layers.append({"type": "flatten", "shape": np.array([int(np.prod(in_shape)), 1, 1]),
                            "attrs": {"nodes": flatten}})
@@ -257,8 +250,6 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
             layers.append({"type": "dense", "shape": out_shape, "weight": w, "bias": bias,
                            "inFeatures": np.int64(w.shape[1]), "outFeatures": np.int64(w.shape[0]),
                            "neuron": neuron, "attrs": attrs})
-        pools, pool_in, flatten = [], [], None
-        i += 2
     return layers
 
 

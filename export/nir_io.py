@@ -242,7 +242,7 @@ def from_nir(ng: nir.NIRGraph) -> StudentGraph | QuantizedGraph:
 
 def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: float) -> QuantizedGraph:
     """Rebuild the fixed-point description; the float graph gets dequantised weights."""
-    from htakl_deploy.export.quantize import chain_to_source  # path factors (pools, input)
+    from htakl_deploy.export.quantize import connections_into  # path factors (pools, input)
 
     targets, conns = {}, []
     for name, node in graph.nodes.items():
@@ -257,13 +257,13 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
             raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
         gain = s / (node.v_threshold * (node.tau if node.decay_input else 1.0)) if isinstance(node, LIFNode) else s
         bias_f = (targets[name].bias_v() / (64.0 * gain)).astype(np.float64)
-        for src in graph.predecessors(name):
+        for path in connections_into(graph, name):
+            src = path.node if not path.identity else (path.via[-1] if path.via else path.source)
             snode = graph.nodes[src]
-            if isinstance(snode, (Conv2dNode, DenseNode)):
+            if not path.identity:
                 exp = int(ng.nodes[src].metadata["weight_exp"])
                 mant = np.asarray(snode.weight).astype(np.int64)
-                chain, div = chain_to_source(graph, graph.predecessors(src)[0])
-                factor = (input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0) / div
+                factor = (input_scale if isinstance(graph.nodes[path.source], InputNode) else 1.0) / path.divisor
                 snode.weight = mant * 2.0**exp / gain / factor
                 snode.bias = np.zeros(snode.weight.shape[0])
                 conns.append(QuantConnection(src, name, False, mant, exp, 0, mant.size, 0.0))

@@ -37,6 +37,7 @@ from spikingjelly.activation_based.base import StepModule
 
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.distill.models.classifier import Classifier
+from htakl_deploy.export.graph import lif_float_step
 
 OPSET = 17
 INPUT_NAME = "x"
@@ -46,13 +47,10 @@ OUTPUT_NAME = "logits"
 class UnrolledLIF(nn.Module):
     """Multi-step LIF/IF on ``[T, B, ...]`` in plain PyTorch ops, state starting at rest.
 
-    The same arithmetic as SpikingJelly's kernels, in the same order, so in PyTorch the spikes
-    are bit-identical (tested). In onnxruntime the conv sums round differently (~1e-7), so a
-    potential within that of the threshold could flip a spike (not seen in the tests)::
-
-        H = V + (X - (V - V_reset)) / tau      (LIF, decay_input)      H = V + X  (IF)
-        S = [H >= v_threshold]
-        V = S·V_reset + (1 - S)·H              (hard reset)            V = H - S·v_threshold (soft)
+    Each step is ``export.graph.lif_float_step``: SpikingJelly's arithmetic in the same order, so
+    in PyTorch the spikes are bit-identical (tested). In onnxruntime the conv sums round
+    differently (~1e-7), so a potential within that of the threshold could flip a spike (not seen
+    in the tests).
 
     Stateless between calls: V starts at ``V_reset`` (0 for soft reset) on every forward.
     """
@@ -71,14 +69,8 @@ class UnrolledLIF(nn.Module):
         v = x_seq[0] * 0.0 + rest
         spikes = []
         for x in x_seq:  # unrolled by tracing: T is fixed in the exported graph
-            if self.tau is None:
-                h = v + x
-            elif self.decay_input:
-                h = v + (x - (v - rest)) / self.tau
-            else:
-                h = v - (v - rest) / self.tau + x
-            s = (h >= self.v_threshold).to(h.dtype)
-            v = h - s * self.v_threshold if self.v_reset is None else s * self.v_reset + (1.0 - s) * h
+            s, v = lif_float_step(v, x, tau=self.tau, v_threshold=self.v_threshold, v_reset=self.v_reset,
+                                  decay_input=self.decay_input)
             spikes.append(s)
         return torch.stack(spikes)
 

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from htakl_deploy.export.graph import (
-    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
-    StudentGraph,
+    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    StudentGraph, connections, make_connection, paths_from,
 )
 from htakl_deploy.hw.lif_ref import lif_int_step
 
@@ -76,6 +76,7 @@ class QuantConnection:
     n_weights: int
     max_abs_err: float  # max |W_int·2^exp/gain·pool·(1/in_scale) − W| in the float weights' units
     n_zeroed: int = 0  # non-zero float weights whose mantissa rounds to 0 (lost to the 8-bit range)
+    path: Connection | None = None  # the graph's connection (source, pools/flatten, divisor); filled in
 
     def __post_init__(self):
         self.weight_mant = np.asarray(self.weight_mant, dtype=np.int64)
@@ -120,9 +121,17 @@ class QuantizedGraph:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        paths = connections(self.graph)
         for c in self.connections:
             if c.node not in self.graph.nodes or c.target not in self.targets:
                 raise ValueError(f"connection {c.node!r} → {c.target!r} does not match the graph")
+            if c.path is None:
+                hop = lambda p: p.via[-1] if p.via else p.source  # noqa: E731  the node next to the target
+                found = [p for p in paths if p.target == c.target and
+                         (p.node == c.node if not c.identity else p.identity and hop(p) == c.node)]
+                if len(found) != 1:
+                    raise ValueError(f"connection {c.node!r} → {c.target!r}: {len(found)} paths in the graph")
+                c.path = found[0]
 
     def connection(self, node: str, target: str) -> QuantConnection:
         return next(c for c in self.connections if c.node == node and c.target == target)
@@ -162,24 +171,38 @@ class QuantizedGraph:
 # -- building ------------------------------------------------------------------------------
 
 
-def chain_to_source(graph: StudentGraph, name: str) -> tuple[list[str], float]:
-    """From ``name`` (a pool/flatten/LIF/input) walk single predecessors back to a spike
-    source (LIF) or the input; return (chain nodes from source to ``name``, avg-pool divisor)."""
-    chain, divisor = [], 1.0
-    while True:
-        node = graph.nodes[name]
-        chain.append(name)
-        if isinstance(node, (LIFNode, InputNode)):
-            return chain[::-1], divisor
-        if not isinstance(node, (PoolNode, FlattenNode)):
-            raise ValueError(f"node {name!r} ({type(node).__name__}): only pooling/flatten may sit "
-                             "between a neuron and the next conv/dense (not deployable)")
-        if isinstance(node, PoolNode) and node.kind == "avg":
-            divisor *= node.kernel_size[0] * node.kernel_size[1]
-        preds = graph.predecessors(name)
-        if len(preds) != 1:
+def check_deployable(graph: StudentGraph, conn: Connection) -> None:
+    """ValueError naming the node unless ``conn`` runs in fixed point: its source is the input
+    or a neuron, and only single-input pool/flatten nodes lie between them."""
+    for name in reversed(conn.via):
+        if len(graph.predecessors(name)) != 1:
             raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
-        name = preds[0]
+    source = graph.nodes[conn.source]
+    if not isinstance(source, (LIFNode, InputNode)):
+        raise ValueError(f"node {conn.source!r} ({type(source).__name__}): only pooling/flatten may sit "
+                         "between a neuron and the next conv/dense (not deployable)")
+
+
+def connections_into(graph: StudentGraph, target: str) -> list[Connection]:
+    """The deployable connections into neuron/output ``target``, in predecessor order (ValueError
+    naming the node for anything else: a conv/dense feeding several nodes or fed by a sum, a
+    sum before a pool, a conv between pools and the neuron)."""
+    out = []
+    for src in graph.predecessors(target):
+        if isinstance(graph.nodes[src], WEIGHTED):
+            if graph.successors(src) != [target]:
+                raise ValueError(f"node {src!r}: a conv/dense must feed exactly one neuron layer "
+                                 f"or the output, feeds {graph.successors(src)}")
+            preds = graph.predecessors(src)
+            if len(preds) != 1:
+                raise ValueError(f"node {src!r}: a conv/dense fed by a sum of {preds} is not supported yet")
+            found = [make_connection(graph, s, v, src, target) for s, v in paths_from(graph, preds[0])]
+        else:
+            found = [make_connection(graph, s, v, target, target) for s, v in paths_from(graph, src)]
+        for c in found:
+            check_deployable(graph, c)
+        out.append(found[0])
+    return out
 
 
 def _quantise_weights(w_eff: np.ndarray, gain: float) -> tuple[np.ndarray, int, int, int]:
@@ -198,31 +221,23 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
     Raises ValueError naming the node if the graph is not deployable this way (a conv fed by
     a sum, a conv feeding several targets or a non-neuron, two convs in a row).
     """
-    connections: list[QuantConnection] = []
+    quant_conns: list[QuantConnection] = []
     targets: dict[str, QuantTarget] = {}
     for tname, tnode in graph.nodes.items():
         if not isinstance(tnode, (LIFNode, OutputNode)):
             continue
-        paths = []  # (node, identity, w_eff, w_float, divisor·in_scale factor, bias)
-        for src in graph.predecessors(tname):
-            snode = graph.nodes[src]
-            if isinstance(snode, WEIGHTED):
-                if graph.successors(src) != [tname]:
-                    raise ValueError(f"node {src!r}: a conv/dense must feed exactly one neuron layer "
-                                     f"or the output, feeds {graph.successors(src)}")
-                preds = graph.predecessors(src)
-                if len(preds) != 1:
-                    raise ValueError(f"node {src!r}: a conv/dense fed by a sum of {preds} is not supported yet")
-                chain, div = chain_to_source(graph, preds[0])
-                in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
-                w = np.asarray(snode.weight, dtype=np.float64)
-                paths.append((src, False, w * in_scale / div, w, in_scale / div,
-                              np.asarray(snode.bias, dtype=np.float64)))
-            else:
-                chain, div = chain_to_source(graph, src)
-                in_scale = input_scale if isinstance(graph.nodes[chain[0]], InputNode) else 1.0
+        paths = []  # (node, identity, w_eff, w_float, divisor·in_scale factor, bias, connection)
+        for conn in connections_into(graph, tname):
+            in_scale = input_scale if isinstance(graph.nodes[conn.source], InputNode) else 1.0
+            factor = in_scale / conn.divisor
+            if conn.identity:
                 one = np.array(1.0)
-                paths.append((src, True, one * in_scale / div, one, in_scale / div, None))
+                hop = conn.via[-1] if conn.via else conn.source
+                paths.append((hop, True, one * factor, one, factor, None, conn))
+            else:
+                snode = graph.nodes[conn.node]
+                w = np.asarray(snode.weight, dtype=np.float64)
+                paths.append((conn.node, False, w * factor, w, factor, np.asarray(snode.bias, dtype=np.float64), conn))
         if isinstance(tnode, LIFNode):
             denom = tnode.v_threshold * (tnode.tau if tnode.decay_input else 1.0)
             du, dv = 4095, int(round(4096.0 / tnode.tau))
@@ -231,11 +246,11 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         m = max(float(np.abs(p[2]).max(initial=0.0)) for p in paths)
         scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
         gain = scale / denom
-        for node, identity, w_eff, w, factor, _ in paths:
+        for node, identity, w_eff, w, factor, _, conn in paths:
             mant, exp, n_clipped, n_zeroed = _quantise_weights(w_eff, gain)
             err = float(np.abs(mant * 2.0**exp / gain / factor - w).max(initial=0.0))
-            connections.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err,
-                                               n_zeroed))
+            quant_conns.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err,
+                                               n_zeroed, conn))
         biases = [p[5] for p in paths if p[5] is not None]
         nb = graph.shapes[tname][0]
         b = np.sum(biases, axis=0) if biases else np.zeros(nb)
@@ -246,7 +261,7 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         b_err = float(np.abs((bias_mant << bias_exp) / (gain * 64.0) - b).max(initial=0.0))
         targets[tname] = QuantTarget(tname, scale, du, dv, scale if isinstance(tnode, LIFNode) else 0,
                                      bias_mant, bias_exp, b_err)
-    return QuantizedGraph(graph, connections, targets, input_scale)
+    return QuantizedGraph(graph, quant_conns, targets, input_scale)
 
 
 # -- integer runner ------------------------------------------------------------------------

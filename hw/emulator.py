@@ -44,13 +44,6 @@ def _abs_max(x: torch.Tensor) -> int:
     return max(int(hi), -int(lo))
 
 
-def _trunc_decay_t(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``sign(x·f) · (|x·f| >> 12)`` (Lava's decay) as ``(x·f + (4095 if negative)) >> 12``:
-    an arithmetic shift rounds toward −∞, the offset makes it round toward zero."""
-    p = x * factor
-    return torch.where(p < 0, p + 4095, p) >> 12
-
-
 def _t_wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Two's-complement wrap of an int64 tensor to ``bits`` (a no-op, skipped, when in range)."""
     half = 2 ** (bits - 1)
@@ -167,43 +160,25 @@ def readout_logits(pop: Population, readout_u: np.ndarray) -> np.ndarray:
     return (readout_u + population_bias(pop)) / (64.0 * pop.scale)
 
 
-def _lif_steps_fast(pop: Population, a_in: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lif_int_step`` without the int32 wraps, valid (and used) only when none can happen:
-    |a_in| < 2^25 (so ``a_in << 6`` fits int32) and |bias| < 2^29 (u, v stay 24-bit)."""
+def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The population's neurons over the ``T`` steps of ``a_in`` ``[T, B, *shape]``: spikes and
+    u. The update is ``hw.lif_ref.lif_int_step``; its wraps are skipped where they cannot
+    trigger: the int32 ones when |a_in| < 2^25 (``a_in << 6`` fits int32) and |bias| < 2^29 (u, v
+    stay 24-bit); the 24-bit one of u when it has no memory (du = 4095) and |a_in| < 2^17."""
+    bias_np = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
+    bias = torch.from_numpy(np.ascontiguousarray(bias_np))
+    a_max = _abs_max(a_in)
+    i32_wraps = not (a_max < 2**25 and int(np.abs(bias_np).max(initial=0)) < 2**29)
+    u_wraps = i32_wraps or pop.du != 4095 or a_max >= 2**17
     u = torch.zeros(a_in.shape[1:], dtype=torch.int64)
     v = torch.zeros_like(u)
     spikes = torch.zeros(a_in.shape, dtype=torch.bool)
     us = torch.zeros(a_in.shape, dtype=torch.int64)
-    du, dv, vth = 4096 - (pop.du + 1), 4096 - pop.dv, pop.vth << 6
-    # With no current memory (du = 4095) u is a_in << 6: its 24-bit wrap cannot trigger when
-    # |a_in| < 2^17, and is skipped then (checked once for the whole tensor).
-    u_wraps = du != 0 or _abs_max(a_in) >= 2**17
     for t in range(a_in.shape[0]):
-        u = _trunc_decay_t(u, du) if du else torch.zeros_like(u)
-        u += a_in[t] * 64
-        if u_wraps:
-            u = torch.where(u > 2**23, u - 2**24, torch.where(u <= -(2**23), u + 2**24, u))
-        v = (_trunc_decay_t(v, dv) if dv else torch.zeros_like(v)) + u + bias
-        v.clamp_(-(2**23 - 1), 2**23 - 1)
-        s = v > vth
-        v.masked_fill_(s, 0)
-        spikes[t], us[t] = s, u
-    return spikes, us
-
-
-def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
-    if _abs_max(a_in) < 2**25 and int(np.abs(bias).max(initial=0)) < 2**29:
-        return _lif_steps_fast(pop, a_in, torch.from_numpy(np.ascontiguousarray(bias)))
-    a = a_in.numpy()
-    u = np.zeros(a.shape[1:], np.int64)
-    v = np.zeros(a.shape[1:], np.int64)
-    spikes = np.zeros(a.shape, bool)
-    us = np.zeros(a.shape, np.int64)
-    for t in range(a.shape[0]):
-        spikes[t], u, v = lif_int_step(u, v, a[t], du=pop.du, dv=pop.dv, bias_v=bias, vth=pop.vth)
+        spikes[t], u, v = lif_int_step(u, v, a_in[t], du=pop.du, dv=pop.dv, bias_v=bias, vth=pop.vth,
+                                       i32_wraps=i32_wraps, u_wraps=u_wraps)
         us[t] = u
-    return torch.from_numpy(spikes), torch.from_numpy(us)
+    return spikes, us
 
 
 def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512) -> EmulatorResult:

@@ -21,21 +21,37 @@ more precise than, or differs from, DESIGN.md "Loihi-style fixed point":
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 _DECAY_SHIFT = 12  # du, dv are 12-bit fractions of 4096
 _MSB_SHIFT = 6  # a_in and vth are shifted left by 6 to align with the 24-bit u, v
 _UV_MAX = 2**23
+# The threshold of a readout population (the logits: its u or v is read, it must never spike):
+# Lava spikes when v > vth << 6, and the 24-bit v is clipped to 2**23 - 1, so vth = 2**17 (vth << 6
+# = 2**23) is the smallest value that can never fire;
+# 2**17 - 1 fires once v > 2**23 - 64 (tests/test_lava.py runs both in Lava).
+READOUT_VTH = 1 << 17
 
 
-def wrap_i32(x: np.ndarray) -> np.ndarray:
-    """Two's-complement wrap of int64 values to int32, as numpy casts do, kept as int64."""
-    return x.astype(np.int32).astype(np.int64)
+def wrap_i32(x):
+    """Two's-complement wrap of int64 values to int32, as numpy casts do, kept as int64
+    (numpy array or torch tensor)."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() and (x.max() >= 2**31 or x.min() < -(2**31)):
+            return torch.remainder(x + 2**31, 2**32) - 2**31
+        return x
+    return np.asarray(x).astype(np.int32).astype(np.int64)
 
 
-def trunc_decay(x: np.ndarray, decay: int) -> np.ndarray:
-    """``sign(x) * (|x * decay| >> 12)``: multiply by decay/4096, truncating toward zero."""
-    prod = x * np.int64(decay)
-    return np.sign(prod) * (np.abs(prod) >> _DECAY_SHIFT)
+def trunc_decay(x, decay: int):
+    """``sign(x * decay) * (|x * decay| >> 12)``: multiply by decay/4096, truncating toward zero
+    (numpy array or torch tensor). Written as ``(p + 4095·[p < 0]) >> 12``: an arithmetic shift
+    rounds toward −∞, the offset makes it round toward zero."""
+    if decay == 0:
+        return x * 0
+    p = x * decay
+    where = torch.where if isinstance(p, torch.Tensor) else np.where
+    return where(p < 0, p + ((1 << _DECAY_SHIFT) - 1), p) >> _DECAY_SHIFT
 
 
 def effective_weights(weights: np.ndarray) -> np.ndarray:
@@ -121,14 +137,35 @@ def dense_lif_fixed_pt(
     return spikes_tm, u_tm, v_tm
 
 
-def lif_int_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, *, du: int, dv: int,
-                 bias_v: np.ndarray, vth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One lava-nc ``PyLifModelBitAcc`` step on int64 arrays of any shape: returns (spikes bool,
-    u, v after reset). ``bias_v`` = ``bias_mant << bias_exp``, broadcastable to ``v``."""
-    u = wrap_i32(trunc_decay(u, 4096 - (du + 1)))
-    u = wrap_i32(u + wrap_i32(a_in << _MSB_SHIFT))
-    u = np.where(u > _UV_MAX, u - 2 * _UV_MAX, np.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
-    v = trunc_decay(v, 4096 - dv) + u + bias_v
-    v = np.clip(wrap_i32(v), -(_UV_MAX - 1), _UV_MAX - 1)
-    s = v > (np.int64(vth) << _MSB_SHIFT)
-    return s, u, np.where(s, 0, v)
+def lif_int_step(u, v, a_in, *, du: int, dv: int, bias_v, vth: int, i32_wraps: bool = True,
+                 u_wraps: bool = True):
+    """One lava-nc ``PyLifModelBitAcc`` / ``PyLifResetModelBitAcc`` step — the only copy of the
+    fixed-point neuron update in the package. Arrays of any shape, int64, all numpy or all torch
+    (``bias_v`` = ``bias_mant << bias_exp``, broadcastable to ``v``). Returns (spikes bool, u, v
+    after reset).
+
+    ``i32_wraps=False`` skips Lava's int32 wraps and ``u_wraps=False`` its 24-bit wrap of ``u``:
+    pass them only where the caller has proved they cannot trigger (``hw.emulator`` does, per
+    tensor), which gives the same integers with fewer operations.
+    """
+    w32 = wrap_i32 if i32_wraps else (lambda x: x)
+    is_torch = isinstance(u, torch.Tensor)
+    where = torch.where if is_torch else np.where
+    u = w32(trunc_decay(u, 4096 - (du + 1)))  # a new array: updated in place below
+    if i32_wraps:
+        u = w32(u + w32(a_in << _MSB_SHIFT))
+    else:
+        u += a_in << _MSB_SHIFT
+    if u_wraps:
+        u = where(u > _UV_MAX, u - 2 * _UV_MAX, where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
+    v = w32(trunc_decay(v, 4096 - dv) + u + bias_v)
+    if is_torch:
+        v.clamp_(-(_UV_MAX - 1), _UV_MAX - 1)
+    else:
+        np.clip(v, -(_UV_MAX - 1), _UV_MAX - 1, out=v)
+    s = v > (int(vth) << _MSB_SHIFT)
+    if is_torch:
+        v.masked_fill_(s, 0)
+    else:
+        v[s] = 0
+    return s, u, v

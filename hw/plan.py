@@ -51,12 +51,12 @@ from htakl_deploy.export.graph import (
     WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
     StudentGraph,
 )
-from htakl_deploy.export.quantize import QuantizedGraph, chain_to_source
+from htakl_deploy.export.quantize import QuantizedGraph
+from htakl_deploy.hw.lif_ref import READOUT_VTH
 
 FORMAT = "htakl-lava-plan/1"
 INPUT = "input"
 LINK_KINDS = ("input", "conv", "dense", "sparse")
-READOUT_VTH = 2**17 - 1  # the readout never needs to spike: largest 17-bit threshold
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
 
@@ -341,9 +341,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         incoming = []  # (connection, weighted node, source node, source population, pools/flatten, divisor)
         for conn in (c for c in q.connections if c.target == name):
             wnode = g.nodes[conn.node]
-            start = g.predecessors(conn.node)[0] if isinstance(wnode, WEIGHTED) else conn.node
-            path, divisor = chain_to_source(g, start)  # source LIF/input, then pools/flatten
-            source, chain = path[0], path[1:]
+            source, chain, divisor = conn.path.source, list(conn.path.via), conn.path.divisor
             src_pop = INPUT if isinstance(g.nodes[source], InputNode) else source
             if src_pop != INPUT and src_pop not in pops:
                 raise ValueError(f"node {name!r}: source {source!r} is not a deployed population")

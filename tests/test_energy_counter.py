@@ -261,7 +261,7 @@ def _ref_edges(node, in_shape):
 
 def _reference_acs(g, conn, spikes_tb):
     """For every spike, walk its synapses node by node and count the distinct outputs reached."""
-    path = [*conn.via, conn.target]
+    path = [*conn.via, conn.node]
     maps, shape = [], g.shapes[conn.source]
     for name in path:
         maps.append(_ref_edges(g.nodes[name], shape))

@@ -18,7 +18,7 @@ import pytest
 
 from htakl_deploy.errors import UserError
 from htakl_deploy.hw import lava_compat
-from htakl_deploy.hw.lif_ref import dense_lif_fixed_pt, effective_weights
+from htakl_deploy.hw.lif_ref import READOUT_VTH, dense_lif_fixed_pt, effective_weights
 
 N_IN, N_OUT, N_STEPS = 16, 8, 20
 
@@ -167,6 +167,23 @@ def test_reference_matches_real_lava_run(lava, seed):
     np.testing.assert_array_equal(u_ref, u_lava)
     np.testing.assert_array_equal(v_ref, v_lava)
     np.testing.assert_array_equal(spikes_ref, spikes_lava)
+
+
+@pytest.mark.parametrize("vth, fires", [(READOUT_VTH, False), (2**17 - 1, True)])
+def test_readout_threshold_never_fires_in_lava(lava, vth, fires):
+    """READOUT_VTH (one value for the plan's and the netx readout): with v driven into its
+    24-bit clip (2**23 - 1) by a large bias, Lava never fires at vth = 2**17 (v > 2**23 needed),
+    but does at 2**17 - 1 (v > 2**23 - 64) — which would reset a readout read from v."""
+    case = dict(spikes_tn=np.zeros((N_STEPS, N_IN), np.int32), weights=np.zeros((N_OUT, N_IN), dtype=int),
+                weight_exp=0, du=4095, dv=0, bias_mant=np.full(N_OUT, 4095), bias_exp=np.full(N_OUT, 12),
+                vth=vth)
+    spikes_lava, u_lava, v_lava = _run_lava(case)
+    spikes_ref, u_ref, v_ref = dense_lif_fixed_pt(**case)
+    np.testing.assert_array_equal(spikes_ref, spikes_lava)
+    np.testing.assert_array_equal(v_ref, v_lava)
+    assert bool(spikes_lava.any()) == fires
+    if not fires:
+        assert (v_lava == 2**23 - 1).all()
 
 
 def _in_fresh_python(code: str) -> subprocess.CompletedProcess:
