@@ -55,14 +55,14 @@ class DistillConfig:
     head_weight: float = LossConfig.head_weight
     tau_squared: bool = LossConfig.tau_squared
     student_average: str = LossConfig.student_average
-    # ckdsnn (seed 003)
+    # ckdsnn (CKDSNN, arXiv:2511.06902)
     nld_lambda: float = LossConfig.nld_lambda
     nld_temperature: float = LossConfig.nld_temperature
     samd_temperature: float = LossConfig.samd_temperature
     ckdsnn_beta: float = LossConfig.ckdsnn_beta
     ckdsnn_gamma: float = LossConfig.ckdsnn_gamma
     samd_cam_class: str = "label"
-    # seal (seed 004)
+    # seal (SeAl-KD, arXiv:2605.14252)
     seal_alpha: float = LossConfig.seal_alpha
     seal_beta: float = LossConfig.seal_beta
     seal_temperature: float = LossConfig.seal_temperature

@@ -8,7 +8,7 @@ logit methods are in ``LOGIT_LOSSES`` here, and ``distill.methods.LOSSES`` is th
 methods that the config and the training loop use.
 
 The student's output distribution over time (``LossConfig.student_average``):
-- ``"logits"`` (default, DESIGN.md): average the logits over T, then softmax —
+- ``"logits"`` (default, docs/DESIGN.md): average the logits over T, then softmax —
   ``ps = softmax(mean_t(zs_t) / τ)``; this is the firing-rate readout of the last layer.
 - ``"probs"``: average the per-step distributions, ``ps = mean_t softmax(zs_t / τ)`` (one reading
   of the paper's Eq. 3), computed in log space with logsumexp.
@@ -40,13 +40,13 @@ class LossConfig:
     head_weight: float = 0.5
     tau_squared: bool = True
     student_average: str = "logits"
-    # ckdsnn (seed 003): CE + β·SAMD + γ·NLD
+    # ckdsnn (CKDSNN, arXiv:2511.06902): CE + β·SAMD + γ·NLD
     nld_lambda: float = 0.1
     nld_temperature: float = 2.0
     samd_temperature: float = 2.0
     ckdsnn_beta: float = 1.0
     ckdsnn_gamma: float = 1.0
-    # seal (seed 004): per-timestep CE + α·ELA + β·STA
+    # seal (SeAl-KD, arXiv:2605.14252): per-timestep CE + α·ELA + β·STA
     seal_alpha: float = 0.6
     seal_beta: float = 0.15
     seal_temperature: float = 1.0
@@ -216,7 +216,7 @@ def _mixed_kl(
 
 
 def hta_kl_divergence(zs: torch.Tensor, zt_bc: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """The HTA-KL term alone (no CE), as defined in DESIGN.md; ``zs`` is ``[T,B,C]`` or ``[B,C]``."""
+    """The HTA-KL term alone (no CE), as defined in docs/DESIGN.md; ``zs`` is ``[T,B,C]`` or ``[B,C]``."""
     return _mixed_kl(
         as_tbc(zs),
         zt_bc,
@@ -271,7 +271,7 @@ def loss_fixed(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:
 
 
 def loss_hta_kl(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:
-    """HTA-KL: per-sample adaptive mix of FKL and RKL from the head/tail gap (seed paper 002)."""
+    """HTA-KL: per-sample adaptive mix of FKL and RKL from the head/tail gap (Zhang et al. 2025, arXiv:2504.20445)."""
     zt = _teacher(inputs, "hta-kl")
     return _with_ce(inputs, cfg, hta_kl_divergence(inputs.student_tbc, zt, cfg))
 

@@ -1,2 +1,2 @@
 """energy stage: spike recordings (``spikefile``), exact op counts (``counter``), energy models
-as data (``models`` + ``presets/*.toml``) and the report (``report``); see DESIGN.md "Energy model"."""
+as data (``models`` + ``presets/*.toml``) and the report (``report``); see docs/DESIGN.md "Energy model"."""

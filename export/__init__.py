@@ -1,1 +1,1 @@
-"""export stage (see README and DESIGN.md)."""
+"""export stage (see README and docs/DESIGN.md)."""

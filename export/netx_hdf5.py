@@ -14,7 +14,7 @@ writes it); a file is a chain of layers ``layer/{i}`` read in order, each a grou
     dense    type, shape (N,), weight [N, in], inFeatures, outFeatures, bias [N], neuron/
     neuron/  type 'CUBA', iDecay, vDecay, vThMant, refDelay = 1, gradedSpike = False
 
-Mapping from ``QuantizedGraph`` (DESIGN.md "Loihi-style fixed point"):
+Mapping from ``QuantizedGraph`` (docs/DESIGN.md "Loihi-style fixed point"):
 
 - netx builds lava-nc ``LIF(du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6)``, so
   ``iDecay = du + 1`` (4096 = no current memory), ``vDecay = dv``, ``vThMant = vth``.

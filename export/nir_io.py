@@ -9,7 +9,7 @@ Node mapping (one function per type, in tables both ways; unknown types raise na
     OutputNode ↔ nir.Output
     residual join = several edges into one node (NIR sums them)
 
-Conventions chosen for other importers (DESIGN.md "Installing the stack"):
+Conventions chosen for other importers (docs/DESIGN.md "Installing the stack"):
 
 - LIF as SpikingJelly's exporter writes it with ``dt = 1e-4``: ``tau = τ·dt``, ``r = 1`` for
   ``decay_input=True`` (``r = τ`` otherwise), ``v_leak = v_reset = 0``; arrays of the neuron

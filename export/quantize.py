@@ -1,6 +1,6 @@
 """Loihi-style fixed point (lava-nc 0.10 ``fixed_pt``) for a ``StudentGraph``, and an integer runner.
 
-Mapping (DESIGN.md "Loihi-style fixed point"), SpikingJelly LIF(τ, θ, hard reset to 0):
+Mapping (docs/DESIGN.md "Loihi-style fixed point"), SpikingJelly LIF(τ, θ, hard reset to 0):
 
 - Every LIF layer gets an integer scale ``S``: its membrane ``v`` (Lava units) is
   ``H · (S/θ) · 64``; threshold ``vth = S`` so Lava's ``v > vth << 6`` is SJ's ``H ≥ θ``

@@ -1,1 +1,1 @@
-"""hw stage (see README and DESIGN.md)."""
+"""hw stage (see README and docs/DESIGN.md)."""

@@ -3,10 +3,10 @@
 
 Lava source read for this (``lava/proc/dense/models.py``, ``lava/proc/lif/models.py``,
 ``lava/utils/weightutils.py``, ``lava/magma/core/model/py/ports.py``); points where it is
-more precise than, or differs from, DESIGN.md "Loihi-style fixed point":
+more precise than, or differs from, docs/DESIGN.md "Loihi-style fixed point":
 
 - Weights that are all <= 0 (and not all 0) are "inhibitory": clipped to [-255, 0], no bit
-  dropped (DESIGN.md names only the mixed and the all >= 0 cases). All-zero counts as >= 0.
+  dropped (docs/DESIGN.md names only the mixed and the all >= 0 cases). All-zero counts as >= 0.
 - The "24-bit wrap" of ``u`` is one conditional step, not a modulo: ``u > 2**23`` gets
   ``-2**24``, ``u <= -2**23`` gets ``+2**24``. So ``u == 2**23`` is kept as is (range
   ``(-2**23, 2**23]``), and a value beyond ``2**23 + 2**24`` is not brought back into range.

@@ -38,7 +38,7 @@ from htakl_deploy.export.pipeline import run_export
 from htakl_deploy.hw.simulate import simulate
 
 T = 4
-# Paper (seed 002) Table III, CIFAR-100, "OPs" column.
+# HTA-KL paper (arXiv:2504.20445) Table III, CIFAR-100, "OPs" column.
 PAPER_OPS = {"resnet19": 9.15e9, "resnet20": 865.98e6, "vgg16": 1.26e9}
 
 

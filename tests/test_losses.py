@@ -1,4 +1,4 @@
-"""Losses against a plain, loop-based reference written from DESIGN.md's definition."""
+"""Losses against a plain, loop-based reference written from docs/DESIGN.md's definition."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ CASES = [
 ]
 IDS = [f"{a}-{'x'.join(map(str, s))}" for a, s, _ in CASES]
 
-# Leaf modules a deployable student may contain (DESIGN.md "Deployable students").
+# Leaf modules a deployable student may contain (docs/DESIGN.md "Deployable students").
 ALLOWED_LEAVES = (layer.Conv2d, layer.BatchNorm2d, layer.Linear, layer.AvgPool2d, layer.Flatten,
                   neuron.LIFNode, nn.ReLU, nn.Identity)
 

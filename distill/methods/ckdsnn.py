@@ -1,4 +1,4 @@
-"""CKDSNN (seed 003): ``CE + β·SAMD + γ·NLD``.
+"""CKDSNN (X. Liu et al., AAAI 2026, arXiv:2511.06902): ``CE + β·SAMD + γ·NLD``.
 
 - **NLD** (noise-smoothed logits): on the student's output logits ``z = mean_t zs`` ``[B, K]``,
   ``ε ~ N(μ, σ²)`` with ``μ, σ`` the mean and std of each sample's logits over classes,

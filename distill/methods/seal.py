@@ -1,4 +1,4 @@
-"""SeAl-KD (seed 004): ``L_CLS + α·L_ELA + β·L_STA`` on per-timestep logits ``zs`` ``[T, B, K]``.
+"""SeAl-KD (K. Sun et al., arXiv:2605.14252): ``L_CLS + α·L_ELA + β·L_STA`` on per-timestep logits ``zs`` ``[T, B, K]``.
 
 With ``p(z) = softmax(z/τ)`` (τ = ``seal_temperature``):
 - ``L_CLS = 1/T Σ_t CE(zs_t, y)`` (Eq. 1).

@@ -6,7 +6,7 @@ identical module names and therefore identical ``state_dict`` keys (neither LIF 
 parameters or buffers). All layers are SpikingJelly multi-step layers: tensors are
 ``[T, B, ...]`` throughout.
 
-Only deployable operations appear here (see DESIGN.md "Deployable students"): conv, linear,
+Only deployable operations appear here (see docs/DESIGN.md "Deployable students"): conv, linear,
 BatchNorm (folded at export), LIF with hard reset to 0, average pooling, flatten and residual
 adds of currents.
 """
@@ -41,7 +41,7 @@ def make_act_factory(spiking: bool, tau: float, v_threshold: float) -> ActFactor
     """Return a factory of the activation: LIF (hard reset to 0) if ``spiking`` else ReLU.
 
     The LIF is SpikingJelly's ``H = V(1 - 1/tau) + X/tau``, spike iff ``H >= v_threshold``,
-    then ``V = 0`` — the form DESIGN.md maps onto Lava's LIF. ``detach_reset`` keeps the
+    then ``V = 0`` — the form docs/DESIGN.md maps onto Lava's LIF. ``detach_reset`` keeps the
     reset out of the surrogate gradient.
     """
     if not spiking:
