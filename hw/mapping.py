@@ -169,10 +169,12 @@ class ConvGeom:
         self.t = t
 
     def axes(self, tiling: Tiling):
-        e = self.chan.astype(np.int64) @ blocks(self.dst_shape[0], tiling.channels)  # [Cin, G]
-        rc = self.reach_h.astype(np.int64) @ blocks(self.dst_shape[1], tiling.rows)  # [H, R]
-        cc = self.reach_w.astype(np.int64) @ blocks(self.dst_shape[2], tiling.cols)  # [W, Q]
-        return e, rc, cc
+        """Targets per (input channel, channel tile), (input row, row tile), (input col, col tile)."""
+        def per_block(reach: np.ndarray, size: int) -> np.ndarray:
+            return np.add.reduceat(reach.astype(np.int64), np.arange(0, reach.shape[1], size), axis=1)
+
+        return (per_block(self.chan, tiling.channels), per_block(self.reach_h, tiling.rows),
+                per_block(self.reach_w, tiling.cols))
 
     def tile_stats(self, tiling: Tiling) -> dict[str, np.ndarray]:
         """Per tile ``[n_tiles]``: synapses, memory bits, input axons."""
@@ -190,10 +192,9 @@ class ConvGeom:
         sum_r, sum_c = rc.sum(0), cc.sum(0)
         classes: dict[tuple, list[int]] = {}
         for g in range(g_n):  # channel tiles with the same size and targets share their stats
-            vals, counts = np.unique(e[:, g], return_counts=True)
-            key = (int(sizes[g].max()), tuple(vals.tolist()), tuple(counts.tolist()))
-            classes.setdefault(key, []).append(g)
-        for (_, vals, counts), gs in classes.items():
+            classes.setdefault((int(sizes[g].max()), e[:, g].tobytes()), []).append(g)
+        for gs in classes.values():
+            vals, counts = np.unique(e[:, gs[0]], return_counts=True)
             n = sizes[gs[0]]  # [R, Q]
             sparse_b = self.t.weight_bits + self.delay_bits + index_bits(n, self.t)  # [R, Q]
             dense = entry_bits(n, self.t.weight_bits + self.delay_bits, self.t)  # [R, Q]
@@ -337,16 +338,23 @@ def _axis_sizes(n: int) -> list[int]:
     return sorted({-(-n // k) for k in range(1, n + 1)}, reverse=True)
 
 
+def single_neuron_problem(shape, geoms: list, out_per_neuron: np.ndarray, t: Target) -> str | None:
+    """Why a core holding one neuron of this layer breaks a limit, or None if it fits."""
+    st = _stats(shape3(shape), Tiling(shape3(shape), 1, 1, 1), geoms, out_per_neuron)
+    bad = [k for k, lim in _limits(t).items() if st[k].max(initial=0) > lim]
+    if not bad:
+        return None
+    return "a single neuron needs " + " and ".join(
+        f"{int(st[k].max())} {LIMIT_TEXT[k]} (limit {_limits(t)[k]})" for k in bad)
+
+
 def tile_population(name: str, shape, geoms: list, out_per_neuron: np.ndarray, t: Target) -> LayerMap:
     """The tiling with the fewest cores (then the fewest input axons) that fits every limit."""
     c, h, w = shape3(shape)
-    one = Tiling((c, h, w), 1, 1, 1)
-    st = _stats((c, h, w), one, geoms, out_per_neuron)
-    if not _fits(st, t):
-        worst = max(_limits(t), key=lambda k: st[k].max() / _limits(t)[k])
-        raise UserError(f"layer {name!r} fits on no {t.name} core: a single neuron needs "
-                        f"{int(st[worst].max())} {LIMIT_TEXT[worst]}, the limit is {_limits(t)[worst]}"
-                        + (" (set a larger limit with --set if the hardware allows it)" if worst != "neurons" else ""))
+    problem = single_neuron_problem(shape, geoms, out_per_neuron, t)
+    if problem:
+        raise UserError(f"layer {name!r} fits on no {t.name} core: {problem}"
+                        " (set a larger limit with --set if the hardware allows it)")
     best, best_key = None, None
     combos = sorted(((th, tw) for th in _axis_sizes(h) for tw in _axis_sizes(w)),
                     key=lambda p: (-(-h // p[0])) * (-(-w // p[1])))
@@ -418,6 +426,14 @@ def map_plan(plan: DeploymentPlan, target: Target) -> Mapping:
         g = link_geom(link, plan, target)
         geoms_in[link.dst].append(g)
         geoms_out[link.src].append((link.dst, g))
+    no_fit = []  # limits a layer breaks whatever the other layers do: all named at once
+    for name, pop in plan.populations.items():
+        problem = single_neuron_problem(pop.shape, geoms_in[name], np.zeros(pop.size, np.int64), target)
+        if problem:
+            no_fit.append(f"layer {name!r}: {problem}")
+    if no_fit:
+        raise UserError(f"{len(no_fit)} layer(s) fit on no {target.name} core (set a larger limit with --set if "
+                        f"the hardware allows it): " + "; ".join(no_fit))
     layers: dict[str, LayerMap] = {}
     for name in reversed(list(plan.populations)):  # consumers first: output axons are then known
         pop = plan.populations[name]

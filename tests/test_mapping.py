@@ -126,11 +126,19 @@ def test_memory_limit_just_under_and_over():
 
 def test_impossible_layer_refused_by_name():
     plan = flat_plan(30, 10, 2)
-    with pytest.raises(UserError, match=r"layer 'B' fits on no loihi1 core: a single neuron needs 30 input axons"):
+    with pytest.raises(UserError, match=r"1 layer\(s\) fit on no loihi1 core .*: layer 'B': a single neuron "
+                                        r"needs 30 input axons per core \(fan-in\) \(limit 29\)$"):
         map_plan(plan, target(input_axons_per_core=29))
+    # every layer that cannot fit is named at once, with every limit it breaks
+    bits = 30 * 64  # one neuron: 30 axons of one synapse, one 64-bit word each
+    with pytest.raises(UserError, match=rf"2 layer\(s\) .*layer 'B': a single neuron needs {bits} synapse memory "
+                                        rf"bits per core \(limit {bits - 1}\) and 30 input axons per core "
+                                        r"\(fan-in\) \(limit 2\); layer 'out': .* 10 input axons"):
+        map_plan(plan, target(input_axons_per_core=2, synapse_memory_bits_per_core=bits - 1))
     # two output axons per core: B (one axon per neuron, to the readout's core) is cut into 5 cores of 2,
     # so every A neuron needs an axon to each of B's 5 cores
-    with pytest.raises(UserError, match=r"layer 'A' fits on no loihi1 core: a single neuron needs 5 output axons"):
+    with pytest.raises(UserError, match=r"layer 'A' fits on no loihi1 core: a single neuron needs 5 output axons"
+                                        r" per core \(fan-out\) \(limit 2\)"):
         map_plan(plan, target(output_axons_per_core=2))
 
 
@@ -254,7 +262,7 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     assert not (run_dir / "map/loihi1.json").exists()
     assert main(["map", str(run_dir), "--set", "input_axons_per_core=10"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("htakl-deploy: error: layer ") and "input axons" in err and "Traceback" not in err
+    assert err.startswith("htakl-deploy: error: ") and "input axons" in err and "Traceback" not in err
     assert main(["map", str(tmp_path / "nowhere")]) == 2
     report = write_report(run_dir)
     assert "loihi2" in report["mapping"]
