@@ -11,6 +11,7 @@ the tapped stage only). Run: ``python bench/method_step.py [--steps 20] [--batch
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -90,7 +91,10 @@ def main() -> None:
     digits, _ = load_dataset("digits")
     x, y = digits.batch(torch.arange(args.batch))
     methods = ["kd"] + sorted(m for m in LOSSES if m != "kd")
+    load_before = list(os.getloadavg())
     r = bench(x, y, digits.num_classes, args.timesteps, args.steps, methods)
+    r.update(loadavg_before=load_before, loadavg_after=list(os.getloadavg()),
+             torch_threads=torch.get_num_threads(), torch=torch.__version__)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; digits {tuple(r['in_shape'])}, "
           f"batch {r['batch']}, T={r['timesteps']}, {r['steps']} steps")
     print(f"{'method':>8} {'step ms':>8} {'/ kd':>6} {'teacher bwd (first stage, fc)':>30}")

@@ -1,9 +1,10 @@
-"""Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py,
+"""Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
 emulator_vs_lava.py, counter_overhead.py and scale_out.py.
 
-Run: ``python bench/perf_md.py --train T.json [--loss L.json] [--lava E.json] --counter C.json
---scale S.json [--scale S2.json ...] [--note TEXT ...] [--out docs/PERFORMANCE.md]``; the sections of
-``--loss`` (HTA-KL vs KD training step) and ``--lava`` (emulator vs Lava) appear only if given.
+Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
+[--counter C.json] [--scale S.json ...] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
+JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
+date of the page they come from), so one benchmark can be re-run and its section replaced alone.
 """
 
 from __future__ import annotations
@@ -122,6 +123,58 @@ def loss_section(cases: list[dict]) -> list[str]:
     return out
 
 
+def methods_section(r: dict) -> list[str]:
+    """Every method's training step relative to KD (``bench/method_step.py``)."""
+    methods = sorted(r["step_s_median"], key=lambda m: (m != "kd", m))
+    out = [
+        "## Every method's training step vs KD",
+        "",
+        f"`python bench/method_step.py --steps {r['steps']} --batch {r['batch']} --timesteps {r['timesteps']} "
+        f"--json …` — the training loop's own step (`methods.inputs.loss_inputs`: student forward over "
+        f"T={r['timesteps']} with the method's taps, the teacher's logits / tapped features / Grad-CAM as the "
+        f"method declares, the loss, backward, SGD over the student and the method's own module if it has "
+        f"one) on the digits convnet and one batch of {r['batch']} digits images {tuple(r['in_shape'])}; all "
+        f"methods interleaved step by step in rotating order after one warm-up step each, {r['steps']} steps "
+        f"per method (medians), {r.get('torch_threads', '?')} torch thread(s); load average "
+        f"{load(r['loadavg_before']) if 'loadavg_before' in r else '?'} → "
+        f"{load(r['loadavg_after']) if 'loadavg_after' in r else '?'}.",
+        "",
+        "| method | step (ms, median) | / KD | teacher backward passes per step (first stage, classifier) |",
+        "|---|---|---|---|",
+    ]
+    for m in methods:
+        b = r["teacher_backwards_per_step"][m]
+        out.append(f"| {m} | {1e3 * r['step_s_median'][m]:.2f} | ×{r['ratio_to_kd'][m]:.3f} | "
+                   f"{b['first_stage']}, {b['classifier']} |")
+    new = [m for m in ("lasnn", "bkdsnn") if m in r["ratio_to_kd"]]
+    if new:
+        out += ["", "**Step time / KD: " + ", ".join(f"{m} ×{r['ratio_to_kd'][m]:.3f}" for m in new) + "** "
+                "(lasnn: attention maps at every stage, no parameters; bkdsnn: pooled last stage, its "
+                "generator's forward/backward and SGD update)."]
+    same = [r["ratio_to_kd"][m] for m in ("ce", "kd", "rkl", "fixed") if m in r["ratio_to_kd"]]
+    if len(same) > 1:
+        out += [f"ce, kd, rkl and fixed do the same student forward and backward and differ only in a few "
+                f"operations on [B, K] logits; their spread, ×{min(same):.3f} … ×{max(same):.3f}, is this "
+                "run's measurement noise."]
+    return out + [""]
+
+
+SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss": "HTA-KL vs KD training step",
+                  "methods": "Every method's training step vs KD", "lava": "Emulator vs Lava",
+                  "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1"}
+
+
+def page_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """A page's header lines and its sections (title → lines, the ``## title`` line included)."""
+    header, sections, current = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        (sections[current] if current else header).append(line)
+    return header, sections
+
+
 def lava_section(e: dict) -> list[str]:
     mem = e.get("memory", {})
     lava_m, emu_m = mem.get("lava"), mem.get("emulator")
@@ -236,24 +289,45 @@ def scale_section(runs: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", help="JSON of bench/train_overhead.py")
     p.add_argument("--loss", help="JSON of bench/loss_step.py (section: HTA-KL vs KD training step)")
+    p.add_argument("--methods", help="JSON of bench/method_step.py (section: every method's step vs KD)")
     p.add_argument("--lava", help="JSON of bench/emulator_vs_lava.py (section: emulator vs Lava)")
-    p.add_argument("--counter", required=True)
-    p.add_argument("--scale", action="append", required=True)
+    p.add_argument("--counter", help="JSON of bench/counter_overhead.py")
+    p.add_argument("--scale", action="append", default=[], help="JSON of bench/scale_out.py (repeatable)")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
-    t, c = (json.loads(Path(x).read_text()) for x in (args.train, args.counter))
-    scales = [json.loads(Path(x).read_text()) for x in args.scale]
-    loss = json.loads(Path(args.loss).read_text()) if args.loss else None
-    lava = json.loads(Path(args.lava).read_text()) if args.lava else None
-    loads = [t["loadavg_before"][0], *([loss[0]["loadavg_before"][0]] if loss else []),
-             *([lava["loadavg_before"][0]] if lava else []), c["loadavg_before"][0],
+
+    def read(x):
+        return json.loads(Path(x).read_text()) if x else None
+
+    t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
+    scales = [read(x) for x in args.scale]
+    given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
+             "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
+             "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None}
+    # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
+    old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
+    kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
+    body = []
+    for key, lines in given.items():
+        if lines is not None:
+            body += lines
+        elif key in kept:
+            body += old_sections[SECTION_TITLES[key]]
+    old_date = next((line[2:] for line in old_header if line.startswith("- date:")), "an earlier page")
+    old_machine = next((line[len("- machine: "):] for line in old_header if line.startswith("- machine:")), "?")
+    loads = [*([t["loadavg_before"][0]] if t else []), *([loss[0]["loadavg_before"][0]] if loss else []),
+             *([meth["loadavg_before"][0]] if meth and "loadavg_before" in meth else []),
+             *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
              *(s["loadavg_before"][0] for s in scales)]
-    scripts = ["train_overhead.py", *(["loss_step.py"] if loss else []),
-               *(["emulator_vs_lava.py"] if lava else []), "counter_overhead.py", "scale_out.py"]
-    listed = ", ".join(f"`bench/{x}`" for x in scripts[:-1]) + f" and `bench/{scripts[-1]}`"
+    scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
+               *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
+               *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else [])]
+    if not scripts:
+        p.error("give the JSON of at least one benchmark")
+    listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"
     lines = [
         "# Performance",
         "",
@@ -268,11 +342,12 @@ def main(argv: list[str] | None = None) -> None:
            "figures are noisy; the ratios are measured interleaved to share the noise"
            if max(loads) > 1.0 else ""),
         *[f"- {n}" for n in args.note],
+        *([f"- sections kept unchanged from the page of {old_date.removeprefix('date: ')} (machine: {old_machine}), "
+           f"their JSON not given this time: " + ", ".join(SECTION_TITLES[k] for k in kept)] if kept else []),
         "",
-        *train_section(t), *(loss_section(loss) if loss else []), *(lava_section(lava) if lava else []),
-        *counter_section(c), *scale_section(scales),
+        *body,
     ]
-    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
+    Path(args.out).write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 
 
