@@ -40,7 +40,10 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 
 from htakl_deploy.errors import UserError
@@ -168,7 +171,43 @@ def ensure_lava() -> None:
         raise UserError(f"lava-nc is not installed; install it with: {INSTALL_HINT}")
     if not hook_installed():
         sys.meta_path.insert(0, _VarModelFinder())
+    die_with_parent()
     _import_lava_multiprocessing()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_DIE_WITH_PARENT: dict[str, int] = {}
+
+
+def die_with_parent() -> bool:
+    """Make every child this process forks from now on die (SIGKILL) when its parent dies.
+
+    Lava's runtime forks one child per process of the network, its runtime service and a
+    shared-memory manager; a tool killed by SIGKILL (or SIGTERM/SIGHUP, whose default action
+    skips every ``finally``) left them all running under PID 1. ``os.register_at_fork`` runs,
+    in each forked child, ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` — the kernel then kills the child
+    when the thread that forked it exits, and the child's own children the same way — and exits
+    at once if the parent is already gone. multiprocessing's resource tracker (started by
+    fork + exec, without these hooks) exits by itself when the last process holding its pipe
+    is gone. Linux only (returns False elsewhere); installed once per process.
+    """
+    if "installed" in _DIE_WITH_PARENT:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def before() -> None:
+        _DIE_WITH_PARENT["parent"] = os.getpid()
+
+    def in_child() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != _DIE_WITH_PARENT.get("parent"):
+            os._exit(1)  # the parent died between fork and prctl
+
+    os.register_at_fork(before=before, after_in_child=in_child)
+    _DIE_WITH_PARENT["installed"] = 1
+    return True
 
 
 LAVA_MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"

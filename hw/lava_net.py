@@ -10,7 +10,7 @@ table of link kind → builder (``LINK_BUILDERS``):
 - ``Conv`` / ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
   population connect to its single ``a_in`` InPort, which sums them (residual joins);
 - a recorder per population (``hw.lava_procs.recorder``) writing its ``s_out`` (the readout:
-  its ``u``) into a file-backed array each step, read once after the run (Lava's ``Monitor``,
+  its ``u``) into a shared-memory array each step, read once after the run (Lava's ``Monitor``,
   read back one value per message, remains as ``record="monitor"`` for the benchmark).
 
 Shapes: Lava lays a ``(C, H, W)`` population out as ``(W, H, C)``; conv kernels are
@@ -25,10 +25,7 @@ stopped in a ``finally`` — also on errors and Ctrl-C — so no Lava process ou
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -40,7 +37,7 @@ from htakl_deploy.hw.lava_compat import ensure_lava
 from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
 
 BACKENDS = ("fixed_pt", "floating_pt")
-RECORD_MODES = ("file", "monitor")
+RECORD_MODES = ("shared", "monitor")
 
 
 def _to_lava_order(a_tb: np.ndarray) -> np.ndarray:
@@ -153,12 +150,13 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
 
 
 def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt",
-                  record_dir: str | os.PathLike | None = None) -> LavaNetwork:
+                  record: str = "shared") -> LavaNetwork:
     """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]``.
 
-    Recording: with ``record_dir``, a ``SpikeRecorder`` / ``VarRecorder`` per population writing
-    into a file there (``hw.lava_procs.recorder``: read at once after the run); without, Lava's
-    ``Monitor`` (read back through ``Var.get``, one value per message — the old, slow path)."""
+    Recording (``record``): ``"shared"``, a ``SpikeRecorder`` / ``VarRecorder`` per population
+    writing into an array in shared memory (``hw.lava_procs.recorder``: read at once after the
+    run; ``release_recordings`` frees them); ``"monitor"``, Lava's ``Monitor`` (read back
+    through ``Var.get``, one value per message — the old, slow path)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
     ensure_lava()
@@ -190,31 +188,39 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
         links[link.name] = proc
     recorders = {}
     for name, pop in plan.populations.items():
-        if record_dir is None:  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
+        if record != "shared":  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
             recorders[name] = Monitor()
             recorders[name].probe(pops[name].u if pop.readout else pops[name].s_out, steps)
             continue
-        path = str(Path(record_dir) / f"{len(recorders)}.npy")
         shape = lava_shape(pop.shape)
         if pop.readout:
-            create_recording(path, shape, steps, np.int64 if fixed else np.float64)
-            recorders[name] = VarRecorder(var=pops[name].u, path=path)
+            key, _ = create_recording(shape, steps, np.int64 if fixed else np.float64)
+            recorders[name] = VarRecorder(var=pops[name].u, key=key)
         else:
-            create_recording(path, shape, steps, np.uint8)
-            recorders[name] = SpikeRecorder(shape=shape, path=path)
+            key, _ = create_recording(shape, steps, np.uint8)
+            recorders[name] = SpikeRecorder(shape=shape, key=key)
             pops[name].s_out.connect(recorders[name].a_in)
     return LavaNetwork(source, pops, links, recorders, steps)
 
 
+def release_recordings(net: LavaNetwork) -> None:
+    """Drop the network's shared recording arrays (their memory goes with the last reference)."""
+    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder, release
+
+    for rec in net.monitors.values():
+        if isinstance(rec, (SpikeRecorder, VarRecorder)):
+            release(rec.proc_params["key"])
+
+
 def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
     """Each population's recording ``[steps, *lava_shape]``: its spikes, the readout's ``u``."""
-    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder
+    from htakl_deploy.hw.lava_procs.recorder import _SHARED, SpikeRecorder, VarRecorder
 
     out = {}
     for name, pop in plan.populations.items():
         rec = net.monitors[name]
         if isinstance(rec, (SpikeRecorder, VarRecorder)):
-            out[name] = np.load(rec.proc_params["path"])
+            out[name] = _SHARED[rec.proc_params["key"]].copy()
         else:
             out[name] = np.asarray(rec.get_data()[name]["u" if pop.readout else "s_out"])
     return out
@@ -222,10 +228,10 @@ def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
 
 def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
              progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
-             record: str = "file") -> EmulatorResult:
+             record: str = "shared") -> EmulatorResult:
     """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava.
 
-    ``record``: ``"file"`` (recorders writing into temporary files, read at once) or
+    ``record``: ``"shared"`` (recorders writing into shared memory, read at once) or
     ``"monitor"`` (Lava's ``Monitor``, read value by value: kept for the benchmark's old path).
 
     ``progress(n)`` is called with the number of samples completed after each chunk of
@@ -245,13 +251,7 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         currents = input_currents(plan, x_int)
     else:
         currents = _float_input_currents(plan, x_int * plan.input_scale)
-    tmp = tempfile.TemporaryDirectory(prefix="htakl-lava-") if record == "file" else None
-    try:
-        net = build_network(plan, currents, backend=backend, record_dir=tmp.name if tmp else None)
-    except BaseException:
-        if tmp is not None:
-            tmp.cleanup()
-        raise
+    net = build_network(plan, currents, backend=backend, record=record)
     run_cfg = Loihi2SimCfg(select_tag=backend)
     done_steps = 0
     try:
@@ -266,8 +266,7 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         data = _recorded(net, plan)
     finally:
         net.source.stop()
-        if tmp is not None:
-            tmp.cleanup()
+        release_recordings(net)
     spikes, readout_u = {}, None
     for name, pop in plan.populations.items():
         rec = _from_lava_record(data[name], pop.depth, samples, timesteps)

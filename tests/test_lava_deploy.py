@@ -153,13 +153,13 @@ def test_lava_floating_pt_tracks_the_float_student(residual):
 
 
 def test_file_recorders_record_what_lavas_monitor_records(residual):
-    """The recorders (written each step into files, read once) against Lava's own ``Monitor``
+    """The recorders (written each step into shared memory, read once) against Lava's own ``Monitor``
     (read back through ``Var.get``): the same spikes and readout currents, both precisions."""
     from htakl_deploy.hw.lava_net import run_lava
 
     _, _, plan, x = residual
     for backend in ("fixed_pt", "floating_pt"):
-        new, old = (run_lava(plan, x[:, :2], backend=backend, record=r) for r in ("file", "monitor"))
+        new, old = (run_lava(plan, x[:, :2], backend=backend, record=r) for r in ("shared", "monitor"))
         assert spike_agreement(new.spikes, old.spikes)["all"] == 1.0 and any(s.any() for s in new.spikes.values())
         np.testing.assert_array_equal(new.readout_u, old.readout_u)
         assert new.readout_u.any()

@@ -1,0 +1,108 @@
+"""No Lava process outlives the tool (issue 16, item 2).
+
+Lava's runtime forks one child per process of the network (plus its runtime service, a
+shared-memory manager and multiprocessing's resource tracker). ``lava_compat.ensure_lava()``
+makes every child forked after it ask the kernel for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), so killing the tool in any way ends its whole Lava tree.
+
+Each test starts a real ``htakl-deploy simulate --backend lava-fixed_pt`` in its own session,
+waits until Lava is stepping (its progress line), records every descendant process, kills the
+command with SIGTERM, SIGKILL or SIGHUP, and checks after 5 s that none of those processes is
+alive (a process is identified by pid and start time, so a reused pid does not count).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_digits_run
+
+SIGNALS = (signal.SIGTERM, signal.SIGKILL, signal.SIGHUP)
+CLI = [sys.executable, "-m", "htakl_deploy"]
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a live, non-zombie process; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live descendant of ``root``: pid → start time."""
+    info = {int(d): _stat(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+    children: dict[int, list[int]] = {}
+    for pid, st in info.items():
+        if st is not None:
+            children.setdefault(st[0], []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            out[pid] = info[pid][1]
+            todo.append(pid)
+    return out
+
+
+def alive(procs: dict[int, int]) -> list[int]:
+    return [pid for pid, start in procs.items() if (st := _stat(pid)) is not None and st[1] == start]
+
+
+def wait_for_lava(proc: subprocess.Popen, timeout_s: float = 120.0) -> dict[int, int]:
+    """Wait until Lava's process tree under ``proc`` is up (>= 5 descendants, unchanged for 1 s)."""
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"simulate ended early: {proc.communicate()}"
+        now = descendants(proc.pid)
+        if now.keys() != (last or {}).keys():
+            last, since = now, time.monotonic()
+        elif len(now) >= 5 and time.monotonic() - since >= 1.0:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"Lava did not start within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def artefact(tmp_path_factory) -> Path:
+    run_dir = tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=128, limit_test=360, epochs=1,
+                              teacher_epochs=1)
+    rc = subprocess.run([*CLI, "export", str(run_dir), "--target", "lava", "--lava-check", "0", "--no-eval"],
+                        capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    return run_dir
+
+
+def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
+    """SIGTERM, SIGKILL and SIGHUP to a running ``simulate --backend lava-fixed_pt`` (the three at
+    once, each its own command): 0 of its processes alive 5 s later."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = {sig: subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt",
+                                    "--out", str(tmp_path / sig.name)], env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for sig in SIGNALS}
+    try:
+        trees = {sig: wait_for_lava(p) for sig, p in procs.items()}
+        for sig, p in procs.items():
+            os.kill(p.pid, sig)
+        for p in procs.values():
+            p.wait(timeout=30)  # reap the command itself (its children are not ours to reap)
+        time.sleep(5.0)
+        survivors = {sig.name: alive(tree) for sig, tree in trees.items()}
+        assert all(len(tree) >= 5 for tree in trees.values())
+        assert survivors == {sig.name: [] for sig in SIGNALS}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
