@@ -518,20 +518,21 @@ def summary(m: Mapping) -> dict:
 
 
 def _spikes_per_step(recording, name: str, shape) -> np.ndarray:
-    """int64 ``[T, N]``: spikes of population ``name`` per time step, summed over samples."""
-    if name not in recording.layers:
-        raise UserError(f"spike recording has no layer {name!r} (it holds {sorted(recording.layers)}): "
-                        "was it recorded from this artefact?")
-    a = np.asarray(recording.layers[name])
+    """int64 ``[T, N]``: spikes of population ``name`` per time step, summed over samples (the
+    spike file's counts: ``SpikeFile`` or ``SpikeRecording``, any ``--record`` setting)."""
+    got = recording.layer_shape(name)
+    if got is None:
+        raise UserError(f"spike recording has no layer {name!r}: was it recorded from this artefact?")
     want = (recording.timesteps, recording.samples, *shape)
-    if a.shape != want:
-        raise UserError(f"spike recording layer {name!r} has shape {a.shape}, the artefact expects {want}")
-    return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=1, dtype=np.int64)
+    if tuple(got) != want:
+        raise UserError(f"spike recording layer {name!r} has shape {tuple(got)}, the artefact expects {want}")
+    return recording.layer_counts(name).reshape(recording.timesteps, -1)
 
 
 def estimate(m: Mapping, recording) -> dict:
-    """Per-time-step routing, latency and per-inference energy of ``recording`` on the mapping
-    (see the module docstring). Counts are per sample (averaged over the recorded samples)."""
+    """Per-time-step routing, latency and per-inference energy of ``recording`` (an open
+    ``SpikeFile`` or a ``SpikeRecording``: only its per-step counts are read) on the mapping (see
+    the module docstring). Counts are per sample (averaged over the recorded samples)."""
     from htakl_deploy.energy.models import load_preset
 
     t, plan = m.target, m.plan
@@ -627,7 +628,7 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
     import json
     from pathlib import Path
 
-    from htakl_deploy.energy.spikefile import read_spikes
+    from htakl_deploy.energy.spikefile import open_spikes
     from htakl_deploy.hw.simulate import read_artefact, resolve_artefact
     from htakl_deploy.hw.target import load_target
 
@@ -638,8 +639,8 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
     data["artefact"] = str(path)
     spike_path = find_spikes(path) if spikes == "auto" else (Path(spikes) if spikes else None)
     if spike_path is not None:
-        rec = read_spikes(spike_path)
-        est = estimate(m, rec)
+        with open_spikes(spike_path) as rec:
+            est = estimate(m, rec)
         est["source"] = str(spike_path)
         backend = rec.attrs.get("backend")
         energy_file = path.resolve().parent.parent / "energy" / f"{backend}.json"

@@ -212,6 +212,29 @@ def test_hand_network_partition_and_routed_spikes():
                                              + 2 * t.t_tile_hop_ns + t.t_barrier_ns)
 
 
+
+def test_estimate_reads_a_counts_only_spike_file(tmp_path):
+    """A file streamed with record="counts" (no per-sample spikes) gives the same estimate."""
+    from htakl_deploy.energy.spikefile import SpikeWriter, open_spikes
+
+    plan = flat_plan(4, 4, 2, np.array([[1, 1, 0, 0], [0, 1, 0, 1]]))
+    m = map_plan(plan, replace(target(neurons_per_core=2), cores_per_tile=1, mesh_tiles_x=2))
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 2, (3, 5, 4), dtype=np.uint8), rng.integers(0, 2, (3, 5, 4), dtype=np.uint8)
+    x = np.zeros((3, 5, 1, 1, 4), np.float32)
+    ests = []
+    for record in ("spikes", "counts"):
+        path = tmp_path / f"{record}.h5"
+        with SpikeWriter(path, layer_shapes={"A": (4,), "B": (4,)}, timesteps=3, attrs={"backend": "hand"},
+                         record=record) as w:
+            w.append(layers={"A": a, "B": b}, input=x)
+        with open_spikes(path) as f:
+            ests.append(estimate(m, f))
+    ref = estimate(m, SpikeRecording({"A": a, "B": b}, x, attrs={"backend": "hand"}))
+    assert ests[0] == ests[1] == ref
+    assert ref["per_timestep"][0]["synops"] == pytest.approx(a[0].sum() * 4 / 5 + (b[0] @ [1, 2, 0, 1]) .sum() / 5)
+
+
 # -- a real run end to end ---------------------------------------------------------------------
 
 
