@@ -281,3 +281,26 @@ def test_bkdsnn_resume_restores_generator_exactly(tmp_path, monkeypatch):
     assert ma.keys() == mb.keys() and all(torch.equal(ma[i]["momentum_buffer"], mb[i]["momentum_buffer"]) for i in ma)
     n_student = len(list(build_model(**a["model_spec"]).parameters()))
     assert len(ma) == n_student + 4  # the generator's two weights and two biases are optimised too
+
+
+@pytest.mark.slow
+def test_bkdsnn_under_torchrun_two_processes(tmp_path):
+    """The generator is wrapped in DDP like the student, so both ranks step it with averaged grads."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "htakl_deploy", "distill",
+         "--method", "bkdsnn", "--data", "digits", "--limit-train", "256", "--limit-test", "64",
+         "--batch-size", "64", "--epochs", "1", "--teacher-epochs", "1", "--timesteps", "2", "--no-progress",
+         "--out-dir", str(tmp_path), "--run-name", "ddp"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "student" / "last.pt")
+    assert ckpt["global_step"] == 4 and set(ckpt["method_module"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
