@@ -32,6 +32,7 @@ Conventions chosen for other importers (docs/DESIGN.md "Installing the stack"):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -153,8 +154,8 @@ def _scalar(arr, what: str, name: str) -> float:
     return float(a[0])
 
 
-def _lif_from_nir(name, n: nir.LIF) -> LIFNode:
-    tau = _scalar(n.tau, "tau", name) / DT
+def _lif_from_nir(name, n: nir.LIF, dt: float) -> LIFNode:
+    tau = _scalar(n.tau, "tau", name) / dt
     r = _scalar(n.r, "r", name)
     if _scalar(n.v_leak, "v_leak", name) != 0 or _scalar(n.v_reset, "v_reset", name) != 0:
         raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
@@ -163,34 +164,48 @@ def _lif_from_nir(name, n: nir.LIF) -> LIFNode:
         return LIFNode(float(meta["tau_float"]), float(meta["v_threshold_float"]), bool(meta["decay_input"]))
     decay_input = bool(np.isclose(r, 1.0))
     if not decay_input and not np.isclose(r, tau):
-        raise UserError(f"NIR node {name!r}: r must be 1 (decay_input) or tau·dt/dt, got {r}")
+        raise UserError(f"NIR node {name!r}: r must be 1 (input scaled by dt/tau) or tau/dt (input added "
+                        f"unscaled), got r = {r} with tau/dt = {tau} (dt = {dt} s: is --dt right?)")
+    if not tau > 1.0:
+        raise UserError(f"NIR node {name!r}: tau/dt = {tau} (dt = {dt} s) must be > 1 for a leaky neuron "
+                        "(is --dt right?)")
     return LIFNode(round(tau, 9), _scalar(n.v_threshold, "v_threshold", name), decay_input)
 
 
-def _flatten_from_nir(name, n: nir.Flatten) -> FlattenNode:
+def _flatten_from_nir(name, n: nir.Flatten, dt: float) -> FlattenNode:
     if int(n.start_dim) not in (0, 1) or int(n.end_dim) != -1:
         raise UserError(f"NIR node {name!r}: only Flatten of all non-batch dims is supported "
                         f"(start_dim 0 or 1, end_dim -1), got {n.start_dim}, {n.end_dim}")
     return FlattenNode()
 
 
-def _conv_from_nir(name, n: nir.Conv2d) -> Conv2dNode:
+def _conv_from_nir(name, n: nir.Conv2d, dt: float) -> Conv2dNode:
     if isinstance(n.padding, str):
         raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
     return Conv2dNode(np.asarray(n.weight), np.asarray(n.bias), n.stride, n.padding, n.dilation, int(n.groups))
 
 
 FROM_NIR: dict[type, Callable] = {
-    nir.Input: lambda name, n: InputNode(np.asarray(n.input_type["input"])),
-    nir.Output: lambda name, n: OutputNode(),
+    nir.Input: lambda name, n, dt: InputNode(np.asarray(n.input_type["input"])),
+    nir.Output: lambda name, n, dt: OutputNode(),
     nir.Conv2d: _conv_from_nir,
-    nir.Affine: lambda name, n: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
-    nir.Linear: lambda name, n: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
+    nir.Affine: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
+    nir.Linear: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
     nir.LIF: _lif_from_nir,
     nir.Flatten: _flatten_from_nir,
-    nir.AvgPool2d: lambda name, n: PoolNode("avg", n.kernel_size, n.stride, n.padding),
-    nir.SumPool2d: lambda name, n: PoolNode("sum", n.kernel_size, n.stride, n.padding),
+    nir.AvgPool2d: lambda name, n, dt: PoolNode("avg", n.kernel_size, n.stride, n.padding),
+    nir.SumPool2d: lambda name, n, dt: PoolNode("sum", n.kernel_size, n.stride, n.padding),
 }
+
+
+def _check_finite(name: str, n: nir.NIRNode) -> None:
+    """UserError naming the node and field if any numeric parameter is NaN or infinite."""
+    for f in dataclasses.fields(n):
+        value = getattr(n, f.name)
+        if isinstance(value, (np.ndarray, float, np.floating)):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                raise UserError(f"NIR node {name!r} ({type(n).__name__}): {f.name} has NaN or infinite values")
 
 
 def _topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
@@ -211,10 +226,13 @@ def _topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
     return order
 
 
-def from_nir(ng: nir.NIRGraph) -> StudentGraph | QuantizedGraph:
+def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGraph:
     """Our description of a NIR graph: a ``StudentGraph``, or a ``QuantizedGraph`` if the
     graph was written from one (``metadata['quantized']``). Raises UserError naming any node
-    whose type has no converter or whose parameters are not deployable."""
+    whose type has no converter or whose parameters are not deployable or not finite.
+
+    ``dt`` (seconds) turns NIR's continuous time constants into steps: a NIR file does not
+    record the step its exporter assumed (SpikingJelly and snnTorch write 1e-4, Norse 1e-3)."""
     edges = [(str(a), str(b)) for a, b in ng.edges]
     for a, b in edges:
         if a not in ng.nodes or b not in ng.nodes:
@@ -223,11 +241,13 @@ def from_nir(ng: nir.NIRGraph) -> StudentGraph | QuantizedGraph:
     for name in _topological(list(ng.nodes), edges):
         n = ng.nodes[name]
         fn = FROM_NIR.get(type(n))
+        if fn is not None:
+            _check_finite(name, n)
         if fn is None:
             raise UserError(f"NIR node {name!r} has type {type(n).__name__}, which htakl-deploy cannot "
                             f"import (supported: {sorted(c.__name__ for c in FROM_NIR)})")
         try:
-            nodes[name] = fn(name, n)
+            nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
     try:

@@ -41,6 +41,11 @@ from htakl_deploy.export.onnx_export import export_onnx
 from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
 
 
+def is_nir_file(path: str | Path) -> bool:
+    """True for a ``.nir`` file (export/simulate/energy/run take a NIR graph from any framework)."""
+    return Path(path).suffix.lower() == ".nir" and not Path(path).is_dir()
+
+
 def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
     ckpt_path = resolve_checkpoint(path, "student")
     ckpt = load_checkpoint(ckpt_path, flag="checkpoint", role="student")
@@ -49,9 +54,10 @@ def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
     return model, ckpt, ckpt_path
 
 
-def compare_float_int(model: Classifier, q, data: ArrayDataset, timesteps: int,
+def compare_float_int(model: Callable[[torch.Tensor], torch.Tensor], q, data: ArrayDataset, timesteps: int,
                       batch_size: int = 256) -> dict[str, Any]:
-    """Float student vs integer network on every image of ``data`` (direct encoding)."""
+    """Float student (``model``: ``[T, B, ...]`` → logits ``[T, B, K]``, a Classifier or a float
+    graph runner) vs integer network on every image of ``data`` (direct encoding)."""
     float_logits, int_logits, labels = [], [], []
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -100,7 +106,7 @@ def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: di
     from htakl_deploy.export.nir_io import from_nir
     from htakl_deploy.export.quantize import QuantizedGraph
     from htakl_deploy.hw.plan import plan_from_quantized
-    from htakl_deploy.hw.simulate import ARTEFACT_NAME, load_samples, spike_agreement
+    from htakl_deploy.hw.simulate import ARTEFACT_NAME, load_samples
 
     warnings: list[str] = []
     if not (out_dir / "student_quant.nir").exists() or not (out_dir / "student_float.nir").exists():
@@ -124,20 +130,28 @@ def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: di
                    "weight_exp": k.weight_exp} for k in plan.links],
     }
     if opts["lava_check"]:
-        from htakl_deploy.hw.emulator import emulate
-        from htakl_deploy.hw.lava_net import run_lava
-
         x_tb, _ = load_samples(plan, opts["lava_check"], timesteps, opts["data_root"])
-        t0 = time.perf_counter()
-        lava = run_lava(plan, x_tb, backend="fixed_pt")
-        emu = emulate(plan, x_tb)
-        agree = spike_agreement(lava.spikes, emu.spikes)
-        report["lava_check"] = {"samples": int(x_tb.shape[1]), "spike_agreement": agree,
-                                "readout_identical": bool(np.array_equal(lava.readout_u, emu.readout_u)),
-                                "lava_s": time.perf_counter() - t0}
-        if agree["all"] != 1.0 or not report["lava_check"]["readout_identical"]:
-            raise RuntimeError(f"Lava and the emulator disagree on {opts['lava_check']} samples: {agree}")
+        report["lava_check"] = lava_check(plan, x_tb)
     return report
+
+
+def lava_check(plan, x_tb: np.ndarray) -> dict[str, Any]:
+    """Run ``x_tb`` through Lava ``fixed_pt`` and the emulator; RuntimeError unless they agree
+    spike for spike and on every readout value."""
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.lava_net import run_lava
+    from htakl_deploy.hw.simulate import spike_agreement
+
+    t0 = time.perf_counter()
+    lava = run_lava(plan, x_tb, backend="fixed_pt")
+    emu = emulate(plan, x_tb)
+    agree = spike_agreement(lava.spikes, emu.spikes)
+    check = {"samples": int(x_tb.shape[1]), "spike_agreement": agree,
+             "readout_identical": bool(np.array_equal(lava.readout_u, emu.readout_u)),
+             "lava_s": time.perf_counter() - t0}
+    if agree["all"] != 1.0 or not check["readout_identical"]:
+        raise RuntimeError(f"Lava and the emulator disagree on {x_tb.shape[1]} samples: {agree}")
+    return check
 
 
 def onnx_max_error(model: Classifier, path: Path, x: torch.Tensor) -> float:
@@ -174,16 +188,43 @@ def export_onnx_target(model: Classifier, ckpt: dict[str, Any], out_dir: Path, o
     return report
 
 
+def export_netx(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from htakl_deploy.export.nir_io import from_nir
+
+    warnings: list[str] = []
+    if not (out_dir / "student_quant.nir").exists():
+        warnings = export_nir(model, ckpt, out_dir, {**opts, "evaluate": False})["warnings"]
+    return {**write_netx_target(from_nir(read_nir(out_dir / "student_quant.nir")), out_dir), "warnings": warnings}
+
+
+def write_netx_target(q, out_dir: Path) -> dict[str, Any]:
+    """``student.netx.h5`` (lava-dl netx HDF5) of a quantised graph; UserError naming the layer
+    netx cannot express."""
+    from htakl_deploy.export.netx_hdf5 import read_netx_summary, write_netx
+
+    try:
+        path = write_netx(q, out_dir / NETX_NAME)
+    except ValueError as e:
+        raise UserError(f"--target netx: {e}") from None
+    layers = read_netx_summary(path)["layers"]
+    return {"netx": str(path), "layers": [layer["type"] for layer in layers],
+            "inexact_layers": [layer["attrs"].get("nodes") for layer in layers
+                               if layer["type"] in ("conv", "dense") and not layer["attrs"].get("exact", True)]}
+
+
 TARGETS: dict[str, Callable[[Classifier, dict, Path, dict], dict[str, Any]]] = {
     "nir": export_nir,
     "onnx": export_onnx_target,
     "lava": export_lava,
+    "netx": export_netx,
 }
+NETX_NAME = "student.netx.h5"
 
 
 def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path | None = None, *,
                timesteps: int | None = None, samples: int | None = None,
-               data_root: str | None = None, evaluate: bool = True, lava_check: int = 4) -> dict[str, Any]:
+               data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
+               data: str | None = None, dt_s: float | None = None) -> dict[str, Any]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
@@ -193,6 +234,13 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
         raise UserError(f"--lava-check: got {lava_check}, expected an integer >= 0")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: got {samples}, expected an integer >= 1")
+    if is_nir_file(checkpoint):
+        from htakl_deploy.export.nir_in import export_from_nir
+
+        return export_from_nir(Path(checkpoint), targets, out_dir, timesteps=timesteps, samples=samples,
+                               data=data, data_root=data_root, evaluate=evaluate, lava_check=lava_check, dt_s=dt_s)
+    if data is not None or dt_s is not None:
+        raise UserError("--data and --dt apply to a NIR file (MODEL.nir) only: a checkpoint knows its data set")
     model, ckpt, ckpt_path = load_student(checkpoint)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"

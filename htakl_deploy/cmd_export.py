@@ -1,4 +1,6 @@
-"""``htakl-deploy export``: fold BN, quantise to Loihi fixed point, write NIR / ONNX / a Lava artefact."""
+"""``htakl-deploy export``: fold BN, quantise to Loihi fixed point, write NIR / ONNX / a Lava artefact / netx.
+
+A NIR file (MODEL.nir, from snnTorch, SpikingJelly, Norse or by hand) is quantised the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ examples:
   htakl-deploy export runs/demo --target nir onnx --out exported/
   htakl-deploy export runs/demo/student/best.pt --target nir --samples 200
   htakl-deploy export runs/demo --target lava           # student.lava.npz for `htakl-deploy simulate`
+  htakl-deploy export runs/demo --target netx           # student.netx.h5 for lava-dl's netx
+  htakl-deploy export model.nir --target nir lava netx --data digits   # a NIR graph from any framework
+  htakl-deploy export norse_model.nir --target lava --dt 1e-3          # Norse's exporter uses dt = 1 ms
 """
 
 
@@ -20,10 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="fold BN, quantise to Loihi fixed point, write NIR / ONNX / Lava",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a run directory (uses student/last.pt) or a student checkpoint")
+    p.add_argument("checkpoint", help="a run directory (uses student/last.pt), a student checkpoint, or a "
+                                      "float NIR graph (MODEL.nir) written by any framework")
     p.add_argument("--target", nargs="+", default=["nir"], metavar="TARGET",
-                   help="nir (default), onnx and/or lava (the Lava artefact, built from the NIR files)")
-    p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+                   help="nir (default), onnx, lava (the Lava artefact, built from the NIR files) and/or "
+                        "netx (lava-dl netx HDF5)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/export; for MODEL.nir: MODEL-export/ next to it)")
+    p.add_argument("--data", help="MODEL.nir only: data set to compare the float graph and the integer network "
+                                  "on, and to run the Lava check with (default: none; random inputs for the check)")
+    p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
+                   help="MODEL.nir only: the time step its exporter assumed (default 1e-4: SpikingJelly, "
+                        "snnTorch; Norse writes 1e-3)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
     p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
@@ -40,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
-                        lava_check=args.lava_check)
+                        lava_check=args.lava_check, data=args.data, dt_s=args.dt_s)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     print(json.dumps(report, indent=2, sort_keys=True))

@@ -1,0 +1,164 @@
+"""``htakl-deploy export MODEL.nir``: a float NIR graph from any framework → Loihi fixed point.
+
+The file is read with ``nir.read`` and converted node by node (``nir_io.FROM_NIR``: unknown
+types, cycles, shape mismatches and NaN/inf parameters are one-line ``UserError`` s naming the
+node), quantised exactly as our own students are (``quantize.quantize``: the scales come from
+the weights alone — see that module — so no calibration data is needed), and written as the same
+artefacts a trained run gets: ``student_float.nir``, ``student_quant.nir``, ``quant_report.json``,
+``student.lava.npz`` (target ``lava``), ``student.netx.h5`` (target ``netx``) and
+``export_report.json``.
+
+Everything that can be refused is checked before the output folder is created, and a folder
+this command created is removed again if a later step fails: a refused graph leaves nothing.
+
+Time: NIR's neurons have continuous time constants; the step ``dt`` an exporter divided by is
+not in the file. ``--dt`` gives it (default 1e-4 s, what SpikingJelly's and snnTorch's exporters
+use; Norse's exporter uses 1e-3 s). With ``--data NAME`` the float graph and the integer network
+are compared on that data set's test split (direct encoding, ``--timesteps`` steps), and the Lava
+check runs its first images; without it the Lava check runs uniform random inputs in [0, 1].
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from htakl_deploy.atomic import write_json
+from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import StudentGraph, run_float
+from htakl_deploy.export.nir_io import DT, from_nir, read_nir, write_nir
+from htakl_deploy.export.quantize import QuantizedGraph, quantize
+
+NIR_TARGETS = ("nir", "lava", "netx")
+DEFAULT_TIMESTEPS = 4
+
+
+def load_nir_graph(path: str | Path, dt_s: float | None = None) -> tuple[StudentGraph, QuantizedGraph]:
+    """The float graph of a NIR file and its fixed-point version (UserError naming the node for
+    anything that cannot be imported or quantised). A quantised NIR file of ours is used as is."""
+    dt = DT if dt_s is None else float(dt_s)
+    if not dt > 0 or not np.isfinite(dt):
+        raise UserError(f"--dt: got {dt_s}, expected a positive number of seconds")
+    got = from_nir(read_nir(path), dt=dt)
+    if isinstance(got, QuantizedGraph):
+        return got.graph, got
+    try:
+        return got, quantize(got)
+    except ValueError as e:
+        raise UserError(f"{path}: cannot map this graph to Loihi fixed point: {e}") from None
+
+
+def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, samples: int | None):
+    """The test split of ``data`` (checked against the graph's input shape), or None."""
+    if data is None:
+        return None
+    from htakl_deploy.distill.data.registry import load_dataset
+
+    kwargs = {} if data_root is None else {"root": data_root}
+    _, test = load_dataset(data, **kwargs)
+    if samples:
+        test = test.subset(samples)
+    want = graph.shapes[graph.input_name]
+    if tuple(test.in_shape) != tuple(want):
+        raise UserError(f"--data {data}: images are {tuple(test.in_shape)}, the NIR graph's input is {want}")
+    return test
+
+
+def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None = None, *,
+                    timesteps: int | None = None, samples: int | None = None, data: str | None = None,
+                    data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
+                    dt_s: float | None = None) -> dict[str, Any]:
+    """Export a NIR file (see the module docstring); returns the report also written as
+    ``export_report.json``."""
+    from htakl_deploy.export.netx_hdf5 import _layers
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    unknown = [t for t in targets if t not in NIR_TARGETS]
+    if unknown:
+        raise UserError(f"--target: got {unknown[0]!r}; a NIR file exports to {', '.join(NIR_TARGETS)} "
+                        "(ONNX needs a trained checkpoint)")
+    for flag, value, low in (("--timesteps", timesteps, 1), ("--samples", samples, 1), ("--lava-check", lava_check, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{flag}: got {value}, expected an integer >= {low}")
+    t_steps = timesteps or DEFAULT_TIMESTEPS
+    graph, q = load_nir_graph(path, dt_s)
+    plan = None
+    if "lava" in targets:
+        try:
+            plan = plan_from_quantized(q)
+        except ValueError as e:
+            raise UserError(f"{path}: cannot deploy this graph to Lava: {e}") from None
+    if "netx" in targets:
+        try:
+            _layers(q, strict=False)
+        except ValueError as e:
+            raise UserError(f"--target netx: {e}") from None
+    test = _inputs(graph, data, data_root, samples)
+
+    out = Path(out_dir) if out_dir else path.parent / f"{path.stem}-export"
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        report = _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
+                        lava_check, DT if dt_s is None else float(dt_s))
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return report
+
+
+def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate, lava_check,
+           dt) -> dict[str, Any]:
+    from htakl_deploy.export.pipeline import compare_float_int, lava_check as run_lava_check, write_netx_target
+    from htakl_deploy.hw.simulate import ARTEFACT_NAME
+
+    report: dict[str, Any] = {"source_nir": str(path), "dt_s": dt, "timesteps": t_steps, "data": data,
+                              "warnings": q.warnings()}
+    if "nir" in targets or "lava" in targets:
+        float_path = write_nir(graph, out / "student_float.nir")
+        quant_path = write_nir(graph, out / "student_quant.nir", quantized=q)
+        write_json(out / "quant_report.json", q.report())
+        report["nir"] = {"float_nir": str(float_path), "quant_nir": str(quant_path),
+                         "quant_report": str(out / "quant_report.json"),
+                         "clipped_weights": int(sum(r["n_clipped"] for r in q.report()))}
+        if evaluate and test is not None:
+            def run(x_tb: torch.Tensor) -> torch.Tensor:
+                return run_float(graph, x_tb.double())
+
+            report["nir"]["accuracy"] = compare_float_int(run, q, test, t_steps)
+    if plan is not None:
+        t0 = time.perf_counter()
+        config = None
+        if data is not None:
+            from htakl_deploy.distill.config import DistillConfig
+
+            config = DistillConfig(data=data, data_root=data_root, timesteps=t_steps).to_dict()
+        plan.metadata.update({"config": config, "timesteps": t_steps, "source_nir": str(path), "dt_s": dt})
+        artefact = plan.save(out / ARTEFACT_NAME)
+        report["lava"] = {
+            "artefact": str(artefact),
+            "populations": {n: {"shape": list(p.shape), "depth": p.depth} for n, p in plan.populations.items()},
+            "links": [{"name": k.name, "kind": k.kind, "src": k.src, "dst": k.dst, "delay": k.delay,
+                       "weight_exp": k.weight_exp} for k in plan.links],
+        }
+        if lava_check:
+            if test is not None:
+                from htakl_deploy.distill.data import encode
+
+                x, _ = test.batch(torch.arange(min(lava_check, len(test))))
+                x_tb = encode(x, t_steps, "direct").double().numpy()
+            else:
+                gen = np.random.default_rng(0)
+                x_tb = np.repeat(gen.random((1, lava_check, *plan.input_shape)), t_steps, axis=0)
+            report["lava"]["lava_check"] = run_lava_check(plan, x_tb)
+        report["lava"]["wall_s"] = time.perf_counter() - t0
+    if "netx" in targets:
+        report["netx"] = write_netx_target(q, out)
+    write_json(out / "export_report.json", report)
+    return report
