@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from htakl_deploy.atomic import write_json, write_text
+from htakl_deploy.energy.diagnostics import config_fields_used, diagnostics_sections, warning_blocks
 from htakl_deploy.energy.figures import energy_unit, render_figures
 from htakl_deploy.energy.report import si
 from htakl_deploy.energy.rundata import _num, build_report, load_run
@@ -85,7 +86,9 @@ def intro(report: dict) -> str:
 
 
 def at_a_glance(report: dict) -> list[str]:
-    items = []
+    n_warn = len(report.get("warnings") or [])
+    items = [f"**{n_warn} sanity warning{'s' if n_warn > 1 else ''}** (see [Warnings](#warnings)): the numbers "
+             "below may not mean what they seem"] if n_warn else []
     acc = {(a["stage"], a["backend"], a["model"]): a for a in report["accuracy"]}
     if ("training", "torch-train", "student") in acc:
         items.append(f"student accuracy after training: {fmt_pct(acc[('training', 'torch-train', 'student')]['accuracy'])}")
@@ -121,14 +124,20 @@ def accuracy_section(report: dict) -> Section:
             notes.append(f"float student on the same samples {fmt_pct(a['float_accuracy'])}")
         if a.get("samples_per_s") is not None:
             notes.append(f"{a['samples_per_s']:.1f} samples/s")
+        ci = a.get("interval_95")
         rows.append([a["description"], a["backend"], fmt_pct(a["accuracy"]),
+                     f"{fmt_pct(ci[0], 1)} – {fmt_pct(ci[1], 1)}" if ci else "–",
                      "–" if a["samples"] is None else str(a["samples"]),
                      "–" if a["timesteps"] is None else str(a["timesteps"]), "; ".join(notes), a["file"]])
-    blocks: list = ["Test-set accuracy of the teacher and of the student at every stage the directory holds "
-                    "(training: the data set's full test split; export and simulators: the samples they ran)."]
+    limit = (report.get("provenance") or {}).get("config", {}).get("limit_test")
+    split = (f"the first {limit} test images (`--limit-test {limit}`)" if limit
+             else "the data set's whole test split")
+    blocks: list = [f"Test-set accuracy of the teacher and of the student at every stage the directory holds "
+                    f"(training: {split}; export and simulators: the samples they ran). The 95 % interval is "
+                    "the Wilson score interval of the accuracy over that many samples."]
     if rows:
-        blocks.append(Table(["model / stage", "backend", "accuracy", "samples", "T", "notes", "from"], rows,
-                            "Accuracy per backend.", "llrrrll"))
+        blocks.append(Table(["model / stage", "backend", "accuracy", "95 % interval", "samples", "T", "notes",
+                             "from"], rows, "Accuracy per backend.", "llrrrrll"))
     else:
         blocks.append("No accuracy was found in this directory.")
     e = report["export"]
@@ -243,8 +252,10 @@ def provenance_section(report: dict) -> Section:
     if p["versions"]:
         blocks.append(Table(["package", "version"], [[k, str(v) if v else "not installed"]
                                                       for k, v in p["versions"].items()], "Package versions.", "ll"))
-    blocks.append(Table(["config key", "value"], [[k, json.dumps(v)] for k, v in sorted(p["config"].items())],
-                        "Resolved configuration (config.json).", "ll"))
+    used, hidden = config_fields_used(p["config"])
+    blocks.append(Table(["config key", "value"], [[k, json.dumps(v)] for k, v in sorted(used.items())],
+                        "Resolved configuration (config.json)"
+                        + (f"; {len(hidden)} settings of other methods not shown." if hidden else "."), "ll"))
     return Section("Provenance", blocks)
 
 
@@ -254,9 +265,19 @@ def document(report: dict) -> tuple[str, list[Section]]:
     notes = [f"missing: {m}" for m in report["missing"]] + [f"could not read: {m}" for m in report["problems"]]
     if notes:
         sections[0].blocks += ["What this directory does not (yet) hold:", notes]
-    sections += [accuracy_section(report), activity_section(report), energy_section_doc(report),
-                 Section("Hardware mapping", mapping_blocks(report, Table)), provenance_section(report)]
+    sections.append(Section("Warnings", warning_blocks(report)))
+    extra = {s.title: s for s in diagnostics_sections(report, Section, Table, fmt_pct, fmt_ops)}
+    sections += [accuracy_section(report), *[extra[t] for t in ("Training",) if t in extra],
+                 activity_section(report), energy_section_doc(report),
+                 *[extra[t] for t in ("NeuroBench-style metrics", "Quantisation") if t in extra],
+                 Section("Hardware mapping", mapping_blocks(report, Table)),
+                 *[extra[t] for t in ("Stage timings",) if t in extra], provenance_section(report)]
     return f"htakl-deploy report: {report['run']['name']}", sections
+
+
+def _anchor(title: str) -> str:
+    """The GitHub-style anchor of a section title (lower case, spaces → dashes)."""
+    return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
 
 def _md_cell(s: str) -> str:
@@ -266,7 +287,7 @@ def _md_cell(s: str) -> str:
 def render_markdown(report: dict) -> str:
     title, sections = document(report)
     figs = {f["id"]: (i + 1, f) for i, f in enumerate(report["figures"])}
-    out = [f"# {title}", ""]
+    out = [f"# {title}", "", "Contents: " + " · ".join(f"[{sec.title}](#{_anchor(sec.title)})" for sec in sections), ""]
     for sec in sections:
         out += [f"## {sec.title}", ""]
         for b in sec.blocks:
@@ -294,6 +315,8 @@ th,td{border:1px solid #ccc;padding:.25em .6em}th{background:#f3f3f3}td.r,th.r{t
 caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
 code{background:#f4f4f4;padding:0 .2em;border-radius:3px}
+nav.toc{font-size:.9em;color:#555}h2.warn{color:#a40000}h2.warn+p,h2.warn+p+ul{background:#fff4e5;
+border-left:4px solid #d9822b;padding:.4em .8em;margin:.3em 0}
 """
 
 
@@ -319,8 +342,11 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
     figs = {f["id"]: (i + 1, f) for i, f in enumerate(report["figures"])}
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    out.append('<nav class="toc">Contents: ' + " · ".join(
+        f'<a href="#{_anchor(sec.title)}">{html.escape(sec.title)}</a>' for sec in sections) + "</nav>")
     for sec in sections:
-        out.append(f"<h2>{html.escape(sec.title)}</h2>")
+        cls = ' class="warn"' if sec.title == "Warnings" and report.get("warnings") else ""
+        out.append(f'<h2 id="{_anchor(sec.title)}"{cls}>{html.escape(sec.title)}</h2>')
         for b in sec.blocks:
             if isinstance(b, str):
                 out.append(f"<p>{_inline_html(b)}</p>")

@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 
+from htakl_deploy.energy import diagnostics
 from htakl_deploy.hw.mapping_report import figure_entries, plot_mapping
 
 ENERGY_UNITS = ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ"), (1.0, "pJ"))
@@ -41,7 +42,7 @@ def figure_list(report: dict) -> list[dict]:
                      "caption": f"Synaptic energy per sample of each layer on {b}: measured (exact ACs/MACs), "
                                 "the paper's analytic estimate (input firing rate × dense OPs) and the ANN teacher "
                                 f"(dense MACs, one pass); energy model {en[b]['energy_model']['name']}, log scale."})
-    return figs + figure_entries(report.get("mapping") or {})
+    return diagnostics.figure_entries(report) + figs + figure_entries(report.get("mapping") or {})
 
 
 def _png(fig) -> bytes:
@@ -133,7 +134,7 @@ def plot_energy_totals(report: dict) -> bytes:
 
 PLOTS = {"firing_rates": plot_firing_rates, "spikes_per_timestep": plot_spikes_per_timestep,
          "energy_layers": plot_energy_layers, "energy_totals": plot_energy_totals,
-         "hardware_mapping": plot_mapping}
+         "hardware_mapping": plot_mapping, "training": diagnostics.plot_training}
 
 
 def render_figures(report: dict) -> dict[str, bytes]:

@@ -32,6 +32,7 @@ Reads (every part but ``config.json`` may be missing; the report says what is)::
                                  analytic_pj, ann_teacher_pj}]}}
     provenance: {git {sha, dirty}, versions, argv, seed, host, platform, started_unix_s, config}
     mapping: {target: map/<target>.json as written by `htakl-deploy map` ("htakl-map/1")}
+    warnings, training_curves, quantisation, neurobench, stage_timings: see ``energy.diagnostics``
     figures: [{id, title, caption}]
     missing: [str]    parts that are not in the directory (what to run to get them)
     problems: [str]   files that are there but could not be read
@@ -52,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from htakl_deploy.energy.diagnostics import add_diagnostics
 from htakl_deploy.energy.figures import figure_list
 from htakl_deploy.errors import UserError
 from htakl_deploy.hw.mapping_report import read_maps
@@ -226,7 +228,7 @@ def training_accuracy(run: RunFiles) -> list[dict]:
             continue
         rows.append({"stage": "training", "model": role, "backend": "torch-train", "description": what,
                      "accuracy": _num(stage["test_acc"]), "best_accuracy": _num(stage.get("best_test_acc")),
-                     "samples": None, "timesteps": stage.get("timesteps"),
+                     "samples": run.config.get("limit_test"), "timesteps": stage.get("timesteps"),
                      "file": run.summary_file})
     return rows
 
@@ -391,6 +393,7 @@ def build_report(run: RunFiles) -> dict:
     with_energy = [b for b in backends if b in report["energy"]] or list(report["activity"])
     report["primary_backend"] = with_energy[0] if with_energy else None
     report["mapping"] = read_maps(run.root, run.problems)
+    add_diagnostics(report, run)  # sanity warnings, training curves, quantisation, NeuroBench metrics
     report["figures"] = figure_list(report)
     report["missing"] = list(run.missing)
     report["problems"] = list(dict.fromkeys(run.problems))

@@ -33,6 +33,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     for problem in report["problems"]:
         print(f"warning: {problem}", file=sys.stderr)
+    for w in report["warnings"]:
+        print(f"warning: {w['code'].replace('_', ' ')}: {w['message']}", file=sys.stderr)
     root = report["run_dir"]
     print(f"wrote {root}/report.md, {root}/report.html, {root}/report.json")
     return 0

@@ -240,10 +240,13 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
     if not skip(i, "report", inputs):
         header(i, "report", "report.md, report.html, report.json")
         t = time.perf_counter()
-        write_report(run_dir)
+        report = write_report(run_dir)
         timings["report_s"] = time.perf_counter() - t
-        record.mark("report", inputs, timings["report_s"])
+        sanity = [f"{w['code'].replace('_', ' ')}: {w['message']}" for w in report["warnings"]]
+        record.mark("report", inputs, timings["report_s"], warnings=sanity)
         finished("report", timings["report_s"])
+    else:
+        sanity = (record.data["stages"].get("report") or {}).get("warnings", [])
     timings["total_s"] = time.perf_counter() - t_total
     record.data["timings"] = {**record.data.get("timings", {}), **timings}
     record.save()
@@ -257,7 +260,7 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         "ann_teacher_energy_per_sample_uj": next(
             (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None),
         "student_test_acc": summary.get("student", {}).get("test_acc"),
-        "warnings": warnings,
+        "warnings": warnings, "report_warnings": sanity,
     }
     for line in summary_lines(result):
         say(line)
@@ -273,8 +276,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      + (f"   {energy:.4f} µJ/sample" if energy is not None else ""))
     if result.get("ann_teacher_energy_per_sample_uj") is not None:
         lines.append(f"  {'ANN teacher':<16} {result['ann_teacher_energy_per_sample_uj']:.4f} µJ/sample (MACs only)")
+    for w in result.get("report_warnings") or []:
+        lines.append(f"  warning: {w}")
     if result["warnings"]:
-        lines.append(f"  {len(result['warnings'])} warning(s): see above and the report")
+        lines.append(f"  {len(result['warnings'])} export warning(s): see above and the report")
     lines.append(f"report: {result['report']}")
     return lines
 
