@@ -272,9 +272,16 @@ def _shift(a: np.ndarray, exp: int) -> np.ndarray:
 
 
 def _exact(fn, x_int: np.ndarray, *tensors) -> np.ndarray:
-    """Apply a torch linear op to integers via float64 (exact: all sums stay below 2^53)."""
+    """Apply a torch linear op to integers exactly: in float32 when every partial sum provably
+    stays below 2^24 (max |x| × the largest Σ|w| of one output, ``tensors[0]`` rows = outputs;
+    summation order then does not matter), else in float64 (all sums below 2^53)."""
     t, b = x_int.shape[:2]
-    y = fn(torch.from_numpy(x_int.reshape(t * b, *x_int.shape[2:]).astype(np.float64)), *tensors)
+    dtype = np.float64
+    if tensors:
+        w = tensors[0]
+        if float(w.abs().reshape(len(w), -1).sum(1).max()) * float(np.abs(x_int).max(initial=0)) < 2**24:
+            dtype, tensors = np.float32, tuple(v.to(torch.float32) for v in tensors)
+    y = fn(torch.from_numpy(x_int.reshape(t * b, *x_int.shape[2:]).astype(dtype)), *tensors)
     y = y.numpy()
     if np.abs(y).max(initial=0) >= 2**52:
         raise OverflowError("integer accumulation beyond 2^52")

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what spikes.h5 keeps: 'spikes' (every layer, default), 'counts' (spikes per neuron and "
                         "step summed over samples: enough for `energy`, not for its NeuroBench counts), or "
                         "LAYER[,LAYER...] (full spikes of those layers, counts of all)")
+    p.add_argument("--device", metavar="DEV", help="emulator only: 'cpu' (default) or 'cuda' (bit-exact: no TF32, no cuDNN)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
     p.set_defaults(handler=run_command)
@@ -60,7 +61,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         report = simulate(args.artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
-                          batch_size=args.batch_size, record=args.record)
+                          batch_size=args.batch_size, record=args.record, device=args.device)
     finally:
         bar.close()
     print(json.dumps(report, indent=2, sort_keys=True))

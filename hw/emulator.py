@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from htakl_deploy.export.quantize import quantize_input
+from htakl_deploy.hw import kernels
 from htakl_deploy.hw.lif_ref import effective_weights, lif_int_step, wrap_i32
 from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population
 
@@ -181,33 +182,53 @@ def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor
     return spikes, us
 
 
-def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512) -> EmulatorResult:
+def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512,
+            device: str | None = None, fast: bool = True) -> EmulatorResult:
     """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``),
-    ``batch_size`` samples at a time (memory grows with it; samples are independent)."""
+    ``batch_size`` samples at a time (memory grows with it; samples are independent).
+
+    ``fast``: populations whose currents provably stay exact in float32 and wrap-free take
+    ``hw.kernels`` (float32 currents, fused neuron kernel), the others the general path below;
+    the integers are the same (tests/test_kernels.py). ``device``: "cpu" (default) or "cuda"."""
     x = np.asarray(x_tb)
     if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
-    parts = [_emulate_batch(plan, x_int[:, i:i + batch_size]) for i in range(0, x_int.shape[1], batch_size)]
+    dev = torch.device(device or "cpu")
+    with kernels.exact_device(dev), torch.no_grad():
+        parts = [_emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast)
+                 for i in range(0, x_int.shape[1], batch_size)]
     spikes = {k: np.concatenate([p[0][k] for p in parts], axis=1) for k in parts[0][0]}
     readout_u = np.concatenate([p[1] for p in parts], axis=1)
     return EmulatorResult(spikes, readout_u, readout_logits(plan.readout, readout_u), x_int)
 
 
-def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device = torch.device("cpu"),
+                   fast: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
     spikes: dict[str, torch.Tensor] = {}
+    spikes_f32: dict[str, torch.Tensor] = {}  # the same spikes as float32, for the fast path's convolutions
     readout_u = None
+    x_max = int(np.abs(x_int).max(initial=0))
+    x_dev = torch.from_numpy(x_int).to(device) if fast else None
     for name, pop in plan.populations.items():
-        a = None
-        for link in plan.links_into(name):
-            out = (_input_currents_t(plan, torch.from_numpy(x_int)) if link.src == INPUT
-                   else _link_output_t(link, spikes[link.src], pop.shape))
-            a = out if a is None else _t_wrap(a + out, 32)
-        s, u = _run_population_t(pop, a)
+        bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
+        quick = kernels.population_currents(plan, name, pop, spikes_f32, x_dev, x_max, device) if fast else None
+        if quick is not None and int(np.abs(bias).max(initial=0)) < 2**29:
+            s, spikes_f32[name], u = kernels.lif_fused(pop, quick[0], bias, quick[1]["bound"], want_u=pop.readout,
+                                                       exp=quick[1]["exp"])
+        else:  # the general path (int64 / float64, every wrap checked), on the CPU
+            a = None
+            for link in plan.links_into(name):
+                out = (_input_currents_t(plan, torch.from_numpy(x_int)) if link.src == INPUT
+                       else _link_output_t(link, spikes[link.src].cpu(), pop.shape))
+                a = out if a is None else _t_wrap(a + out, 32)
+            s, u = _run_population_t(pop, a)
+            s = s.to(device)
+            spikes_f32[name] = s.to(torch.float32)
         if pop.readout:
-            readout_u = u.numpy()
+            readout_u = u.cpu().numpy()
         else:
             spikes[name] = s
-    return {k: v.numpy() for k, v in spikes.items()}, readout_u
+    return {k: v.cpu().numpy() for k, v in spikes.items()}, readout_u

@@ -58,8 +58,8 @@ def _lava(precision: str):
     return run
 
 
-def _emulator(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress) -> EmulatorResult:
-    result = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]))
+def _emulator(plan: DeploymentPlan, artefact: Path, x_tb: np.ndarray, progress, device: str | None = None) -> EmulatorResult:
+    result = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]), device=device)
     if progress is not None:
         progress(x_tb.shape[1])
     return result
@@ -178,7 +178,7 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None) -> tuple[
 def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
              timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
              progress: Callable[[int], None] | None = None, compare: bool = True,
-             batch_size: int | None = None, record="spikes") -> dict[str, Any]:
+             batch_size: int | None = None, record="spikes", device: str | None = None) -> dict[str, Any]:
     if backend not in BACKENDS:
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
@@ -187,6 +187,12 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: got {batch_size}, expected an integer >= 1")
+    if device not in (None, "cpu"):
+        if backend != "emulator":
+            raise UserError(f"--device {device}: only the emulator backend runs on a device")
+        if device != "cuda" or not torch.cuda.is_available():
+            raise UserError(f"--device: got {device!r}, expected 'cpu'"
+                            + (" or 'cuda'" if torch.cuda.is_available() else " (torch sees no CUDA device here)"))
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
     names = [n for n, p in plan.populations.items() if not p.readout]
@@ -214,7 +220,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
             x_tb = encode_batch(x_all[s0:s0 + batch], t)
             y = labels[s0:s0 + batch]
             t0 = time.perf_counter()
-            result = BACKENDS[backend](plan, path, x_tb, None)
+            result = BACKENDS[backend](plan, path, x_tb, None, **({"device": device} if backend == "emulator" else {}))
             wall_s += time.perf_counter() - t0
             pred = result.logits.mean(0).argmax(-1)
             correct += int((pred == y).sum())

@@ -1,0 +1,136 @@
+"""``hw.kernels`` (issue 19): the emulator's fast path gives the general path's integers, spike
+for spike, on random integer layers — including populations whose bounds fail, which must fall
+back — and the fused neuron kernel equals ``lif_int_step`` (itself checked against Lava)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from htakl_deploy.export.quantize import quantize
+from htakl_deploy.hw import kernels
+from htakl_deploy.hw.emulator import emulate
+from htakl_deploy.hw.lif_ref import lif_int_step
+from htakl_deploy.hw.plan import Population, load_plan, plan_from_quantized
+from test_lava_deploy import residual_graph
+
+T = 4
+
+
+def _plan(seed):
+    return plan_from_quantized(quantize(residual_graph(seed)))
+
+
+def _same(a, b):
+    assert a.spikes.keys() == b.spikes.keys()
+    for k in a.spikes:
+        np.testing.assert_array_equal(a.spikes[k], b.spikes[k], err_msg=k)
+    np.testing.assert_array_equal(a.readout_u, b.readout_u)
+
+
+def _x(seed, n=16):
+    return torch.rand(T, n, 1, 6, 6, generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def _paths(plan, x_max=255):
+    shapes = {n: p.shape for n, p in plan.populations.items()}
+    return {n: kernels.population_bound(plan, n, shapes, x_max) is not None for n in plan.populations}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_path_equals_general_path_on_random_integer_layers(seed):
+    plan = _plan(seed)
+    assert all(_paths(plan).values())  # every population provably exact in float32 here
+    kinds = {k.kind for k in plan.links}
+    assert {"input", "dense"} <= kinds and kinds & {"conv", "sparse"}
+    x = _x(seed)
+    fast, slow = emulate(plan, x, fast=True), emulate(plan, x, fast=False)
+    _same(fast, slow)
+    rates = [s.mean() for s in fast.spikes.values()]
+    assert max(rates) > 0.05 and min(rates) < 0.95  # the comparison sees real activity
+
+
+def test_a_failing_bound_falls_back_and_gives_the_same_integers(tmp_path):
+    plan = _plan(0)
+    plan.save(tmp_path / "p.npz")
+    big = load_plan(tmp_path / "p.npz")
+    # shift the skip link into a4 (sum with the conv: ≥ 2^24, inexact in float32) and the readout's
+    # dense link (≥ 2^25: int32 wraps in the neuron) by 2^17: the bound fails there
+    for link in big.links:
+        if link.dst in ("a4", big.readout.name) and link.kind != "conv":
+            link.weight_exp += 17
+    paths = _paths(big)
+    assert not paths["a4"] and not paths[big.readout.name] and paths["a1"]
+    x = _x(5)
+    _same(emulate(big, x, fast=True), emulate(big, x, fast=False))
+    # the shifted readout really wraps: its currents differ from the unshifted plan's × 2^17
+    u_big, u = emulate(big, x).readout_u, emulate(plan, x).readout_u
+    assert not np.array_equal(u_big, u * 2**17)
+
+
+def test_bound_is_exact_at_the_float32_limit():
+    """2^24 - 1 is the largest sum the float32 path accepts; 2^24 goes to the fallback."""
+
+    class L:  # a minimal dense link: one output row summing n weights of 255
+        def __init__(self, total):
+            self.kind, self.src, self.dst, self.weight_exp, self.conv = "dense", "a", "b", 0, None
+            self.__dict__["_matrix_bound"] = total
+
+    class P:
+        input_shape = (1,)
+
+        def __init__(self, link):
+            self.link = link
+
+        def links_into(self, name):
+            return [self.link]
+
+    ok = kernels.population_bound(P(L(2**24 - 1)), "b", {"a": (1,)}, 1)
+    assert ok == {"bound": 2**24 - 1, "grain": 0}
+    assert kernels.population_bound(P(L(2**24)), "b", {"a": (1,)}, 1) is None
+
+
+@pytest.mark.parametrize("du, dv, a_max, exp", [(4095, 2048, 2**17, 0), (1000, 300, 2**17, 0), (0, 4095, 2**16, 0),
+                                                (4095, 2048, 2**16, 0), (4095, 0, 2**19, -3), (200, 2048, 2**12, 5)])
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_fused_neuron_equals_lif_int_step(du, dv, a_max, exp, use_numba):
+    rng = np.random.default_rng(du + dv)
+    a = rng.integers(-a_max, a_max, (6, 40, 3, 2, 2))
+    shifted = a << exp if exp >= 0 else a >> -exp
+    pop = Population("p", (3, 2, 2), 0, False, 100, du, dv, 1000, rng.integers(-4000, 4000, 3), 2,
+                     1.0, 0.5, 1.0, np.zeros(3))
+    bias = pop.per_neuron(pop.bias_mant) << pop.bias_exp
+    bound = int(np.abs(shifted).max())
+    s, s_f, us = kernels.lif_fused(pop, torch.from_numpy(a.astype(np.float32)), bias, bound, want_u=True, exp=exp,
+                                   use_numba=use_numba)
+    u = v = np.zeros(a.shape[1:], np.int64)
+    for t in range(a.shape[0]):
+        want, u, v = lif_int_step(u, v, shifted[t], du=du, dv=dv, bias_v=bias, vth=pop.vth)  # every wrap
+        np.testing.assert_array_equal(s[t].numpy(), want)
+        np.testing.assert_array_equal(us[t].numpy(), u)
+    np.testing.assert_array_equal(s_f.numpy(), s.numpy().astype(np.float32))
+    assert s.any() and not s.all()
+    with pytest.raises(ValueError, match="2\\^25"):
+        kernels.lif_fused(pop, torch.zeros(1, 1, 3, 2, 2), bias, 2**25, want_u=False)
+
+
+def test_export_integer_check_uses_float32_only_where_exact():
+    """``quantize._exact`` (export's float-vs-integer check): float32 under the 2^24 bound, float64
+    beyond it; both give the float64 integers."""
+    from htakl_deploy.export import quantize as qz
+
+    rng = np.random.default_rng(0)
+    seen = []
+
+    def conv(z, w):
+        seen.append(z.dtype)
+        return torch.nn.functional.conv2d(z, w, None, 1, 1)
+
+    x = rng.integers(0, 2, (2, 3, 8, 6, 6))
+    w = torch.from_numpy(rng.integers(-255, 256, (4, 8, 3, 3)).astype(np.float64))
+    want = torch.nn.functional.conv2d(torch.from_numpy(x.reshape(6, 8, 6, 6).astype(np.float64)), w, None, 1, 1)
+    np.testing.assert_array_equal(qz._exact(conv, x, w), want.numpy().astype(np.int64).reshape(2, 3, 4, 6, 6))
+    big = x * 2**15  # max |x| · Σ|w| ≥ 2^24: float64
+    np.testing.assert_array_equal(qz._exact(conv, big, w), (want.numpy() * 2**15).astype(np.int64).reshape(2, 3, 4, 6, 6))
+    assert seen == [torch.float32, torch.float64]
