@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "map": ("cmd_map", "partition the exported network onto Loihi neurocores; latency and energy estimate"),
     "report": ("cmd_report", "write report.md / report.html / report.json for a run directory"),
     "run": ("cmd_run", "the whole pipeline: distil, export, simulate in Lava, count energy, report"),
+    "compare": ("cmd_compare", "several runs side by side: accuracy, firing rate, ACs, energy, training time"),
 }
 
 
