@@ -489,23 +489,24 @@ def _reading_new(live: dict, cells: list[dict], merged: list[dict], earlier: dic
                          f"(best {rows[0]['method']} {rows[0]['float_acc']['mean'] * 100:.2f} %, worst "
                          f"{rows[-1]['method']} {rows[-1]['float_acc']['mean'] * 100:.2f} %).")
         for m in new_methods:
-            mine = cells_by.get((m, t), [])
-            if mine and cells_by.get(("kdsnn", t)):
-                lines.append(f"- **T = {t}, {m} − kdsnn** (paired, both in the new grid): "
-                             + _verdict(paired_difference(mine, cells_by[("kdsnn", t)], "float_acc"), n_test,
-                                        "float student", (m, "kdsnn")) + " "
-                             + _verdict(paired_difference(mine, cells_by[("kdsnn", t)], "emulator_acc"), n_test,
-                                        "Quantised on the emulator", (m, "kdsnn")))
-            ref = by_live.get(("hta-kl", t)) or earlier.get(("hta-kl", t))
-            r = by_live.get((m, t))
-            if r and ref and r["float_acc"]["mean"] is not None and ref["float_acc"]["mean"] is not None:
-                paired = ("hta-kl", t) in by_live
-                lines.append(
-                    f"- T = {t}, {m} − hta-kl: float {(r['float_acc']['mean'] - ref['float_acc']['mean']) * 100:+.2f} pt, "
-                    f"emulator {(r['emulator_acc']['mean'] - ref['emulator_acc']['mean']) * 100:+.2f} pt, energy "
-                    f"×{r['energy_uj_per_sample']['mean'] / ref['energy_uj_per_sample']['mean']:.3f} (difference of "
-                    f"means; seed std {_pm(r['float_acc'], 100)} vs {_pm(ref['float_acc'], 100)} %"
-                    + ("" if paired else "; hta-kl's per-seed values were not kept, so no paired test") + ").")
+            mine, r = cells_by.get((m, t), []), by_live.get((m, t))
+            for ref in ("kdsnn", "hta-kl"):
+                theirs = cells_by.get((ref, t), [])
+                if mine and theirs:
+                    lines.append(f"- **T = {t}, {m} − {ref}** (paired, both in the new grid): "
+                                 + _verdict(paired_difference(mine, theirs, "float_acc"), n_test,
+                                            "float student", (m, ref)) + " "
+                                 + _verdict(paired_difference(mine, theirs, "emulator_acc"), n_test,
+                                            "Quantised on the emulator", (m, ref)))
+                    continue
+                other = earlier.get((ref, t))
+                if r and other and r["float_acc"]["mean"] is not None and other["float_acc"]["mean"] is not None:
+                    lines.append(
+                        f"- T = {t}, {m} − {ref}: float {(r['float_acc']['mean'] - other['float_acc']['mean']) * 100:+.2f} pt, "
+                        f"emulator {(r['emulator_acc']['mean'] - other['emulator_acc']['mean']) * 100:+.2f} pt, energy "
+                        f"×{r['energy_uj_per_sample']['mean'] / other['energy_uj_per_sample']['mean']:.3f} (difference of "
+                        f"means, {ref} from the earlier grid: its per-seed values were not kept, so no paired test; "
+                        f"mean ± seed std {_pm(r['float_acc'], 100)} vs {_pm(other['float_acc'], 100)} %).")
     return lines + _cell_lines(cells)
 
 
@@ -547,8 +548,23 @@ def render_with_archive(data: str, results: dict | None, archive: dict) -> list[
         out += ["", *archive["sections"]]
     out += ["", f"### Reading ({data})", "", "Earlier grid (as worded when it was rendered):", "", *archive["reading"]]
     if cells:
-        out += ["", "New cells:", "", *_reading_new(live, cells, merged, earlier, n_test)]
+        out += ["", "New cells:", "", *_teacher_line(archive, results), *_reading_new(live, cells, merged, earlier, n_test)]
     return out + [""]
+
+
+def _teacher_line(archive: dict, results: dict) -> list[str]:
+    """Say so when the new cells' teacher is not the earlier grid's (e.g. retrained on another CPU)."""
+    import re
+
+    found = next((re.search(r"test accuracy ([0-9.]+) %", line) for line in archive["settings"]
+                  if "test accuracy" in line), None)
+    new = (results.get("teacher") or {}).get("test_acc")
+    if not found or new is None or f"{new * 100:.2f}" == found.group(1):
+        return []
+    return [f"- The new cells' teacher, trained by the same command, reaches {new * 100:.2f} % against the earlier "
+            f"grid's {found.group(1)} % (floating-point results differ between CPUs; the earlier grid ran on "
+            "another machine): a difference to an earlier row mixes the method with the teacher; the paired "
+            "lines compare methods re-run with the same teacher."]
 
 
 def render(sources: dict[str, Path]) -> str:

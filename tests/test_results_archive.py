@@ -84,7 +84,13 @@ def test_new_cells_next_to_the_archive_with_rerun_check():
     assert "**T = 1, lasnn − kdsnn** (paired, both in the new grid): float student: +2.00 pt" in text
     assert "lasnn is better at the 95 % level" in text  # +2 pt on every seed
     assert "T = 2, lasnn − hta-kl: float +3.33 pt" in text and "no paired test" in text
+    assert "T = 2, lasnn − kdsnn: float" not in text  # kdsnn was re-run: only the paired line
 
     moved = [dict(c, float_acc=c["float_acc"] + 0.01) if c["timesteps"] == 2 else c for c in rerun]
     out = "\n".join(md.render_with_archive("digits", results(moved, "grid B"), arch))
     assert "Re-run check: 1 of 2 rows" in out and "differ at kdsnn T=2: earlier 92.33 ± 1.53" in out
+    assert "teacher, trained by the same command" not in out  # same teacher accuracy
+    other_teacher = results(new, "grid B")
+    other_teacher["teacher"]["test_acc"] = 0.96
+    out = "\n".join(md.render_with_archive("digits", other_teacher, arch))
+    assert "reaches 96.00 % against the earlier grid's 95.00 %" in out
