@@ -47,6 +47,11 @@ row-major on a ``mesh_tiles_x``-wide mesh, chips side by side along x), a step l
 core's synaptic ops + neuron updates, plus the farthest message and the barrier) and the energy
 per inference (synaptic ops, neuron updates of every neuron every step, messages and hops,
 barriers). Spikes are averaged over the recorded samples.
+
+Not modelled (so core counts are an upper estimate and the costs a Loihi-1-like estimate):
+convolutional weight sharing (Loihi 2 has it, its memory format is not published), several
+layers sharing a core, splitting one neuron's fan-in over cores (dendritic accumulation), the
+off-chip encoding layer's transfer onto the chip, and chip-to-chip links (charged as mesh hops).
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def plot_mapping(report: dict) -> bytes:
     ax1.set_yscale("log")
     ax1.legend(fontsize=8)
     ax1.set_title("Neurocores per layer")
-    d = next(iter(maps.values()))
+    d = maps.get("loihi2") or next(iter(maps.values()))
     pc = d["per_core"]
     layers = list(dict.fromkeys(pc["layer"]))
     for n in layers:

@@ -142,6 +142,37 @@ def test_impossible_layer_refused_by_name():
         map_plan(plan, target(output_axons_per_core=2))
 
 
+def conv_spec(cout, cin, k, pad, groups=1):
+    w = np.full((cout, cin // groups, k, k), 2, np.int64)
+    return {"weight": w, "f_weight": w.astype(float), "stride": (1, 1), "padding": (pad, pad), "dilation": (1, 1),
+            "groups": groups}
+
+
+def test_residual_join_counted_by_hand():
+    """C = conv(B) + identity skip from A (delayed one step): both links' synapses on C's core."""
+    pops = {"A": pop("A", (2, 4, 4), 0), "B": pop("B", (2, 4, 4), 1), "C": pop("C", (2, 4, 4), 2),
+            "out": pop("out", (3,), 3, readout=True)}
+    enc = {**conv_spec(2, 1, 1, 0)}
+    links = [Link("enc", INPUT, "A", "input", 0, 0, conv=enc),
+             Link("ab", "A", "B", "conv", 0, 0, conv=conv_spec(2, 2, 3, 1)),
+             Link("bc", "B", "C", "conv", 0, 0, conv=conv_spec(2, 2, 3, 1)),
+             Link("skip", "A", "C", "sparse", 1, 0, conv=conv_spec(2, 2, 1, 0, groups=2)),
+             dense_link("co", "C", "out", 3, 32)]
+    plan = DeploymentPlan((1, 4, 4), 1.0, pops, links)
+    m = map_plan(plan, target())
+    c = m.layers["C"]
+    assert c.cores == 1 and [g.name for g in c.links] == ["bc", "skip"]
+    # skip: 32 axons × 1 synapse of 8 weight + 1 delay + 6 index bits: 15 + 10 → one 64-bit word
+    # (dense would be 32 × 9 + 10 → 320 bits); bc: per input channel, 4 corner axons reach 4 positions
+    # × 2 channels (8·14 + 10 = 122 → 128 bits), 8 edge axons 12 (178 → 192), 4 inner ones 18
+    # (262 → 320; dense 32·8 + 10 = 266 → 320)
+    assert c.stats["bits"].tolist() == [32 * 64 + 2 * (4 * 128 + 8 * 192 + 4 * 320)]
+    assert c.stats["input_axons"].tolist() == [32 + 32]
+    assert c.synapses == 32 + 2 * 2 * (4 * 4 + 8 * 6 + 4 * 9) and c.fan_in_max == 2 * 9 + 1
+    # out-axons of A: each neuron feeds B's core and C's core
+    assert m.layers["A"].stats["output_axons"].tolist() == [64]
+
+
 def test_greedy_against_lower_bounds():
     plan = flat_plan(64, 256, 10)
     t = target(neurons_per_core=64, synapse_memory_bits_per_core=64 * 64 * 9)
