@@ -68,7 +68,7 @@ import numpy as np
 
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
-    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
     StudentGraph, connections,
 )
 
@@ -159,7 +159,7 @@ def dense_ops_per_step(graph: StudentGraph, name: str) -> int:
 
 def check_recording(graph: StudentGraph, recording) -> None:
     """UserError unless ``recording`` holds exactly the graph's LIF nodes with its shapes."""
-    lifs = [n for n, v in graph.nodes.items() if isinstance(v, LIFNode)]
+    lifs = [n for n, v in graph.nodes.items() if isinstance(v, NeuronNode)]
     t, s = recording.timesteps, recording.samples
     recorded = list(getattr(recording, "layer_order", recording.layers))
     missing = [n for n in lifs if n not in recorded]
@@ -208,7 +208,7 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
     import torch.nn.functional as F
 
     node = graph.nodes[name]
-    if any(not isinstance(graph.nodes[c.source], (InputNode, LIFNode)) for c in conns):
+    if any(not isinstance(graph.nodes[c.source], (InputNode, NeuronNode)) for c in conns):
         return None
     if any(recording.input is None if isinstance(graph.nodes[c.source], InputNode)
            else not recording.has_spikes(c.source) for c in conns):
@@ -243,7 +243,7 @@ def _events(graph: StudentGraph, recording, source: str, input_events: bool):
     """The source's 0/1 events summed over the samples ``[T, ...]`` (int64), or None if it
     emits analog values."""
     node = graph.nodes[source]
-    if isinstance(node, LIFNode):
+    if isinstance(node, NeuronNode):
         return recording.layer_counts(source)
     if isinstance(node, InputNode) and input_events:
         return recording.input_nonzero()
@@ -278,7 +278,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
     neurons = []
     spikes_of: dict[str, int] = {}
     for name, node in graph.nodes.items():
-        if not isinstance(node, LIFNode):
+        if not isinstance(node, NeuronNode):
             continue
         per_t = recording.layer_counts(name).reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
         n = int(np.prod(graph.shapes[name]))

@@ -600,8 +600,8 @@ def record_float(graph, x_tb) -> dict[str, np.ndarray]:
     LIF node emits are its spikes. Pass the result as ``layers=`` to ``write_spikes`` with
     ``attrs={'backend': 'torch-float', ...}``.
     """
-    from htakl_deploy.export.graph import LIFNode, run_float
+    from htakl_deploy.export.graph import NeuronNode, run_float
 
     _, vals = run_float(graph, x_tb, record=True)
     return {name: vals[name].detach().cpu().numpy().astype(np.uint8)
-            for name, node in graph.nodes.items() if isinstance(node, LIFNode)}
+            for name, node in graph.nodes.items() if isinstance(node, NeuronNode)}

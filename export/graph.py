@@ -35,6 +35,10 @@ from spikingjelly.activation_based import layer as sj_layer, neuron as sj_neuron
 
 from htakl_deploy.distill.models.classifier import Classifier
 from htakl_deploy.distill.models.ops import BasicBlock
+from htakl_deploy.export.nodes import FAMILIES, NeuronNode
+from htakl_deploy.export.nodes.cuba_lif import CubaLIFNode
+from htakl_deploy.export.nodes.if_node import IFNode
+from htakl_deploy.export.nodes.lif import LIFNode, lif_float_step  # noqa: F401  (re-exported)
 
 Shape = tuple[int, ...]
 
@@ -137,28 +141,6 @@ class DenseNode:
 
 
 @dataclass(eq=False)
-class LIFNode:
-    """SpikingJelly LIF with hard reset to 0: ``H = V(1 - 1/tau) + X/tau`` (``decay_input``,
-    else ``+ X``), spike iff ``H >= v_threshold``, then ``V = 0``. Per-layer scalars."""
-
-    tau: float
-    v_threshold: float
-    decay_input: bool = True
-
-    def __post_init__(self):
-        self.tau = float(self.tau)
-        self.v_threshold = float(self.v_threshold)
-        self.decay_input = bool(self.decay_input)
-        if not self.tau > 1.0:
-            raise ValueError(f"lif tau must be > 1, got {self.tau}")
-        if not self.v_threshold > 0.0:
-            raise ValueError(f"lif v_threshold must be > 0, got {self.v_threshold}")
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        return in_shape
-
-
-@dataclass(eq=False)
 class FlattenNode:
     """Flatten all non-batch dimensions (torch ``start_dim=1`` on ``[B, ...]``)."""
 
@@ -201,7 +183,8 @@ class OutputNode:
         return in_shape
 
 
-Node = InputNode | Conv2dNode | DenseNode | LIFNode | FlattenNode | PoolNode | OutputNode
+Node = InputNode | Conv2dNode | DenseNode | NeuronNode | FlattenNode | PoolNode | OutputNode
+NEURONS = FAMILIES  # isinstance(node, NEURONS): a spiking neuron of any family (export/nodes/)
 WEIGHTED = (Conv2dNode, DenseNode)
 
 
@@ -333,9 +316,9 @@ def connections(graph: "StudentGraph") -> list[Connection]:
     for name, node in graph.nodes.items():
         if isinstance(node, WEIGHTED):
             succ = graph.successors(name)
-            target = succ[0] if len(succ) == 1 and isinstance(graph.nodes[succ[0]], (LIFNode, OutputNode)) else None
+            target = succ[0] if len(succ) == 1 and isinstance(graph.nodes[succ[0]], (NeuronNode, OutputNode)) else None
             out.extend(make_connection(graph, s, v, name, target) for s, v in paths_into(graph, name))
-        elif isinstance(node, (LIFNode, OutputNode)):
+        elif isinstance(node, (NeuronNode, OutputNode)):
             out.extend(make_connection(graph, s, v, name, name) for s, v in paths_into(graph, name)
                        if not isinstance(graph.nodes[s], WEIGHTED))
     return out
@@ -458,41 +441,6 @@ def graph_from_classifier(model: Classifier) -> StudentGraph:
 # -- float reference runner ----------------------------------------------------------------
 
 
-def lif_float_step(v: torch.Tensor, x: torch.Tensor, *, tau: float | None, v_threshold: float,
-                   v_reset: float | None = 0.0, decay_input: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One float step of SpikingJelly's LIF / IF — the only copy of the float neuron update in the
-    package (the float runner, ``run_float``, and the ONNX export, ``onnx_export.UnrolledLIF``, use
-    it). The same operations in the same order as SpikingJelly's reference charge, so float64 runs
-    give identical spikes::
-
-        H = V + (X - (V - V_reset)) / tau   (LIF, decay_input)   H = V - (V - V_reset)/tau + X  (not)
-        H = V + X                           (IF: tau None)
-        S = [H >= v_threshold]
-        V = S·V_reset + (1 - S)·H           (hard reset)         V = H - S·v_threshold  (soft: None)
-
-    Returns (spikes in x's dtype, V after reset)."""
-    rest = 0.0 if v_reset is None else v_reset
-    if tau is None:
-        h = v + x
-    elif decay_input:
-        h = v + (x - (v - rest)) / tau
-    else:
-        h = v - (v - rest) / tau + x
-    s = (h >= v_threshold).to(h.dtype)
-    v = h - s * v_threshold if v_reset is None else s * v_reset + (1.0 - s) * h
-    return s, v
-
-
-def lif_float_tb(x_tb: torch.Tensor, node: LIFNode) -> torch.Tensor:
-    """SpikingJelly's LIF (hard reset to 0) over ``x_tb`` ``[T, B, ...]`` → spikes, same dtype."""
-    v = torch.zeros_like(x_tb[0])
-    out = torch.empty_like(x_tb)
-    for t in range(x_tb.shape[0]):
-        out[t], v = lif_float_step(v, x_tb[t], tau=node.tau, v_threshold=node.v_threshold,
-                                   decay_input=node.decay_input)
-    return out
-
-
 def _tb(fn, x_tb: torch.Tensor) -> torch.Tensor:
     t, b = x_tb.shape[:2]
     y = fn(x_tb.reshape(t * b, *x_tb.shape[2:]))
@@ -525,8 +473,8 @@ def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool
                                                           node.dilation, node.groups), h)
         elif isinstance(node, DenseNode):
             y = torch.nn.functional.linear(h, t(node.weight), t(node.bias))
-        elif isinstance(node, LIFNode):
-            y = lif_float_tb(h, node)
+        elif isinstance(node, NeuronNode):
+            y = node.run_float(h)
         elif isinstance(node, FlattenNode):
             y = h.flatten(2)
         elif isinstance(node, PoolNode):

@@ -69,7 +69,7 @@ import numpy as np
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
-    WEIGHTED, Conv2dNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    WEIGHTED, Conv2dNode, FlattenNode, InputNode, OutputNode, PoolNode,
 )
 from htakl_deploy.export.quantize import QuantizedGraph
 from htakl_deploy.hw.lif_ref import READOUT_VTH  # v > vth << 6 = 2**23 never holds: never spikes

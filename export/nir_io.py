@@ -4,7 +4,8 @@ Node mapping (one function per type, in tables both ways; unknown types raise na
 
     InputNode  ↔ nir.Input (shape (C, H, W))      Conv2dNode ↔ nir.Conv2d
     DenseNode  ↔ nir.Affine (quantised: nir.Linear, bias lives in the LIF)
-    LIFNode    ↔ nir.LIF                          FlattenNode ↔ nir.Flatten(start_dim=1)
+    neurons    ↔ their family's type (export/nodes/: LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
+    FlattenNode ↔ nir.Flatten(start_dim=1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
     OutputNode ↔ nir.Output
     residual join = several edges into one node (NIR sums them)
@@ -45,8 +46,9 @@ import nir
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
-    Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode, StudentGraph,
+    Conv2dNode, DenseNode, FlattenNode, InputNode, OutputNode, PoolNode, StudentGraph,
 )
+from htakl_deploy.export.nodes import FAMILIES, NeuronNode
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
 DT = 1e-4
@@ -85,18 +87,18 @@ def _identity_meta(name, g, q) -> dict:
     return meta
 
 
-def _lif_to_nir(name, node: LIFNode, g, q):
+def _neuron_to_nir(name, node: NeuronNode, g, q):
+    """A neuron of any family (``export/nodes/``): its own NIR node; quantised, the integer
+    threshold and the Loihi fields (plus the exact float parameters) in metadata."""
     shape = g.shapes[name]
-    thr, meta = np.full(shape, node.v_threshold), {}
-    if q is not None:
-        t = q.targets[name]
-        thr = np.full(shape, t.vth, dtype=np.int64)
-        meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
-                "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), "tau_float": node.tau,
-                "v_threshold_float": node.v_threshold, "decay_input": np.int64(node.decay_input),
-                **_identity_meta(name, g, q)}
-    return nir.LIF(tau=np.full(shape, node.tau * DT), r=np.full(shape, 1.0 if node.decay_input else node.tau),
-                   v_leak=np.zeros(shape), v_threshold=thr, v_reset=np.zeros(shape), metadata=meta)
+    n = node.to_nir(shape, DT)
+    if q is None:
+        return n
+    t = q.targets[name]
+    meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
+            "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), **node.float_metadata(),
+            **_identity_meta(name, g, q)}
+    return dataclasses.replace(n, v_threshold=np.full(shape, t.vth, dtype=np.int64), metadata=meta)
 
 
 def _flatten_to_nir(name, node, g, q):
@@ -122,8 +124,9 @@ def _output_to_nir(name, node, g, q):
 
 
 TO_NIR: dict[type, Callable] = {
-    InputNode: _input_to_nir, Conv2dNode: _conv_to_nir, DenseNode: _dense_to_nir, LIFNode: _lif_to_nir,
+    InputNode: _input_to_nir, Conv2dNode: _conv_to_nir, DenseNode: _dense_to_nir,
     FlattenNode: _flatten_to_nir, PoolNode: _pool_to_nir, OutputNode: _output_to_nir,
+    **{family: _neuron_to_nir for family in FAMILIES},
 }
 
 
@@ -147,29 +150,13 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
 # -- NIR → ours ----------------------------------------------------------------------------
 
 
-def _scalar(arr, what: str, name: str) -> float:
-    a = np.asarray(arr, dtype=np.float64).reshape(-1)
-    if a.size == 0 or not np.all(a == a[0]):
-        raise UserError(f"NIR node {name!r}: {what} must be uniform across the layer")
-    return float(a[0])
-
-
-def _lif_from_nir(name, n: nir.LIF, dt: float) -> LIFNode:
-    tau = _scalar(n.tau, "tau", name) / dt
-    r = _scalar(n.r, "r", name)
-    if _scalar(n.v_leak, "v_leak", name) != 0 or _scalar(n.v_reset, "v_reset", name) != 0:
-        raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
-    meta = n.metadata or {}
-    if "tau_float" in meta:  # quantised: exact float parameters kept in metadata
-        return LIFNode(float(meta["tau_float"]), float(meta["v_threshold_float"]), bool(meta["decay_input"]))
-    decay_input = bool(np.isclose(r, 1.0))
-    if not decay_input and not np.isclose(r, tau):
-        raise UserError(f"NIR node {name!r}: r must be 1 (input scaled by dt/tau) or tau/dt (input added "
-                        f"unscaled), got r = {r} with tau/dt = {tau} (dt = {dt} s: is --dt right?)")
-    if not tau > 1.0:
-        raise UserError(f"NIR node {name!r}: tau/dt = {tau} (dt = {dt} s) must be > 1 for a leaky neuron "
-                        "(is --dt right?)")
-    return LIFNode(round(tau, 9), _scalar(n.v_threshold, "v_threshold", name), decay_input)
+def _neuron_from_nir(family: type) -> Callable:
+    def convert(name, n, dt: float):
+        meta = n.metadata or {}
+        if "v_threshold_float" in meta:  # quantised: the exact float parameters are kept in metadata
+            return family.from_metadata(meta)
+        return family.from_nir(name, n, dt)
+    return convert
 
 
 def _flatten_from_nir(name, n: nir.Flatten, dt: float) -> FlattenNode:
@@ -191,7 +178,7 @@ FROM_NIR: dict[type, Callable] = {
     nir.Conv2d: _conv_from_nir,
     nir.Affine: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
     nir.Linear: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
-    nir.LIF: _lif_from_nir,
+    **{family.NIR_TYPE: _neuron_from_nir(family) for family in FAMILIES},
     nir.Flatten: _flatten_from_nir,
     nir.AvgPool2d: lambda name, n, dt: PoolNode("avg", n.kernel_size, n.stride, n.padding),
     nir.SumPool2d: lambda name, n, dt: PoolNode("sum", n.kernel_size, n.stride, n.padding),
@@ -266,17 +253,19 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
 
     targets, conns = {}, []
     for name, node in graph.nodes.items():
-        if not isinstance(node, (LIFNode, OutputNode)):
+        if not isinstance(node, (NeuronNode, OutputNode)):
             continue
         m = ng.nodes[name].metadata
         try:
             s = int(m["scale_S"])
-            du, dv, vth = (int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, LIFNode) else (4095, 0, 0)
+            du, dv, vth = (int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, NeuronNode) else (4095, 0, 0)
             targets[name] = QuantTarget(name, s, du, dv, vth, np.asarray(m["bias_mant"]), int(m["bias_exp"]), 0.0)
         except KeyError as e:
             raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
-        gain = s / (node.v_threshold * (node.tau if node.decay_input else 1.0)) if isinstance(node, LIFNode) else s
-        bias_f = (targets[name].bias_v() / (64.0 * gain)).astype(np.float64)
+        neuron = node.loihi() if isinstance(node, NeuronNode) else None
+        gain = s / (neuron.v_threshold * neuron.input_divisor) if neuron else s
+        bias_gain = 1.0 / neuron.f_du if neuron else 1.0  # the bias's steady state, see quantize
+        bias_f = (targets[name].bias_v() / (64.0 * gain * bias_gain)).astype(np.float64)
         for path in connections_into(graph, name):
             src = path.node if not path.identity else (path.via[-1] if path.via else path.source)
             snode = graph.nodes[src]

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from htakl_deploy.export.graph import (
-    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
     StudentGraph, connections, make_connection, paths_from,
 )
 from htakl_deploy.hw.lif_ref import lif_int_step
@@ -178,7 +178,7 @@ def check_deployable(graph: StudentGraph, conn: Connection) -> None:
         if len(graph.predecessors(name)) != 1:
             raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
     source = graph.nodes[conn.source]
-    if not isinstance(source, (LIFNode, InputNode)):
+    if not isinstance(source, (NeuronNode, InputNode)):
         raise ValueError(f"node {conn.source!r} ({type(source).__name__}): only pooling/flatten may sit "
                          "between a neuron and the next conv/dense (not deployable)")
 
@@ -224,7 +224,7 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
     quant_conns: list[QuantConnection] = []
     targets: dict[str, QuantTarget] = {}
     for tname, tnode in graph.nodes.items():
-        if not isinstance(tnode, (LIFNode, OutputNode)):
+        if not isinstance(tnode, (NeuronNode, OutputNode)):
             continue
         paths = []  # (node, identity, w_eff, w_float, divisor·in_scale factor, bias, connection)
         for conn in connections_into(graph, tname):
@@ -238,11 +238,14 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
                 snode = graph.nodes[conn.node]
                 w = np.asarray(snode.weight, dtype=np.float64)
                 paths.append((conn.node, False, w * factor, w, factor, np.asarray(snode.bias, dtype=np.float64), conn))
-        if isinstance(tnode, LIFNode):
-            denom = tnode.v_threshold * (tnode.tau if tnode.decay_input else 1.0)
-            du, dv = 4095, int(round(4096.0 / tnode.tau))
+        # The bias enters v each step; a neuron with current memory (CubaLIF) gets its input's bias
+        # through u, which settles at 1/f_du times one step's: that steady state goes into v.
+        if isinstance(tnode, NeuronNode):  # its family says how it runs on Loihi (export/nodes/)
+            neuron = tnode.loihi()
+            denom = neuron.v_threshold * neuron.input_divisor
+            du, dv, bias_gain = neuron.du, neuron.dv, 1.0 / neuron.f_du
         else:
-            denom, du, dv = 1.0, 4095, 0
+            denom, du, dv, bias_gain = 1.0, 4095, 0, 1.0
         m = max(float(np.abs(p[2]).max(initial=0.0)) for p in paths)
         scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
         gain = scale / denom
@@ -254,12 +257,12 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         biases = [p[5] for p in paths if p[5] is not None]
         nb = graph.shapes[tname][0]
         b = np.sum(biases, axis=0) if biases else np.zeros(nb)
-        b_v = b * gain * 64.0
+        b_v = b * gain * 64.0 * bias_gain
         peak = float(np.abs(b_v).max(initial=0.0))
         bias_exp = 0 if peak <= BIAS_MANT_MAX else int(math.ceil(math.log2(peak / BIAS_MANT_MAX)))
         bias_mant = np.clip(np.round(b_v / 2.0**bias_exp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
-        b_err = float(np.abs((bias_mant << bias_exp) / (gain * 64.0) - b).max(initial=0.0))
-        targets[tname] = QuantTarget(tname, scale, du, dv, scale if isinstance(tnode, LIFNode) else 0,
+        b_err = float(np.abs((bias_mant << bias_exp) / (gain * 64.0 * bias_gain) - b).max(initial=0.0))
+        targets[tname] = QuantTarget(tname, scale, du, dv, scale if isinstance(tnode, NeuronNode) else 0,
                                      bias_mant, bias_exp, b_err)
     return QuantizedGraph(graph, quant_conns, targets, input_scale)
 
@@ -313,7 +316,7 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
             vals[name] = quantize_input(x.numpy(), q.input_scale)
             continue
         preds = g.predecessors(name)
-        if isinstance(node, (LIFNode, OutputNode)):
+        if isinstance(node, (NeuronNode, OutputNode)):
             a = 0
             for src in preds:
                 c = by_node[(src, name)]
@@ -325,7 +328,7 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
             v = np.zeros(a.shape[1:], np.int64)
             out = np.zeros(a.shape, np.int64)
             for t in range(a.shape[0]):
-                if isinstance(node, LIFNode):
+                if isinstance(node, NeuronNode):
                     s, u, v = lif_int_step(u, v, a[t], du=tq.du, dv=tq.dv, bias_v=bias, vth=tq.vth)
                     out[t] = s
                 else:

@@ -48,7 +48,7 @@ import torch
 
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.export.graph import (
-    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode,
+    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
     StudentGraph,
 )
 from htakl_deploy.export.quantize import QuantizedGraph
@@ -324,8 +324,8 @@ def _conv_spec(node: Conv2dNode, weight: np.ndarray, f_weight: np.ndarray) -> di
 
 
 def _float_gain(node) -> float:
-    """Float weights in the Lava float LIF's units: SJ's decay_input divides the input by τ."""
-    return 1.0 / node.tau if isinstance(node, LIFNode) and node.decay_input else 1.0
+    """Float weights in the Lava float LIF's units (SJ's decay_input divides the input by τ)."""
+    return 1.0 / node.loihi().input_divisor if isinstance(node, NeuronNode) else 1.0
 
 
 def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
@@ -334,7 +334,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
     pops: dict[str, Population] = {}
     links: list[Link] = []
     for name, node in g.nodes.items():
-        if not isinstance(node, (LIFNode, OutputNode)):
+        if not isinstance(node, (NeuronNode, OutputNode)):
             continue
         t = q.targets[name]
         fgain = _float_gain(node)
@@ -412,9 +412,10 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=1.0, f_dv=1.0, f_vth=1e30,
                              f_bias=b_float)
         else:
+            neuron = node.loihi()
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
-                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=1.0, f_dv=1.0 / node.tau,
-                             f_vth=node.v_threshold, f_bias=b_float * fgain)
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
+                             f_vth=neuron.v_threshold, f_bias=b_float * fgain / neuron.f_du)
         pops[name] = pop
     return DeploymentPlan(g.shapes[g.input_name], q.input_scale, pops, links, dict(q.metadata))
 

@@ -167,11 +167,11 @@ def float_student_graph(artefact: Path):
 
 def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Spikes and logits of the float student (``student_float.nir`` next to the artefact)."""
-    from htakl_deploy.export.graph import LIFNode, run_float
+    from htakl_deploy.export.graph import NeuronNode, run_float
 
     graph = float_student_graph(artefact) if graph is None else graph
     out, vals = run_float(graph, torch.from_numpy(x_tb), record=True)
-    spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, LIFNode)}
+    spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, NeuronNode)}
     return spikes, out.numpy()
 
 

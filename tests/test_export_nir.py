@@ -247,13 +247,11 @@ def test_bad_files_raise_user_error(tmp_path):
         f["node/nodes/fc"].create_dataset("type", data="Teleporter", dtype=h5py.string_dtype())
     with pytest.raises(UserError, match=r"'fc'.*'Teleporter'"):
         read_nir(weird)
-    # A NIR type we do not import (CubaLIF): named by from_nir.
+    # A NIR type we do not import (Delay): named by from_nir.
     ng = to_nir(g)
     shape = np.array(g.shapes["stage1.act"])
-    ng.nodes["stage1.act"] = nir.CubaLIF(tau_mem=np.full(shape, 2e-4), tau_syn=np.full(shape, 1e-4),
-                                         r=np.ones(shape), v_leak=np.zeros(shape), v_threshold=np.ones(shape),
-                                         w_in=np.ones(shape))
-    with pytest.raises(UserError, match=r"'stage1\.act'.*CubaLIF"):
+    ng.nodes["stage1.act"] = nir.Delay(delay=np.ones(shape))
+    with pytest.raises(UserError, match=r"'stage1\.act'.*Delay"):
         from_nir(ng)
 
 

@@ -1,0 +1,93 @@
+"""CubaLIF: current-based LIF (a synaptic current with its own decay), hard reset to 0 (NIR ``CubaLIF``).
+
+Float (per step, NIR's equations with one Euler step ``dt``; ``α = dt/τ_syn``, ``β = dt/τ_mem``)::
+
+    I ← (1 − α)·I + α·w_in·X
+    H = (1 − β)·V + β·r·I          spike iff H ≥ θ, then V = 0 (I is kept)
+
+Loihi: exactly lava's ``u``/``v`` pair: ``u`` is ``β·r·I`` in ``v``'s units, so the current decay
+``α`` becomes ``du = round(4096·α) − 1`` (Lava keeps ``4096 − (du + 1)`` 4096ths of ``u``), ``dv =
+round(4096·β)``, input gain ``β·r·α·w_in``. NIR: snnTorch's ``Synaptic`` and SpikingJelly's
+``CUBALIFNode`` exports write ``w_in = τ_syn/dt``, ``r = τ_mem/dt`` (input gain 1); Norse's
+``LIFCell`` export writes ``w_in = r = 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import torch
+
+from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
+
+
+@dataclass(eq=False)
+class CubaLIFNode(NeuronNode):
+    """Current-based LIF, per-layer scalars: ``alpha = dt/tau_syn``, ``beta = dt/tau_mem`` in (0, 1]."""
+
+    alpha: float
+    beta: float
+    r: float
+    w_in: float
+    v_threshold: float
+
+    NIR_TYPE = nir.CubaLIF
+
+    def __post_init__(self):
+        for k in ("alpha", "beta", "r", "w_in", "v_threshold"):
+            setattr(self, k, float(getattr(self, k)))
+        for k in ("alpha", "beta"):
+            if not 0.0 < getattr(self, k) <= 1.0:
+                raise ValueError(f"cuba_lif {k} (dt/tau) must be in (0, 1], got {getattr(self, k)}")
+        if not (self.r > 0 and self.w_in > 0 and self.v_threshold > 0):
+            raise ValueError("cuba_lif r, w_in and v_threshold must be > 0")
+
+    def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
+        i = torch.zeros_like(x_tb[0])
+        v = torch.zeros_like(x_tb[0])
+        out = torch.empty_like(x_tb)
+        c_in, c_v = self.alpha * self.w_in, self.beta * self.r
+        for t in range(x_tb.shape[0]):
+            i = (1.0 - self.alpha) * i + c_in * x_tb[t]
+            h = (1.0 - self.beta) * v + c_v * i
+            s = (h >= self.v_threshold).to(h.dtype)
+            v = h * (1.0 - s)
+            out[t] = s
+        return out
+
+    def loihi(self) -> LoihiNeuron:
+        du, dv = int(round(4096 * self.alpha)) - 1, int(round(4096 * self.beta))
+        if du < 0:
+            raise ValueError(f"cuba_lif current decay dt/tau_syn = {self.alpha} is below Loihi's 1/4096 step")
+        return LoihiNeuron(1.0 / (self.beta * self.r * self.alpha * self.w_in), du, dv, self.alpha, self.beta,
+                           self.v_threshold)
+
+    def to_nir(self, shape, dt: float) -> nir.CubaLIF:
+        full = lambda v: np.full(shape, v)  # noqa: E731
+        return nir.CubaLIF(tau_syn=full(dt / self.alpha), tau_mem=full(dt / self.beta), r=full(self.r),
+                           v_leak=full(0.0), v_threshold=full(self.v_threshold), v_reset=full(0.0),
+                           w_in=full(self.w_in))
+
+    def float_metadata(self) -> dict:
+        return {"alpha_float": self.alpha, "beta_float": self.beta, "r_float": self.r, "w_in_float": self.w_in,
+                "v_threshold_float": self.v_threshold}
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "CubaLIFNode":
+        return cls(*(float(meta[f"{k}_float"]) for k in ("alpha", "beta", "r", "w_in", "v_threshold")))
+
+    @classmethod
+    def from_nir(cls, name: str, n: nir.CubaLIF, dt: float) -> "CubaLIFNode":
+        from htakl_deploy.errors import UserError
+
+        if uniform(n.v_leak, "v_leak", name) != 0 or uniform(n.v_reset, "v_reset", name) != 0:
+            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
+        alpha, beta = dt / uniform(n.tau_syn, "tau_syn", name), dt / uniform(n.tau_mem, "tau_mem", name)
+        for what, v in (("tau_syn", alpha), ("tau_mem", beta)):
+            if not 0.0 < v <= 1.0:
+                raise UserError(f"NIR node {name!r}: dt/{what} = {v} (dt = {dt} s) must be in (0, 1] "
+                                "(is --dt right?)")
+        return cls(round(alpha, 12), round(beta, 12), uniform(n.r, "r", name), uniform(n.w_in, "w_in", name),
+                   uniform(n.v_threshold, "v_threshold", name))

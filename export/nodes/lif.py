@@ -1,0 +1,114 @@
+"""LIF: SpikingJelly's leaky integrate-and-fire with hard reset to 0 (NIR ``LIF``).
+
+Float (per step): ``H = V + (X − V)/τ`` (``decay_input``; else ``H = V − V/τ + X``), spike iff
+``H ≥ θ``, then ``V = 0``. Loihi: no current memory (``du = 4095``: ``u`` is this step's input),
+``dv = round(4096/τ)``, input gain ``1/τ`` with ``decay_input`` (else 1).
+NIR: ``tau = τ·dt`` s, ``r = 1`` (``decay_input``) or ``τ`` (input added unscaled: snnTorch's
+``Leaky`` export, ``r = tau/dt``), ``v_leak = v_reset = 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import torch
+
+from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
+
+
+def lif_float_step(v: torch.Tensor, x: torch.Tensor, *, tau: float | None, v_threshold: float,
+                   v_reset: float | None = 0.0, decay_input: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One float step of SpikingJelly's LIF / IF — the only copy of the float neuron update in the
+    package (the float runner, ``run_float``, and the ONNX export, ``onnx_export.UnrolledLIF``, use
+    it). The same operations in the same order as SpikingJelly's reference charge, so float64 runs
+    give identical spikes::
+
+        H = V + (X - (V - V_reset)) / tau   (LIF, decay_input)   H = V - (V - V_reset)/tau + X  (not)
+        H = V + X                           (IF: tau None)
+        S = [H >= v_threshold]
+        V = S·V_reset + (1 - S)·H           (hard reset)         V = H - S·v_threshold  (soft: None)
+
+    Returns (spikes in x's dtype, V after reset)."""
+    rest = 0.0 if v_reset is None else v_reset
+    if tau is None:
+        h = v + x
+    elif decay_input:
+        h = v + (x - (v - rest)) / tau
+    else:
+        h = v - (v - rest) / tau + x
+    s = (h >= v_threshold).to(h.dtype)
+    v = h - s * v_threshold if v_reset is None else s * v_reset + (1.0 - s) * h
+    return s, v
+
+
+def run_steps(x_tb: torch.Tensor, *, tau: float | None, v_threshold: float, decay_input: bool = True,
+              gain: float = 1.0) -> torch.Tensor:
+    """``lif_float_step`` (hard reset to 0) over currents ``x_tb`` ``[T, B, ...]`` times ``gain``,
+    state starting at 0 → spikes in x's dtype."""
+    v = torch.zeros_like(x_tb[0])
+    out = torch.empty_like(x_tb)
+    for t in range(x_tb.shape[0]):
+        x = x_tb[t] if gain == 1.0 else gain * x_tb[t]
+        out[t], v = lif_float_step(v, x, tau=tau, v_threshold=v_threshold, decay_input=decay_input)
+    return out
+
+
+@dataclass(eq=False)
+class LIFNode(NeuronNode):
+    """SpikingJelly LIF with hard reset to 0: ``H = V(1 - 1/tau) + X/tau`` (``decay_input``,
+    else ``+ X``), spike iff ``H >= v_threshold``, then ``V = 0``. Per-layer scalars."""
+
+    tau: float
+    v_threshold: float
+    decay_input: bool = True
+
+    NIR_TYPE = nir.LIF
+
+    def __post_init__(self):
+        self.tau = float(self.tau)
+        self.v_threshold = float(self.v_threshold)
+        self.decay_input = bool(self.decay_input)
+        if not self.tau > 1.0:
+            raise ValueError(f"lif tau must be > 1, got {self.tau}")
+        if not self.v_threshold > 0.0:
+            raise ValueError(f"lif v_threshold must be > 0, got {self.v_threshold}")
+
+    def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
+        """Spikes ``[T, B, ...]`` (x's dtype) for currents ``x_tb``, state starting at 0."""
+        return run_steps(x_tb, tau=self.tau, v_threshold=self.v_threshold, decay_input=self.decay_input)
+
+    def loihi(self) -> LoihiNeuron:
+        return LoihiNeuron(self.tau if self.decay_input else 1.0, 4095, int(round(4096.0 / self.tau)), 1.0,
+                           1.0 / self.tau, self.v_threshold)
+
+    def to_nir(self, shape, dt: float) -> nir.LIF:
+        return nir.LIF(tau=np.full(shape, self.tau * dt), r=np.full(shape, 1.0 if self.decay_input else self.tau),
+                       v_leak=np.zeros(shape), v_threshold=np.full(shape, self.v_threshold),
+                       v_reset=np.zeros(shape))
+
+    def float_metadata(self) -> dict:
+        return {"tau_float": self.tau, "v_threshold_float": self.v_threshold,
+                "decay_input": np.int64(self.decay_input)}
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "LIFNode":
+        return cls(float(meta["tau_float"]), float(meta["v_threshold_float"]), bool(meta["decay_input"]))
+
+    @classmethod
+    def from_nir(cls, name: str, n: nir.LIF, dt: float) -> "LIFNode":
+        from htakl_deploy.errors import UserError
+
+        tau = uniform(n.tau, "tau", name) / dt
+        r = uniform(n.r, "r", name)
+        if uniform(n.v_leak, "v_leak", name) != 0 or uniform(n.v_reset, "v_reset", name) != 0:
+            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
+        decay_input = bool(np.isclose(r, 1.0))
+        if not decay_input and not np.isclose(r, tau):
+            raise UserError(f"NIR node {name!r}: r must be 1 (input scaled by dt/tau) or tau/dt (input added "
+                            f"unscaled), got r = {r} with tau/dt = {tau} (dt = {dt} s: is --dt right?)")
+        if not tau > 1.0:
+            raise UserError(f"NIR node {name!r}: tau/dt = {tau} (dt = {dt} s) must be > 1 for a leaky neuron "
+                            "(is --dt right?)")
+        return cls(round(tau, 9), uniform(n.v_threshold, "v_threshold", name), decay_input)
