@@ -171,7 +171,9 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
     if not skip(2, "export", inputs):
         header(2, "export", f"{', '.join(settings.export_targets)} → {run_dir / 'export'}")
         t = time.perf_counter()
-        exported = run_export(run_dir, list(settings.export_targets), lava_check=settings.effective_lava_check)
+        # the float vs integer check runs on the test images training was evaluated on
+        exported = run_export(run_dir, list(settings.export_targets), lava_check=settings.effective_lava_check,
+                              samples=cfg.limit_test)
         warnings = exported["warnings"]
         timings["export_s"] = time.perf_counter() - t
         record.mark("export", inputs, timings["export_s"])
