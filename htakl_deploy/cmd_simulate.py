@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EXAMPLES = """\
 examples:
@@ -13,6 +14,7 @@ examples:
   htakl-deploy simulate runs/demo --backend lava-floating_pt --samples 50
   htakl-deploy simulate runs/demo/export/student.lava.npz --samples 100 --out sim/
   htakl-deploy simulate runs/demo --backend emulator --record counts --batch-size 128   # 10k images, flat memory
+  htakl-deploy simulate model.nir --data digits --backend emulator   # a NIR graph from any framework
 
 Class decision: argmax over classes of the mean over T of the readout's logits (the last layer
 has no neuron; its current is read each step). Outputs: OUT/spikes.h5 (every layer's spikes,
@@ -28,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulate", help="run the exported network in Lava or the bit-exact emulator, record spikes",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("artefact", help="a run directory, its export/ folder, or a student.lava.npz file")
+    p.add_argument("artefact", help="a run directory, its export/ folder, a student.lava.npz file, or a float "
+                                     "NIR graph (MODEL.nir: quantised on the fly into MODEL-export/, as `export` does)")
     p.add_argument("--backend", default="lava-fixed_pt", metavar="BACKEND",
                    help=f"one of {', '.join(BACKENDS)} (default lava-fixed_pt; 'lava' means lava-fixed_pt)")
     p.add_argument("--samples", type=int, help="the first N test images (default: the test images the run was evaluated on, all unless it was trained with --limit-test)")
@@ -42,9 +45,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "step summed over samples: enough for `energy`, not for its NeuroBench counts), or "
                         "LAYER[,LAYER...] (full spikes of those layers, counts of all)")
     p.add_argument("--device", metavar="DEV", help="emulator only: 'cpu' (default) or 'cuda' (bit-exact: no TF32, no cuDNN)")
+    p.add_argument("--data", help="MODEL.nir only: the data set to run (required there)")
+    p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
+                   help="MODEL.nir only: the time step its exporter assumed (default 1e-4; Norse: 1e-3)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
     p.set_defaults(handler=run_command)
+
+
+def _export_nir(args: argparse.Namespace) -> Path:
+    """``export MODEL.nir --target nir lava`` into MODEL-export/ (no Lava check): the artefact."""
+    from htakl_deploy.errors import UserError
+    from htakl_deploy.export.nir_in import export_from_nir
+
+    if args.data is None:
+        raise UserError("simulate MODEL.nir needs --data NAME: the data set whose test images to run")
+    report = export_from_nir(Path(args.artefact), ["nir", "lava"], timesteps=args.timesteps, data=args.data,
+                             data_root=args.data_root, evaluate=False, lava_check=0, dt_s=args.dt_s)
+    for warning in report["warnings"]:
+        print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
+    return Path(report["lava"]["artefact"])
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -53,13 +73,20 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.hw.simulate import simulate
 
     backend = "lava-fixed_pt" if args.backend == "lava" else args.backend
+    artefact = args.artefact
+    if Path(artefact).suffix.lower() == ".nir":
+        artefact = _export_nir(args)
+    elif args.data is not None or args.dt_s is not None:
+        from htakl_deploy.errors import UserError
+
+        raise UserError("--data and --dt apply to a NIR file (MODEL.nir) only: an artefact knows its data set")
     bar = tqdm(total=args.samples, unit="sample", desc=backend, disable=not sys.stderr.isatty())
 
     def progress(done: int) -> None:
         bar.update(done - bar.n)
 
     try:
-        report = simulate(args.artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
+        report = simulate(artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
                           batch_size=args.batch_size, record=args.record, device=args.device)
     finally:

@@ -194,3 +194,25 @@ def test_wrong_dt_is_named(tmp_path, capsys):
     assert "is --dt right?" in capsys.readouterr().err
     assert main(["export", str(path), "--target", "lava", "--dt", "1e-5", "--lava-check", "0"]) == 0
     assert load_plan(tmp_path / "norse_like-export" / "student.lava.npz").populations["lif"].dv == 2048
+
+
+def test_simulate_and_energy_on_a_nir_file(sj_conv, tmp_path, capsys):
+    """`simulate MODEL.nir` quantises on the fly (into MODEL-export/), runs, and `energy` counts the
+    recording against the quantised graph it wrote."""
+    import shutil
+
+    _, path, _ = sj_conv
+    model = tmp_path / path.name
+    shutil.copy(path, model)
+    assert main(["simulate", str(model), "--backend", "emulator", "--samples", "40"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert not (tmp_path / "sj_conv-export").exists()
+    assert main(["simulate", str(model), "--data", "digits", "--backend", "emulator", "--samples", "40",
+                 "--out", str(tmp_path / "sim")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 40 and report["accuracy"] > 0.7
+    assert report["float_student"]["decision_agreement"] >= 0.95  # our float run of the NIR graph
+    assert main(["energy", str(tmp_path / "sim" / "spikes.h5"), "--graph",
+                 str(tmp_path / "sj_conv-export" / "student_quant.nir"), "--json", str(tmp_path / "e.json")]) == 0
+    energy = json.loads((tmp_path / "e.json").read_text())
+    assert energy["samples"] == 40 and energy["totals"]["spikes"] > 0 and energy["totals"]["acs"] > 0
