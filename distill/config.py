@@ -94,6 +94,7 @@ class DistillConfig:
     out_dir: str = "runs"
     run_name: str | None = None
     checkpoint_every: int = 0
+    checkpoint_activations: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:

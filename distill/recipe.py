@@ -60,6 +60,7 @@ def new_model(cfg: DistillConfig, data: ArrayDataset, *, spiking: bool, seed: in
             model.eval()
             with torch.no_grad():
                 model(torch.zeros(1, 1, *data.in_shape))
+            model.set_activation_checkpointing(cfg.checkpoint_activations)
         except (ValueError, RuntimeError) as exc:
             first = str(exc).splitlines()[0]
             raise UserError(

@@ -78,6 +78,8 @@ HELP = {
     "run_name": "name of this run's directory (default: data-model-method-T-seed-time)",
     "checkpoint_every": "also write last.pt every N optimizer steps (default 0: once per epoch)",
     "progress": "progress bars and per-epoch lines (default on)",
+    "checkpoint_activations": "keep only each block's input during training and recompute its inside in the "
+                              "backward pass (less memory, ~1.3x step time; same loss and gradients)",
 }
 
 

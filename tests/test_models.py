@@ -283,3 +283,34 @@ def test_num_params_convnet_8x8_by_hand():
     bn = 2 * 32 + 2 * 64
     fc = 1024 * 10 + 10
     assert model.num_params() == conv + bn + fc
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "convnet"])
+def test_activation_checkpointing_gives_the_same_loss_gradients_and_bn_stats(arch):
+    """``--checkpoint-activations``: the recomputed backward equals the plain one (loss, every
+    gradient, a feature tap's gradient path, BN running statistics updated once)."""
+    import copy
+
+    torch.manual_seed(0)
+    shape = (3, 16, 16) if arch == "resnet20" else (1, 8, 8)
+    plain = build_model(arch, in_shape=shape, num_classes=5, spiking=True).train()
+    ckpt = copy.deepcopy(plain).set_activation_checkpointing(True)
+    assert ckpt.checkpoint_activations and any("forward" in m.__dict__ for m in ckpt.modules())
+    x = torch.rand(3, 4, *shape) * 2
+    y = torch.tensor([0, 1, 2, 3])
+    results = []
+    for model in (plain, ckpt):
+        tap = model.tap_names[-1]
+        logits, feats = model.forward_features(x, [tap])
+        loss = torch.nn.functional.cross_entropy(logits.mean(0), y) + feats[tap].float().mean()
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
+                        {n: b.clone() for n, b in model.named_buffers()}))
+    (l0, g0, b0), (l1, g1, b1) = results
+    assert torch.equal(l0, l1)
+    assert g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0)
+    assert any(g.abs().sum() > 0 for g in g0.values())
+    assert all(torch.equal(b0[k], b1[k]) for k in b0)  # running stats: one update, not two
+    ckpt.set_activation_checkpointing(False)
+    assert not any("forward" in m.__dict__ for m in ckpt.modules())
+    assert list(ckpt.state_dict()) == list(plain.state_dict())

@@ -112,6 +112,26 @@ class Classifier(nn.Module):
             logits = self(x_tbchw)
         return logits, {name: captured[name] for name in taps}
 
+    # -- memory -----------------------------------------------------------------------------
+
+    def set_activation_checkpointing(self, on: bool = True) -> "Classifier":
+        """Recompute each block in the backward pass instead of keeping its inside (opt-in,
+        ``--checkpoint-activations``): only the blocks' inputs stay in memory during a training
+        forward. Blocks = ``ops.BasicBlock``s and conv-BN-act units; their ``forward`` is wrapped
+        (``ops.checkpointed``), so module names, state_dict keys and forward hooks (feature taps)
+        are unchanged. Active only in training mode with gradients enabled; loss and gradients
+        are those of the plain forward (tests/test_models.py)."""
+        from .ops import checkpointed, is_block
+
+        for m in self.modules():
+            if is_block(m):
+                if on and "forward" not in m.__dict__:
+                    m.forward = checkpointed(m, type(m).forward.__get__(m))
+                elif not on and "forward" in m.__dict__:
+                    del m.forward
+        self.checkpoint_activations = bool(on)
+        return self
+
     # -- accounting --------------------------------------------------------------------------
 
     def num_params(self) -> int:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from spikingjelly.activation_based import layer, neuron, surrogate
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 ActFactory = Callable[[], nn.Module]
 
@@ -59,6 +59,49 @@ def make_act_factory(spiking: bool, tau: float, v_threshold: float) -> ActFactor
         )
 
     return lif
+
+
+def is_block(module: nn.Module) -> bool:
+    """A unit of activation checkpointing: a BasicBlock, or a conv-BN-act Sequential."""
+    return isinstance(module, BasicBlock) or (
+        isinstance(module, nn.Sequential) and list(module._modules) == ["conv", "bn", "act"])
+
+
+def checkpointed(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
+    """``forward`` of ``module`` run under ``torch.utils.checkpoint`` (non-reentrant: the output
+    keeps its graph, so feature taps still get gradients) when training with gradients.
+
+    A block runs all T steps in one call (multi-step mode), from neurons at rest: its neurons are
+    reset before the call *and* before the recomputation in the backward pass (else the recompute
+    would start from the last step's membrane). The recomputation does not touch BatchNorm's
+    running statistics (batch statistics, as in the first
+    pass, and no second update: momentum 0 for the recomputation)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if not (module.training and torch.is_grad_enabled()):
+            return forward(x)
+        calls = [0]
+
+        def inner(z: torch.Tensor) -> torch.Tensor:
+            functional.reset_net(module)
+            calls[0] += 1
+            if calls[0] == 1:
+                return forward(z)
+            bns = [(m, m.momentum, m.num_batches_tracked.clone()) for m in module.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+            for m, _, _ in bns:
+                m.momentum = 0.0  # running = 1·running + 0·batch: unchanged, same saved tensors
+            try:
+                return forward(z)
+            finally:
+                for m, momentum, tracked in bns:
+                    m.momentum = momentum
+                    m.num_batches_tracked.copy_(tracked)
+
+        return checkpoint(inner, x, use_reentrant=False)
+
+    return run
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Module:
