@@ -323,3 +323,41 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     md = (run_dir / "report.md").read_text()
     assert "## Hardware mapping" in md and "binding limit" in md
     assert 'id="fig-hardware_mapping"' in (run_dir / "report.html").read_text()
+
+
+def test_map_a_graph_imported_from_nir(tmp_path, capsys):
+    """A hand-written NIR graph (not ours) → `export` → `map`: the same plan, counted by hand."""
+    import nir
+
+    from htakl_deploy.cli import main
+
+    rng = np.random.default_rng(0)
+    lif = {k: np.full((4, 8, 8), v) for k, v in (("tau", 2e-4), ("r", 1.0), ("v_leak", 0.0), ("v_threshold", 1.0),
+                                                  ("v_reset", 0.0))}
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([1, 8, 8])}),
+        "conv": nir.Conv2d(input_shape=np.array([8, 8]), weight=rng.normal(0, 0.5, (4, 1, 3, 3)),
+                           stride=np.array([1, 1]), padding=np.array([1, 1]), dilation=np.array([1, 1]),
+                           groups=1, bias=np.full(4, 0.2)),
+        "lif": nir.LIF(**lif),
+        "pool": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 4, 4])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=rng.normal(0, 0.3, (10, 64)), bias=np.zeros(10)),
+        "output": nir.Output(output_type={"output": np.array([10])}),
+    }
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "output")]
+    path = tmp_path / "hand.nir"
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    assert main(["export", str(path), "--target", "lava", "--lava-check", "0"]) == 0
+    out = tmp_path / "m.json"
+    assert main(["map", str(tmp_path / "hand-export"), "--no-spikes", "--json", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads(out.read_text())
+    lif_row, fc_row = data["layers"]
+    # the LIF layer (256 neurons, fed off-chip) and the readout (10) fit one Loihi 2 core each; the
+    # readout's 256 input axons (the pool folded into fc) store 10 weights each, densely: 10·8 + 10 → 128 bits
+    assert (lif_row["cores"], fc_row["cores"], data["totals"]["chips"]) == (1, 1, 1)
+    assert fc_row["synapse_bits_per_core_max"] == 256 * 128 and fc_row["fan_in_max"] == 256
+    assert lif_row["output_axons_per_core_max"] == 256
+    # the encoding conv (off-chip): per axis 8 outputs × 3 taps − 2 padding taps = 22; 22² × 4 channels
+    assert data["totals"]["encoding_synapses_off_chip"] == 22 * 22 * 4
