@@ -172,14 +172,18 @@ class ConvGeom:
         if self.reach_h.shape[1] != dst_shape[1] or self.reach_w.shape[1] != dst_shape[2]:
             raise ValueError(f"link {link.name!r}: kernel output does not match the population's shape")
         self.t = t
+        self._blocks: dict[tuple[int, int], np.ndarray] = {}
 
     def axes(self, tiling: Tiling):
         """Targets per (input channel, channel tile), (input row, row tile), (input col, col tile)."""
-        def per_block(reach: np.ndarray, size: int) -> np.ndarray:
-            return np.add.reduceat(reach.astype(np.int64), np.arange(0, reach.shape[1], size), axis=1)
+        def per_block(axis: int, reach: np.ndarray, size: int) -> np.ndarray:
+            key = (axis, size)  # the search asks for the same block sizes again and again
+            if key not in self._blocks:
+                self._blocks[key] = np.add.reduceat(reach.astype(np.int64), np.arange(0, reach.shape[1], size), axis=1)
+            return self._blocks[key]
 
-        return (per_block(self.chan, tiling.channels), per_block(self.reach_h, tiling.rows),
-                per_block(self.reach_w, tiling.cols))
+        return (per_block(0, self.chan, tiling.channels), per_block(1, self.reach_h, tiling.rows),
+                per_block(2, self.reach_w, tiling.cols))
 
     def tile_stats(self, tiling: Tiling) -> dict[str, np.ndarray]:
         """Per tile ``[n_tiles]``: synapses, memory bits, input axons."""
