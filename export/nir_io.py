@@ -5,7 +5,7 @@ Node mapping (one function per type, in tables both ways; unknown types raise na
     InputNode  ↔ nir.Input (shape (C, H, W))      Conv2dNode ↔ nir.Conv2d
     DenseNode  ↔ nir.Affine (quantised: nir.Linear, bias lives in the LIF)
     neurons    ↔ their family's type (export/nodes/: LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
-    FlattenNode ↔ nir.Flatten(start_dim=1)
+    FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
     OutputNode ↔ nir.Output
     residual join = several edges into one node (NIR sums them)
@@ -15,12 +15,14 @@ Conventions chosen for other importers (docs/DESIGN.md "Installing the stack"):
 - LIF as SpikingJelly's exporter writes it with ``dt = 1e-4``: ``tau = τ·dt``, ``r = 1`` for
   ``decay_input=True`` (``r = τ`` otherwise), ``v_leak = v_reset = 0``; arrays of the neuron
   shape. Importers that use ``dt`` recover SJ's discrete LIF.
-- ``Flatten(start_dim=1, end_dim=-1)`` with the batch-less ``input_type`` (C, H, W): snnTorch
-  and Norse apply ``start_dim`` to batched tensors, and ``start_dim=0`` (what SJ writes)
-  makes them flatten the batch. NIR 1.0.8's type inference reads ``start_dim`` batch-less and
-  then rejects the graph (``(C, H·W)`` vs the next layer's ``(C·H·W,)``), so graphs are built
-  and read with ``type_check=False`` (``nir.read(path, type_check=False)`` for other tools).
-  ``from_nir`` accepts start_dim 0 or 1 with end_dim −1 (both mean "all but batch").
+- ``Flatten(start_dim=-3, end_dim=-1)`` (``-len`` of the batch-less ``input_type`` (C, H, W)):
+  the one convention every reader agrees on. NIR 1.0.8's type inference reads ``start_dim``
+  on batch-less shapes, snnTorch's and Norse's importers build ``torch.nn.Flatten(start_dim,
+  end_dim)`` and apply it to batched tensors: ``start_dim=0`` (what SpikingJelly writes)
+  flattens the batch there, ``start_dim=1`` fails NIR's type check; counted from the end, both
+  read "all but batch", so plain ``nir.read(path)`` (default type check) and both importers
+  load our files (tests/test_nir_interop.py). ``from_nir`` accepts 0, 1 or ``-len(input)``
+  with end_dim −1 (all mean "all but batch").
 - Quantised graphs: node arrays hold integers (conv/linear ``weight`` = 8-bit mantissas,
   conv ``bias`` = 0, LIF ``v_threshold`` = vth); Loihi fields go in node ``metadata``: conv /
   linear ``weight_exp``; LIF ``du, dv, vth, scale_S, bias_mant`` (per channel), ``bias_exp``,
@@ -102,7 +104,8 @@ def _neuron_to_nir(name, node: NeuronNode, g, q):
 
 
 def _flatten_to_nir(name, node, g, q):
-    return nir.Flatten(input_type={"input": np.array(g.shapes[g.predecessors(name)[0]])}, start_dim=1, end_dim=-1)
+    in_shape = g.shapes[g.predecessors(name)[0]]
+    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=-len(in_shape), end_dim=-1)
 
 
 def _pool_to_nir(name, node: PoolNode, g, q):
@@ -160,9 +163,11 @@ def _neuron_from_nir(family: type) -> Callable:
 
 
 def _flatten_from_nir(name, n: nir.Flatten, dt: float) -> FlattenNode:
-    if int(n.start_dim) not in (0, 1) or int(n.end_dim) != -1:
+    in_type = (n.input_type or {}).get("input") if isinstance(n.input_type, dict) else None
+    all_dims = (0, 1) if in_type is None else (0, 1, -len(np.asarray(in_type).reshape(-1)))
+    if int(n.start_dim) not in all_dims or int(n.end_dim) != -1:
         raise UserError(f"NIR node {name!r}: only Flatten of all non-batch dims is supported "
-                        f"(start_dim 0 or 1, end_dim -1), got {n.start_dim}, {n.end_dim}")
+                        f"(start_dim {' or '.join(map(str, all_dims))}, end_dim -1), got {n.start_dim}, {n.end_dim}")
     return FlattenNode()
 
 

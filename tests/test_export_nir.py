@@ -104,7 +104,7 @@ def test_roundtrip_nir_file_and_float_runner(student, tmp_path):
     _same_params(g, g2)
     ng = read_nir(path)  # our conventions, visible to other importers
     flat = [n for n in ng.nodes.values() if isinstance(n, nir.Flatten)]
-    assert flat and all(int(f.start_dim) == 1 for f in flat)
+    assert flat and all(int(f.start_dim) == -3 for f in flat)  # all but batch, batched or not
     for p in (n for n in ng.nodes.values() if isinstance(n, (nir.AvgPool2d, nir.SumPool2d))):
         assert np.asarray(p.kernel_size).shape == (2,) and np.asarray(p.stride).shape == (2,)
 

@@ -6,11 +6,11 @@ imports without it) — see the Makefile. Without them these tests are skipped.
 
 What the importers need from a file (measured, and why ``nir_io`` writes what it writes):
 
-- ``nir.read(path, type_check=False)``: NIR 1.0.8's type inference reads ``Flatten.start_dim``
-  on batch-less shapes, so our ``start_dim=1`` fails it (the first test pins this down).
-  Both importers apply ``start_dim`` to batched ``[B, C, H, W]`` tensors: ``start_dim=0`` makes
-  them flatten the batch and the next Linear fails (``mat1 and mat2 shapes cannot be
-  multiplied (1x262144 and 1024x10)``).
+- Flatten: NIR 1.0.8's type inference reads ``Flatten.start_dim`` on batch-less shapes
+  (``start_dim=1`` fails it); both importers apply ``start_dim`` to batched ``[B, C, H, W]``
+  tensors (``start_dim=0`` flattens the batch and the next Linear fails: ``mat1 and mat2 shapes
+  cannot be multiplied (1x262144 and 1024x10)``). ``start_dim=-3`` means "all but batch" to
+  both, so the files load with plain ``nir.read(path)`` (the first test).
 - LIF: ``tau = τ·dt``, ``r = 1`` (``decay_input``), ``v_leak = v_reset = 0``, ``dt = 1e-4``.
   snnTorch (dt fixed at 1e-4) builds ``Leaky(beta = 1 − dt/tau, threshold = v_th/(r·dt/tau),
   reset_mechanism='zero')``, i.e. SpikingJelly's LIF in units scaled by τ; also right for
@@ -105,14 +105,17 @@ def _check(out, spikes, ref_out, ref_spikes):
     assert torch.allclose(out, ref_out, atol=1e-5, rtol=0)
 
 
-def test_nir_type_check_rejects_batched_flatten_convention(written):
-    """Pins down why readers must pass type_check=False (issue 5's open question): if a
-    future NIR accepts start_dim=1 on batch-less shapes, this fails and the note can go."""
-    _, path, *_ = written
-    with pytest.raises(ValueError, match="[Tt]ype"):
-        nir.read(path)
-    g = nir.read(path, type_check=False)
-    assert all(int(n.start_dim) == 1 for n in g.nodes.values() if isinstance(n, nir.Flatten))
+def test_plain_nir_read_type_checks_our_files(written):
+    """``nir.read(path)`` with NIR's default type check, as a NIR user's first call (issue 14)."""
+    arch, path, *_ = written
+    g = nir.read(path)
+    assert all(int(n.start_dim) == -3 for n in g.nodes.values() if isinstance(n, nir.Flatten))
+    from htakl_deploy.export.nir_io import from_nir
+    from htakl_deploy.export.quantize import quantize
+
+    graph = from_nir(g)
+    quant = write_nir(graph, path.with_name(f"{arch}_quant.nir"), quantized=quantize(graph))
+    assert int(nir.read(quant).metadata["quantized"]) == 1
 
 
 def test_snntorch_reproduces_the_float_student(written):
@@ -120,7 +123,7 @@ def test_snntorch_reproduces_the_float_student(written):
     import_nir = pytest.importorskip("snntorch.import_nir", reason=f"snntorch not installed (opt-in: {INSTALL})")
     arch, path, x, ref_out, ref_spikes = written
     with contextlib.redirect_stdout(io.StringIO()):  # the importer prints its weight-scaling notes
-        net = import_nir.import_from_nir(nir.read(path, type_check=False))
+        net = import_nir.import_from_nir(nir.read(path))
     out, spikes = _run_imported(net, x, list(ref_spikes))
     _check(out, spikes, ref_out, ref_spikes)
 
@@ -133,7 +136,7 @@ def test_norse_reproduces_the_float_convnet(written):
         pytest.skip("norse 1.1.0 has no AvgPool2d and drops the node (ResNets end in an average pool)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nirtorch.load deprecation
-        net = norse.from_nir(nir.read(path, type_check=False), dt=1e-4)
+        net = norse.from_nir(nir.read(path), dt=1e-4)
     out, spikes = _run_imported(net, x, list(ref_spikes))
     _check(out, spikes, ref_out, ref_spikes)
 
