@@ -32,14 +32,14 @@ def layer_rows(data: dict) -> list[list[str]]:
     for r in data["layers"]:
         u = r["utilisation_pct"]
         tile = r["tile"]
-        rows.append([r["name"], "×".join(map(str, r["shape"])), str(r["cores"]),
+        rows.append([r["name"], "×".join(map(str, r["shape"])), str(r["cores"]), str(r["lower_bound_cores"]),
                      f"{tile['channels']}×{tile['rows']}×{tile['cols']}", str(r["neurons_per_core_max"]),
                      _pct(u["neurons"]), _pct(u["synapse_memory"]), _pct(u["input_axons"]), _pct(u["output_axons"]),
                      str(r["fan_in_max"]), str(r["fan_out_max"]), r["binding_limit"]])
     return rows
 
 
-LAYER_HEADERS = ["layer", "shape", "cores", "tile C×H×W", "neurons/core", "neurons %", "memory %", "in-axons %",
+LAYER_HEADERS = ["layer", "shape", "cores", "bound", "tile C×H×W", "neurons/core", "neurons %", "memory %", "in-axons %",
                  "out-axons %", "fan-in", "fan-out", "binding limit"]
 
 

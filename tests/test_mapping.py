@@ -318,8 +318,17 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("htakl-deploy: error: ") and "input axons" in err and "Traceback" not in err
     assert main(["map", str(tmp_path / "nowhere")]) == 2
+    # `run`'s mapping stage records a network that fits nowhere instead of failing the run
+    from htakl_deploy.hw.mapping import map_run_dir
+
+    small = tmp_path / "tiny_chip.toml"
+    small.write_text((Path(__file__).parents[1] / "hw/targets/loihi1.toml").read_text()
+                     .replace("input_axons_per_core = 4096", "input_axons_per_core = 10")
+                     .replace('name = "loihi1"', 'name = "tiny_chip"'))
+    assert map_run_dir(run_dir, str(small)).startswith("does not fit: ")
+    assert "input axons" in json.loads((run_dir / "map/tiny_chip.json").read_text())["error"]
     report = write_report(run_dir)
-    assert "loihi2" in report["mapping"]
+    assert "loihi2" in report["mapping"] and "**Does not fit on tiny_chip**" in (run_dir / "report.md").read_text()
     md = (run_dir / "report.md").read_text()
     assert "## Hardware mapping" in md and "binding limit" in md
     assert 'id="fig-hardware_mapping"' in (run_dir / "report.html").read_text()
