@@ -10,7 +10,8 @@ examples:
   htakl-deploy run                                   # the embedded digits data, a few minutes on 2 cores
   htakl-deploy run --run-name demo --lava-samples 100
   htakl-deploy run --data fashion-mnist --epochs 20 --lr 0.05 --lava-samples 200
-  htakl-deploy run --config configs/digits/hta-kl-T4.toml --no-lava
+  htakl-deploy run --config configs/digits.toml --method hta-kl --timesteps 4
+  htakl-deploy run --config configs/paper/cifar100-resnet20.toml     # a [grid] of runs: every cell, resumable
   htakl-deploy run --resume runs/demo                # finish an interrupted run with its saved settings
   htakl-deploy run --resume runs/demo --lava-samples 50   # pipeline flags given on resume override
 
@@ -97,7 +98,10 @@ def run_command(args: argparse.Namespace) -> int:
         settings, changed = pipeline_settings(args, {})
         cfg, teacher_only = resumed_config(args)
     else:
-        values = read_config_file(args.config, FIELD_NAMES | set(PIPELINE_FIELDS)) if args.config else {}
+        accepted = FIELD_NAMES | set(PIPELINE_FIELDS)
+        values = read_config_file(args.config, accepted | {"grid"}) if args.config else {}
+        if "grid" in values:
+            return _run_grid(args, values, accepted)
         file_pipeline = {k: values.pop(k) for k in list(values) if k in PIPELINE_FIELDS}
         settings, changed = pipeline_settings(args, file_pipeline)
         cfg, teacher_only = build_config(values, {f: getattr(args, f) for f in FIELD_NAMES}), False
@@ -108,6 +112,50 @@ def run_command(args: argparse.Namespace) -> int:
                           progress=cfg.progress)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def grid_plan(args: argparse.Namespace, values: dict, accepted: frozenset) -> list:
+    """The cells (name, DistillConfig, PipelineConfig) of a config file with a ``[grid]`` table,
+    each validated (``htakl_deploy.grid``)."""
+    from pathlib import Path
+
+    from htakl_deploy.distill.config import FIELD_NAMES, build_config
+    from htakl_deploy.errors import UserError
+    from htakl_deploy.grid import cell_name, grid_cells
+    from htakl_deploy.runconfig import PIPELINE_FIELDS
+
+    values = dict(values)
+    cells_values = grid_cells(values.pop("grid"), set(accepted), f"--config: {args.config}")
+    flags = {f: getattr(args, f) for f in FIELD_NAMES}
+    clash = [k for k in cells_values[0] if getattr(args, k, None) is not None]
+    if clash:
+        raise UserError(f"--{clash[0].replace('_', '-')} is a [grid] axis of {args.config}; drop the flag")
+    base = flags.get("run_name") or values.get("run_name") or Path(args.config).stem
+    cells = []
+    for cell in cells_values:  # every cell is validated before the first one runs
+        merged = {**values, **cell}
+        name = cell_name(cell)
+        file_pipeline = {k: merged.pop(k) for k in list(merged) if k in PIPELINE_FIELDS}
+        settings, _ = pipeline_settings(args, file_pipeline)
+        cfg = build_config(merged, {**flags, "run_name": None}).replace(run_name=f"{base}-{name}")
+        cells.append((name, cfg, settings))
+    return cells
+
+
+def _run_grid(args: argparse.Namespace, values: dict, accepted: frozenset) -> int:
+    import sys
+
+    from htakl_deploy.grid import run_grid
+
+    cells = grid_plan(args, values, accepted)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    results = run_grid(cells, say, progress=cells[0][1].progress)
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        say(f"\ngrid finished: {len(results)} cells ({sum(bool(r.get('skipped')) for r in results)} already done); "
+            f"compare them with `htakl-deploy compare {' '.join(r['run_dir'] for r in results)}`")
     return 0
 
 

@@ -1,0 +1,60 @@
+"""configs/: the paper's Table I / III grids and our digits / Fashion-MNIST grids are valid `run`
+configs (every cell builds), and a [grid] file runs, shares its teacher, and continues when repeated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from htakl_deploy.cli import build_parser, main
+from htakl_deploy.cmd_run import grid_plan
+from htakl_deploy.distill.config import FIELD_NAMES, read_config_file
+from htakl_deploy.runconfig import PIPELINE_FIELDS
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+ACCEPTED = FIELD_NAMES | set(PIPELINE_FIELDS)
+
+
+def cells_of(path, *flags):
+    argv = ["run", "--config", str(path), *flags]
+    args = build_parser(argv).parse_args(argv)
+    return grid_plan(args, read_config_file(path, ACCEPTED | {"grid"}), ACCEPTED)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_builds_every_cell(path):
+    cells = cells_of(path)
+    names = [c[0] for c in cells]
+    assert len(set(names)) == len(names) and all(cfg.run_name.startswith(path.stem) for _, cfg, _ in cells)
+
+
+def test_paper_table1_cells_are_the_papers():
+    cells = cells_of(next(p for p in CONFIGS if p.name == "cifar100-resnet19.toml"))
+    got = {(cfg.method, cfg.timesteps) for _, cfg, _ in cells}
+    assert got == {(m, t) for m in ("kdsnn", "lasnn", "bkdsnn", "hta-kl") for t in (1, 2, 4)}
+    cfg, settings = cells[0][1], cells[0][2]
+    assert (cfg.data, cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.momentum) == ("cifar100", "resnet19", 300, 0.01,
+                                                                                        128, 0.9)
+    assert settings.lava is False and settings.preset == "paper-45nm"
+
+
+def test_a_grid_runs_shares_its_teacher_and_continues(tmp_path, capsys):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('data = "digits"\nlimit_train = 128\nlimit_test = 24\nbatch_size = 64\nepochs = 1\n'
+                   'teacher_epochs = 1\nprogress = false\nlava = false\nbackends = ["emulator"]\n'
+                   'export_targets = ["nir", "lava"]\nmap_target = "none"\n'
+                   '[grid]\nmethod = ["kd", "hta-kl"]\ntimesteps = [1]\n')
+    out_dir = tmp_path / "runs"
+    assert main(["run", "--config", str(cfg), "--out-dir", str(out_dir)]) == 0
+    first, second = out_dir / "g-kd-T1", out_dir / "g-hta-kl-T1"
+    assert (first / "report.html").exists() and (second / "report.html").exists()
+    assert not (second / "teacher").exists()  # the second cell used the first cell's teacher
+    assert json.loads((second / "config.json").read_text())["teacher"] == str(first / "teacher" / "last.pt")
+    capsys.readouterr()
+    assert main(["run", "--config", str(cfg), "--out-dir", str(out_dir)]) == 0
+    assert capsys.readouterr().out.count("already done, skipped") == 2
+    # a flag that is a grid axis is refused before anything runs
+    assert main(["run", "--config", str(cfg), "--out-dir", str(tmp_path / "other"), "--method", "kd"]) == 2
+    assert "--method is a [grid] axis" in capsys.readouterr().err and not (tmp_path / "other").exists()
