@@ -23,7 +23,7 @@ from htakl_deploy.errors import UserError
 #: simulation backends ``run`` can drive (the keys of ``hw.simulate.BACKENDS``; a test checks
 #: they agree) and export targets (the keys of ``export.pipeline.TARGETS``)
 SIM_BACKENDS = ("torch-float", "emulator", "lava-fixed_pt", "lava-floating_pt")
-EXPORT_TARGETS = ("nir", "onnx", "lava")
+EXPORT_TARGETS = ("nir", "onnx", "lava", "netx")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PipelineConfig:
     lava_check: int = 4
     preset: str = "paper-45nm"
     backends: tuple[str, ...] = ("torch-float", "emulator", "lava-fixed_pt")
-    export_targets: tuple[str, ...] = EXPORT_TARGETS
+    export_targets: tuple[str, ...] = ("nir", "onnx", "lava")
     map_target: str | None = "loihi2"
 
     def __post_init__(self) -> None:
