@@ -218,6 +218,46 @@ def _topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
     return order
 
 
+def _inline_subgraphs(ng: nir.NIRGraph, prefix: str = "") -> tuple[dict, list[tuple[str, str]]]:
+    """The graph's nodes and edges with every nested ``NIRGraph`` flattened into it: a subgraph
+    ``S``'s nodes become ``S.X``, its Input and Output are spliced out (an edge into ``S`` or
+    ``S.<its Input>`` goes to what that Input feeds; an edge from ``S`` or ``S.<its Output>``
+    comes from what feeds that Output). UserError for an edge naming no node, or a subgraph
+    without exactly one Input and one Output."""
+    nodes: dict = {}
+    edges: list[tuple[str, str]] = []
+    entry, exit_ = {}, {}  # subgraph name → its (prefixed) Input / Output node
+    passes: set[str] = set()
+    for name, n in ng.nodes.items():
+        full = prefix + str(name)
+        if isinstance(n, nir.NIRGraph):
+            sub_nodes, sub_edges = _inline_subgraphs(n, full + ".")
+            ins = [k for k, v in sub_nodes.items() if isinstance(v, nir.Input)]
+            outs = [k for k, v in sub_nodes.items() if isinstance(v, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise UserError(f"NIR subgraph {full!r}: needs exactly one Input and one Output node, "
+                                f"got {len(ins)} and {len(outs)}")
+            entry[full], exit_[full] = ins[0], outs[0]
+            passes.update((ins[0], outs[0]))
+            nodes.update(sub_nodes)
+            edges.extend(sub_edges)
+        else:
+            nodes[full] = n
+    for a, b in ng.edges:
+        a, b = prefix + str(a), prefix + str(b)
+        a, b = exit_.get(a, a), entry.get(b, b)
+        for end in (a, b):
+            if end not in nodes:
+                raise UserError(f"NIR edge ({a!r}, {b!r}) names a node that does not exist")
+        edges.append((a, b))
+    for p in passes:  # splice out the subgraphs' own Input/Output nodes
+        preds = [a for a, b in edges if b == p]
+        succs = [b for a, b in edges if a == p]
+        edges = [e for e in edges if p not in e] + [(a, b) for a in preds for b in succs]
+        del nodes[p]
+    return nodes, list(dict.fromkeys(edges))
+
+
 def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGraph:
     """Our description of a NIR graph: a ``StudentGraph``, or a ``QuantizedGraph`` if the
     graph was written from one (``metadata['quantized']``). Raises UserError naming any node
@@ -225,13 +265,10 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
 
     ``dt`` (seconds) turns NIR's continuous time constants into steps: a NIR file does not
     record the step its exporter assumed (SpikingJelly and snnTorch write 1e-4, Norse 1e-3)."""
-    edges = [(str(a), str(b)) for a, b in ng.edges]
-    for a, b in edges:
-        if a not in ng.nodes or b not in ng.nodes:
-            raise UserError(f"NIR edge ({a!r}, {b!r}) names a node that does not exist")
+    flat_nodes, edges = _inline_subgraphs(ng)
     nodes: OrderedDict = OrderedDict()
-    for name in _topological(list(ng.nodes), edges):
-        n = ng.nodes[name]
+    for name in _topological(list(flat_nodes), edges):
+        n = flat_nodes[name]
         fn = FROM_NIR.get(type(n))
         if fn is not None:
             _check_finite(name, n)
