@@ -165,6 +165,23 @@ def test_file_recorders_record_what_lavas_monitor_records(residual):
         assert new.readout_u.any()
 
 
+@pytest.mark.parametrize("copies", [1, 4])
+def test_copies_side_by_side_equal_the_emulator(residual, copies):
+    """K copies of the network per Lava step (populations K times wider, block-diagonal links;
+    6 samples: with K = 4 the last group is padded with empty samples) — every spike and the
+    readout of every sample equal the emulator's, as with one sample per step."""
+    from htakl_deploy.hw.lava_net import run_lava, tile_plan
+
+    _, _, plan, x = residual
+    tiled = tile_plan(plan, copies)
+    assert [p.shape[0] for p in tiled.populations.values()] == [copies * p.shape[0] for p in plan.populations.values()]
+    timings = {}
+    lava, emu = run_lava(plan, x, copies=copies, timings=timings), emulate(plan, x)
+    assert timings["copies"] == copies and timings["steps"] == plan.lava_steps(-(-6 // copies), T)
+    assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
+    np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+
+
 def test_lava_runtime_is_stopped_when_interrupted(residual):
     from htakl_deploy.hw.lava_net import run_lava
 
@@ -197,12 +214,16 @@ def test_residual_graph_through_nir_builds_and_runs_in_lava(residual, tmp_path):
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
 
 
-def test_residual_net_with_128_channels_runs_through_lava_conv():
+def test_residual_net_with_128_channels_runs_through_lava_conv(monkeypatch):
     """lava-nc 0.10's Conv model failed with >= 128 channels under numpy 2 (an int8 ``groups``
     overflow in its child process, which hung the run); ``lava_compat`` carries the fix. A
     128 → 128-channel conv (8 groups: 1,024 channel pairs, fast) plus an identity skip (``Sparse``) runs through Lava
-    ``Conv`` and equals the emulator spike for spike."""
+    ``Conv`` (the builder would pick Sparse for a kernel this small: not here) and equals the
+    emulator spike for spike, one sample per step and two side by side (a 16-group Conv)."""
+    from htakl_deploy.hw import lava_net
     from htakl_deploy.hw.lava_net import build_network, run_lava
+
+    monkeypatch.setattr(lava_net, "SPARSE_FAST_NNZ", 0)
     from htakl_deploy.export.quantize import quantize_input
     from htakl_deploy.hw.emulator import input_currents
 
@@ -221,10 +242,12 @@ def test_residual_net_with_128_channels_runs_through_lava_conv():
     x = torch.rand(T, 2, 1, 3, 3, generator=torch.Generator().manual_seed(4)).double().numpy()
     net = build_network(plan, input_currents(plan, quantize_input(x, plan.input_scale)))
     assert [type(p).__name__ for p in net.links.values()].count("Conv") == 1
-    lava, emu = run_lava(plan, x), emulate(plan, x)
+    emu = emulate(plan, x)
     assert emu.spikes["a2"].any() and not emu.spikes["a2"].all()
-    assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
-    np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+    for copies in (1, 2):
+        lava = run_lava(plan, x, copies=copies)
+        assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
+        np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
 
 
 def test_emulator_batches_are_independent(residual):
