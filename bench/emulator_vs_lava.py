@@ -1,9 +1,17 @@
-"""Benchmark: the same test images through Lava ``fixed_pt`` (Loihi2SimCfg) and the emulator.
+"""Benchmark: the same test images through Lava ``fixed_pt`` (Loihi2SimCfg) — the old and the new
+Lava path — and the emulator.
 
-Both run in this process on the same samples of the same exported student: Lava once (its wall
-time includes building and compiling the process graph — what a user waits for), the emulator
-``--repeats`` times (median). Prints samples/s of each, their ratio (target: emulator ≥ 1000×
-Lava) and whether every spike and the readout are identical.
+All run in this process on the same samples of the same exported student: each Lava path once
+(its wall time includes building and compiling the process graph — what a user waits for), the
+emulator ``--repeats`` times (median). Prints samples/s of each, the ratios (new / old Lava path;
+emulator / new Lava path) and whether every spike and the readout are identical to the emulator's.
+
+- old Lava path: ``hw/lava_net.py`` as it was at commit ``OLD_LAVA_COMMIT`` (read with ``git
+  show`` from this repository): one sample per Lava step, a ``Monitor`` per layer read back
+  through ``Var.get`` (one value per message), Lava ``Conv`` for every small spike conv and
+  ``Sparse`` summing column slices;
+- new Lava path: ``hw.lava_net.run_lava`` (recorders in shared memory, graded-mode ``Sparse``,
+  K copies per step), with its phases (build, start, per step, read-back).
 
 Peak memory: each backend again in a fresh subprocess (``--variant``) on the same samples (setup:
 the artefact and the encoded samples), Lava once, the emulator twice. Lava's runtime forks a
@@ -37,8 +45,12 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 
@@ -48,7 +60,21 @@ from htakl_deploy.hw.simulate import load_samples, read_artefact, resolve_artefa
 from htakl_deploy.atomic import write_json
 from htakl_deploy.memory import in_fresh_process, peak_memory
 
-VARIANTS = ("lava", "emulator")
+VARIANTS = ("lava-old", "lava", "emulator")
+OLD_LAVA_COMMIT = "24092c6"  # main before issue 15 (Lava at paper scale, ×10 on the demo)
+
+
+def old_run_lava():
+    """``run_lava`` of ``hw/lava_net.py`` at ``OLD_LAVA_COMMIT``, or None without the git history."""
+    repo = Path(__file__).resolve().parent.parent
+    got = subprocess.run(["git", "-C", str(repo), "show", f"{OLD_LAVA_COMMIT}:hw/lava_net.py"],
+                         capture_output=True, text=True, check=False)
+    if got.returncode != 0:
+        return None
+    mod = types.ModuleType("lava_net_at_" + OLD_LAVA_COMMIT)
+    sys.modules[mod.__name__] = mod  # its dataclass looks itself up there
+    exec(compile(got.stdout, f"hw/lava_net.py@{OLD_LAVA_COMMIT}", "exec"), mod.__dict__)  # our own code
+    return mod.run_lava
 MEMORY_HOW = (
     "fresh subprocess per backend (Lava once, the emulator twice, same samples): peak = the "
     "process's VmHWM (reset after setup) + the sum over Lava's forked child processes of each "
@@ -151,9 +177,13 @@ def child(variant: str, artefact: str, samples: int) -> dict:
     _, plan, x_tb = setup(artefact, samples)
     n = x_tb.shape[1]
 
+    old = old_run_lava() if variant == "lava-old" else None
+
     def run() -> None:
         if variant == "lava":
             run_lava(plan, x_tb, backend="fixed_pt", chunk_samples=n)
+        elif variant == "lava-old":
+            old(plan, x_tb, backend="fixed_pt", chunk_samples=n)
         else:
             for _ in range(2):
                 emulate(plan, x_tb)
@@ -179,8 +209,15 @@ def bench(artefact: str, samples: int = 100, repeats: int = 5, memory: bool = Fa
     path, plan, x_tb = setup(artefact, samples)
     n = x_tb.shape[1]
     load_before = os.getloadavg()
+    old = old_run_lava()
+    old_s = old_res = None
+    if old is not None:
+        t0 = time.perf_counter()
+        old_res = old(plan, x_tb, backend="fixed_pt", chunk_samples=n)
+        old_s = time.perf_counter() - t0
+    timings: dict = {}
     t0 = time.perf_counter()
-    lava = run_lava(plan, x_tb, backend="fixed_pt", chunk_samples=n)
+    lava = run_lava(plan, x_tb, backend="fixed_pt", chunk_samples=n, timings=timings)
     lava_s = time.perf_counter() - t0
     emulate(plan, x_tb)  # warm-up
     times = []
@@ -192,7 +229,12 @@ def bench(artefact: str, samples: int = 100, repeats: int = 5, memory: bool = Fa
     emu_s = statistics.median(times)
     r = {
         "artefact": str(path), "samples": n, "timesteps": int(x_tb.shape[0]),
-        "lava_s": lava_s, "lava_samples_per_s": n / lava_s,
+        "lava_s": lava_s, "lava_samples_per_s": n / lava_s, "lava_phases": timings,
+        "lava_old_commit": OLD_LAVA_COMMIT, "lava_old_s": old_s,
+        "lava_old_samples_per_s": n / old_s if old_s else None,
+        "ratio_lava_new_over_old": old_s / lava_s if old_s else None,
+        "lava_old_spike_agreement": spike_agreement(old_res.spikes, emu.spikes)["all"] if old_res else None,
+        "lava_old_readout_identical": bool(np.array_equal(old_res.readout_u, emu.readout_u)) if old_res else None,
         "emulator_s_median": emu_s, "emulator_samples_per_s": n / emu_s,
         "ratio_emulator_over_lava": lava_s / emu_s,
         "spike_agreement": spike_agreement(lava.spikes, emu.spikes)["all"],
@@ -220,13 +262,22 @@ def main(argv: list[str] | None = None) -> dict:
     mem = {v: r.get("memory", {}).get(v) for v in VARIANTS}
     show = {v: "" if m is None else f"   peak {m['peak_mb']:.0f} MB (+{m['delta_mb']:.1f})" for v, m in mem.items()}
     print(f"{r['samples']} samples, T={r['timesteps']}, load {r['loadavg_before'][0]:.2f}")
-    print(f"  Lava fixed_pt  {r['lava_s']:8.2f} s   {r['lava_samples_per_s']:10.2f} samples/s{show['lava']}")
+    if r["lava_old_s"]:
+        print(f"  Lava, old path {r['lava_old_s']:8.2f} s   {r['lava_old_samples_per_s']:10.2f} samples/s"
+              f"{show['lava-old']}   (hw/lava_net.py at {OLD_LAVA_COMMIT})")
+    ph = r["lava_phases"]
+    print(f"  Lava fixed_pt  {r['lava_s']:8.2f} s   {r['lava_samples_per_s']:10.2f} samples/s{show['lava']}"
+          f"   (K={ph['copies']} per step: build {ph['build_s']:.2f} s, start {ph['start_s']:.2f} s, "
+          f"{ph['steps']} steps × {1000 * ph['step_s']:.1f} ms, read-back {ph['readback_s']:.3f} s)")
     print(f"  emulator       {r['emulator_s_median']:8.4f} s   {r['emulator_samples_per_s']:10.1f} samples/s"
           f"{show['emulator']}")
     if mem["lava"]:
         print(f"  Lava's process tree: {mem['lava']['children']} child processes, "
               f"{mem['lava']['children_private_peak_mb']:.1f} MB private between them; "
               f"tree Pss peak {mem['lava']['tree_pss_peak_mb']:.0f} MB")
+    if r["lava_old_s"]:
+        print(f"  new / old Lava path: x{r['ratio_lava_new_over_old']:.1f}; old path's spikes identical: "
+              f"{r['lava_old_spike_agreement'] == 1.0}; readout identical: {r['lava_old_readout_identical']}")
     print(f"  emulator / Lava throughput: x{r['ratio_emulator_over_lava']:.0f}; spikes identical: "
           f"{r['spike_agreement'] == 1.0}; readout identical: {r['readout_identical']}")
     if args.json:

@@ -177,7 +177,7 @@ def page_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
 
 def lava_section(e: dict) -> list[str]:
     mem = e.get("memory", {})
-    lava_m, emu_m = mem.get("lava"), mem.get("emulator")
+    lava_m, emu_m, old_m = mem.get("lava"), mem.get("emulator"), mem.get("lava-old")
 
     def tree(m: dict | None) -> str:
         if not m:
@@ -196,17 +196,26 @@ def lava_section(e: dict) -> list[str]:
         f"`python bench/emulator_vs_lava.py RUN_DIR --samples {e['samples']} --repeats "
         f"{e.get('repeats', '?')} --json …` — the exported student `{e['artefact']}`, its first "
         f"{e['samples']} test images, T={e['timesteps']}, in one process: Lava `fixed_pt` "
-        "(`Loihi2SimCfg`) once — its wall time includes building and compiling the process graph, "
-        f"what a user waits for — then the bit-exact emulator {e.get('repeats', '?')} times after a "
-        f"warm-up (median); load average {load(e['loadavg_before'])} → {load(e['loadavg_after'])}.",
+        "(`Loihi2SimCfg`) once per path — its wall time includes building and compiling the process "
+        f"graph, what a user waits for — then the bit-exact emulator {e.get('repeats', '?')} times "
+        f"after a warm-up (median); load average {load(e['loadavg_before'])} → {load(e['loadavg_after'])}.",
         "",
         "| backend | time (s) | samples/s | peak memory, process tree (MB) | peak memory added (MB) |",
         "|---|---|---|---|---|",
+        *([f"| Lava `fixed_pt`, old path (`hw/lava_net.py` at {e['lava_old_commit']}) | {e['lava_old_s']:.2f} | "
+           f"{e['lava_old_samples_per_s']:.2f} | {tree(old_m)} | {_mem(old_m)} |"] if e.get("lava_old_s") else []),
         f"| Lava `fixed_pt` (Loihi2SimCfg) | {e['lava_s']:.2f} | {e['lava_samples_per_s']:.2f} | "
         f"{tree(lava_m)} | {_mem(lava_m)} |",
         f"| bit-exact emulator | {e['emulator_s_median']:.4f} | {e['emulator_samples_per_s']:.0f} | "
         f"{tree(emu_m)} | {_mem(emu_m)} |",
         "",
+        *([f"**Lava, new / old path: ×{e['ratio_lava_new_over_old']:.1f}** (target ≥ 10); the old path's "
+           f"spikes identical to the emulator's: {'yes' if e['lava_old_spike_agreement'] == 1.0 else 'no'}, "
+           f"readout: {'yes' if e['lava_old_readout_identical'] else 'no'}."] if e.get("lava_old_s") else []),
+        *([f"New path's phases: {ph['copies']} samples per Lava step; build {ph['build_s']:.2f} s, start "
+           f"(compile, fork, first step) {ph['start_s']:.2f} s, {ph['steps']} steps × {1000 * ph['step_s']:.1f} ms, "
+           f"read-back {ph['readback_s']:.3f} s; {ph['processes']} OS processes."]
+          if (ph := e.get("lava_phases")) else []),
         f"**emulator / Lava throughput: ×{e['ratio_emulator_over_lava']:.0f}** (target ≥ 1000); "
         f"spikes identical: {same}; "
         f"readout identical: {'yes' if e['readout_identical'] else 'no'}.",

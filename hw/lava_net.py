@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from htakl_deploy.export.quantize import quantize_input
 from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
 from htakl_deploy.hw.lava_compat import ensure_lava
-from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
+from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, conv_matrix, lava_perm, lava_shape
 
 BACKENDS = ("fixed_pt", "floating_pt")
 RECORD_MODES = ("shared", "monitor")
@@ -77,6 +77,63 @@ def _lava_conv_weight(w: np.ndarray) -> np.ndarray:
 
 def _permuted(m: sp.csr_matrix, dst: tuple[int, ...], src: tuple[int, ...]) -> sp.csr_matrix:
     return m.tocsr()[lava_perm(dst)][:, lava_perm(src)].tocsr()
+
+
+def _lava_conv_csr(weight: np.ndarray, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
+                   spec: dict) -> sp.csr_matrix:
+    """The convolution ``spec`` with ``weight`` ``[Cout, Cin/groups, kh, kw]`` as a CSR matrix
+    ``[N_dst, N_src]`` directly in Lava's ``(W, H, C)`` order (row ``(ow·OH + oh)·Cout + o``,
+    column ``(iw·H + ih)·C + c``), zero weights and padding taps left out, written straight
+    into its final arrays: no COO sort, no permutation (``conv_matrix`` + the permutation took
+    ~30 s per 37 M-synapse ResNet layer). A row's columns are its position's first column plus
+    fixed offsets, the same for every position whose taps are all inside the image."""
+    c, h, w = src_shape
+    cout, cg, kh, kw = weight.shape
+    _, oh_n, ow_n = dst_shape
+    (s0, s1), (p0, p1), (d0, d1) = spec["stride"], spec["padding"], spec["dilation"]
+    ih0 = np.arange(oh_n) * s0 - p0  # first input row of each output row
+    iw0 = np.arange(ow_n) * s1 - p1
+    ih = ih0[:, None] + np.arange(kh) * d0  # [OH, kh]
+    iw = iw0[:, None] + np.arange(kw) * d1  # [OW, kw]
+    # positions in Lava order (ow major, oh minor): which taps fall inside the image
+    valid = (((iw >= 0) & (iw < w))[:, None, None, :] & ((ih >= 0) & (ih < h))[None, :, :, None])
+    valid = valid.reshape(ow_n * oh_n, kh * kw)  # [P, kh·kw]
+    start = ((iw0[:, None] * h + ih0[None, :]) * c).reshape(-1)  # column of tap (0, 0), channel 0
+    chan = (np.arange(cout) // (cout // spec["groups"]))[:, None] * cg + np.arange(cg)  # [Cout, cg]
+    tap = (np.arange(kw)[None, :] * d1 * h + np.arange(kh)[:, None] * d0) * c  # [kh, kw]
+    offset = chan[:, :, None, None] + tap[None, None]  # [Cout, cg, kh, kw]
+    nonzero = weight != 0
+    nz_tap = nonzero.sum(1).reshape(cout, kh * kw)  # nonzero weights per output channel and tap
+    counts = valid.astype(np.int64) @ nz_tap.T  # [P, Cout] synapses per row
+    indptr = np.concatenate([[0], np.cumsum(counts.reshape(-1))])
+    indices = np.empty(int(indptr[-1]), np.int32)
+    data = np.empty(int(indptr[-1]), weight.dtype)
+    full = valid.all(1)
+    offs, vals = offset[nonzero], weight[nonzero]  # an interior position's synapses, in row order
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], full.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2]):  # runs of interior positions: contiguous blocks
+        lo, hi = indptr[a * cout], indptr[b * cout]
+        indices[lo:hi].reshape(b - a, len(offs))[:] = start[a:b, None] + offs
+        data[lo:hi].reshape(b - a, len(offs))[:] = vals
+    for p in np.flatnonzero(~full):  # border positions: their own mask
+        keep = nonzero & valid[p].reshape(1, 1, kh, kw)
+        lo = indptr[p * cout]
+        indices[lo:lo + keep.sum()] = start[p] + offset[keep]
+        data[lo:lo + keep.sum()] = weight[keep]
+    return sp.csr_matrix((data, indices, indptr), shape=(cout * oh_n * ow_n, c * h * w))
+
+
+def _link_matrix(link: Link, src_shape: tuple[int, ...], fixed: bool) -> sp.csr_matrix:
+    """The link's int (``fixed``) or float matrix in torch order: stored, or built from its
+    kernel — only the one needed, and not kept on the link (a ResNet-20's kernels make 270 M
+    synapses: both matrices kept would take ~6 GB)."""
+    stored = link.matrix if fixed else link.f_matrix
+    if stored is not None:
+        return stored
+    c = link.conv
+    w = np.asarray(c["weight"]) if fixed else np.asarray(c["f_weight"], dtype=np.float64)
+    m = conv_matrix(w, src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
+    return m.astype(np.int32 if fixed else np.float64)
 
 
 # Lava's fixed_pt ``Conv`` model convolves each (output, input) channel pair with its own scipy
@@ -122,7 +179,7 @@ def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
 def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
     from lava.proc.dense.process import Dense
 
-    m = _permuted(link.matrices(src_shape)[0 if fixed else 1], dst_shape, src_shape).toarray()
+    m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape).toarray()
     if fixed:
         return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, name=link.name), True
     return Dense(weights=m.astype(np.float64), name=link.name), True
@@ -131,7 +188,12 @@ def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
 def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
     from lava.proc.sparse.process import DelaySparse, Sparse
 
-    m = _permuted(link.matrices(src_shape)[0 if fixed else 1], dst_shape, src_shape)
+    if link.conv is not None and len(src_shape) == 3 and len(dst_shape) == 3:
+        c = link.conv
+        m = _lava_conv_csr(np.asarray(c["weight"]) if fixed else np.asarray(c["f_weight"], dtype=np.float64),
+                           src_shape, dst_shape, c)
+    else:
+        m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape)
     m.eliminate_zeros()
     m = m.astype(np.int32) if fixed else m.astype(np.float64)
     kwargs = {"weight_exp": link.weight_exp} if fixed else {}
@@ -253,6 +315,7 @@ def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
 # images (2 cores, load ~10): K = 1: 29 images/s (5.6 ms a step), 2: 58, 4: 61, 8: 44, 16: 49
 # (the copies' computing then dominates, and building the wider network takes longer).
 MAX_COPIES = 8
+PROGRESS_EVERY_S = 2.0
 COPIES_NNZ_BUDGET = 16_000_000  # synapses of all Sparse links of all copies (≈ 8 B each)
 
 
@@ -271,8 +334,9 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
         conv, matrix, f_matrix, kind = link.conv, None, None, link.kind
         src_shape = plan.input_shape if link.src == INPUT else plan.populations[link.src].shape
         if kind == "sparse" or (kind == "conv" and _conv_as_sparse(link, plan.populations[link.dst].shape)):
-            m, f = link.matrices(src_shape)  # one copy's matrix, then block-diagonal (fast)
-            matrix, f_matrix = sp.block_diag([m] * k, format="csr"), sp.block_diag([f] * k, format="csr")
+            # one copy's matrices, then block-diagonal (fast)
+            matrix, f_matrix = (sp.block_diag([_link_matrix(link, src_shape, fixed)] * k, format="csr")
+                                for fixed in (True, False))
             links.append(Link(link.name, link.src, link.dst, "sparse", link.delay, link.weight_exp, matrix, f_matrix))
             continue
         if conv is not None:
@@ -331,8 +395,9 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     ``record``: ``"shared"`` (recorders writing into shared memory, read at once) or
     ``"monitor"`` (Lava's ``Monitor``, read value by value: kept for the benchmark's old path).
 
-    ``progress(n)`` is called with the number of samples completed after each chunk of about
-    ``chunk_samples`` samples (the run is paused between chunks; state carries on).
+    ``progress(n)`` is called with the number of samples completed after each chunk of steps:
+    about every ``PROGRESS_EVERY_S`` seconds, at most ``chunk_samples`` samples (the run is
+    paused between chunks; state carries on), so that a progress bar can show an ETA.
     ``timings``, if given, receives the phases in seconds: ``build_s`` (process graph),
     ``start_s`` (Lava compiles, forks its processes and runs the first step), ``step_s`` (each
     further step, mean), ``readback_s``, and ``steps``, ``copies``, ``processes`` (OS processes
@@ -360,17 +425,21 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     net = build_network(tile_plan(plan, k), _fold(currents, k), backend=backend, record=record)
     clock["built"] = time.perf_counter()
     run_cfg = Loihi2SimCfg(select_tag=backend)
-    chunk_groups = max(1, chunk_samples // k)
-    done_steps = 0
+    max_groups = max(1, chunk_samples // k)
+    done_steps, chunk_groups = 0, 1  # the first step alone (start), then one group, then ~PROGRESS_EVERY_S
     try:
         while done_steps < net.steps:
             n = 1 if done_steps == 0 else min(chunk_groups * timesteps, net.steps - done_steps)
             if net.steps - done_steps - n <= plan.max_depth:
                 n = net.steps - done_steps  # fold the pipeline drain into the last chunk
+            t_run = time.perf_counter()
             net.source.run(condition=RunSteps(num_steps=n), run_cfg=run_cfg)
             if done_steps == 0:
                 clock["started"] = time.perf_counter()
                 processes = len(multiprocessing.active_children())
+            else:
+                per_group_s = (time.perf_counter() - t_run) / n * timesteps
+                chunk_groups = max(1, min(max_groups, int(PROGRESS_EVERY_S / max(per_group_s, 1e-9))))
             done_steps += n
             if progress is not None:
                 progress(min(samples, k * max(0, (done_steps - plan.max_depth) // timesteps)))

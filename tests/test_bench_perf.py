@@ -125,11 +125,15 @@ def test_emulator_vs_lava_smoke(lava_run, tmp_path, capsys):
                                        "--json", str(out)])
     assert r["samples"] == 3 and r["timesteps"] == 4 and r["repeats"] == 1
     assert r["spike_agreement"] == 1.0 and r["readout_identical"]
-    for key in ("lava_samples_per_s", "emulator_samples_per_s", "ratio_emulator_over_lava"):
+    assert r["lava_old_spike_agreement"] == 1.0 and r["lava_old_readout_identical"]  # the old path, from git
+    assert r["lava_phases"]["copies"] == 3 and r["lava_phases"]["processes"] >= 2
+    for key in ("lava_samples_per_s", "emulator_samples_per_s", "ratio_emulator_over_lava", "lava_old_samples_per_s",
+                "ratio_lava_new_over_old"):
         assert positive(r[key]), key
     assert len(r["loadavg_before"]) == 3 and "memory" not in r
     assert json.loads(out.read_text())["ratio_emulator_over_lava"] == r["ratio_emulator_over_lava"]
-    assert "emulator / Lava throughput" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "emulator / Lava throughput" in printed and "new / old Lava path" in printed
 
 
 def test_emulator_vs_lava_memory(lava_run):

@@ -69,6 +69,26 @@ def test_conv_matrix_is_the_convolution():
         np.testing.assert_array_equal(m @ x.reshape(-1), want.reshape(-1))
 
 
+@pytest.mark.parametrize("src, wshape, spec", [
+    ((4, 6, 6), (4, 4, 3, 3), dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)),
+    ((4, 6, 6), (4, 1, 2, 2), dict(stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=4)),  # pooled skip
+    ((6, 7, 5), (4, 3, 2, 3), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
+    ((4, 8, 8), (8, 4, 6, 6), dict(stride=(2, 2), padding=(2, 2), dilation=(1, 1), groups=1)),  # pool + conv
+])
+def test_lava_order_conv_matrix_equals_the_permuted_conv_matrix(src, wshape, spec):
+    """The Sparse builder's direct Lava-order matrix against ``conv_matrix`` (checked against
+    torch's conv above) permuted to Lava's layout: the same synapses, zero weights left out."""
+    from htakl_deploy.hw.lava_net import _lava_conv_csr, _permuted
+
+    w = np.random.default_rng(0).integers(-3, 4, wshape)
+    dst = tuple(torch.nn.functional.conv2d(torch.zeros(1, *src), torch.zeros(wshape), None, spec["stride"],
+                                           spec["padding"], spec["dilation"], spec["groups"]).shape[1:])
+    ref = _permuted(conv_matrix(w, src, spec["stride"], spec["padding"], spec["dilation"], spec["groups"]), dst, src)
+    ref.eliminate_zeros()
+    new = _lava_conv_csr(w, src, dst, spec)
+    assert new.shape == ref.shape and new.nnz == ref.nnz > 0 and (new != ref).nnz == 0
+
+
 def test_lava_perm_maps_chw_to_whc():
     a = np.arange(24).reshape(2, 3, 4)  # (C, H, W)
     np.testing.assert_array_equal(a.reshape(-1)[lava_perm(a.shape)], a.transpose(2, 1, 0).reshape(-1))
