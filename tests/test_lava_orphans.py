@@ -75,11 +75,11 @@ def wait_for_lava(proc: subprocess.Popen, timeout_s: float = 120.0) -> dict[int,
 
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
-    run_dir = tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=128, limit_test=360, epochs=1,
+    from htakl_deploy.export.pipeline import run_export
+
+    run_dir = tiny_digits_run(tmp_path_factory.mktemp("runs"), limit_train=64, limit_test=16, epochs=1,
                               teacher_epochs=1)
-    rc = subprocess.run([*CLI, "export", str(run_dir), "--target", "lava", "--lava-check", "0", "--no-eval"],
-                        capture_output=True, text=True, timeout=300)
-    assert rc.returncode == 0, rc.stderr
+    run_export(run_dir, ["lava"], lava_check=0, evaluate=False)
     return run_dir
 
 
@@ -87,8 +87,9 @@ def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
     """SIGTERM, SIGKILL and SIGHUP to a running ``simulate --backend lava-fixed_pt`` (the three at
     once, each its own command): 0 of its processes alive 5 s later."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = {sig: subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt",
-                                    "--out", str(tmp_path / sig.name)], env=env, start_new_session=True,
+    # 16 images of 1000 time steps each: Lava steps for ~10 s or more (360 images at T=4 take a few)
+    procs = {sig: subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt", "--samples", "16",
+                                    "--timesteps", "1000", "--out", str(tmp_path / sig.name)], env=env, start_new_session=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for sig in SIGNALS}
     try:
