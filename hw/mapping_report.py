@@ -115,8 +115,9 @@ def figure_entries(maps: dict) -> list[dict]:
     if not any("layers" in d for d in maps.values()):
         return []
     return [{"id": "hardware_mapping", "title": "Hardware mapping",
-             "caption": "Left: neurocores per layer on each target. Right: synapse memory used on every core "
-                        "(% of the core's limit), cores in placement order, coloured by layer."}]
+             "caption": "Left: neurocores per layer on each target. Right: synapse memory (bars, coloured by "
+                        "layer) and neurons (dots) used on every core, % of the core's limits, cores in "
+                        "placement order."}]
 
 
 def plot_mapping(report: dict) -> bytes:
@@ -132,7 +133,9 @@ def plot_mapping(report: dict) -> bytes:
         ax1.bar(x, [cores.get(n, 0) for n in names], width, label=tn)
     ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
     ax1.set_ylabel("cores")
-    ax1.set_yscale("log")
+    counts = [r["cores"] for d in maps.values() for r in d["layers"]]
+    if max(counts) > 20 * min(counts):
+        ax1.set_yscale("log")
     ax1.legend(fontsize=8)
     ax1.set_title("Neurocores per layer")
     d = maps.get("loihi2") or next(iter(maps.values()))
@@ -141,10 +144,11 @@ def plot_mapping(report: dict) -> bytes:
     for n in layers:
         idx = [k for k, v in enumerate(pc["layer"]) if v == n]
         ax2.bar(idx, [pc["memory_pct"][k] for k in idx], 1.0, label=n)
+    ax2.plot(range(len(pc["neurons_pct"])), pc["neurons_pct"], "k.", markersize=3, label="neurons")
     ax2.set_xlabel(f"core ({d['target']['name']})")
-    ax2.set_ylabel("synapse memory (% of core)")
+    ax2.set_ylabel("% of core: memory (bars), neurons (dots)", fontsize=8)
     ax2.set_ylim(0, 105)
-    ax2.set_title(f"Memory per core, {d['target']['name']}")
+    ax2.set_title(f"Use per core, {d['target']['name']}")
     if len(layers) <= 12:
         ax2.legend(fontsize=6)
     return _png(fig)
