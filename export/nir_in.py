@@ -13,7 +13,7 @@ this command created is removed again if a later step fails: a refused graph lea
 
 Time: NIR's neurons have continuous time constants; the step ``dt`` an exporter divided by is
 not in the file. ``--dt`` gives it (default 1e-4 s, what SpikingJelly's and snnTorch's exporters
-use; Norse's exporter uses 1e-3 s). With ``--data NAME`` the float graph and the integer network
+use; Norse 1.1.0's writes ``tau = dt/tau_mem_inv`` with its dt = 1e-3 s, see the README). With ``--data NAME`` the float graph and the integer network
 are compared on that data set's test split (direct encoding, ``--timesteps`` steps), and the Lava
 check runs its first images; without it the Lava check runs uniform random inputs in [0, 1].
 """

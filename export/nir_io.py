@@ -264,7 +264,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     whose type has no converter or whose parameters are not deployable or not finite.
 
     ``dt`` (seconds) turns NIR's continuous time constants into steps: a NIR file does not
-    record the step its exporter assumed (SpikingJelly and snnTorch write 1e-4, Norse 1e-3)."""
+    record the step its exporter assumed (SpikingJelly's and snnTorch's exporters use 1e-4)."""
     flat_nodes, edges = _inline_subgraphs(ng)
     nodes: OrderedDict = OrderedDict()
     for name in _topological(list(flat_nodes), edges):

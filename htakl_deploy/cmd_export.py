@@ -16,7 +16,7 @@ examples:
   htakl-deploy export runs/demo --target lava           # student.lava.npz for `htakl-deploy simulate`
   htakl-deploy export runs/demo --target netx           # student.netx.h5 for lava-dl's netx
   htakl-deploy export model.nir --target nir lava netx --data digits   # a NIR graph from any framework
-  htakl-deploy export norse_model.nir --target lava --dt 1e-3          # Norse's exporter uses dt = 1 ms
+  htakl-deploy export model.nir --target lava --dt 1e-3                # its exporter assumed dt = 1 ms
 """
 
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "on, and to run the Lava check with (default: none; random inputs for the check)")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4: SpikingJelly, "
-                        "snnTorch; Norse writes 1e-3)")
+                        "snnTorch; NIR files do not record it)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
     p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")

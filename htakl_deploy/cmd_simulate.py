@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", metavar="DEV", help="emulator only: 'cpu' (default) or 'cuda' (bit-exact: no TF32, no cuDNN)")
     p.add_argument("--data", help="MODEL.nir only: the data set to run (required there)")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
-                   help="MODEL.nir only: the time step its exporter assumed (default 1e-4; Norse: 1e-3)")
+                   help="MODEL.nir only: the time step its exporter assumed (default 1e-4)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
     p.set_defaults(handler=run_command)

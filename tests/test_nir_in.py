@@ -67,6 +67,39 @@ def sj_conv(tmp_path_factory):
     return net, path, test
 
 
+class _SJResidual(torch.nn.Module):
+    """conv → LIF → conv (+ the first LIF's spikes: a residual join) → LIF → pool → linear."""
+
+    def __init__(self):
+        from spikingjelly.activation_based import layer, neuron, surrogate
+
+        super().__init__()
+        self.conv1, self.lif1 = layer.Conv2d(1, 8, 3, padding=1), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())
+        self.conv2, self.lif2 = layer.Conv2d(8, 8, 3, padding=1), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())
+        self.pool, self.flat, self.fc = layer.AvgPool2d(2), layer.Flatten(), layer.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        a = self.lif1(self.conv1(x))
+        return self.fc(self.flat(self.pool(self.lif2(self.conv2(a) + a))))
+
+
+@pytest.fixture(scope="module")
+def sj_residual(tmp_path_factory):
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+
+    train, test = load_dataset("digits")
+    torch.manual_seed(0)
+    net = _SJResidual()
+    functional.set_step_mode(net, "m")
+    _train_sj(net, train, epochs=4)
+    path = tmp_path_factory.mktemp("sj") / "sj_residual.nir"
+    with torch.no_grad():
+        export_to_nir(net, torch.zeros(T, 2, 1, 8, 8), path)
+    functional.reset_net(net)
+    return net, path, test
+
+
 def _sj_run(net, x_tb: torch.Tensor) -> torch.Tensor:
     from spikingjelly.activation_based import functional
 
@@ -93,11 +126,14 @@ def test_spikingjelly_export_is_read_exactly(sj_conv):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-def test_spikingjelly_export_deploys(sj_conv, tmp_path, capsys):
-    net, path, test = sj_conv
+@pytest.mark.parametrize("model", ["sj_conv", pytest.param("sj_residual", marks=pytest.mark.slow)])
+def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
+    net, path, test = request.getfixturevalue(model)
+    if model == "sj_residual":  # SpikingJelly writes the add as two edges into the second LIF
+        assert ("lif1", "lif2") in read_nir(path).edges
     out = tmp_path / "out"
-    rc = main(["export", str(path), "--target", "nir", "lava", "netx", "--data", "digits", "--lava-check", "20",
-               "--out", str(out)])
+    targets = ["nir", "lava", "netx"] if model == "sj_conv" else ["nir", "lava"]
+    rc = main(["export", str(path), "--target", *targets, "--data", "digits", "--lava-check", "20", "--out", str(out)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "export_report.json").read_text())
@@ -106,8 +142,9 @@ def test_spikingjelly_export_deploys(sj_conv, tmp_path, capsys):
     assert report["warnings"] == []
     acc = report["nir"]["accuracy"]
     assert acc["samples"] == len(test) and acc["decision_agreement"] >= 0.99, acc
+    netx = {"student.netx.h5"} if model == "sj_conv" else set()  # netx holds feed-forward chains only
     assert {p.name for p in out.iterdir()} == {"student_float.nir", "student_quant.nir", "quant_report.json",
-                                               "student.lava.npz", "student.netx.h5", "export_report.json"}
+                                               "student.lava.npz", "export_report.json"} | netx
     # SpikingJelly's own float run (float32, as trained) vs the Lava-aligned fixed point on every
     # digits test image: decisions and accuracy
     plan = load_plan(out / "student.lava.npz")
@@ -117,6 +154,8 @@ def test_spikingjelly_export_deploys(sj_conv, tmp_path, capsys):
     emu_pred = emulate(plan, x_tb.double().numpy()).logits.mean(0).argmax(-1)
     agreement = float((sj_pred == emu_pred).mean())
     sj_acc, emu_acc = float((sj_pred == y.numpy()).mean()), float((emu_pred == y.numpy()).mean())
+    print(f"{model}: SpikingJelly float vs Loihi fixed point on {len(y)} digits test images: decision agreement "
+          f"{agreement:.4f}, accuracy {sj_acc:.4f} vs {emu_acc:.4f}")
     assert agreement >= 0.99 and abs(sj_acc - emu_acc) <= 0.01, (agreement, sj_acc, emu_acc)
     assert sj_acc > 0.8  # it learnt something: the comparison is not between two constant guesses
 
