@@ -73,7 +73,7 @@ def _pct(x) -> str:
 
 
 def _energy(pj: float) -> str:
-    for div, unit in ((1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+    for div, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
         if abs(pj) >= div:
             return f"{pj / div:.4f} {unit}"
     return f"{pj:.4g} pJ"

@@ -79,3 +79,58 @@ def test_dead_student_report_shows_the_warnings(tmp_path, capsys):
     assert acc["samples"] == 24 and acc["interval_95"] == list(wilson_interval(acc["accuracy"], 24))
     assert len(report["training_curves"]["student"]) == 1 and report["quantisation"][0]["connection"] == "stage1.conv"
     assert report["neurobench"]["activation_sparsity"] == 1.0  # nothing fires
+
+
+# -- opt-in (pytest -m browser): the reports in a real browser, screenshots ------------------------
+
+
+def _run_for_screenshot(out, name, *extra):
+    rc = main(["run", "--out-dir", str(out), "--run-name", name, "--no-lava", "--no-progress",
+               "--backends", "torch-float", "emulator", "--export-targets", "nir", "lava", "--map-target", "none",
+               *extra])
+    assert rc == 0
+    return out / name
+
+
+@pytest.mark.browser
+def test_screenshots_of_a_healthy_and_a_dead_student_report(tmp_path, capsys):
+    """Headless Chromium renders both reports; the dead student's page shows the warning box (its
+    orange border is in the screenshot), the healthy one's does not. Set HTAKL_SCREENSHOT_DIR to
+    keep the PNGs (docs/img/ holds the ones in the README)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_report import CHROMIUM_FLAGS, _chromium
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed and `apt-get install -y chromium` was not possible here")
+    healthy = _run_for_screenshot(tmp_path, "healthy", "--epochs", "20", "--teacher-epochs", "10")
+    dead = _run_for_screenshot(tmp_path, "dead", "--limit-train", "128", "--limit-test", "24", "--batch-size", "64",
+                               "--epochs", "1", "--teacher-epochs", "1", "--v-threshold", "1000")
+    capsys.readouterr()
+    assert json.loads((healthy / "report.json").read_text())["warnings"] == []
+    shots = Path(os.environ.get("HTAKL_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    orange = {}
+    for run in (healthy, dead):
+        shot = shots / f"report-{run.name}.png"
+        common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+        subprocess.run([*common, f"--screenshot={shot}", "--window-size=1100,1400", (run / "report.html").as_uri()],
+                       capture_output=True, text=True, timeout=120, check=True)
+        dom = subprocess.run([*common, "--dump-dom", (run / "report.html").as_uri()], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        assert "Contents:" in dom and "ERR_" not in dom
+        pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+        assert pixels.std() > 20, "the screenshot is (almost) blank"
+        # the warning box's border colour, #d9822b
+        orange[run.name] = int((np.abs(pixels - np.array([217, 130, 43])).max(axis=-1) < 10).sum())
+        if run is dead:
+            assert "never fires on emulator" in dom and 'class="warn"' in dom
+        else:
+            assert "No sanity check fired" in dom and 'class="warn"' not in dom
+    assert orange["dead"] > 500 and orange["healthy"] == 0, orange
