@@ -87,8 +87,8 @@ def intro(report: dict) -> str:
 
 def at_a_glance(report: dict) -> list[str]:
     n_warn = len(report.get("warnings") or [])
-    items = [f"**{n_warn} sanity warning{'s' if n_warn > 1 else ''}** (see [Warnings](#warnings)): the numbers "
-             "below may not mean what they seem"] if n_warn else []
+    items = [f"**{n_warn} sanity warning{'s' if n_warn > 1 else ''}** (section Warnings): the numbers below "
+             "may not mean what they seem"] if n_warn else []
     acc = {(a["stage"], a["backend"], a["model"]): a for a in report["accuracy"]}
     if ("training", "torch-train", "student") in acc:
         items.append(f"student accuracy after training: {fmt_pct(acc[('training', 'torch-train', 'student')]['accuracy'])}")

@@ -67,7 +67,7 @@ def test_dead_student_report_shows_the_warnings(tmp_path, capsys):
     assert "different_samples" not in codes  # run's export evaluates the --limit-test images too
     assert "warning: dead layer: LIF layer stage1.act never fires" in out
     md = (run / "report.md").read_text()
-    assert "## Warnings" in md and "never fires on emulator" in md and "sanity warnings** (see [Warnings]" in md
+    assert "## Warnings" in md and "never fires on emulator" in md and "sanity warnings** (section Warnings)" in md
     assert "the first 24 test images (`--limit-test 24`)" in md and "full test split" not in md
     assert "Contents: [Summary](#summary) · [Warnings](#warnings)" in md
     for section in ("## Training", "## Quantisation", "## NeuroBench-style metrics", "## Stage timings"):
@@ -104,7 +104,7 @@ def test_screenshots_of_a_healthy_and_a_dead_student_report(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from tests.test_report import CHROMIUM_FLAGS, _chromium
+    from test_report import CHROMIUM_FLAGS, _chromium
 
     browser = _chromium()
     if browser is None:
