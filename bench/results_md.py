@@ -470,7 +470,7 @@ def _reading_new(live: dict, cells: list[dict], merged: list[dict], earlier: dic
         same = [k for k in rerun if _row_cells(by_live[k]) == _row_cells(earlier[k])]
         text = (f"- Re-run check: {len(same)} of {len(rerun)} rows re-run in the new grid "
                 f"({', '.join(f'{m} T={t}' for m, t in rerun)}) are identical to the earlier grid's at the "
-                "page's precision (every column; same seeds, budget and teacher)")
+                "page's precision (every column; same seeds and budget)")
         diff = [k for k in rerun if k not in same]
         if diff:
             text += "; they differ at " + "; ".join(
