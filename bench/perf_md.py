@@ -164,6 +164,10 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1"}
 
 
+KEPT_PREFIX = "- kept unchanged from an earlier page ("
+KEPT_SEP = " — sections: "
+
+
 def page_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
     """A page's header lines and its sections (title → lines, the ``## title`` line included)."""
     header, sections, current = [], {}, None
@@ -325,8 +329,18 @@ def main(argv: list[str] | None = None) -> None:
             body += lines
         elif key in kept:
             body += old_sections[SECTION_TITLES[key]]
-    old_date = next((line[2:] for line in old_header if line.startswith("- date:")), "an earlier page")
+    old_date = next((line[len("- date: "):] for line in old_header if line.startswith("- date:")), "?")
     old_machine = next((line[len("- machine: "):] for line in old_header if line.startswith("- machine:")), "?")
+    # where each kept section was measured: a section the old page had kept keeps its origin
+    origin = {}
+    for line in old_header:
+        if line.startswith(KEPT_PREFIX) and KEPT_SEP in line:
+            where, titles = line[len(KEPT_PREFIX):].rsplit(KEPT_SEP, 1)
+            origin.update({title: where.removesuffix(")") for title in titles.split("; ")})
+    groups: dict[str, list[str]] = {}
+    for k in kept:
+        title = SECTION_TITLES[k]
+        groups.setdefault(origin.get(title, f"date {old_date}, machine {old_machine}"), []).append(title)
     loads = [*([t["loadavg_before"][0]] if t else []), *([loss[0]["loadavg_before"][0]] if loss else []),
              *([meth["loadavg_before"][0]] if meth and "loadavg_before" in meth else []),
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
@@ -351,8 +365,7 @@ def main(argv: list[str] | None = None) -> None:
            "figures are noisy; the ratios are measured interleaved to share the noise"
            if max(loads) > 1.0 else ""),
         *[f"- {n}" for n in args.note],
-        *([f"- sections kept unchanged from the page of {old_date.removeprefix('date: ')} (machine: {old_machine}), "
-           f"their JSON not given this time: " + ", ".join(SECTION_TITLES[k] for k in kept)] if kept else []),
+        *(f"{KEPT_PREFIX}{where}){KEPT_SEP}{'; '.join(titles)}" for where, titles in groups.items()),
         "",
         *body,
     ]
