@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,11 +26,31 @@ from htakl_deploy.errors import UserError
 SCHEDULES = ("cosine", "constant")
 CAM_CLASSES = ("label", "pred")
 ALLOWED_TIMESTEPS_HINT = "the paper uses T in {1, 2, 4, 6}"
+MAX_TIMESTEPS = 1000  # every backend holds [T, B, ...] per layer; far beyond any SNN-KD setting
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take it
+MAX_INT = 2**63 - 1
 
 #: Epoch budgets per data set when none is given. The paper trains CIFAR for 300 epochs; the
 #: small data sets converge much sooner on a 2-core CPU (see README for measured accuracies).
 DEFAULT_EPOCHS = {"digits": 80, "fashion-mnist": 15, "cifar10": 300, "cifar100": 300, "image-folder": 100}
 DEFAULT_TEACHER_EPOCHS = {"digits": 30, "fashion-mnist": 10, "cifar10": 200, "cifar100": 200, "image-folder": 60}
+
+
+class ConfigFieldError(UserError):
+    """An invalid config value; names the flag (``--run-name``) unless re-raised for a file's key."""
+
+    def __init__(self, field: str, value: Any, expected: str) -> None:
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"--{field.replace('_', '-')}: got {self.shown}, expected {expected}")
+
+    @property
+    def shown(self) -> str:
+        r = repr(self.value)
+        return r if len(r) <= 80 else r[:77] + "..."
+
+    def in_file(self, source: str) -> UserError:
+        return UserError(f"{source}: key {self.field!r}: got {self.shown}, expected {self.expected}")
 
 
 @dataclass(frozen=True)
@@ -99,8 +120,40 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         def bad(flag: str, value: Any, expected: str) -> UserError:
-            return UserError(f"--{flag.replace('_', '-')}: got {value!r}, expected {expected}")
+            return ConfigFieldError(flag, value, expected)
 
+        # types first (a config file or a saved config.json can hold anything JSON/TOML/YAML can):
+        # booleans are not integers here, integers are accepted where a float is expected
+        for f in fields(self):
+            v, kinds = getattr(self, f.name), _FIELD_KINDS[f.name]
+            if (v is None and "None" in kinds) or kinds[0] not in _KIND_WORDS:
+                continue  # (a field of another kind validates itself below)
+            ok = ((kinds[0] == "bool" and isinstance(v, bool))
+                  or (kinds[0] == "int" and isinstance(v, int) and not isinstance(v, bool))
+                  or (kinds[0] == "float" and isinstance(v, (int, float)) and not isinstance(v, bool))
+                  or (kinds[0] == "str" and isinstance(v, str)))
+            if not ok:
+                raise bad(f.name, v, _KIND_WORDS[kinds[0]] + (" (or absent)" if "None" in kinds else ""))
+            if kinds[0] == "float" and not math.isfinite(v):
+                raise bad(f.name, v, "a finite number")
+            if kinds[0] == "int" and not -MAX_INT <= v <= MAX_INT:
+                raise bad(f.name, v, f"an integer of at most {MAX_INT}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise bad("seed", self.seed, f"an integer in 0..{MAX_SEED}")
+        if self.timesteps > MAX_TIMESTEPS:
+            raise bad("timesteps", self.timesteps, f"an integer in 1..{MAX_TIMESTEPS} ({ALLOWED_TIMESTEPS_HINT})")
+        for name in ("epochs", "teacher_epochs"):
+            v = getattr(self, name)
+            if v is not None and v > MAX_EPOCHS:
+                raise bad(name, v, f"an integer in 1..{MAX_EPOCHS}")
+        if self.run_name is not None:
+            problem = path_component_problem(self.run_name)
+            if problem:
+                raise bad("run_name", self.run_name, f"a folder name inside --out-dir ({problem})")
+        for name in ("out_dir", "data_root", "teacher"):
+            v = getattr(self, name)
+            if v is not None and (v.strip() == "" or "\0" in v):
+                raise bad(name, v, "a path")
         if self.data not in DATASETS:
             raise bad("data", self.data, f"one of {', '.join(sorted(DATASETS))}")
         if self.model not in ARCHS:
@@ -163,6 +216,20 @@ class DistillConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(DistillConfig))
+#: field name → ("int" | "float" | "str" | "bool", ["None"]), from the annotations
+_FIELD_KINDS = {f.name: tuple(t.strip() for t in str(f.type).split("|")) for f in fields(DistillConfig)}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def path_component_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one folder name inside another folder (None if it can)."""
+    if name in ("", ".", ".."):
+        return "not empty, '.' or '..'"
+    if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+        return "no path separators"
+    if any(ord(c) < 32 for c in name) or "\0" in name:
+        return "no control characters"
+    return None
 
 
 def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -> dict[str, Any]:
@@ -174,9 +241,16 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
 
     accepted = FIELD_NAMES if accepted is None else accepted
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--config: {path} is a directory, expected a .toml or .yaml file")
     if not path.is_file():
         raise UserError(f"--config: file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise UserError(f"--config: {path}: expected a .toml, .yaml or .yml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"--config: {path} is not UTF-8 text (expected TOML or YAML)") from None
     try:
         if path.suffix == ".toml":
             raw = tomllib.loads(text)
@@ -191,7 +265,11 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
         raise UserError(f"--config: {path}: expected a table of keys, got {type(raw).__name__}")
     out = {}
     for key, value in raw.items():
-        name = str(key).replace("-", "_")
+        if not isinstance(key, str):
+            raise UserError(f"--config: {path}: key {key!r} is not a name")
+        name = key.replace("-", "_")
+        if name in out:
+            raise UserError(f"--config: {path}: {key!r} given twice (as {name} and {key})")
         if name not in accepted:
             if name in PIPELINE_FIELDS:
                 raise UserError(f"--config: {path}: {key!r} is a setting of `htakl-deploy run`, not of this command")
@@ -200,19 +278,48 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
     return out
 
 
-def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> DistillConfig:
-    """Defaults ← file ← flags (flags that were not given are ``None`` and do not override)."""
-    merged = dict(file_values)
-    merged.update({k: v for k, v in flag_values.items() if v is not None})
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any],
+                 source: str = "--config") -> DistillConfig:
+    """Defaults ← file ← flags (flags that were not given are ``None`` and do not override).
+    A bad value that came from the file is reported as the file's key (``source``: the file)."""
+    flags = {k: v for k, v in flag_values.items() if v is not None}
+    merged = {**file_values, **flags}
     try:
         return DistillConfig(**merged)
+    except ConfigFieldError as exc:
+        if exc.field in file_values and exc.field not in flags:
+            raise exc.in_file(source) from None
+        raise
     except TypeError as exc:  # a value of the wrong type deep inside a comparison
         raise UserError(f"config: {exc}") from None
 
 
-def config_from_dict(values: dict[str, Any]) -> DistillConfig:
-    """Rebuild a saved config (``config.json`` of a run directory)."""
+def data_config(values: Any, source: str, data_root: str | None) -> DistillConfig:
+    """The saved config a checkpoint or artefact carries, for reading its data set's test images.
+
+    Such a file never chooses which files are read: its ``data_root`` is not followed. The data
+    come from ``data_root`` (the user's ``--data-root``) or the data set's default place; a file
+    whose config names a folder of its own is refused unless the user names the folder."""
+    cfg = config_from_dict(values, source)
+    if data_root is not None:
+        return cfg.replace(data_root=data_root)
+    if cfg.data_root is not None:
+        raise UserError(f"{source} names its own data folder {cfg.data_root!r}; a file's saved config never "
+                        "chooses what is read: give the data folder yourself with --data-root DIR")
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any], source: str = "saved config") -> DistillConfig:
+    """Rebuild a saved config (``config.json`` of a run directory, the config a checkpoint or an
+    artefact carries); ``source`` names it in errors."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source}: expected a table of settings, got {type(values).__name__}")
     unknown = set(values) - FIELD_NAMES
     if unknown:
-        raise UserError(f"saved config has unknown keys {sorted(unknown)}")
-    return DistillConfig(**values)
+        raise UserError(f"{source} has unknown keys {sorted(map(str, unknown))}")
+    try:
+        return DistillConfig(**values)
+    except ConfigFieldError as exc:
+        raise exc.in_file(source) from None
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None

@@ -8,6 +8,8 @@ an interrupted stage continues from its ``last.pt``.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as tdist
 
-from htakl_deploy.atomic import write_json
+from htakl_deploy.atomic import check_writable_dir, make_dir, write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import DistillConfig, config_from_dict
 from htakl_deploy.distill.data import ArrayDataset, load_dataset
@@ -28,15 +30,23 @@ from htakl_deploy.distill.runlog import provenance
 from htakl_deploy.distill.methods.inputs import method_tap
 from htakl_deploy.distill.train import Stage, fit
 from htakl_deploy.errors import UserError
+from htakl_deploy.readers import read_json_table
 
 
 def load_data(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
     kwargs = {} if cfg.data_root is None else {"root": cfg.data_root}
     train, test = load_dataset(cfg.data, **kwargs)
+    if train.num_classes < 2:
+        raise UserError(f"--data {cfg.data}: the data set has {train.num_classes} class; a classifier needs at least 2")
     if cfg.limit_train:
         train = train.subset(cfg.limit_train)
     if cfg.limit_test:
         test = test.subset(cfg.limit_test)
+    present = int(torch.unique(train.labels).numel())
+    if present < 2:
+        raise UserError(f"--data {cfg.data}: the training images hold {present} class"
+                        + (f" (--limit-train {cfg.limit_train})" if cfg.limit_train else "")
+                        + "; distillation needs at least 2")
     if len(train) < cfg.batch_size:
         raise UserError(
             f"--batch-size {cfg.batch_size} is larger than the training set ({len(train)} images)"
@@ -71,20 +81,70 @@ def new_model(cfg: DistillConfig, data: ArrayDataset, *, spiking: bool, seed: in
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path, flag: str) -> Classifier:
+    label = flag if flag.isupper() or flag.startswith("-") or " " in flag else f"--{flag}"
+    spec = ckpt["model_spec"]
+    problem = model_spec_problem(spec)
+    if problem:
+        raise UserError(f"{label}: {path}: model_spec {problem}")
+    want_spiking = {"student": True, "teacher": False}.get(ckpt.get("role"))
+    if want_spiking is not None and spec["spiking"] != want_spiking:
+        raise UserError(f"{label}: {path}: a {ckpt['role']} checkpoint with spiking={spec['spiking']} "
+                        f"(the student is the SNN, the teacher its ANN twin)")
     try:
-        model = build_model(**ckpt["model_spec"])
+        model = build_model(**spec)
         model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise UserError(f"--{flag}: {path} does not match its architecture: {first}") from None
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{label}: {path} does not match its architecture: {first}") from None
     return model
 
 
-def load_teacher(path: str | Path, data: ArrayDataset) -> Classifier:
-    """A teacher checkpoint (a file, or a run directory holding ``teacher/last.pt``)."""
-    path = resolve_checkpoint(path, "teacher")
+def model_spec_problem(spec: Any) -> str | None:
+    """What is wrong with a checkpoint's ``model_spec`` (``build_model`` keywords), or None."""
+    import inspect
+
+    if not isinstance(spec, dict):
+        return f"must be a table, got {type(spec).__name__}"
+    accepted = set(inspect.signature(build_model).parameters)
+    unknown = sorted(map(str, set(spec) - accepted))
+    if unknown:
+        return f"has unknown keys {unknown}"
+    for key in ("arch", "in_shape", "num_classes", "spiking"):
+        if key not in spec:
+            return f"lacks {key!r}"
+    from htakl_deploy.distill.models import ARCHS
+
+    if spec["arch"] not in ARCHS:
+        return f"names architecture {spec['arch']!r}; known: {', '.join(sorted(ARCHS))}"
+    shape = spec["in_shape"]
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in shape)):
+        return f"in_shape must be 3 positive integers (C, H, W), got {shape!r}"
+    n = spec["num_classes"]
+    if not (isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= 100_000):
+        return f"num_classes must be an integer >= 2, got {n!r}"
+    if not isinstance(spec["spiking"], bool):
+        return f"spiking must be true or false, got {spec['spiking']!r}"
+    for key, low in (("tau", 1.0), ("v_threshold", 0.0)):
+        v = spec.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and math.isfinite(v) and v > low):
+            return f"{key} must be a finite number > {low}, got {v!r}"
+    return None
+
+
+def load_teacher(path: str | Path, data: ArrayDataset, arch: str | None = None) -> Classifier:
+    """A teacher checkpoint (a file, or a run directory holding ``teacher/last.pt``); with
+    ``arch``, it must be that architecture's ANN twin (the README's teacher)."""
+    path = resolve_checkpoint(path, "teacher", flag="teacher")
     ckpt = load_checkpoint(path, flag="teacher", role="teacher")
     spec = ckpt["model_spec"]
+    problem = model_spec_problem(spec)
+    if problem:
+        raise UserError(f"--teacher: {path}: model_spec {problem}")
+    if arch is not None and spec["arch"] != arch:
+        raise UserError(f"--teacher: {path} is a {spec['arch']} teacher; the teacher must be the ANN twin of "
+                        f"the student (--model {arch})")
     if tuple(spec.get("in_shape", ())) != data.in_shape or spec.get("num_classes") != data.num_classes:
         raise UserError(
             f"--teacher: {path} was trained on images {tuple(spec.get('in_shape', ()))} with "
@@ -124,23 +184,30 @@ def open_run(cfg: DistillConfig, env: DistEnv, teacher_only: bool) -> Path:
     if problem:
         raise UserError(problem)
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "provenance.json", provenance(cfg.seed, env.world_size))
-        write_json(run_dir / "config.json", {"teacher_only": teacher_only, **cfg.to_dict()})
+        created = not run_dir.exists()
+        make_dir(run_dir, "--out-dir")
+        try:
+            write_json(run_dir / "provenance.json", provenance(cfg.seed, env.world_size))
+            write_json(run_dir / "config.json", {"teacher_only": teacher_only, **cfg.to_dict()})
+        except BaseException:
+            if created:  # a refused command leaves no run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     return run_dir
 
 
 def read_run(run_dir: str | Path) -> tuple[DistillConfig, bool]:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise UserError(f"--resume: {run_dir} is not a run directory (not a folder)")
     if not path.is_file():
         raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--resume: {path} is not valid JSON: {exc}") from None
-    teacher_only = bool(values.pop("teacher_only", False))
-    return config_from_dict(values), teacher_only
+    values = read_json_table(path, "--resume")
+    teacher_only = values.pop("teacher_only", False)
+    if not isinstance(teacher_only, bool):
+        raise UserError(f"--resume: {path}: 'teacher_only' must be true or false, got {teacher_only!r}")
+    return config_from_dict(values, source=f"--resume: {path}"), teacher_only
 
 
 def run(
@@ -158,9 +225,11 @@ def run(
     check passed and before training (``run`` saves its pipeline settings there).
     """
     t_start = time.perf_counter()
+    if resume_dir is None and env.is_main:
+        check_writable_dir(cfg.out_dir, "--out-dir")
     train, test = load_data(cfg)
     needs_teacher = teacher_only or cfg.method not in TEACHERLESS
-    teacher = load_teacher(cfg.teacher, train) if (needs_teacher and cfg.teacher) else None
+    teacher = load_teacher(cfg.teacher, train, cfg.model) if (needs_teacher and cfg.teacher) else None
     student = None if teacher_only else new_model(cfg, train, spiking=True, seed=cfg.seed)
     if student is not None:
         method_tap(student, cfg.method, cfg.loss_config())  # a bad --kdsnn-stage fails here

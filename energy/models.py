@@ -30,6 +30,9 @@ from htakl_deploy.errors import UserError
 
 _ENERGY_KEYS = ("e_ac_pj", "e_mac_pj", "e_neuron_update_pj", "e_spike_pj")
 _REQUIRED = ("source", "e_ac_pj", "e_mac_pj")
+#: no digital operation costs a microjoule (45 nm: ~1 pJ; Loihi: ~24 pJ per synaptic op); a
+#: larger figure is a unit mistake (J or nJ for pJ), refused rather than reported
+MAX_PJ = 1e6
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ class EnergyModel:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{key!r} must be a number (pJ), got {v!r}")
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{key!r} must be a finite energy >= 0 pJ, got {v!r}")
+            if not math.isfinite(v) or v < 0 or v > MAX_PJ:
+                raise ValueError(f"{key!r} must be a finite energy in 0..{MAX_PJ:g} pJ, got {v!r}")
             object.__setattr__(self, key, float(v))
 
     @classmethod

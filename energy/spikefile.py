@@ -433,10 +433,13 @@ class SpikeFile:
     def __init__(self, path: str | os.PathLike, chunk: int = 256):
         import h5py
 
+        from htakl_deploy.readers import check_h5_self_contained, describe_missing
+
         p = self.path = Path(path)
         self.chunk = chunk
         if not p.is_file():
-            raise UserError(f"{p}: no such spike file (expected an HDF5 '{FORMAT}' recording)")
+            raise describe_missing(p, "", "spike file", f"an HDF5 '{FORMAT}' recording")
+        check_h5_self_contained(p)  # no external links/storage: a recording cannot make us read other files
         try:
             self._f = f = h5py.File(p, "r")
         except Exception as e:

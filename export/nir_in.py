@@ -138,7 +138,7 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
         if data is not None:
             from htakl_deploy.distill.config import DistillConfig
 
-            config = DistillConfig(data=data, data_root=data_root, timesteps=t_steps).to_dict()
+            config = DistillConfig(data=data, timesteps=t_steps).to_dict()  # portable: no data folder (simulate: --data-root)
         plan.metadata.update({"config": config, "timesteps": t_steps, "source_nir": str(path), "dt_s": dt})
         artefact = plan.save(out / ARTEFACT_NAME)
         report["lava"] = {

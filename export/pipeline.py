@@ -26,9 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from htakl_deploy.atomic import write_json
+from htakl_deploy.atomic import check_writable_dir, make_dir, write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
-from htakl_deploy.distill.config import config_from_dict
+from htakl_deploy.distill.config import MAX_TIMESTEPS, config_from_dict, data_config
 from htakl_deploy.distill.data import ArrayDataset, encode
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.recipe import load_data, model_from_checkpoint
@@ -47,9 +47,12 @@ def is_nir_file(path: str | Path) -> bool:
 
 
 def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
-    ckpt_path = resolve_checkpoint(path, "student")
-    ckpt = load_checkpoint(ckpt_path, flag="checkpoint", role="student")
-    model = model_from_checkpoint(ckpt, ckpt_path, "checkpoint")
+    ckpt_path = resolve_checkpoint(path, "student", flag="CHECKPOINT")
+    ckpt = load_checkpoint(ckpt_path, flag="CHECKPOINT", role="student")
+    if not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"CHECKPOINT: {ckpt_path} carries no training config (not written by `htakl-deploy distill`)")
+    config_from_dict(ckpt["config"], f"CHECKPOINT: {ckpt_path}: its config")  # valid before any work
+    model = model_from_checkpoint(ckpt, ckpt_path, "CHECKPOINT")
     model.eval()
     return model, ckpt, ckpt_path
 
@@ -93,9 +96,7 @@ def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dic
                               "clipped_weights": int(sum(r["n_clipped"] for r in q.report())),
                               "warnings": q.warnings()}
     if opts["evaluate"]:
-        cfg = config_from_dict(ckpt["config"])
-        if opts["data_root"]:
-            cfg = cfg.replace(data_root=opts["data_root"])
+        cfg = data_config(ckpt["config"], "CHECKPOINT's config", opts["data_root"])
         cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=opts["samples"])
         _, test = load_data(cfg)
         report["accuracy"] = compare_float_int(model, q, test, opts["timesteps"] or cfg.timesteps)
@@ -120,7 +121,9 @@ def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: di
     except ValueError as e:
         raise UserError(f"cannot deploy this student to Lava: {e}") from None
     timesteps = opts["timesteps"] or ckpt["config"]["timesteps"]
-    plan.metadata.update({"config": ckpt["config"], "timesteps": timesteps, "model_spec": model.spec,
+    # the artefact is portable: its config names no data folder (simulate takes --data-root)
+    plan.metadata.update({"config": {**ckpt["config"], "data_root": None}, "timesteps": timesteps,
+                          "model_spec": model.spec,
                           "source_nir": "student_quant.nir"})
     path = plan.save(out_dir / ARTEFACT_NAME)
     report: dict[str, Any] = {
@@ -166,11 +169,18 @@ def onnx_max_error(model: Classifier, path: Path, x: torch.Tensor) -> float:
 
 
 def _teacher_checkpoint(ckpt: dict[str, Any], run_dir: Path | None) -> Path | None:
-    """The teacher trained in the run directory, else the one the run was given (if any)."""
-    if run_dir is not None and (run_dir / "teacher" / "last.pt").exists():
+    """The teacher trained in the run directory, else the one the run was given if that lies
+    inside the run directory: a checkpoint's saved config never points the tool at other files."""
+    if run_dir is None:
+        return None
+    if (run_dir / "teacher" / "last.pt").exists():
         return run_dir / "teacher" / "last.pt"
     given = ckpt["config"].get("teacher")
-    return resolve_checkpoint(given, "teacher") if given else None
+    if not isinstance(given, str):
+        return None
+    path = resolve_checkpoint(given, "teacher")
+    inside = path.resolve().is_relative_to(run_dir.resolve())
+    return path if inside else None
 
 
 def export_onnx_target(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +190,8 @@ def export_onnx_target(model: Classifier, ckpt: dict[str, Any], out_dir: Path, o
     report: dict[str, Any] = {"student": str(path), "student_max_abs_err": onnx_max_error(model, path, example)}
     teacher_path = _teacher_checkpoint(ckpt, opts["run_dir"])
     if teacher_path is not None and teacher_path.exists():
-        teacher_ckpt = load_checkpoint(teacher_path, flag="checkpoint", role="teacher")
-        teacher = model_from_checkpoint(teacher_ckpt, teacher_path, "checkpoint").eval()
+        teacher_ckpt = load_checkpoint(teacher_path, flag="CHECKPOINT's teacher", role="teacher")
+        teacher = model_from_checkpoint(teacher_ckpt, teacher_path, "CHECKPOINT's teacher").eval()
         path = export_onnx(teacher, out_dir / "teacher.onnx", 1)
         report["teacher"] = str(path)
         report["teacher_max_abs_err"] = onnx_max_error(teacher, path, example[0])
@@ -228,12 +238,16 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
-    if timesteps is not None and timesteps < 1:
-        raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
+    if timesteps is not None and not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise UserError(f"--timesteps: got {timesteps}, expected an integer in 1..{MAX_TIMESTEPS}")
     if lava_check < 0:
         raise UserError(f"--lava-check: got {lava_check}, expected an integer >= 0")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: got {samples}, expected an integer >= 1")
+    if out_dir is not None:
+        check_writable_dir(out_dir, "--out")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UserError(f"--data-root: {data_root} is not a folder")
     if is_nir_file(checkpoint):
         from htakl_deploy.export.nir_in import export_from_nir
 
@@ -244,7 +258,11 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
     model, ckpt, ckpt_path = load_student(checkpoint)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out" if out_dir else "CHECKPOINT's export folder")
+    if (evaluate and "nir" in targets) or ("lava" in targets and lava_check):  # test images needed:
+        # found (or refused) before anything is written
+        data_config(ckpt["config"], f"CHECKPOINT: {ckpt_path}: its config", data_root)
+    make_dir(out, "--out")
     opts = {"timesteps": timesteps, "samples": samples, "data_root": data_root,
             "evaluate": evaluate, "run_dir": run_dir, "lava_check": lava_check}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "model_spec": model.spec}

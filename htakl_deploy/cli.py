@@ -14,6 +14,30 @@ from htakl_deploy.errors import TrainingDiverged, UserError
 
 PROG = "htakl-deploy"
 
+#: what Ctrl-C tells the user, per command (a command not listed gets no advice)
+INTERRUPTED_HINT = {
+    "distill": f"continue the run with `{PROG} distill --resume RUN_DIR`",
+    "train-teacher": f"continue the run with `{PROG} train-teacher --resume RUN_DIR`",
+    "run": f"continue the run with `{PROG} run --resume RUN_DIR`",
+    "export": "files already written are complete (atomic writes); run the same command again",
+    "simulate": "files already written are complete (atomic writes); run the same command again",
+    "energy": "run the same command again",
+    "report": "run the same command again",
+    "map": "run the same command again",
+    "compare": "run the same command again",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one line, ``htakl-deploy: error: ...``, exit 2 (the
+    usage block argparse prints would make it several lines; the line points at ``--help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog if self.prog != PROG else PROG
+        hint = f"see `{where} --help`"
+        message = " ".join(message.split())  # argparse may wrap a message over lines
+        self.exit(2, f"{PROG}: error: {message} ({hint})\n")
+
 
 #: subcommand → (module under ``htakl_deploy``, the one-line help of ``htakl-deploy --help``).
 #: Only the module of the command being run is imported — most of them import torch — so
@@ -42,7 +66,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     full (the others are one-line entries), without it every command is registered in full."""
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Distil spiking neural networks with HTA-KL and deploy them to Loihi-style hardware.",
     )
@@ -64,7 +88,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a bad command line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
@@ -74,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: training stopped: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; continue a run with `{PROG} distill --resume RUN_DIR`", file=sys.stderr)
+        hint = INTERRUPTED_HINT.get(args.command)
+        print(f"{PROG}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
 

@@ -140,7 +140,8 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | None:
             names = ", ".join("--" + k.replace("_", "-") for k in given) or "--config"
             raise UserError(f"--resume continues a run with its saved config; drop {names}")
         return None
-    return build_config(read_config_file(args.config) if args.config else {}, flag_values)
+    return build_config(read_config_file(args.config) if args.config else {}, flag_values,
+                        source=f"--config: {args.config}")
 
 
 def resumed_config(args: argparse.Namespace) -> tuple[DistillConfig, bool]:

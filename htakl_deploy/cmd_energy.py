@@ -37,6 +37,10 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.energy.models import load_energy_model, load_preset
     from htakl_deploy.energy.report import format_table, report_for_files
 
+    from htakl_deploy.atomic import check_file_target
+
+    if args.json:  # before counting: a bad output path costs nothing
+        check_file_target(args.json, "--json")
     model = load_energy_model(args.energy_model) if args.energy_model else load_preset(args.preset or "paper-45nm")
     report = report_for_files(args.spikes, args.graph, model, neurobench=args.neurobench)
     print(format_table(report))

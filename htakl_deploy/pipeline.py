@@ -172,7 +172,9 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         header(2, "export", f"{', '.join(settings.export_targets)} → {run_dir / 'export'}")
         t = time.perf_counter()
         # the float vs integer check runs on the test images training was evaluated on
+        # the data folder comes from the run's own config (the user's --data-root), never from the files
         exported = run_export(run_dir, list(settings.export_targets), lava_check=settings.effective_lava_check,
+                              data_root=cfg.data_root,
                               samples=cfg.limit_test)
         warnings = exported["warnings"]
         timings["export_s"] = time.perf_counter() - t
@@ -197,7 +199,8 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         header(i, name, f"{samples} samples" if samples else "every test image of the run")
         t = time.perf_counter()
         with _progress_bar(progress, backend) as bar:
-            sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar)
+            sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar,
+                                     data_root=cfg.data_root)
         timings[f"simulate_{backend}_s"] = time.perf_counter() - t
         record.mark(name, inputs, timings[f"simulate_{backend}_s"])
         s = sims[backend]

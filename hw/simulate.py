@@ -30,21 +30,20 @@ None = every sample in one call).
 from __future__ import annotations
 
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from htakl_deploy.atomic import write_json
-from htakl_deploy.distill.config import config_from_dict
+from htakl_deploy.atomic import check_writable_dir, write_json
+from htakl_deploy.distill.config import MAX_TIMESTEPS, data_config
 from htakl_deploy.distill.data import encode
 from htakl_deploy.distill.recipe import load_data
 from htakl_deploy.errors import UserError
 from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
 from htakl_deploy.hw.emulator import EmulatorResult, emulate
-from htakl_deploy.hw.plan import DeploymentPlan, load_plan
+from htakl_deploy.hw.plan import DeploymentPlan
 
 ARTEFACT_NAME = "student.lava.npz"
 
@@ -95,10 +94,10 @@ def resolve_artefact(path: str | Path) -> Path:
 
 
 def read_artefact(path: Path) -> DeploymentPlan:
-    try:
-        return load_plan(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise UserError(f"ARTEFACT {path}: not a readable Lava artefact ({e})") from None
+    """Load a Lava artefact with every field checked (``hw.artefact_check``)."""
+    from htakl_deploy.hw.artefact_check import read_plan
+
+    return read_plan(path, "ARTEFACT")
 
 
 def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -107,11 +106,12 @@ def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None
     cfg_dict = plan.metadata.get("config")
     if not cfg_dict:
         raise UserError("ARTEFACT has no training config: re-export it with `htakl-deploy export --target lava`")
-    cfg = config_from_dict(cfg_dict)
-    if data_root:
-        cfg = cfg.replace(data_root=data_root)
+    cfg = data_config(cfg_dict, "ARTEFACT's embedded config", data_root)  # never its own data folder
     cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=samples or cfg.limit_test)
     _, test = load_data(cfg)
+    if tuple(test.in_shape) != tuple(plan.input_shape):
+        raise UserError(f"ARTEFACT: its network takes inputs {tuple(plan.input_shape)}, but its data set "
+                        f"{cfg.data!r} has images {tuple(test.in_shape)}")
     x, y = test.batch(torch.arange(len(test)))
     return x, y.numpy()
 
@@ -183,8 +183,12 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
         raise UserError(f"--samples: got {samples}, expected an integer >= 1")
-    if timesteps is not None and timesteps < 1:
-        raise UserError(f"--timesteps: got {timesteps}, expected an integer >= 1")
+    if timesteps is not None and not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise UserError(f"--timesteps: got {timesteps}, expected an integer in 1..{MAX_TIMESTEPS}")
+    if out_dir is not None:
+        check_writable_dir(out_dir, "--out")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UserError(f"--data-root: {data_root} is not a folder")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size: got {batch_size}, expected an integer >= 1")
     if device not in (None, "cpu"):
@@ -205,6 +209,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     n = len(labels)
     batch = BATCH_SIZES.get(backend, batch_size or DEFAULT_BATCH) or n
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
+    check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
     compare_lava = compare and backend.startswith("lava")
     f_graph = (float_student_graph(path) if compare and backend != "torch-float"
                and (path.parent / "student_float.nir").exists() else None)

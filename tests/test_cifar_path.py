@@ -94,7 +94,7 @@ def run_stages(tmp_path: Path, model: str, data: str) -> Path:
     run_export(run_dir, ["nir", "onnx", "lava"], lava_check=0, evaluate=False)
     energy = load_preset("paper-45nm")
     for backend in BACKENDS:
-        sim = simulate(run_dir, backend=backend)
+        sim = simulate(run_dir, backend=backend, data_root=str(root))  # the data folder: named by the user
         rep = report_for_files(Path(sim["out_dir"]) / "spikes.h5",
                                run_dir / "export" / "student_quant.nir", energy)
         write_json(run_dir / "energy" / f"{backend}.json", rep)

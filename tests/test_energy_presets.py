@@ -89,7 +89,7 @@ def test_user_toml_and_json(tmp_path):
     [
         ('source = "s"\ne_ac_pj = 1\ne_mac_pj = 2\ne_acc_pj = 3\n', "unknown key(s) ['e_acc_pj']"),
         ('source = "s"\ne_ac_pj = 1\n', "missing key(s) ['e_mac_pj']"),
-        ('source = "s"\ne_ac_pj = -1\ne_mac_pj = 2\n', "'e_ac_pj' must be a finite energy >= 0"),
+        ('source = "s"\ne_ac_pj = -1\ne_mac_pj = 2\n', "'e_ac_pj' must be a finite energy in 0..1e+06 pJ"),
         ('source = "s"\ne_ac_pj = 1\ne_mac_pj = "4.6"\n', "'e_mac_pj' must be a number"),
         ('source = "s"\ne_ac_pj = 1\ne_mac_pj = true\n', "'e_mac_pj' must be a number"),
         ('source = "s"\ne_ac_pj = nan\ne_mac_pj = 1\n', "'e_ac_pj' must be a finite energy"),

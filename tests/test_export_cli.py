@@ -69,7 +69,7 @@ def test_export_warns_when_weights_are_lost_to_8_bits(run_dir, tmp_path, capsys)
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["missing_dir/none.pt"], "--checkpoint: file not found"),
+        (["missing_dir/none.pt"], "CHECKPOINT: file not found"),
         (["{run}", "--target", "lava2"], "--target: got 'lava2', expected one of nir, onnx"),
         (["{run}/teacher/last.pt"], "holds a teacher model, expected a student"),
         (["{run}", "--samples", "0"], "--samples: got 0"),

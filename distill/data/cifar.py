@@ -11,8 +11,11 @@ Layouts read (the official archives, extracted):
 Each row of ``b'data'`` holds the red, green then blue 32x32 planes, row-major, so it
 reshapes directly to ``[3, 32, 32]``.
 
-Security: these files are Python pickles, and unpickling can run arbitrary code. Only point
-``--data-root`` at CIFAR files you obtained yourself from a source you trust.
+Security: these files are Python pickles, and a plain ``pickle.load`` can run arbitrary code.
+They are read with ``CifarUnpickler``, which admits only what the official batches hold — dicts,
+lists, str/bytes/numbers and numpy arrays (``numpy`` ``_reconstruct``/``ndarray``/``dtype``, and
+``_codecs.encode`` that protocol-2 pickles use for bytes) — and refuses any other global (a
+function to call, a class to build) with one line naming the file: nothing in the file runs.
 """
 
 from __future__ import annotations
@@ -51,20 +54,60 @@ def _resolve(name: str, root: str | None, folder: str, files: tuple[str, ...]) -
     raise UserError(f"{name}: missing {', '.join(missing)} in {cand}; expected files: {expected}")
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global that a CIFAR batch never holds."""
+
+
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    import _codecs
+
+    from numpy._core import multiarray, numeric
+
+    reconstruct = multiarray._reconstruct
+    return {
+        ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,  # protocol-5 pickles of arrays
+        ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # how numpy 1 (and the files) name it
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _codecs.encode,
+    }
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of ``_allowed_globals``."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _allowed_globals()[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(f"{module}.{name}") from None
+
+
 def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One pickle batch -> (uint8 ``[N, 3, 32, 32]``, int64 ``[N]``)."""
     try:
         with open(path, "rb") as f:
-            # The user's own data file (see module docstring): pickle is the format CIFAR
-            # ships in. encoding='bytes' keeps the Python-2 era keys as bytes.
-            obj = pickle.load(f, encoding="bytes")
-    except Exception as e:  # a damaged pickle can raise almost anything
-        raise UserError(f"cannot read CIFAR batch {path}: {type(e).__name__}: {e}") from e
+            # encoding='bytes' keeps the Python-2 era keys as bytes
+            obj = CifarUnpickler(f, encoding="bytes").load()
+    except RefusedGlobal as e:
+        raise UserError(f"CIFAR batch {path} refers to {e}, which CIFAR batches never hold "
+                        "(only dicts, lists, strings, numbers and numpy arrays are read); refused, nothing ran") from None
+    except Exception as e:  # noqa: BLE001 - a damaged pickle can raise almost anything
+        raise UserError(f"cannot read CIFAR batch {path}: not a CIFAR python-version batch "
+                        f"(corrupt or truncated?): {type(e).__name__}") from None
     if not isinstance(obj, dict) or b"data" not in obj or label_key not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise UserError(f"{path}: expected a dict with b'data' and {label_key!r}, got {keys}")
-    data = np.asarray(obj[b"data"])
-    labels = np.asarray(obj[label_key])
+    data, labels = obj[b"data"], obj[label_key]
+    if not isinstance(data, np.ndarray) or not isinstance(labels, (list, np.ndarray)):
+        raise UserError(f"{path}: b'data' must be a numpy array and {label_key!r} a list, got "
+                        f"{type(data).__name__}, {type(labels).__name__}")
+    if isinstance(labels, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+            raise UserError(f"{path}: {label_key!r} must hold integers")
+        labels = np.asarray(labels, dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}")
     if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
@@ -92,8 +135,8 @@ def _load(name: str, folder: Path, files: tuple[str, ...], label_key: bytes,
 def load_cifar10(root: str | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     """Load (train, test) CIFAR-10: uint8 ``[N, 3, 32, 32]``, 10 classes.
 
-    ``root``: the ``cifar-10-batches-py`` folder or its parent. Unpickles the files (which
-    can run code): use only files you trust.
+    ``root``: the ``cifar-10-batches-py`` folder or its parent. The pickles are read with
+    ``CifarUnpickler`` (arrays and plain data only).
     """
     folder = _resolve("cifar10", root, CIFAR10_DIR, CIFAR10_TRAIN + CIFAR10_TEST)
     return (_load("cifar10", folder, CIFAR10_TRAIN, b"labels", 10),
@@ -103,8 +146,8 @@ def load_cifar10(root: str | None = None) -> tuple[ArrayDataset, ArrayDataset]:
 def load_cifar100(root: str | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     """Load (train, test) CIFAR-100 with fine labels: uint8 ``[N, 3, 32, 32]``, 100 classes.
 
-    ``root``: the ``cifar-100-python`` folder or its parent. Unpickles the files (which can
-    run code): use only files you trust.
+    ``root``: the ``cifar-100-python`` folder or its parent. The pickles are read with
+    ``CifarUnpickler`` (arrays and plain data only).
     """
     folder = _resolve("cifar100", root, CIFAR100_DIR, CIFAR100_TRAIN + CIFAR100_TEST)
     return (_load("cifar100", folder, CIFAR100_TRAIN, b"fine_labels", 100),

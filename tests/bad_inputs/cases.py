@@ -1,0 +1,665 @@
+"""The bad-input table: every case is one user mistake (or one hostile file) and the words the
+one error line must contain. Grouped by subcommand; ``CASES`` is the whole list."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+
+from .harness import MARKER, Case
+
+# cheap settings so that a case wrongly accepted trains for seconds, not minutes
+QUICK = ("--no-progress", "--epochs", "1", "--teacher-epochs", "1", "--limit-train", "64", "--limit-test", "8",
+         "--batch-size", "32", "--out-dir", "runs")
+RANDOM = bytes(random.Random(16).randrange(256) for _ in range(4096))
+
+
+# ------------------------------------------------------------------ file planting helpers
+def put(name: str, data: bytes | str):
+    def setup(ws: Path) -> None:
+        p = ws / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+    return setup
+
+
+def mkdir(name: str):
+    return lambda ws: (ws / name).mkdir(parents=True, exist_ok=True)
+
+
+def chain(*setups):
+    def setup(ws: Path) -> None:
+        for s in setups:
+            s(ws)
+    return setup
+
+
+class Payload:
+    """Unpickling this creates ws/PAYLOAD_RAN: proof that data ran code."""
+
+    def __init__(self, ws: Path) -> None:
+        self.target = str(ws / MARKER)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def pickle_file(name: str, make):
+    def setup(ws: Path) -> None:
+        p = ws / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(pickle.dumps(make(ws), protocol=2))
+    return setup
+
+
+def truncated(src: str, name: str, frac: float = 0.5):
+    def setup(ws: Path) -> None:
+        data = (ws / src).read_bytes()
+        (ws / name).write_bytes(data[: int(len(data) * frac)])
+    return setup
+
+
+def ckpt_edit(src: str, name: str, edit):
+    """Load the fixture checkpoint ``src`` (safely), change it, save it as ``name``."""
+    def setup(ws: Path) -> None:
+        import torch
+
+        ck = torch.load(ws / src, map_location="cpu", weights_only=True)
+        edit(ck, ws)
+        torch.save(ck, ws / name)
+    return setup
+
+
+def nan_first_weight(value):
+    def edit(ck, ws):
+        key = next(k for k in ck["model"] if k.endswith("weight"))
+        ck["model"][key] = ck["model"][key].clone()
+        ck["model"][key].view(-1)[0] = value
+    return edit
+
+
+def npz_edit(edit, name: str = "run/export/student.lava.npz"):
+    """Rewrite the fixture's Lava artefact: ``edit(header, arrays)`` changes it in place."""
+    def setup(ws: Path) -> None:
+        path = ws / "run/export/student.lava.npz"
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        header = json.loads(arrays.pop("header").tobytes())
+        edit(header, arrays, ws)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        out = ws / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as f:
+            np.savez(f, **arrays)
+    return setup
+
+
+def h5_edit(path: str, edit):
+    def setup(ws: Path) -> None:
+        import h5py
+
+        with h5py.File(ws / path, "r+") as f:
+            edit(f, ws)
+    return setup
+
+
+def cfg_edit(edit):
+    """Change the embedded training config of the Lava artefact."""
+    return npz_edit(lambda h, a, ws: edit(h["metadata"]["config"], ws))
+
+
+def json_edit(path: str, edit):
+    def setup(ws: Path) -> None:
+        p = ws / path
+        d = json.loads(p.read_text())
+        edit(d, ws)
+        p.write_text(json.dumps(d))
+    return setup
+
+
+def cifar_tree(batch_content, bad: str = "data_batch_1", folder: str = "cifar-10-batches-py"):
+    """A CIFAR python-version folder of tiny valid batches, with ``bad`` replaced."""
+    def setup(ws: Path) -> None:
+        root = ws / "cifar" / folder
+        root.mkdir(parents=True, exist_ok=True)
+        label_key = b"labels" if "10" in folder.split("-")[1] else b"fine_labels"
+        good = {b"data": np.zeros((4, 3072), np.uint8), label_key: [0, 1, 2, 3]}
+        names = ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if label_key == b"labels"
+                 else ["train", "test"])
+        for name in names:
+            obj = batch_content(ws) if name == bad else good
+            data = obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=2)
+            (root / name).write_bytes(data)
+    return setup
+
+
+def image_folder(classes: dict[str, int], ext: str = ".png", content: bytes | None = None):
+    def setup(ws: Path) -> None:
+        from PIL import Image
+
+        for cls, n in classes.items():
+            d = ws / "imgs" / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                if content is None:
+                    Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(d / f"{i}{ext}")
+                else:
+                    (d / f"{i}{ext}").write_bytes(content)
+    return setup
+
+
+# ------------------------------------------------------------------ distill / train-teacher / run
+def distill(*args, cmd="distill"):
+    return (cmd, *QUICK, *args)
+
+
+INT_FLAGS = ("timesteps", "epochs", "teacher-epochs", "batch-size", "limit-train", "limit-test", "seed",
+             "checkpoint-every")
+FLOAT_FLAGS = ("lr", "momentum", "weight-decay", "neuron-tau", "v-threshold", "temperature", "alpha", "delta",
+               "head-weight", "nld-lambda", "nld-temperature", "samd-temperature", "ckdsnn-beta", "ckdsnn-gamma",
+               "seal-alpha", "seal-beta", "seal-temperature", "kdsnn-feature-weight")
+CHOICE_FLAGS = {"data": "mnist", "model": "resnet50", "method": "hinton", "encoding": "latency",
+                "schedule": "step", "student-average": "median", "samd-cam-class": "random",
+                "device": "tpu"}
+
+CASES: list[Case] = []
+
+
+def add(id_, argv, expect, setup=None):
+    needs_run = setup is not None or any("{" in a for a in argv)  # pure flag cases need no files
+    CASES.append(Case(id_, tuple(argv), expect, setup, needs_run))
+
+
+# flags of the wrong type (argparse) and out of range (the config dataclass)
+for f in INT_FLAGS:
+    add(f"distill-{f}-not-int", distill(f"--{f}", "1.5"), f"--{f}")
+    add(f"distill-{f}-word", distill(f"--{f}", "many"), f"--{f}")
+for f in FLOAT_FLAGS:
+    add(f"distill-{f}-nan", distill(f"--{f}", "nan"), f"--{f}")
+    add(f"distill-{f}-inf", distill(f"--{f}", "inf"), f"--{f}")
+    add(f"distill-{f}-negative", distill(f"--{f}", "-1"), f"--{f}")
+    add(f"distill-{f}-word", distill(f"--{f}", "high"), f"--{f}")
+for f, v in CHOICE_FLAGS.items():
+    add(f"distill-{f}-unknown", distill(f"--{f}", v), f"--{f}")
+for f in ("timesteps", "epochs", "teacher-epochs", "batch-size", "limit-train", "limit-test"):
+    add(f"distill-{f}-zero", distill(f"--{f}", "0"), f"--{f}")
+add("distill-kdsnn-stage-unknown", distill("--method", "kdsnn", "--kdsnn-stage", "stage9"), "--kdsnn-stage")
+add("distill-seed-negative", distill("--seed", "-1"), "--seed")
+add("distill-seed-huge", distill("--seed", str(2**70)), "--seed")
+add("distill-timesteps-huge", distill("--timesteps", "1000000000"), "--timesteps")
+add("distill-epochs-huge", distill("--epochs", str(10**12)), "--epochs")
+add("distill-batch-huge", distill("--batch-size", str(2**40)), "--batch-size")
+add("distill-checkpoint-every-negative", distill("--checkpoint-every", "-5"), "--checkpoint-every")
+add("distill-alpha-above-1", distill("--alpha", "1.5"), "--alpha")
+add("distill-delta-above-1", distill("--delta", "2"), "--delta")
+add("distill-neuron-tau-1", distill("--neuron-tau", "1"), "--neuron-tau")
+add("distill-device-cuda-bad-index", distill("--device", "cuda:x"), "--device")
+add("distill-device-cuda-negative", distill("--device", "cuda:-1"), "--device")
+add("distill-unknown-flag", distill("--learning-rate", "0.1"), "--learning-rate")
+add("distill-stray-positional", distill("extra"), "extra")
+add("distill-flag-without-value", ("distill", "--lr"), "--lr")
+add("teacher-unknown-flag", ("train-teacher", "--resum", "x"), "--resum")
+add("no-command", (), "command")
+add("unknown-command", ("distil",), "distil")
+# run names and output folders
+add("distill-run-name-dotdot", distill("--run-name", "../escape"), "--run-name")
+add("distill-run-name-slash", distill("--run-name", "a/b"), "--run-name")
+add("distill-run-name-absolute", distill("--run-name", "/tmp/x"), "--run-name")
+add("distill-run-name-empty", distill("--run-name", ""), "--run-name")
+add("distill-run-name-dot", distill("--run-name", "."), "--run-name")
+add("distill-run-name-dotdot-only", distill("--run-name", ".."), "--run-name")
+add("distill-run-name-newline", distill("--run-name", "a\nb"), "--run-name")
+add("distill-out-dir-is-file", distill("--out-dir", "afile"), "--out-dir", put("afile", "x"))
+add("distill-out-dir-under-file", distill("--out-dir", "afile/sub"), "--out-dir", put("afile", "x"))
+add("distill-out-dir-empty", distill("--out-dir", ""), "--out-dir")
+add("distill-existing-run", distill("--run-name", "run", "--out-dir", "{ws}"), "already holds a run")
+# teacher checkpoints
+add("distill-teacher-missing", distill("--teacher", "nope.pt"), "nope.pt")
+add("distill-teacher-empty-dir", distill("--teacher", "emptydir"), "emptydir", mkdir("emptydir"))
+add("distill-teacher-text", distill("--teacher", "t.pt"), "not a readable checkpoint", put("t.pt", "hello teacher\n"))
+add("distill-teacher-random-bytes", distill("--teacher", "t.pt"), "not a readable checkpoint", put("t.pt", RANDOM))
+add("distill-teacher-empty-file", distill("--teacher", "t.pt"), "not a readable checkpoint", put("t.pt", b""))
+add("distill-teacher-truncated", distill("--teacher", "t.pt"), "not a readable checkpoint",
+    truncated("run/teacher/last.pt", "t.pt"))
+add("distill-teacher-pickle-payload", distill("--teacher", "t.pt"), "not a readable checkpoint",
+    pickle_file("t.pt", lambda ws: {"format": "htakl-deploy/checkpoint", "x": Payload(ws)}))
+add("distill-teacher-torch-payload", distill("--teacher", "t.pt"), "not a readable checkpoint",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(evil=Payload(ws))))
+add("distill-teacher-is-student", distill("--teacher", "{ckpt}"), "student")
+add("distill-teacher-nan", distill("--teacher", "t.pt"), "NaN", ckpt_edit("run/teacher/last.pt", "t.pt",
+                                                                        nan_first_weight(float("nan"))))
+add("distill-teacher-inf", distill("--teacher", "t.pt"), "inf", ckpt_edit("run/teacher/last.pt", "t.pt",
+                                                                        nan_first_weight(float("inf"))))
+add("distill-teacher-no-header", distill("--teacher", "t.pt"), "not an htakl-deploy checkpoint",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.pop("format")))
+add("distill-teacher-version-9", distill("--teacher", "t.pt"), "version",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(version=9)))
+add("distill-teacher-version-string", distill("--teacher", "t.pt"), "version",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(version="1")))
+add("distill-teacher-unknown-arch", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(arch="os.system")))
+add("distill-teacher-spec-extra-key", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(evil=1)))
+add("distill-teacher-spec-not-dict", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(model_spec=[1, 2])))
+add("distill-teacher-other-images", distill("--teacher", "t.pt"), "images",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(in_shape=[1, 28, 28])))
+add("distill-teacher-other-arch", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(arch="resnet20")))
+add("distill-teacher-missing-tensor", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model"].pop(next(iter(ck["model"])))))
+add("distill-teacher-wrong-shape", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt",
+              lambda ck, ws: ck["model"].update({k: v[:1] for k, v in list(ck["model"].items())[:1]})))
+add("distill-teacher-model-not-dict", distill("--teacher", "t.pt"), "t.pt",
+    ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(model="weights")))
+add("distill-teacher-is-npz", distill("--teacher", "{npz}"), "not a readable checkpoint")
+add("distill-teacher-is-nir", distill("--teacher", "{qnir}"), "not a readable checkpoint")
+add("teacher-flag-on-train-teacher", ("train-teacher", *QUICK, "--teacher-epochs", "0"), "--teacher-epochs")
+# config files
+add("config-missing", distill("--config", "nope.toml"), "nope.toml")
+add("config-is-dir", distill("--config", "c.toml"), "directory", mkdir("c.toml"))
+add("config-txt", distill("--config", "c.txt"), "c.txt", put("c.txt", "lr = 0.1\n"))
+add("config-not-utf8", distill("--config", "c.toml"), "UTF-8", put("c.toml", b"method = '\xff\xfe'\n"))
+add("config-binary", distill("--config", "c.yaml"), "c.yaml", put("c.yaml", RANDOM))
+add("config-toml-syntax", distill("--config", "c.toml"), "not valid TOML", put("c.toml", "lr = = 1\n"))
+add("config-yaml-syntax", distill("--config", "c.yaml"), "not valid YAML", put("c.yaml", "lr: [1,\n"))
+add("config-yaml-python-tag", distill("--config", "c.yaml"), "c.yaml",
+    put("c.yaml", "lr: !!python/object/apply:os.system ['touch PAYLOAD_RAN']\n"))
+add("config-yaml-list", distill("--config", "c.yaml"), "table", put("c.yaml", "- lr\n- 0.1\n"))
+add("config-yaml-scalar", distill("--config", "c.yaml"), "table", put("c.yaml", "hello\n"))
+add("config-unknown-key", distill("--config", "c.toml"), "learning_rate", put("c.toml", "learning_rate = 0.1\n"))
+add("config-bool-for-int", distill("--config", "c.toml"), "checkpoint_every", put("c.toml", "checkpoint_every = true\n"))
+add("config-bool-for-float", distill("--config", "c.toml"), "lr", put("c.toml", "lr = true\n"))
+add("config-float-for-int", distill("--config", "c.toml"), "timesteps", put("c.toml", "timesteps = 2.5\n"))
+add("config-string-for-float", distill("--config", "c.toml"), "lr", put("c.toml", "lr = \"0.1\"\n"))
+add("config-string-for-int", distill("--config", "c.toml"), "seed", put("c.toml", "seed = \"7\"\n"))
+add("config-list-for-str", distill("--config", "c.toml"), "method", put("c.toml", "method = [\"kd\"]\n"))
+add("config-table-for-str", distill("--config", "c.toml"), "data", put("c.toml", "[data]\nname = 'digits'\n"))
+add("config-int-for-str", distill("--config", "c.toml"), "run_name", put("c.toml", "run_name = 5\n"))
+add("config-int-for-data-root", distill("--config", "c.yaml"), "data_root", put("c.yaml", "data_root: 5\n"))
+add("config-int-for-teacher", distill("--config", "c.yaml"), "teacher", put("c.yaml", "teacher: 5\n"))
+add("config-string-for-bool", distill("--config", "c.toml"), "deterministic",
+    put("c.toml", "deterministic = \"yes\"\n"))
+add("config-int-for-bool", distill("--config", "c.yaml"), "tau_squared", put("c.yaml", "tau_squared: 2\n"))
+add("config-null-method", distill("--config", "c.yaml"), "method", put("c.yaml", "method: null\n"))
+add("config-huge-seed", distill("--config", "c.toml"), "seed", put("c.toml", f"seed = {2**63 - 1}\n"))
+add("config-nan-lr", distill("--config", "c.toml"), "lr", put("c.toml", "lr = nan\n"))
+add("config-inf-alpha", distill("--config", "c.toml"), "alpha", put("c.toml", "alpha = inf\n"))
+add("config-negative-timesteps", distill("--config", "c.yaml"), "timesteps", put("c.yaml", "timesteps: -4\n"))
+add("config-run-name-escape", distill("--config", "c.yaml"), "run_name", put("c.yaml", "run_name: ../../x\n"))
+add("config-yaml-anchor-bomb", distill("--config", "c.yaml"), "method",
+    put("c.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nmethod: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"))
+add("config-duplicate-key-toml", distill("--config", "c.toml"), "not valid TOML", put("c.toml", "lr = 1\nlr = 2\n"))
+add("config-dash-and-underscore", distill("--config", "c.yaml"), "batch",
+    put("c.yaml", "batch-size: 16\nbatch_size: 32\n"))
+add("config-empty-name-key", distill("--config", "c.yaml"), "c.yaml", put("c.yaml", "? [1, 2]\n: 3\n"))
+# data sets
+add("data-fmnist-root-missing", distill("--data", "fashion-mnist", "--data-root", "nowhere"), "nowhere")
+add("data-fmnist-root-is-file", distill("--data", "fashion-mnist", "--data-root", "f"), "f", put("f", "x"))
+add("data-fmnist-idx-garbage", distill("--data", "fashion-mnist", "--data-root", "fm"), "fm",
+    chain(*(put(f"fm/{n}", RANDOM) for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))))
+add("data-cifar-no-root", distill("--data", "cifar10"), "--data-root")
+add("data-cifar-missing-files", distill("--data", "cifar10", "--data-root", "cifar"), "missing",
+    mkdir("cifar/cifar-10-batches-py"))
+add("data-cifar-pickle-payload", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": Payload(ws), b"labels": [0]}))
+add("data-cifar-pickle-global", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: pickle.dumps({b"data": Path("x"), b"labels": [0]}, protocol=2)))
+add("data-cifar-random-bytes", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: RANDOM))
+add("data-cifar-empty-file", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: b""))
+add("data-cifar-truncated", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]})[:200]))
+add("data-cifar-not-dict", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: [1, 2, 3]))
+add("data-cifar-wrong-dtype", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": np.zeros((4, 3072), np.float64), b"labels": [0, 1, 2, 3]}))
+add("data-cifar-wrong-width", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}))
+add("data-cifar-label-range", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 99]}))
+add("data-cifar-label-count", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1]}))
+add("data-cifar-object-array", distill("--data", "cifar10", "--data-root", "cifar"), "data_batch_1",
+    cifar_tree(lambda ws: {b"data": np.array([Payload(ws)] * 4, dtype=object), b"labels": [0, 1, 2, 3]}))
+add("data-cifar100-payload", distill("--data", "cifar100", "--data-root", "cifar"), "train",
+    cifar_tree(lambda ws: {b"data": Payload(ws), b"fine_labels": [0]}, bad="train", folder="cifar-100-python"))
+add("data-image-folder-missing", distill("--data", "image-folder", "--data-root", "imgs"), "imgs")
+add("data-image-folder-one-class", distill("--data", "image-folder", "--data-root", "imgs"), "class",
+    image_folder({"only": 20}))
+add("data-image-folder-no-classes", distill("--data", "image-folder", "--data-root", "imgs"), "imgs",
+    mkdir("imgs"))
+add("data-image-folder-empty-class", distill("--data", "image-folder", "--data-root", "imgs"), "b",
+    chain(image_folder({"a": 10}), mkdir("imgs/b")))
+add("data-image-folder-garbage-png", distill("--data", "image-folder", "--data-root", "imgs"), "cannot read image",
+    image_folder({"a": 3, "b": 3}, content=RANDOM))
+add("data-image-folder-is-file", distill("--data", "image-folder", "--data-root", "imgs"), "imgs", put("imgs", "x"))
+add("data-digits-one-class-limit", distill("--limit-train", "1", "--batch-size", "1"), "class")
+add("data-root-for-digits", distill("--data-root", "somewhere"), "--data-root")
+add("data-batch-bigger-than-set", distill("--batch-size", "5000", "--limit-train", "64"), "--batch-size")
+add("data-model-too-big", distill("--model", "vgg16"), "vgg16")
+# resume
+add("resume-missing", ("distill", "--resume", "nowhere"), "nowhere")
+add("resume-file", ("distill", "--resume", "{ckpt}"), "last.pt")
+add("resume-no-config", ("distill", "--resume", "d"), "config.json", mkdir("d"))
+add("resume-config-garbage", ("distill", "--resume", "{run}"), "config.json", put("run/config.json", "{oops"))
+add("resume-config-binary", ("distill", "--resume", "{run}"), "config.json", put("run/config.json", RANDOM))
+add("resume-config-list", ("distill", "--resume", "{run}"), "config.json", put("run/config.json", "[1, 2]"))
+add("resume-config-unknown-key", ("distill", "--resume", "{run}"), "config.json",
+    json_edit("run/config.json", lambda d, ws: d.update(evil=1)))
+add("resume-config-bool-epochs", ("distill", "--resume", "{run}"), "epochs",
+    json_edit("run/config.json", lambda d, ws: d.update(epochs=True)))
+add("resume-config-nan-lr", ("distill", "--resume", "{run}"), "lr", put("run/config.json", json.dumps(
+    {"teacher_only": False, "lr": float("nan")})))
+add("resume-config-bad-method", ("distill", "--resume", "{run}"), "method",
+    json_edit("run/config.json", lambda d, ws: d.update(method="evil")))
+add("resume-config-run-name-escape", ("distill", "--resume", "{run}"), "run_name",
+    json_edit("run/config.json", lambda d, ws: d.update(run_name="../../x")))
+add("resume-with-flags", ("distill", "--resume", "{run}", "--lr", "0.5"), "--lr")
+add("resume-with-config", ("distill", "--resume", "{run}", "--config", "c.toml"), "--config", put("c.toml", ""))
+add("resume-last-corrupt", ("distill", "--resume", "{run}"), "last.pt",
+    chain(put("run/student/last.pt", RANDOM), lambda ws: (ws / "run/student/done.json").unlink()))
+# the same config checks on train-teacher and run
+for cmd in ("train-teacher", "run"):
+    extra = ("--no-lava",) if cmd == "run" else ()
+    add(f"{cmd}-seed-negative", distill("--seed", "-1", *extra, cmd=cmd), "--seed")
+    add(f"{cmd}-lr-nan", distill("--lr", "nan", *extra, cmd=cmd), "--lr")
+    add(f"{cmd}-timesteps-zero", distill("--timesteps", "0", *extra, cmd=cmd), "--timesteps")
+    add(f"{cmd}-run-name-escape", distill("--run-name", "../x", *extra, cmd=cmd), "--run-name")
+    add(f"{cmd}-data-unknown", distill("--data", "imagenet", *extra, cmd=cmd), "--data")
+    add(f"{cmd}-config-not-utf8", distill("--config", "c.yaml", *extra, cmd=cmd), "UTF-8", put("c.yaml", b"\xff\xfe"))
+    add(f"{cmd}-out-dir-file", distill("--out-dir", "f", *extra, cmd=cmd), "--out-dir", put("f", "x"))
+    add(f"{cmd}-resume-missing", (cmd, "--resume", "nowhere"), "nowhere")
+add("run-lava-samples-zero", distill("--lava-samples", "0", cmd="run"), "--lava-samples")
+add("run-lava-samples-word", distill("--lava-samples", "all", cmd="run"), "--lava-samples")
+add("run-preset-unknown", distill("--preset", "tpu", "--no-lava", cmd="run"), "--preset")
+add("run-preset-path", distill("--preset", "../../etc/passwd", "--no-lava", cmd="run"), "--preset")
+add("run-teacher-garbage", distill("--teacher", "t.pt", "--no-lava", cmd="run"), "not a readable checkpoint",
+    put("t.pt", RANDOM))
+
+# ------------------------------------------------------------------ export
+add("export-missing", ("export", "nope"), "nope")
+add("export-no-positional", ("export",), "checkpoint")
+add("export-dir-not-run", ("export", "d"), "d", mkdir("d"))
+add("export-text", ("export", "s.pt"), "not a readable checkpoint", put("s.pt", "a student\n"))
+add("export-random-bytes", ("export", "s.pt"), "not a readable checkpoint", put("s.pt", RANDOM))
+add("export-empty-file", ("export", "s.pt"), "not a readable checkpoint", put("s.pt", b""))
+add("export-truncated", ("export", "s.pt"), "not a readable checkpoint", truncated("run/student/last.pt", "s.pt"))
+add("export-truncated-90", ("export", "s.pt"), "not a readable checkpoint",
+    truncated("run/student/last.pt", "s.pt", 0.9))
+add("export-pickle-payload", ("export", "s.pt"), "not a readable checkpoint",
+    pickle_file("s.pt", lambda ws: Payload(ws)))
+add("export-torch-payload", ("export", "s.pt"), "not a readable checkpoint",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck.update(evil=Payload(ws))))
+add("export-teacher-as-student", ("export", "{teacher}"), "teacher")
+add("export-nan-weight", ("export", "s.pt"), "NaN", ckpt_edit("run/student/last.pt", "s.pt",
+                                                               nan_first_weight(float("nan"))))
+add("export-inf-weight", ("export", "s.pt"), "inf", ckpt_edit("run/student/last.pt", "s.pt",
+                                                               nan_first_weight(float("-inf"))))
+add("export-no-config", ("export", "s.pt"), "config", ckpt_edit("run/student/last.pt", "s.pt",
+                                                                 lambda ck, ws: ck.pop("config")))
+add("export-config-bad-value", ("export", "s.pt"), "timesteps",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck["config"].update(timesteps=0)))
+add("export-config-not-dict", ("export", "s.pt"), "config",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck.update(config="digits")))
+add("export-config-data-root", ("export", "s.pt"), "data",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck["config"].update(
+        data="image-folder", data_root=str(ws / "elsewhere"))))
+add("export-spec-arch-unknown", ("export", "s.pt"), "s.pt",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck["model_spec"].update(arch="evil")))
+add("export-spec-spiking-false", ("export", "s.pt"), "s.pt",
+    ckpt_edit("run/student/last.pt", "s.pt", lambda ck, ws: ck["model_spec"].update(spiking=False)))
+add("export-target-unknown", ("export", "{run}", "--target", "tflite"), "--target")
+add("export-timesteps-zero", ("export", "{run}", "--timesteps", "0"), "--timesteps")
+add("export-timesteps-huge", ("export", "{run}", "--timesteps", "1000000000"), "--timesteps")
+add("export-timesteps-word", ("export", "{run}", "--timesteps", "four"), "--timesteps")
+add("export-samples-zero", ("export", "{run}", "--samples", "0"), "--samples")
+add("export-samples-negative", ("export", "{run}", "--samples", "-3"), "--samples")
+add("export-lava-check-negative", ("export", "{run}", "--lava-check", "-1"), "--lava-check")
+add("export-out-is-file", ("export", "{run}", "--out", "f"), "--out", put("f", "x"))
+add("export-out-under-file", ("export", "{run}", "--out", "f/sub"), "--out", put("f", "x"))
+add("export-data-root-missing", ("export", "{run}", "--data-root", "nowhere"), "--data-root")
+add("export-run-student-missing", ("export", "{run}"), "student",
+    lambda ws: [(ws / "run/student" / n).unlink() for n in ("last.pt", "best.pt")])
+add("export-run-student-is-dir", ("export", "{run}"), "last.pt",
+    lambda ws: ((ws / "run/student/last.pt").unlink(), (ws / "run/student/last.pt").mkdir()))
+add("export-unknown-flag", ("export", "{run}", "--format", "nir"), "--format")
+
+# ------------------------------------------------------------------ simulate
+add("sim-missing", ("simulate", "nope"), "nope")
+add("sim-no-positional", ("simulate",), "artefact")
+add("sim-dir-without-artefact", ("simulate", "d"), "student.lava.npz", mkdir("d"))
+add("sim-text", ("simulate", "a.npz"), "not a readable Lava artefact", put("a.npz", "text\n"))
+add("sim-random-bytes", ("simulate", "a.npz"), "not a readable Lava artefact", put("a.npz", RANDOM))
+add("sim-empty", ("simulate", "a.npz"), "not a readable Lava artefact", put("a.npz", b""))
+add("sim-truncated", ("simulate", "a.npz"), "not a readable Lava artefact",
+    truncated("run/export/student.lava.npz", "a.npz"))
+add("sim-checkpoint-as-artefact", ("simulate", "{ckpt}"), "not a readable Lava artefact")
+add("sim-object-array", ("simulate", "a.npz"), "a.npz",
+    lambda ws: np.savez(ws / "a.npz", header=np.array([Payload(ws)], dtype=object)))
+add("sim-no-header", ("simulate", "a.npz"), "header", lambda ws: np.savez(ws / "a.npz", x=np.zeros(3)))
+add("sim-header-not-json", ("simulate", "a.npz"), "header",
+    lambda ws: np.savez(ws / "a.npz", header=np.frombuffer(b"{not json", np.uint8)))
+add("sim-header-not-utf8", ("simulate", "a.npz"), "header",
+    lambda ws: np.savez(ws / "a.npz", header=np.frombuffer(b"\xff\xfe\xfd", np.uint8)))
+add("sim-header-list", ("simulate", "a.npz"), "header",
+    lambda ws: np.savez(ws / "a.npz", header=np.frombuffer(b"[1, 2]", np.uint8)))
+add("sim-format-other", ("simulate", "{run}"), "format", npz_edit(lambda h, a, ws: h.update(format="evil/1")))
+add("sim-missing-populations", ("simulate", "{run}"), "populations", npz_edit(lambda h, a, ws: h.pop("populations")))
+add("sim-missing-links", ("simulate", "{run}", "--backend", "emulator"), "links", npz_edit(lambda h, a, ws: h.pop("links")))
+add("sim-extra-field", ("simulate", "{run}", "--backend", "emulator"), "evil", npz_edit(lambda h, a, ws: h.update(evil=1)))
+add("sim-extra-pop-field", ("simulate", "{run}", "--backend", "emulator"), "evil",
+    npz_edit(lambda h, a, ws: h["populations"][0].update(evil=1)))
+add("sim-missing-pop-field", ("simulate", "{run}", "--backend", "emulator"), "vth", npz_edit(lambda h, a, ws: h["populations"][0].pop("vth")))
+add("sim-missing-link-field", ("simulate", "{run}", "--backend", "emulator"), "delay", npz_edit(lambda h, a, ws: h["links"][1].pop("delay")))
+add("sim-missing-array", ("simulate", "{run}", "--backend", "emulator"), "pop0.bias_mant", npz_edit(lambda h, a, ws: a.pop("pop0.bias_mant")))
+add("sim-bias-wrong-length", ("simulate", "{run}", "--backend", "emulator"), "bias",
+    npz_edit(lambda h, a, ws: a.update({"pop0.bias_mant": a["pop0.bias_mant"][:3]})))
+add("sim-weight-wrong-shape", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"][:, :3]})))
+add("sim-dense-wrong-shape", ("simulate", "{run}", "--backend", "emulator"), "fc",
+    npz_edit(lambda h, a, ws: h["links"][2].update(m_shape=[10, 999], f_shape=[10, 999])))
+add("sim-float-weight-nan", ("simulate", "{run}", "--backend", "emulator"), "NaN",
+    npz_edit(lambda h, a, ws: a["link1.f_weight"].reshape(-1).__setitem__(0, np.nan)))
+add("sim-float-bias-inf", ("simulate", "{run}", "--backend", "emulator"), "inf",
+    npz_edit(lambda h, a, ws: a["pop1.f_bias"].__setitem__(0, np.inf)))
+add("sim-int-weight-float", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"].astype(np.float64) + 0.5})))
+add("sim-weight-mantissa-range", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
+    npz_edit(lambda h, a, ws: a["link1.weight"].reshape(-1).__setitem__(0, 2**30)))
+add("sim-unknown-src", ("simulate", "{run}", "--backend", "emulator"), "nowhere", npz_edit(lambda h, a, ws: h["links"][1].update(src="nowhere")))
+add("sim-cycle", ("simulate", "{run}"), "cycle", npz_edit(lambda h, a, ws: _back_link(h, a)))
+add("sim-self-loop", ("simulate", "{run}", "--backend", "emulator"), "cycle", npz_edit(
+    lambda h, a, ws: h["links"][1].update(src="stage2.act", dst="stage2.act")))
+add("sim-two-readouts", ("simulate", "{run}"), "readout",
+    npz_edit(lambda h, a, ws: h["populations"][0].update(readout=True)))
+add("sim-no-input-link", ("simulate", "{run}", "--backend", "emulator"), "input", npz_edit(lambda h, a, ws: h["links"][0].update(kind="sparse")))
+add("sim-link-kind-unknown", ("simulate", "{run}", "--backend", "emulator"), "kind", npz_edit(lambda h, a, ws: h["links"][1].update(kind="evil")))
+add("sim-delay-huge", ("simulate", "{run}", "--backend", "emulator"), "delay", npz_edit(lambda h, a, ws: h["links"][2].update(delay=10**6)))
+add("sim-depth-negative", ("simulate", "{run}", "--backend", "emulator"), "depth",
+    npz_edit(lambda h, a, ws: h["populations"][1].update(depth=-1)))
+add("sim-depth-inconsistent", ("simulate", "{run}", "--backend", "emulator"), "depth",
+    npz_edit(lambda h, a, ws: h["populations"][2].update(depth=7)))
+add("sim-shape-string", ("simulate", "{run}", "--backend", "emulator"), "shape",
+    npz_edit(lambda h, a, ws: h["populations"][1].update(shape="64x4x4")))
+add("sim-shape-zero", ("simulate", "{run}", "--backend", "emulator"), "shape",
+    npz_edit(lambda h, a, ws: h["populations"][1].update(shape=[0, 4, 4])))
+add("sim-input-shape-wrong", ("simulate", "{run}", "--backend", "emulator"), "input",
+    npz_edit(lambda h, a, ws: h.update(input_shape=[3, 32, 32])))
+add("sim-input-scale-nan", ("simulate", "{run}", "--backend", "emulator"), "input_scale",
+    npz_edit(lambda h, a, ws: h.update(input_scale=float("nan"))))
+add("sim-vth-zero", ("simulate", "{run}", "--backend", "emulator"), "vth", npz_edit(lambda h, a, ws: h["populations"][0].update(vth=0)))
+add("sim-du-range", ("simulate", "{run}", "--backend", "emulator"), "du", npz_edit(lambda h, a, ws: h["populations"][0].update(du=10**9)))
+add("sim-vth-bool", ("simulate", "{run}", "--backend", "emulator"), "vth", npz_edit(lambda h, a, ws: h["populations"][0].update(vth=True)))
+add("sim-timesteps-zero-meta", ("simulate", "{run}", "--backend", "emulator"), "timesteps",
+    npz_edit(lambda h, a, ws: h["metadata"].update(timesteps=0)))
+add("sim-timesteps-string-meta", ("simulate", "{run}", "--backend", "emulator"), "timesteps",
+    npz_edit(lambda h, a, ws: h["metadata"].update(timesteps="four")))
+add("sim-metadata-list", ("simulate", "{run}", "--backend", "emulator"), "metadata", npz_edit(lambda h, a, ws: h.update(metadata=[1])))
+add("sim-no-config", ("simulate", "{run}", "--backend", "emulator"), "config", npz_edit(lambda h, a, ws: h["metadata"].pop("config")))
+add("sim-config-bad-value", ("simulate", "{run}", "--backend", "emulator"), "batch_size",
+    cfg_edit(lambda c, ws: c.update(batch_size=-1)))
+add("sim-config-unknown-key", ("simulate", "{run}", "--backend", "emulator"), "evil", cfg_edit(lambda c, ws: c.update(evil=1)))
+add("sim-config-data-root-elsewhere", ("simulate", "{run}", "--backend", "emulator"), "data",
+    cfg_edit(lambda c, ws: c.update(data="image-folder", data_root=str(ws / "malicious"))))
+add("sim-config-data-root-payload", ("simulate", "{run}"), "data", chain(
+    cifar_tree(lambda ws: {b"data": Payload(ws), b"labels": [0]}),
+    cfg_edit(lambda c, ws: c.update(data="cifar10", data_root=str(ws / "cifar")))))
+add("sim-config-other-data", ("simulate", "{run}", "--backend", "emulator"), "input", cfg_edit(lambda c, ws: c.update(data="fashion-mnist")))
+add("sim-backend-unknown", ("simulate", "{run}", "--backend", "loihi3"), "--backend")
+add("sim-samples-zero", ("simulate", "{run}", "--samples", "0"), "--samples")
+add("sim-samples-negative", ("simulate", "{run}", "--samples", "-1"), "--samples")
+add("sim-samples-word", ("simulate", "{run}", "--samples", "ten"), "--samples")
+add("sim-timesteps-zero", ("simulate", "{run}", "--timesteps", "0", "--backend", "emulator"), "--timesteps")
+add("sim-timesteps-huge", ("simulate", "{run}", "--timesteps", "1000000000", "--backend", "emulator"), "--timesteps")
+add("sim-out-is-file", ("simulate", "{run}", "--backend", "emulator", "--out", "f"), "--out", put("f", "x"))
+add("sim-out-under-file", ("simulate", "{run}", "--backend", "emulator", "--out", "f/x"), "--out", put("f", "x"))
+add("sim-data-root-missing-dir", ("simulate", "{run}", "--backend", "emulator", "--data-root", "nowhere"),
+    "--data-root")
+add("sim-float-nir-missing", ("simulate", "{run}", "--backend", "torch-float"), "student_float.nir",
+    lambda ws: (ws / "run/export/student_float.nir").unlink())
+add("sim-float-nir-garbage", ("simulate", "{run}", "--backend", "torch-float"), "student_float.nir",
+    put("run/export/student_float.nir", RANDOM))
+
+# ------------------------------------------------------------------ energy
+E = ("energy", "{h5}", "--graph", "{qnir}")
+add("energy-spikes-missing", ("energy", "nope.h5", "--graph", "{qnir}"), "nope.h5")
+add("energy-spikes-dir", ("energy", "d", "--graph", "{qnir}"), "directory", mkdir("d"))
+add("energy-spikes-text", ("energy", "s.h5", "--graph", "{qnir}"), "s.h5", put("s.h5", "text"))
+add("energy-spikes-random", ("energy", "s.h5", "--graph", "{qnir}"), "s.h5", put("s.h5", RANDOM))
+add("energy-spikes-truncated", ("energy", "s.h5", "--graph", "{qnir}"), "s.h5",
+    truncated("run/simulate/emulator/spikes.h5", "s.h5"))
+add("energy-spikes-is-nir", ("energy", "{qnir}", "--graph", "{qnir}"), "not a spike recording")
+add("energy-spikes-no-format", ("energy", "{h5}", "--graph", "{qnir}"), "format",
+    h5_edit("run/simulate/emulator/spikes.h5", lambda f, ws: f.attrs.__delitem__("format")))
+add("energy-spikes-float-layer", ("energy", "{h5}", "--graph", "{qnir}"), "stage1.act", h5_edit(
+    "run/simulate/emulator/spikes.h5",
+    lambda f, ws: (f["layers"].__delitem__("stage1.act"),
+                   f["layers"].create_dataset("stage1.act", data=np.full((4, 8, 32, 8, 8), 0.5)))))
+add("energy-spikes-value-2", ("energy", "{h5}", "--graph", "{qnir}"), "stage1.act", h5_edit(
+    "run/simulate/emulator/spikes.h5",
+    lambda f, ws: (f["layers"].__delitem__("stage1.act"),
+                   f["layers"].create_dataset("stage1.act", data=np.full((4, 8, 32, 8, 8), 2, np.uint8)))))
+add("energy-spikes-wrong-shape", ("energy", "{h5}", "--graph", "{qnir}"), "stage2.act", h5_edit(
+    "run/simulate/emulator/spikes.h5",
+    lambda f, ws: (f["layers"].__delitem__("stage2.act"),
+                   f["layers"].create_dataset("stage2.act", data=np.zeros((4, 8, 3, 3, 3), np.uint8)))))
+add("energy-spikes-missing-layer", ("energy", "{h5}", "--graph", "{qnir}"), "stage2.act", h5_edit(
+    "run/simulate/emulator/spikes.h5", lambda f, ws: f["layers"].__delitem__("stage2.act")))
+add("energy-spikes-attrs-garbage", ("energy", "{h5}", "--graph", "{qnir}"), "not a readable", h5_edit(
+    "run/simulate/emulator/spikes.h5", lambda f, ws: f.attrs.__setitem__("attrs_json", "{nope")))
+add("energy-spikes-external-link", ("energy", "{h5}", "--graph", "{qnir}"), "link", h5_edit(
+    "run/simulate/emulator/spikes.h5", lambda f, ws: f.__setitem__(
+        "labels_ext", __import__("h5py").ExternalLink(str(ws / "run/export/student_quant.nir"), "/node"))))
+add("energy-spikes-external-storage", ("energy", "s.h5", "--graph", "{qnir}"), "external", lambda ws: _h5_external(ws))
+add("energy-graph-missing", ("energy", "{h5}", "--graph", "nope.nir"), "nope.nir")
+add("energy-graph-dir", ("energy", "{h5}", "--graph", "d"), "directory", mkdir("d"))
+add("energy-graph-random", ("energy", "{h5}", "--graph", "g.nir"), "g.nir", put("g.nir", RANDOM))
+add("energy-graph-text", ("energy", "{h5}", "--graph", "g.nir"), "g.nir", put("g.nir", "graph\n"))
+add("energy-graph-is-spikes", ("energy", "{h5}", "--graph", "{h5}"), "spikes.h5")
+add("energy-graph-truncated", ("energy", "{h5}", "--graph", "g.nir"), "g.nir",
+    truncated("run/export/student_quant.nir", "g.nir"))
+add("energy-graph-nan-weight", ("energy", "{h5}", "--graph", "{fnir}"), "NaN", h5_edit(
+    "run/export/student_float.nir", lambda f, ws: f["node/nodes/fc/weight"].__setitem__((0, 0), np.nan)))
+add("energy-graph-inf-weight", ("energy", "{h5}", "--graph", "{fnir}"), "inf", h5_edit(
+    "run/export/student_float.nir", lambda f, ws: f["node/nodes/stage2.conv/weight"].__setitem__(
+        (0, 0, 0, 0), np.inf)))
+add("energy-graph-unknown-node", ("energy", "{h5}", "--graph", "{qnir}"), "type", h5_edit(
+    "run/export/student_quant.nir", lambda f, ws: (f["node/nodes/flatten"].__delitem__("type"),
+                                                    f["node/nodes/flatten"].create_dataset("type", data=b"Evil"))))
+add("energy-graph-cycle", ("energy", "{h5}", "--graph", "{qnir}"), "cycle", h5_edit(
+    "run/export/student_quant.nir", lambda f, ws: _add_edge(f, "fc", "stage1.conv")))
+add("energy-graph-dangling-edge", ("energy", "{h5}", "--graph", "{qnir}"), "nowhere", h5_edit(
+    "run/export/student_quant.nir", lambda f, ws: _add_edge(f, "fc", "nowhere")))
+add("energy-graph-external-link", ("energy", "{h5}", "--graph", "{qnir}"), "link", h5_edit(
+    "run/export/student_quant.nir", lambda f, ws: f["node/nodes"].__setitem__(
+        "ext", __import__("h5py").ExternalLink(str(ws / "run/simulate/emulator/spikes.h5"), "/layers"))))
+add("energy-preset-unknown", (*E, "--preset", "tpu"), "--preset")
+add("energy-preset-path", (*E, "--preset", "../presets/paper-45nm"), "--preset")
+add("energy-preset-and-model", (*E, "--preset", "loihi1", "--energy-model", "m.toml"), "--energy-model",
+    put("m.toml", "source='x'\ne_ac_pj=1\ne_mac_pj=1\n"))
+add("energy-model-missing", (*E, "--energy-model", "m.toml"), "m.toml")
+add("energy-model-dir", (*E, "--energy-model", "m.toml"), "directory", mkdir("m.toml"))
+add("energy-model-yaml", (*E, "--energy-model", "m.yaml"), "m.yaml", put("m.yaml", "e_ac_pj: 1\n"))
+add("energy-model-not-utf8", (*E, "--energy-model", "m.toml"), "UTF-8", put("m.toml", b"source = '\xff'\n"))
+add("energy-model-bad-toml", (*E, "--energy-model", "m.toml"), "not valid TOML", put("m.toml", "e_ac_pj = \n"))
+add("energy-model-bad-json", (*E, "--energy-model", "m.json"), "not valid JSON", put("m.json", "{'a': 1}"))
+add("energy-model-json-list", (*E, "--energy-model", "m.json"), "table", put("m.json", "[1, 2]"))
+add("energy-model-json-infinity", (*E, "--energy-model", "m.json"), "e_ac_pj",
+    put("m.json", '{"source": "x", "e_ac_pj": Infinity, "e_mac_pj": 1}'))
+add("energy-model-json-nan", (*E, "--energy-model", "m.json"), "e_mac_pj",
+    put("m.json", '{"source": "x", "e_ac_pj": 1, "e_mac_pj": NaN}'))
+add("energy-model-toml-inf", (*E, "--energy-model", "m.toml"), "e_ac_pj", put("m.toml", "source='x'\ne_ac_pj=inf\ne_mac_pj=1\n"))
+add("energy-model-toml-nan", (*E, "--energy-model", "m.toml"), "e_spike_pj",
+    put("m.toml", "source='x'\ne_ac_pj=1\ne_mac_pj=1\ne_spike_pj=nan\n"))
+add("energy-model-negative", (*E, "--energy-model", "m.toml"), "e_ac_pj", put("m.toml", "source='x'\ne_ac_pj=-1\ne_mac_pj=1\n"))
+add("energy-model-absurd", (*E, "--energy-model", "m.toml"), "e_mac_pj",
+    put("m.toml", "source='x'\ne_ac_pj=1\ne_mac_pj=1e300\n"))
+add("energy-model-string", (*E, "--energy-model", "m.toml"), "e_ac_pj", put("m.toml", "source='x'\ne_ac_pj='1'\ne_mac_pj=1\n"))
+add("energy-model-bool", (*E, "--energy-model", "m.toml"), "e_ac_pj", put("m.toml", "source='x'\ne_ac_pj=true\ne_mac_pj=1\n"))
+add("energy-model-missing-key", (*E, "--energy-model", "m.toml"), "e_mac_pj", put("m.toml", "source='x'\ne_ac_pj=1\n"))
+add("energy-model-unknown-key", (*E, "--energy-model", "m.toml"), "e_sram_pj",
+    put("m.toml", "source='x'\ne_ac_pj=1\ne_mac_pj=1\ne_sram_pj=3\n"))
+add("energy-model-no-source", (*E, "--energy-model", "m.toml"), "source", put("m.toml", "e_ac_pj=1\ne_mac_pj=1\n"))
+add("energy-model-empty-source", (*E, "--energy-model", "m.toml"), "source",
+    put("m.toml", "source=''\ne_ac_pj=1\ne_mac_pj=1\n"))
+add("energy-model-nested", (*E, "--energy-model", "m.toml"), "m.toml", put("m.toml", "[chip]\nsource='x'\n"))
+add("energy-json-out-dir", (*E, "--json", "d"), "directory", mkdir("d"))
+add("energy-json-under-file", (*E, "--json", "f/e.json"), "f", put("f", "x"))
+add("energy-no-graph", ("energy", "{h5}"), "--graph")
+add("energy-graph-mismatch", ("energy", "{h5}", "--graph", "{qnir}"), "stage1.act", h5_edit(
+    "run/simulate/emulator/spikes.h5",
+    lambda f, ws: (f["layers"].__delitem__("stage1.act"),
+                   f["layers"].create_dataset("stage1.act", data=np.zeros((4, 8, 16, 8, 8), np.uint8)))))
+
+# ------------------------------------------------------------------ report
+add("report-missing", ("report", "nowhere"), "nowhere")
+add("report-file", ("report", "{ckpt}"), "last.pt")
+add("report-no-config", ("report", "d"), "config.json", mkdir("d"))
+add("report-config-garbage", ("report", "{run}"), "config.json", put("run/config.json", "{oops"))
+add("report-config-binary", ("report", "{run}"), "config.json", put("run/config.json", RANDOM))
+add("report-config-list", ("report", "{run}"), "config.json", put("run/config.json", "[]"))
+add("report-extra-arg", ("report", "{run}", "{run}"), "unrecognized")
+
+
+def _back_link(h: dict, a: dict) -> None:
+    """A sparse link from the readout back into the first population: a cycle."""
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(np.zeros((2048, 10), np.int64))
+    i = len(h["links"])
+    h["links"].append({"name": "back", "src": "output", "dst": "stage1.act", "kind": "sparse", "delay": 0,
+                       "weight_exp": 0, "has_matrix": True, "m_shape": [2048, 10], "f_shape": [2048, 10]})
+    for tag, mat in (("m", m), ("f", m.astype(np.float64))):
+        a[f"link{i}.{tag}.data"], a[f"link{i}.{tag}.indices"], a[f"link{i}.{tag}.indptr"] = (
+            mat.data, mat.indices, mat.indptr)
+
+
+def _add_edge(f, a: str, b: str) -> None:
+    import h5py
+
+    edges = f["node/edges"][()]
+    del f["node/edges"]
+    new = np.concatenate([edges, np.array([[a.encode(), b.encode()]], dtype=object)])
+    f["node"].create_dataset("edges", data=new, dtype=h5py.string_dtype())
+
+
+def _h5_external(ws: Path) -> None:
+    """A spike file whose 'input' dataset stores its bytes in another file (HDF5 external storage)."""
+    import h5py
+    import shutil
+
+    shutil.copy(ws / "run/simulate/emulator/spikes.h5", ws / "s.h5")
+    (ws / "secret.bin").write_bytes(bytes(range(256)) * 8)
+    with h5py.File(ws / "s.h5", "r+") as f:
+        shape, dtype = f["input"].shape, f["input"].dtype
+        del f["input"]
+        f.create_dataset("input", shape=shape, dtype=dtype, external=[(str(ws / "secret.bin"), 0, h5py.h5f.UNLIMITED)])
