@@ -359,7 +359,7 @@ def _check_node_types(path: Path) -> None:
 def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     """``nir.read`` with one-line ``UserError`` for a missing, corrupt or truncated file and
     for nodes of unknown type (naming node and type)."""
-    from htakl_deploy.readers import check_h5_self_contained, check_nir_finite, describe_missing
+    from htakl_deploy.readers import check_h5_self_contained, describe_missing
 
     p = Path(path)
     if not p.is_file():
@@ -367,9 +367,7 @@ def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     try:
         check_h5_self_contained(p)  # no external links/storage: a NIR file cannot make us read others
         _check_node_types(p)
-        graph = nir.read(p, type_check=False)
-        check_nir_finite(graph, p)  # NaN/inf parameters refused naming the node
-        return graph
+        return nir.read(p, type_check=False)
     except UserError:
         raise
     except Exception as e:  # h5py raises OSError/KeyError/ValueError/TypeError on bad files

@@ -80,22 +80,3 @@ def check_h5_self_contained(path: str | os.PathLike, label: str = "") -> None:
     if problems:
         raise UserError(f"{where}{path}: {problems[0]}; files that reach into other files are refused")
 
-
-def check_nir_finite(graph, path: str | os.PathLike, label: str = "") -> None:
-    """Every numeric array of every node of a NIR graph finite: NaN/inf weights are refused
-    naming the node and field, never counted or run."""
-    import numpy as np
-
-    where = f"{label}: " if label else ""
-    for name, node in graph.nodes.items():
-        for field_name, value in vars(node).items():
-            if field_name == "metadata":
-                values = value.items() if isinstance(value, dict) else ()
-            else:
-                values = ((field_name, value),)
-            for key, v in values:
-                if isinstance(v, (np.ndarray, float, np.floating)):
-                    a = np.asarray(v)
-                    if a.dtype.kind in "fc" and not np.isfinite(a).all():
-                        what = "NaN" if np.isnan(a).any() else "inf"
-                        raise UserError(f"{where}{path}: NIR node {name!r}: {key} holds {what} values")

@@ -30,11 +30,10 @@ import numpy as np
 from htakl_deploy.errors import UserError
 
 HEADER_KEYS = {"format", "input_shape", "input_scale", "metadata", "populations", "links"}
-POP_KEYS = {"name", "shape", "depth", "readout", "scale", "du", "dv", "vth", "bias_exp", "f_du", "f_dv", "f_vth"}
 LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp", "has_matrix"}
 LINK_OPTIONAL = {"conv", "m_shape", "f_shape"}
 CONV_KEYS = {"stride", "padding", "dilation", "groups"}
-INT_RANGES = {"du": (0, 4095), "dv": (0, 4095), "vth": (1, 2**17 - 1), "bias_exp": (0, 24),
+INT_RANGES = {"du": (0, 4095), "dv": (0, 4095), "vth": (1, 2**17), "bias_exp": (0, 24),
               "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7)}
 MAX_NEURONS = 2**26
 MAX_MANTISSA = 2**24  # Lava's synaptic sums wrap at 24 bits
@@ -81,8 +80,19 @@ def read_header(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
+def _pop_keys() -> set[str]:
+    """The header fields of a population: the ``Population`` dataclass less its two arrays."""
+    from dataclasses import fields
+
+    from htakl_deploy.hw.plan import Population
+
+    return {f.name for f in fields(Population)} - {"bias_mant", "f_bias"}
+
+
 def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
     from htakl_deploy.hw.plan import FORMAT, LINK_KINDS
+
+    POP_KEYS = _pop_keys()
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {what}")
@@ -112,11 +122,11 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
             raise bad(f"{who}: shape must be positive integers (at most {MAX_NEURONS} neurons), got {d['shape']!r}")
         if not isinstance(d["readout"], bool):
             raise bad(f"{who}: readout must be true or false")
-        for k in ("depth", "scale", "du", "dv", "vth", "bias_exp"):
+        for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp") if k in POP_KEYS):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
-        for k in ("f_du", "f_dv", "f_vth"):
+        for k in (k for k in ("f_du", "f_dv", "f_vth") if k in POP_KEYS):
             if not (_is_num(d[k]) and d[k] >= 0):
                 raise bad(f"{who}: {k} must be a finite number >= 0, got {d[k]!r}")
         for tag, kind in (("bias_mant", "i"), ("f_bias", "f")):
