@@ -663,3 +663,43 @@ def _h5_external(ws: Path) -> None:
         shape, dtype = f["input"].shape, f["input"].dtype
         del f["input"]
         f.create_dataset("input", shape=shape, dtype=dtype, external=[(str(ws / "secret.bin"), 0, h5py.h5f.UNLIMITED)])
+
+
+# ------------------------------------------------------------------ flags and commands added later
+add("sim-batch-size-zero", ("simulate", "{run}", "--backend", "emulator", "--batch-size", "0"), "--batch-size")
+add("sim-record-unknown", ("simulate", "{run}", "--backend", "emulator", "--record", "voltages"), "--record")
+add("sim-record-unknown-layer", ("simulate", "{run}", "--backend", "emulator", "--record", "stage9.act"), "--record")
+add("sim-device-tpu", ("simulate", "{run}", "--backend", "emulator", "--device", "tpu"), "--device")
+add("sim-device-on-lava", ("simulate", "{run}", "--device", "cuda"), "--device")
+add("sim-data-with-artefact", ("simulate", "{run}", "--backend", "emulator", "--data", "digits"), "--data")
+add("sim-nir-without-data", ("simulate", "{fnir}", "--backend", "emulator"), "--data")
+add("export-data-with-checkpoint", ("export", "{run}", "--data", "digits"), "--data")
+add("export-dt-with-checkpoint", ("export", "{run}", "--dt", "0.001"), "--dt")
+add("export-nir-garbage", ("export", "g.nir", "--data", "digits"), "g.nir", put("g.nir", RANDOM))
+add("export-nir-unknown-data", ("export", "{fnir}", "--data", "imagenet"), "imagenet")
+add("run-backends-unknown", distill("--backends", "loihi", cmd="run"), "--backends")
+add("run-lava-check-negative", distill("--lava-check", "-2", cmd="run"), "--lava-check")
+add("run-export-targets-unknown", distill("--export-targets", "tflite", cmd="run"), "--export-targets")
+add("run-map-target-unknown", distill("--map-target", "tpu", "--no-lava", cmd="run"), "tpu")
+add("map-missing", ("map", "nowhere"), "nowhere")
+add("map-no-positional", ("map",), "RUN_DIR")
+add("map-random-artefact", ("map", "a.npz"), "a.npz", put("a.npz", RANDOM))
+add("map-tampered-artefact", ("map", "{npz}"), "link",
+    npz_edit(lambda h, a, ws: h["links"][1].update(src="nowhere")))
+add("map-target-unknown", ("map", "{run}", "--target", "tpu"), "tpu")
+add("map-target-file-garbage", ("map", "{run}", "--target", "t.toml"), "t.toml", put("t.toml", "cores = = 3\n"))
+add("map-target-file-not-utf8", ("map", "{run}", "--target", "t.toml"), "t.toml", put("t.toml", b"x = '\xff'\n"))
+add("map-set-unknown-key", ("map", "{run}", "--set", "warp_drive=1"), "warp_drive")
+add("map-set-not-number", ("map", "{run}", "--set", "e_synop_pj=lots"), "e_synop_pj")
+add("map-set-nan", ("map", "{run}", "--set", "e_synop_pj=nan"), "e_synop_pj")
+add("map-set-no-equals", ("map", "{run}", "--set", "e_synop_pj"), "--set")
+add("map-spikes-garbage", ("map", "{run}", "--spikes", "s.h5"), "s.h5", put("s.h5", RANDOM))
+add("map-spikes-external-link", ("map", "{run}", "--spikes", "{h5}"), "link", h5_edit(
+    "run/simulate/emulator/spikes.h5", lambda f, ws: f.__setitem__(
+        "labels_ext", __import__("h5py").ExternalLink(str(ws / "run/export/student_quant.nir"), "/node"))))
+add("map-json-is-dir", ("map", "{run}", "--json", "d"), "d", mkdir("d"))
+add("compare-missing", ("compare", "nowhere"), "nowhere")
+add("compare-no-positional", ("compare",), "RUN_DIR")
+add("compare-not-a-run", ("compare", "d"), "d", mkdir("d"))
+add("compare-config-garbage", ("compare", "{run}"), "config.json", put("run/config.json", RANDOM))
+add("compare-html-is-dir", ("compare", "{run}", "--html", "d"), "d", mkdir("d"))
