@@ -198,7 +198,7 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         samples = inputs["samples"]
         header(i, name, f"{samples} samples" if samples else "every test image of the run")
         t = time.perf_counter()
-        with _progress_bar(progress, backend) as bar:
+        with _progress_bar(progress, backend, samples) as bar:
             sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar,
                                      data_root=cfg.data_root)
         timings[f"simulate_{backend}_s"] = time.perf_counter() - t
@@ -306,20 +306,23 @@ def _saved_simulation(run_dir: Path, backend: str) -> dict[str, Any]:
 
 
 class _progress_bar:
-    """A tqdm bar counting samples (the ``progress`` callback of ``simulate``) on a terminal."""
+    """A tqdm bar on a terminal; ``simulate`` calls its ``progress(done)`` with the number of
+    samples finished so far."""
 
-    def __init__(self, on: bool, label: str):
-        self.on, self.label, self.bar = on, label, None
+    def __init__(self, on: bool, label: str, total: int | None = None):
+        self.on, self.label, self.total, self.bar = on, label, total, None
 
     def __enter__(self):
-        if not self.on:
+        import sys
+
+        if not self.on or not sys.stderr.isatty():
             return None
         from tqdm import tqdm
 
-        def update(k: int) -> None:
+        def update(done: int) -> None:
             if self.bar is None:
-                self.bar = tqdm(desc=f"      {self.label}", unit="sample", leave=False)
-            self.bar.update(k)
+                self.bar = tqdm(desc=f"      {self.label}", unit="sample", total=self.total, leave=False)
+            self.bar.update(done - self.bar.n)
 
         return update
 

@@ -144,3 +144,24 @@ def test_run_json_prints_only_json_on_stdout(tmp_path, capsys):
     saved = json.loads((tmp_path / "r" / "pipeline.json").read_text())
     assert saved["settings"]["backends"] == ["emulator"] and saved["settings"]["export_targets"] == ["nir", "lava"]
     assert all(saved["stages"][s]["done"] for s in ("distill", "export", "simulate:emulator", "energy", "map", "report"))
+
+
+def test_stage_progress_bar_takes_samples_done_so_far(monkeypatch):
+    """simulate (and Lava's runner) report the samples finished so far, not increments."""
+    import io
+
+    from htakl_deploy.pipeline import _progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    ctx = _progress_bar(True, "lava-fixed_pt", 10)
+    progress = ctx.__enter__()
+    progress(3)
+    progress(7)
+    assert ctx.bar.n == 7 and ctx.bar.total == 10
+    ctx.__exit__(None, None, None)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar
+    assert _progress_bar(True, "emulator").__enter__() is None
