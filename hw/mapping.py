@@ -13,7 +13,8 @@ every synapse that ends on them. Per core:
   weight + delay field per neuron of the core, no index), in entries of at most
   ``synapses_per_entry`` with an ``entry_header_bits`` header, each rounded up to whole
   ``synapse_word_bits`` words. Zero weights of a kernel are stored (they are synapses, as the
-  energy counter counts them); a ``dense`` link stores its full matrix.
+  energy counter counts them); a ``dense`` link stores its full matrix; a link the plan keeps as
+  a sparse matrix (no kernel) stores its non-zero weights only, as Lava's Sparse does.
 
 The input link (the encoding layer) is computed off-chip in the plan (its currents are fed to the
 first population), so it takes no synapse memory here; its MACs are reported separately.
