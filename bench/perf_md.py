@@ -1,8 +1,10 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
-emulator_vs_lava.py, counter_overhead.py and scale_out.py.
+emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py and
+train_memory.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
-[--counter C.json] [--scale S.json ...] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
+[--counter C.json] [--scale S.json ...] [--roof R.json] [--stream S.json ...] [--train-memory M.json]
+[--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
 """
@@ -161,7 +163,9 @@ def methods_section(r: dict) -> list[str]:
 
 SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss": "HTA-KL vs KD training step",
                   "methods": "Every method's training step vs KD", "lava": "Emulator vs Lava",
-                  "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1"}
+                  "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1",
+                  "roof": "Emulator vs float32 forward and roof", "stream": "Streaming: peak memory vs samples",
+                  "train_memory": "Training memory: activation checkpointing"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -302,6 +306,77 @@ def scale_section(runs: list[dict]) -> list[str]:
     return out
 
 
+def roof_section(r: dict) -> list[str]:
+    rows = r["rows"]
+    out = [
+        "## Emulator vs float32 forward and roof",
+        "",
+        f"`python bench/emulator_roof.py --json …` — {r['model']}, 3×32×32, T={r['timesteps']}, {r['images']} images "
+        f"(firing rate {100 * r['firing_rate']:.3g} %), {r['reps']} interleaved reps (medians), {r['threads']} threads; "
+        f"load average {load(r['load_before'])} → {load(r['load_after'])}. GMAC/s are dense-equivalent: the ANN "
+        f"twin's {r['dense_macs_per_step'] / 1e6:.1f} M MACs per image per step × T × images / time.",
+        "",
+        "| variant | s (median) | images/s | dense-equivalent GMAC/s |",
+        "|---|---|---|---|",
+    ]
+    names = {"emulator": "emulator (hw/kernels fast path)", "emulator-general": "emulator, general int64/float64 path",
+             "float32-forward": "float student, float32 forward (SpikingJelly)",
+             "roof": "roof: the network's float32 convs/matmuls alone"}
+    for k, row in rows.items():
+        out.append(f"| {names.get(k, k)} | {row['s']:.2f} | {row['images_per_s']:.2f} | {row['gmac_per_s']:.2f} |")
+    out += ["", f"The emulator reaches **{100 * r['emulator_share_of_roof']:.0f} %** of the roof and takes "
+            f"{r['emulator_vs_float32_forward']:.2f}× the float32 forward's time; the general path is "
+            f"{r['general_vs_emulator']:.2f}× slower than the fast one. Integers identical on every rep: "
+            f"{r['identical_integers']}."]
+    if "machine_roof_gmac_per_s" in r:
+        out.append(f"One large float32 conv (128→128, 3×3, 32×32, batch 64) runs at "
+                   f"{r['machine_roof_gmac_per_s']:.1f} GMAC/s here at this load: the network's own convs "
+                   "(small maps, many shapes) reach less, and that is the roof an exact emulator can reach.")
+    return out + [""]
+
+
+def stream_section(runs: list[dict]) -> list[str]:
+    out = ["## Streaming: peak memory vs samples", "",
+           "`python bench/stream_memory.py --json …` — `simulate --backend emulator` (no comparisons) and "
+           "`energy` (no NeuroBench counts unless said) on the same spike file, each in a fresh process; peak = "
+           "the kernel's VmHWM (reset after imports), so it includes the data set in memory.", ""]
+    for r in runs:
+        out += [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, NeuroBench "
+                f"{'on' if r['neurobench'] else 'off'}, {r['threads']} threads, load {load(r['load_before'])} → "
+                f"{load(r['load_after'])}:", "",
+                "| samples | simulate peak (MB) | simulate wall (s) | emulator (s) | spikes.h5 (MB) | energy peak (MB) | energy wall (s) |",
+                "|---|---|---|---|---|---|---|"]
+        sims = {x["samples"]: x for x in r["rows"] if x["stage"] == "simulate"}
+        ens = {x["samples"]: x for x in r["rows"] if x["stage"] == "energy"}
+        for n in sorted(sims):
+            a, e = sims[n], ens.get(n, {})
+            out.append(f"| {n} | {a['peak_mb']:.0f} | {a['wall_s']:.0f} | {a['emulator_s']:.0f} | {a['file_mb']:.1f} | "
+                       f"{e.get('peak_mb', float('nan')):.0f} | {e.get('wall_s', float('nan')):.0f} |")
+        big = sims[max(sims)]
+        per = big["wall_s"] / big["samples"]
+        out += ["", f"Extrapolated to 10,000 images at this load: simulate ≈ {per * 10000 / 3600:.1f} h "
+                f"({per:.2f} s per image), spike file ≈ {big['file_mb'] / big['samples'] * 10000 / 1e3:.2f} GB; "
+                "peak memory stays that of one batch.", ""]
+    return out
+
+
+def train_memory_section(t: dict) -> list[str]:
+    out = ["## Training memory: activation checkpointing", "",
+           "`python bench/train_memory.py --json …` — one HTA-KL step (teacher forward, student forward over T, "
+           "loss, backward, SGD) on random 3×32×32 images, each variant in a fresh process; peak = VmHWM reset "
+           f"after building the models; step = median after the first; {t['threads']} threads.", "",
+           "| model | batch | T | checkpointing | peak (GB) | added over setup (GB) | step (s) | load at start |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in t["rows"]:
+        lb = r.get("load_before", [float("nan")])[0]
+        out.append(f"| {r['model']} | {r['batch']} | {r['timesteps']} | {'on' if r['checkpoint_activations'] else 'off'} | "
+                   f"{r['peak_mb'] / 1024:.2f} | {r['delta_mb'] / 1024:.2f} | {r['step_s']:.1f} | {lb:.1f} |")
+    for q in t["ratios"]:
+        out.append(f"\n{q['model']}, batch {q['batch']}: checkpointing uses ×{q['memory_ratio']:.2f} the memory "
+                   f"added by the step, at ×{q['step_time_ratio']:.2f} the step time.")
+    return out + [""]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", help="JSON of bench/train_overhead.py")
@@ -310,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lava", help="JSON of bench/emulator_vs_lava.py (section: emulator vs Lava)")
     p.add_argument("--counter", help="JSON of bench/counter_overhead.py")
     p.add_argument("--scale", action="append", default=[], help="JSON of bench/scale_out.py (repeatable)")
+    p.add_argument("--roof", help="JSON of bench/emulator_roof.py")
+    p.add_argument("--stream", action="append", default=[], help="JSON of bench/stream_memory.py (repeatable)")
+    p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -319,9 +397,13 @@ def main(argv: list[str] | None = None) -> None:
 
     t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
     scales = [read(x) for x in args.scale]
+    roof, tmem = read(args.roof), read(args.train_memory)
+    streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
-             "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None}
+             "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None,
+             "roof": roof_section(roof) if roof else None, "stream": stream_section(streams) if streams else None,
+             "train_memory": train_memory_section(tmem) if tmem else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
@@ -346,10 +428,13 @@ def main(argv: list[str] | None = None) -> None:
     loads = [*([t["loadavg_before"][0]] if t else []), *([loss[0]["loadavg_before"][0]] if loss else []),
              *([meth["loadavg_before"][0]] if meth and "loadavg_before" in meth else []),
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
-             *(s["loadavg_before"][0] for s in scales)]
+             *(s["loadavg_before"][0] for s in scales), *([roof["load_before"][0]] if roof else []),
+             *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else [])]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
-               *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else [])]
+               *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
+               *(["emulator_roof.py"] if roof else []), *(["stream_memory.py"] if streams else []),
+               *(["train_memory.py"] if tmem else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"

@@ -12,12 +12,13 @@ Variants default to the issue's case: ResNet-19, T=4, batch 32 with and without 
 without it, batch 128 extrapolates to ≈ 33 GB, beyond a 24 GB machine.
 
 Run: ``python bench/train_memory.py [--variants resnet19:32:off,resnet19:32:on,resnet19:128:on]
-[--steps 2] [--json out.json]``.
+[--steps 2] [--rows rows.jsonl] [--json out.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -69,13 +70,27 @@ def one_variant(model: str, batch: int, ckpt: bool, steps: int, timesteps: int) 
             "how": mem["how"], "threads": torch.get_num_threads()}
 
 
-def bench(variants: str = DEFAULT, steps: int = 2, timesteps: int = 4) -> dict:
+def bench(variants: str = DEFAULT, steps: int = 2, timesteps: int = 4, rows_file: str | None = None) -> dict:
+    """Each variant in a fresh process; with ``rows_file`` every finished variant's row is appended
+    there at once (JSON lines) and variants already in it are not run again (a long run that is
+    stopped — or a variant that needs more memory than is free now — can be continued later)."""
     rows = []
+    done = {}
+    if rows_file and os.path.exists(rows_file):
+        for line in open(rows_file, encoding="utf-8"):
+            r = json.loads(line)
+            done[f"{r['model']}:{r['batch']}:{'on' if r['checkpoint_activations'] else 'off'}"] = r
     load_before = os.getloadavg()
     for spec in variants.split(","):
-        model, batch, ckpt = spec.split(":")
+        if spec in done:
+            rows.append(done[spec])
+            continue
         rows.append(in_fresh_process(__file__, ["--variant", spec, "--steps", str(steps),
                                                 "--timesteps", str(timesteps)], threads=torch.get_num_threads()))
+        rows[-1]["load_before"] = os.getloadavg()
+        if rows_file:
+            with open(rows_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rows[-1]) + "\n")
     by = {(r["model"], r["batch"], r["checkpoint_activations"]): r for r in rows}
     ratios = []
     for (model, batch, ckpt), r in by.items():
@@ -94,13 +109,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--timesteps", type=int, default=4)
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--rows", metavar="FILE", help="JSON lines of finished variants: appended to, reused")
     args = ap.parse_args()
     if args.variant:
         model, batch, ckpt = args.variant.split(":")
-        import json
         print(json.dumps(one_variant(model, int(batch), ckpt == "on", args.steps, args.timesteps)))
         return
-    result = bench(args.variants, args.steps, args.timesteps)
+    result = bench(args.variants, args.steps, args.timesteps, args.rows)
     for r in result["rows"]:
         print(f"{r['model']} batch {r['batch']} T={r['timesteps']} checkpointing "
               f"{'on ' if r['checkpoint_activations'] else 'off'}: peak {r['peak_mb'] / 1024:.2f} GB "

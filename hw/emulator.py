@@ -216,8 +216,9 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
         bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
         quick = kernels.population_currents(plan, name, pop, spikes_f32, x_dev, x_max, device) if fast else None
         if quick is not None and int(np.abs(bias).max(initial=0)) < 2**29:
-            s, spikes_f32[name], u = kernels.lif_fused(pop, quick[0], bias, quick[1]["bound"], want_u=pop.readout,
-                                                       exp=quick[1]["exp"])
+            b = quick[1]
+            s, spikes_f32[name], u = kernels.lif_fused(pop, quick[0], bias, b["bound"], want_u=pop.readout,
+                                                       exp=b["exps"][0], second=b["second"], exp2=b["exps"][1])
         else:  # the general path (int64 / float64, every wrap checked), on the CPU
             a = None
             for link in plan.links_into(name):

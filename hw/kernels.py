@@ -160,19 +160,27 @@ def population_currents(plan, name: str, pop, sources: dict, x: torch.Tensor | N
                         device) -> tuple[torch.Tensor, dict] | None:
     """The population's input current ``a_in`` as float32 ``[T, B, *shape]`` holding exact
     integers, and its bounds; None where the bounds do not prove it (the caller falls back).
-    ``sources``: population → spikes (float32 0/1 are used as they are). A single link's shift is
-    left to the neuron kernel (``bounds["exp"]``), saving two passes over the current."""
+    ``sources``: population → spikes (float32 0/1 are used as they are). With one or two links
+    their shifts and sum are left to the neuron kernel (``bounds["second"]`` = the other link's
+    unshifted current or None, ``bounds["exps"]``), saving passes over the currents (a ResNet
+    block's second neuron has two links: its conv and the skip); more links are shifted and
+    summed here in float32."""
     shapes = {k: tuple(v.shape[2:]) for k, v in sources.items()}
     bounds = population_bound(plan, name, shapes, x_max)
     if bounds is None:
         return None
     links = plan.links_into(name)
-    single = len(links) == 1
-    a = None
-    for link in links:
-        y = _link_current(link, x if link.src == "input" else sources[link.src], pop.shape, device, shift=not single)
-        a = y if a is None else a.add_(y)
-    return a, {**bounds, "exp": link_exp(links[0]) if single else 0}
+    in_kernel = len(links) <= 2  # one or two links: shifts and sum in the kernel; more: here
+    currents = [_link_current(link, x if link.src == "input" else sources[link.src], pop.shape, device,
+                              shift=not in_kernel) for link in links]
+    if not in_kernel:
+        acc = currents[0]
+        for y in currents[1:]:
+            acc.add_(y)  # exact: the population bound's grain condition
+        return acc, {**bounds, "second": None, "exps": (0, 0)}
+    second = currents[0] if len(links) == 2 else None
+    return currents[-1], {**bounds, "second": second,
+                          "exps": (link_exp(links[-1]), link_exp(links[0]) if second is not None else 0)}
 
 
 # -- the neuron -----------------------------------------------------------------------------
@@ -180,7 +188,8 @@ def population_currents(plan, name: str, pop, sources: dict, x: torch.Tensor | N
 
 if numba is not None:
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def _lif_nb(a, exp, bias, n, du_f, dv_f, vth6, u_wraps, spikes, spikes_f, us, store_u):  # pragma: no cover
+    def _lif_nb(a, exp, a2, exp2, two, bias, n, du_f, dv_f, vth6, u_wraps, spikes, spikes_f, us,
+                store_u):  # pragma: no cover
         steps, m = a.shape
         for j in numba.prange(m):
             b = bias[j % n]
@@ -199,6 +208,13 @@ if numba is not None:
                     ai = ai << exp
                 elif exp < 0:
                     ai = ai >> -exp  # arithmetic: floor(a / 2^k), Lava's shift
+                if two:  # a second link, shifted on its own, then the int32 channel sum
+                    bi = np.int64(a2[t, j])
+                    if exp2 > 0:
+                        bi = bi << exp2
+                    elif exp2 < 0:
+                        bi = bi >> -exp2
+                    ai += bi
                 u += ai * 64
                 if u_wraps:
                     if u > 8388608:
@@ -229,10 +245,11 @@ if numba is not None:
 
 
 def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: bool, exp: int = 0,
+              second: torch.Tensor | None = None, exp2: int = 0,
               use_numba: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """All T steps of ``lif_int_step(..., i32_wraps=False)`` for ``a_in = shift(a, exp)``, ``a``
-    ``[T, B, *shape]`` float32 holding exact integers (|a_in| ≤ ``bound`` < 2^25; |bias| < 2^29,
-    checked here). Returns spikes as bool and as float32 0/1 (what the next convolution takes),
+    """All T steps of ``lif_int_step(..., i32_wraps=False)`` for ``a_in = shift(a, exp)`` (plus
+    ``shift(second, exp2)`` if given), ``a`` ``[T, B, *shape]`` float32 holding exact integers
+    (|a_in| ≤ ``bound`` < 2^25; |bias| < 2^29, checked here). Returns spikes as bool and as float32 0/1 (what the next convolution takes),
     and u int64 with ``want_u``. On the CPU with numba one fused pass; else torch ops."""
     from htakl_deploy.hw.lif_ref import lif_int_step
 
@@ -242,18 +259,21 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
     steps = a.shape[0]
     if numba is not None and use_numba and a.device.type == "cpu":
         flat = a.reshape(steps, -1).contiguous().numpy()
+        flat2 = second.reshape(steps, -1).contiguous().numpy() if second is not None else flat
         b = np.ascontiguousarray(np.broadcast_to(bias, pop.shape).reshape(-1).astype(np.int64))
         spikes = np.empty(flat.shape, np.bool_)
         spikes_f = np.empty(flat.shape, np.float32)
         us = np.empty(flat.shape if want_u else (1, 1), np.int64)
         with _numba_threads():
-            _lif_nb(flat, exp, b, b.size, 4096 - (pop.du + 1), 4096 - pop.dv, int(pop.vth) << 6, u_wraps,
-                    spikes, spikes_f, us, want_u)
+            _lif_nb(flat, exp, flat2, exp2, second is not None, b, b.size, 4096 - (pop.du + 1), 4096 - pop.dv,
+                    int(pop.vth) << 6, u_wraps, spikes, spikes_f, us, want_u)
         return (torch.from_numpy(spikes).reshape(a.shape), torch.from_numpy(spikes_f).reshape(a.shape),
                 torch.from_numpy(us).reshape(a.shape) if want_u else None)
-    a64 = a.to(torch.int64)
-    if exp:
-        a64 = a64 * (1 << exp) if exp > 0 else torch.div(a64, 1 << -exp, rounding_mode="floor")
+    def shifted(x, e):
+        x = x.to(torch.int64)
+        return x if not e else x * (1 << e) if e > 0 else torch.div(x, 1 << -e, rounding_mode="floor")
+
+    a64 = shifted(a, exp) if second is None else shifted(a, exp) + shifted(second, exp2)
     bias_t = torch.from_numpy(np.array(np.broadcast_to(bias, pop.shape), dtype=np.int64)).to(a.device)
     u = torch.zeros(a.shape[1:], dtype=torch.int64, device=a.device)
     v = torch.zeros_like(u)

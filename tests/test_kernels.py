@@ -111,6 +111,17 @@ def test_fused_neuron_equals_lif_int_step(du, dv, a_max, exp, use_numba):
         np.testing.assert_array_equal(us[t].numpy(), u)
     np.testing.assert_array_equal(s_f.numpy(), s.numpy().astype(np.float32))
     assert s.any() and not s.all()
+    # two links summed in the kernel, each shifted on its own (Lava: per-link shift, then the sum)
+    a2 = rng.integers(-2**10, 2**10, a.shape)
+    both = shifted + (a2 >> 2)
+    s2, _, us2 = kernels.lif_fused(pop, torch.from_numpy(a.astype(np.float32)), bias, int(np.abs(both).max()),
+                                   want_u=True, exp=exp, second=torch.from_numpy(a2.astype(np.float32)), exp2=-2,
+                                   use_numba=use_numba)
+    u = v = np.zeros(a.shape[1:], np.int64)
+    for t in range(a.shape[0]):
+        want, u, v = lif_int_step(u, v, both[t], du=du, dv=dv, bias_v=bias, vth=pop.vth)
+        np.testing.assert_array_equal(s2[t].numpy(), want)
+        np.testing.assert_array_equal(us2[t].numpy(), u)
     with pytest.raises(ValueError, match="2\\^25"):
         kernels.lif_fused(pop, torch.zeros(1, 1, 3, 2, 2), bias, 2**25, want_u=False)
 

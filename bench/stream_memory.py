@@ -1,0 +1,96 @@
+"""Benchmark: peak memory of ``simulate`` (emulator) and ``energy`` against the number of samples.
+
+On a paper-scale student (default ResNet-20, 3×32×32, T=4; ``paper_runs.make_run`` with as many
+generated test images as the largest ``--samples``), for each sample count, each in a fresh
+process (``memory.in_fresh_process``): ``hw.simulate.simulate(backend="emulator", batch_size=B,
+record=...)`` then ``energy.report.report_for_files`` on its spike file; resident memory after
+imports and the kernel's peak (``VmHWM``, reset after setup) while each ran, wall time, and the
+spike file's size. Flat peak memory across sample counts = bounded by the batch.
+
+Run: ``python bench/stream_memory.py [--model resnet20] [--samples 250,500,1000] [--batch-size 64]
+[--record spikes] [--neurobench] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from htakl_deploy.atomic import write_json
+from htakl_deploy.memory import in_fresh_process, peak_memory
+from paper_runs import make_run
+
+
+def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: str, neurobench: bool) -> dict:
+    from htakl_deploy.energy.models import load_preset
+    from htakl_deploy.energy.report import report_for_files
+    from htakl_deploy.hw.simulate import simulate
+
+    res: dict = {}
+    t0 = time.perf_counter()
+    if stage == "simulate":
+        mem = peak_memory(lambda: res.update(simulate(run_dir, backend="emulator", samples=samples, batch_size=batch,
+                                                      out_dir=out, compare=False, record=record)))
+        extra = {"accuracy": res["accuracy"], "emulator_s": res["wall_s"],
+                 "file_mb": os.path.getsize(Path(out) / "spikes.h5") / 1e6,
+                 "firing_rate": sum(res["firing_rate"].values()) / len(res["firing_rate"])}
+    else:
+        graph = Path(run_dir) / "export" / "student_quant.nir"
+        mem = peak_memory(lambda: res.update(report_for_files(Path(out) / "spikes.h5", graph,
+                                                              load_preset("paper-45nm"), neurobench=neurobench)))
+        extra = {"acs_per_sample": res["per_sample"]["acs"]}
+    return {"stage": stage, "samples": samples, "wall_s": time.perf_counter() - t0, **mem, **extra}
+
+
+def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, record: str = "spikes",
+          neurobench: bool = False, root: str | None = None) -> dict:
+    root = root or os.path.join(tempfile.gettempdir(), "htakl_bench")
+    run_dir = make_run(model, max(samples), root)
+    rows = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="stream_") as tmp:
+        for n in samples:
+            out = os.path.join(tmp, str(n))
+            for stage in ("simulate", "energy"):
+                args = ["--one", stage, "--run", str(run_dir), "--n", str(n), "--batch-size", str(batch),
+                        "--record", record, "--out", out] + (["--neurobench"] if neurobench else [])
+                rows.append(in_fresh_process(__file__, args, threads=torch.get_num_threads()))
+                r = rows[-1]
+                print(f"{stage:<8} {n:>6} samples: peak {r['peak_mb']:7.0f} MB (+{r['delta_mb']:.0f}), "
+                      f"{r['wall_s']:.0f} s", flush=True)
+    return {"model": model, "batch_size": batch, "record": record, "neurobench": neurobench, "rows": rows,
+            "threads": torch.get_num_threads(), "load_before": load_before, "load_after": os.getloadavg()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--samples", default="250,500,1000")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--record", default="spikes")
+    ap.add_argument("--neurobench", action="store_true", help="also the NeuroBench counts in energy (slow)")
+    ap.add_argument("--root")
+    ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.run, args.n, args.batch_size, args.record, args.out, args.neurobench)))
+        return
+    r = bench(args.model, [int(s) for s in args.samples.split(",")], args.batch_size, args.record,
+              args.neurobench, args.root)
+    print(f"load {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}, {r['threads']} threads")
+    if args.json:
+        write_json(args.json, r)
+
+
+if __name__ == "__main__":
+    main()
