@@ -177,7 +177,39 @@ class PoolNode:
 
 @dataclass(eq=False)
 class OutputNode:
-    """Graph output (the logits: whatever flows in, summed)."""
+    """Graph output: the logits, whatever flows in, summed. Read as it arrives each step by
+    default; ``beta < 1`` (or ``r != 1``) makes it a leaky integrator, NIR's ``LI`` in front of the
+    Output: ``y_t = (1 − β)·y_{t−1} + β·r·x_t``. On Loihi it is the readout population's current
+    ``u`` with ``du = round(4096·β) − 1`` (β = 1: ``du = 4095``, no memory)."""
+
+    beta: float = 1.0
+    r: float = 1.0
+
+    def __post_init__(self):
+        self.beta, self.r = float(self.beta), float(self.r)
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"output (LI readout) beta = dt/tau must be in (0, 1], got {self.beta}")
+        if not (self.r > 0 and np.isfinite(self.r)):
+            raise ValueError(f"output (LI readout) r must be > 0, got {self.r}")
+        if self.du < 0:
+            raise ValueError(f"output (LI readout) beta = {self.beta} is below Loihi's 1/4096 decay step")
+
+    @property
+    def leaky(self) -> bool:
+        return self.beta != 1.0 or self.r != 1.0
+
+    @property
+    def du(self) -> int:
+        return int(round(4096 * self.beta)) - 1
+
+    def run_float(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.leaky:
+            return h
+        y, out = torch.zeros_like(h[0]), torch.empty_like(h)
+        for t in range(h.shape[0]):
+            y = (1.0 - self.beta) * y + (self.beta * self.r) * h[t]
+            out[t] = y
+        return out
 
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape
@@ -483,7 +515,7 @@ def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool
             if node.kind == "sum":
                 y = y * (node.kernel_size[0] * node.kernel_size[1])
         elif isinstance(node, OutputNode):
-            y = h
+            y = node.run_float(h)
         else:  # pragma: no cover - StudentGraph only holds the types above
             raise ValueError(f"node {name!r}: unsupported type {type(node).__name__}")
         vals[name] = y

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -122,7 +123,7 @@ def _output_to_nir(name, node, g, q):
     if q is not None:
         t = q.targets[name]
         meta = {"scale_S": np.int64(t.scale), "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp),
-                **_identity_meta(name, g, q)}
+                "du": np.int64(t.du), **_identity_meta(name, g, q)}
     return nir.Output(output_type={"output": np.array(g.shapes[name])}, metadata=meta)
 
 
@@ -143,11 +144,20 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
         if fn is None:
             raise ValueError(f"node {name!r}: no NIR converter for {type(node).__name__}")
         nodes[name] = fn(name, node, graph, quantized)
+    edges = list(graph.edges)
+    out = graph.output_name
+    if graph.nodes[out].leaky:  # the leaky readout is NIR's LI in front of the Output
+        node, li = graph.nodes[out], f"{out}_li"
+        shape = graph.shapes[out]
+        nodes = {(li if k == out else k): v for k, v in nodes.items()}
+        nodes[li] = nir.LI(tau=np.full(shape, DT / node.beta), r=np.full(shape, node.r), v_leak=np.zeros(shape))
+        nodes[out] = _output_to_nir(out, node, graph, quantized)
+        edges = [(a, li if b == out else b) for a, b in edges] + [(li, out)]
     meta = {"format": FORMAT, "format_version": np.int64(FORMAT_VERSION),
             "quantized": np.int64(quantized is not None)}
     if quantized is not None:
         meta["input_scale"] = float(quantized.input_scale)
-    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=meta, type_check=False)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
 # -- NIR → ours ----------------------------------------------------------------------------
@@ -180,6 +190,7 @@ def _conv_from_nir(name, n: nir.Conv2d, dt: float) -> Conv2dNode:
 FROM_NIR: dict[type, Callable] = {
     nir.Input: lambda name, n, dt: InputNode(np.asarray(n.input_type["input"])),
     nir.Output: lambda name, n, dt: OutputNode(),
+    nir.LI: lambda name, n, dt: _li_from_nir(name, n, dt),
     nir.Conv2d: _conv_from_nir,
     nir.Affine: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
     nir.Linear: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
@@ -188,6 +199,42 @@ FROM_NIR: dict[type, Callable] = {
     nir.AvgPool2d: lambda name, n, dt: PoolNode("avg", n.kernel_size, n.stride, n.padding),
     nir.SumPool2d: lambda name, n, dt: PoolNode("sum", n.kernel_size, n.stride, n.padding),
 }
+
+
+@dataclass(eq=False)
+class _LIReadout:
+    """A NIR ``LI`` while reading: it must feed the Output alone (then it becomes the Output's leak)."""
+
+    beta: float
+    r: float
+
+
+def _li_from_nir(name, n: nir.LI, dt: float) -> _LIReadout:
+    from htakl_deploy.export.nodes import uniform
+
+    if uniform(n.v_leak, "v_leak", name) != 0:
+        raise UserError(f"NIR node {name!r}: only v_leak = 0 is supported for an LI readout")
+    beta = dt / uniform(n.tau, "tau", name)
+    if not 0.0 < beta <= 1.0:
+        raise UserError(f"NIR node {name!r}: dt/tau = {beta} (dt = {dt} s) must be in (0, 1] (is --dt right?)")
+    return _LIReadout(round(beta, 12), uniform(n.r, "r", name))
+
+
+def _merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
+    """An LI whose only successor is the Output, and the Output's only input, becomes the Output's
+    leak (``OutputNode(beta, r)``); an LI anywhere else is refused naming it."""
+    for name, node in list(nodes.items()):
+        if not isinstance(node, _LIReadout):
+            continue
+        succ = [b for a, b in edges if a == name]
+        out = succ[0] if len(succ) == 1 else None
+        if out is None or not isinstance(nodes[out], OutputNode) or [a for a, b in edges if b == out] != [name]:
+            raise UserError(f"NIR node {name!r} (LI): a leaky integrator is supported only as the readout, "
+                            "the Output's one input")
+        nodes[out] = OutputNode(node.beta, node.r)
+        edges = [(a, out) if b == name else (a, b) for a, b in edges if a != name]
+        del nodes[name]
+    return nodes, edges
 
 
 def _check_finite(name: str, n: nir.NIRNode) -> None:
@@ -279,6 +326,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
             nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
+    nodes, edges = _merge_li_readout(nodes, edges)
     try:
         graph = StudentGraph(nodes, edges)
     except ValueError as e:
@@ -300,13 +348,14 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
         m = ng.nodes[name].metadata
         try:
             s = int(m["scale_S"])
-            du, dv, vth = (int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, NeuronNode) else (4095, 0, 0)
+            du, dv, vth = ((int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, NeuronNode)
+                           else (int(m.get("du", 4095)), 0, 0))
             targets[name] = QuantTarget(name, s, du, dv, vth, np.asarray(m["bias_mant"]), int(m["bias_exp"]), 0.0)
         except KeyError as e:
             raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
         neuron = node.loihi() if isinstance(node, NeuronNode) else None
-        gain = s / (neuron.v_threshold * neuron.input_divisor) if neuron else s
-        bias_gain = 1.0 / neuron.f_du if neuron else 1.0  # the bias's steady state, see quantize
+        gain = s / (neuron.v_threshold * neuron.input_divisor) if neuron else s * node.beta * node.r
+        bias_gain = 1.0 / (neuron.f_du if neuron else node.beta)  # the bias's steady state, see quantize
         bias_f = (targets[name].bias_v() / (64.0 * gain * bias_gain)).astype(np.float64)
         for path in connections_into(graph, name):
             src = path.node if not path.identity else (path.via[-1] if path.via else path.source)

@@ -52,7 +52,7 @@ from htakl_deploy.export.graph import (
     WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
     StudentGraph, connections, make_connection, paths_from,
 )
-from htakl_deploy.hw.lif_ref import lif_int_step
+from htakl_deploy.hw.lif_ref import lif_int_step, trunc_decay
 
 INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
 MANT_MAX = 254
@@ -245,7 +245,8 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
             denom = neuron.v_threshold * neuron.input_divisor
             du, dv, bias_gain = neuron.du, neuron.dv, 1.0 / neuron.f_du
         else:
-            denom, du, dv, bias_gain = 1.0, 4095, 0, 1.0
+            # the readout: its current u (a leaky integrator if an LI came before the Output)
+            denom, du, dv, bias_gain = 1.0 / (tnode.beta * tnode.r), tnode.du, 0, 1.0 / tnode.beta
         m = max(float(np.abs(p[2]).max(initial=0.0)) for p in paths)
         scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
         gain = scale / denom
@@ -332,7 +333,8 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
                     s, u, v = lif_int_step(u, v, a[t], du=tq.du, dv=tq.dv, bias_v=bias, vth=tq.vth)
                     out[t] = s
                 else:
-                    out[t] = (a[t] << 6) + bias  # non-leaky readout of this step's current
+                    u = trunc_decay(u, 4096 - (tq.du + 1)) + (a[t] << 6)  # the readout's current u
+                    out[t] = u + bias
             vals[name] = out
             continue
         h = vals[preds[0]]

@@ -325,7 +325,9 @@ def _conv_spec(node: Conv2dNode, weight: np.ndarray, f_weight: np.ndarray) -> di
 
 def _float_gain(node) -> float:
     """Float weights in the Lava float LIF's units (SJ's decay_input divides the input by τ)."""
-    return 1.0 / node.loihi().input_divisor if isinstance(node, NeuronNode) else 1.0
+    if isinstance(node, NeuronNode):
+        return 1.0 / node.loihi().input_divisor
+    return node.beta * node.r if isinstance(node, OutputNode) else 1.0
 
 
 def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
@@ -408,9 +410,9 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         readout = isinstance(node, OutputNode)
         b_float = _bias_float(g, name)
         if readout:
-            pop = Population(name, g.shapes[name], depth, True, t.scale, du=4095, dv=4095, vth=READOUT_VTH,
-                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=1.0, f_dv=1.0, f_vth=1e30,
-                             f_bias=b_float)
+            pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=4095, vth=READOUT_VTH,
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=node.beta, f_dv=1.0, f_vth=1e30,
+                             f_bias=b_float * fgain / node.beta)
         else:
             neuron = node.loihi()
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,

@@ -138,3 +138,43 @@ def test_fixed_point_follows_the_float_dynamics():
     for wrong_du in (4095, 1023, 3071):  # no current memory, α = 3/4, α = 1/4 instead of 1/2
         q.targets["cuba"].du = wrong_du
         assert agreement()["cuba"] < 0.95
+
+
+def test_hand_written_graph_with_every_family_li_readout_and_subgraph(tmp_path, capsys):
+    """CubaLIF and IF layers, an average pool, a nested subgraph and an LI readout in one hand-written
+    NIR graph: deployed like any other (Lava = emulator on every spike and readout value)."""
+    g = _graph()
+    shape = np.array([5])
+    g.nodes["li"] = nir.LI(tau=np.full(shape, 2e-4), r=np.full(shape, 1.5), v_leak=np.zeros(shape))
+    g.edges.remove(("fc", "output"))
+    g.edges.extend([("fc", "li"), ("li", "output")])
+    block = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([1, 6, 6])}),
+                                "conv1": g.nodes.pop("conv1"), "cuba": g.nodes.pop("cuba"),
+                                "out": nir.Output(output_type={"output": np.array([4, 6, 6])})},
+                         edges=[("in", "conv1"), ("conv1", "cuba"), ("cuba", "out")], type_check=False)
+    g.nodes["block"] = block
+    edges = [e for e in g.edges if e not in (("input", "conv1"), ("conv1", "cuba"), ("cuba", "pool"))]
+    path = tmp_path / "all.nir"
+    nir.write(path, nir.NIRGraph(nodes=g.nodes, edges=edges + [("input", "block"), ("block", "pool")],
+                                 type_check=False))
+    graph = from_nir(read_nir(path))
+    out = graph.nodes[graph.output_name]
+    assert (out.beta, out.r, out.du) == (0.5, 1.5, 2047) and "block.cuba" in graph.nodes
+    assert main(["export", str(path), "--target", "nir", "lava", "netx", "--lava-check", "6",
+                 "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
+    assert report["lava"]["lava_check"]["readout_identical"]
+    assert load_plan(tmp_path / "out" / "student.lava.npz").readout.du == 2047
+    for name in ("student_float.nir", "student_quant.nir"):  # the LI survives our own files
+        back = from_nir(read_nir(tmp_path / "out" / name))
+        back = back.graph if isinstance(back, QuantizedGraph) else back
+        assert (back.nodes[back.output_name].beta, back.nodes[back.output_name].r) == (0.5, 1.5), name
+    # the leaky readout integrates: fixed point follows the float logits, and they are not per-step currents
+    q = quantize(graph)
+    x = torch.rand(8, 32, 1, 6, 6, generator=torch.Generator().manual_seed(1)).double()
+    f_out = run_float(graph, x).numpy()
+    i_out = run_int(q, x.numpy()) / (64.0 * q.targets[graph.output_name].scale)
+    assert np.corrcoef(f_out.ravel(), i_out.ravel())[0, 1] > 0.99
+    plain = run_float(from_nir(_graph()), x).numpy()
+    assert not np.allclose(f_out, 1.5 * plain)
