@@ -14,7 +14,8 @@ one-line ``UserError`` naming the file and the field for anything a plan written
 - timing: the link graph is acyclic, populations are listed in topological order with the
   readout last, and every link's delay makes its source's depth meet its target's
   (``depth(dst) = depth(src) + 1 + delay``, the input at depth −1);
-- metadata: ``timesteps`` an integer in 1..MAX_TIMESTEPS and a training ``config`` table.
+- metadata: ``timesteps`` an integer in 1..MAX_TIMESTEPS and a training ``config`` table (or None:
+  a graph imported from NIR without ``--data``).
 """
 
 from __future__ import annotations
@@ -180,8 +181,9 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
     t = meta.get("timesteps")
     if not (_is_int(t) and 1 <= t <= MAX_TIMESTEPS):
         raise bad(f"metadata timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {t!r}")
-    if not isinstance(meta.get("config"), dict):
-        raise bad("metadata carries no training config table (re-export with `htakl-deploy export --target lava`)")
+    if meta.get("config") is not None and not isinstance(meta["config"], dict):
+        # None: a graph imported from NIR without --data (map needs no data; simulate says what is missing)
+        raise bad("metadata config must be a training config table (re-export with `htakl-deploy export --target lava`)")
 
 
 def _array(path: Path, arrays: dict, name: str, kind: str, shape, who: str, ndim: int | None = None) -> np.ndarray:
