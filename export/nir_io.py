@@ -7,7 +7,8 @@ Node mapping (one function per type, in tables both ways; unknown types raise na
     neurons    ↔ their family's type (export/nodes/: LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
     FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
-    OutputNode ↔ nir.Output
+    OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output)
+    nir.Scale after a conv/affine → folded into its weights; nested nir.NIRGraph → flattened
     residual join = several edges into one node (NIR sums them)
 
 Conventions chosen for other importers (docs/DESIGN.md "Installing the stack"):
@@ -191,6 +192,7 @@ FROM_NIR: dict[type, Callable] = {
     nir.Input: lambda name, n, dt: InputNode(np.asarray(n.input_type["input"])),
     nir.Output: lambda name, n, dt: OutputNode(),
     nir.LI: lambda name, n, dt: _li_from_nir(name, n, dt),
+    nir.Scale: lambda name, n, dt: _ScaleNode(np.asarray(n.scale, dtype=np.float64)),
     nir.Conv2d: _conv_from_nir,
     nir.Affine: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
     nir.Linear: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
@@ -233,6 +235,37 @@ def _merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
                             "the Output's one input")
         nodes[out] = OutputNode(node.beta, node.r)
         edges = [(a, out) if b == name else (a, b) for a, b in edges if a != name]
+        del nodes[name]
+    return nodes, edges
+
+
+@dataclass(eq=False)
+class _ScaleNode:
+    """A NIR ``Scale`` while reading: folded into the conv/affine before it."""
+
+    scale: np.ndarray
+
+
+def _fold_scales(nodes: OrderedDict, edges: list[tuple[str, str]]):
+    """A Scale right after a conv/affine (its only successor) multiplies that node's weights and
+    bias per output channel (the scale must be uniform over a conv's H and W); anywhere else it is
+    refused naming it."""
+    for name, node in list(nodes.items()):
+        if not isinstance(node, _ScaleNode):
+            continue
+        preds = [a for a, b in edges if b == name]
+        src = nodes[preds[0]] if len(preds) == 1 else None
+        what = f"NIR node {name!r} (Scale)"
+        if not isinstance(src, (Conv2dNode, DenseNode)) or [b for a, b in edges if a == preds[0]] != [name]:
+            raise UserError(f"{what}: supported only as the one successor of a conv/affine (folded into its weights)")
+        cout = src.weight.shape[0]
+        s = node.scale.reshape(node.scale.shape[0], -1) if node.scale.ndim else np.full((cout, 1), float(node.scale))
+        if s.shape[0] != cout or not np.all(s == s[:, :1]):
+            raise UserError(f"{what}: the scale must be one value per output channel of {preds[0]!r} ({cout})")
+        s = s[:, 0]
+        src.weight = src.weight * s.reshape(-1, *([1] * (src.weight.ndim - 1)))
+        src.bias = src.bias * s
+        edges = [(preds[0], b) if a == name else (a, b) for a, b in edges if b != name]
         del nodes[name]
     return nodes, edges
 
@@ -326,7 +359,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
             nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
-    nodes, edges = _merge_li_readout(nodes, edges)
+    nodes, edges = _merge_li_readout(*_fold_scales(nodes, edges))
     try:
         graph = StudentGraph(nodes, edges)
     except ValueError as e:

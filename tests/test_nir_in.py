@@ -283,3 +283,26 @@ def test_nested_subgraphs_are_flattened(tmp_path, capsys):
     nir.write(path, nested)
     assert main(["export", str(path), "--target", "lava", "--lava-check", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
+
+
+def test_scale_is_folded_into_the_layer_before(tmp_path, capsys):
+    scale = np.linspace(0.5, 2.0, 10)
+    g = _hand_graph(nodes={"scale": nir.Scale(scale=scale)},
+                    edges=[("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "fc"),
+                           ("fc", "scale"), ("scale", "output")])
+    ours = from_nir(g)
+    assert "scale" not in ours.nodes
+    ref = from_nir(_hand_graph())
+    ref.nodes["fc"].weight = ref.nodes["fc"].weight * scale[:, None]
+    x = torch.rand(T, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).double()
+    torch.testing.assert_close(run_float(ours, x), run_float(ref, x), rtol=0, atol=0)
+    path = tmp_path / "scaled.nir"
+    nir.write(path, g)
+    assert main(["export", str(path), "--target", "lava", "--lava-check", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
+    bad = _hand_graph(nodes={"scale": nir.Scale(scale=np.ones((4, 8, 8)))},
+                      edges=[("input", "conv"), ("conv", "lif"), ("lif", "scale"), ("scale", "pool"), ("pool", "flat"),
+                             ("flat", "fc"), ("fc", "output")])
+    nir.write(tmp_path / "bad.nir", bad)
+    assert main(["export", str(tmp_path / "bad.nir"), "--target", "lava"]) == 2
+    assert "NIR node 'scale' (Scale): supported only as the one successor of a conv/affine" in capsys.readouterr().err
