@@ -19,6 +19,7 @@ Targets (a table from name to function; each writes into ``out_dir`` and returns
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -262,14 +263,23 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
     if (evaluate and "nir" in targets) or ("lava" in targets and lava_check):  # test images needed:
         # found (or refused) before anything is written
         data_config(ckpt["config"], f"CHECKPOINT: {ckpt_path}: its config", data_root)
+    created = not out.exists()
+    before = set(out.iterdir()) if not created else set()
     make_dir(out, "--out")
     opts = {"timesteps": timesteps, "samples": samples, "data_root": data_root,
             "evaluate": evaluate, "run_dir": run_dir, "lava_check": lava_check}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "model_spec": model.spec}
-    for target in targets:
-        t0 = time.perf_counter()
-        report[target] = TARGETS[target](model, ckpt, out, opts)
-        report[target]["wall_s"] = time.perf_counter() - t0
+    try:
+        for target in targets:
+            t0 = time.perf_counter()
+            report[target] = TARGETS[target](model, ckpt, out, opts)
+            report[target]["wall_s"] = time.perf_counter() - t0
+    except UserError:  # refused part-way (e.g. a student Lava cannot take): leave no partial set behind
+        for p in set(out.iterdir()) - before:
+            p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     # quantisation warnings (QuantizedGraph.warnings), once, for the caller to show
     report["warnings"] = list(dict.fromkeys(w for t in targets for w in report[t].pop("warnings", [])))
     write_json(out / "export_report.json", report)

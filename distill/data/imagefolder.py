@@ -9,6 +9,7 @@ per class and the same split on every run and machine.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,16 @@ def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 def _read(path: Path, mode: str, size_hw: tuple[int, int] | None) -> np.ndarray:
     """One image as uint8 ``[H, W]`` (mode L) or ``[H, W, 3]`` (RGB), resized to ``size_hw``."""
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode)
-            if size_hw is not None and (im.height, im.width) != size_hw:
-                im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from e
+        with warnings.catch_warnings():  # PIL's decompression-bomb warning: refused like the error
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = im.convert(mode)
+                if size_hw is not None and (im.height, im.width) != size_hw:
+                    im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
 
 
 def _size_hw(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -137,6 +137,18 @@ def cifar_tree(batch_content, bad: str = "data_batch_1", folder: str = "cifar-10
     return setup
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
 def image_folder(classes: dict[str, int], ext: str = ".png", content: bytes | None = None):
     def setup(ws: Path) -> None:
         from PIL import Image
@@ -341,6 +353,8 @@ add("data-image-folder-empty-class", distill("--data", "image-folder", "--data-r
     chain(image_folder({"a": 10}), mkdir("imgs/b")))
 add("data-image-folder-garbage-png", distill("--data", "image-folder", "--data-root", "imgs"), "cannot read image",
     image_folder({"a": 3, "b": 3}, content=RANDOM))
+add("data-image-folder-bomb", distill("--data", "image-folder", "--data-root", "imgs"), "cannot read image",
+    image_folder({"a": 3, "b": 3}, content=png_header_only(30000, 30000)))
 add("data-image-folder-is-file", distill("--data", "image-folder", "--data-root", "imgs"), "imgs", put("imgs", "x"))
 add("data-digits-one-class-limit", distill("--limit-train", "1", "--batch-size", "1"), "class")
 add("data-root-for-digits", distill("--data-root", "somewhere"), "--data-root")
@@ -703,3 +717,7 @@ add("compare-no-positional", ("compare",), "RUN_DIR")
 add("compare-not-a-run", ("compare", "d"), "d", mkdir("d"))
 add("compare-config-garbage", ("compare", "{run}"), "config.json", put("run/config.json", RANDOM))
 add("compare-html-is-dir", ("compare", "{run}", "--html", "d"), "d", mkdir("d"))
+add("export-refused-part-way", ("export", "{run}", "--out", "new", "--data-root", "d"), "root", mkdir("d"))
+add("export-refused-part-way-into-run", ("export", "{run}", "--data-root", "d"), "root",
+    chain(mkdir("d"), lambda ws: __import__("shutil").rmtree(ws / "run/export")))
+add("sim-data-root-for-digits", ("simulate", "{run}", "--backend", "emulator", "--data-root", "d"), "root", mkdir("d"))
