@@ -225,9 +225,9 @@ def path_component_problem(name: str) -> str | None:
     """Why ``name`` cannot be one folder name inside another folder (None if it can)."""
     if name in ("", ".", ".."):
         return "not empty, '.' or '..'"
-    if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+    if "/" in name or "\\" in name or os.sep in name:
         return "no path separators"
-    if any(ord(c) < 32 for c in name) or "\0" in name:
+    if any(ord(c) < 32 for c in name):
         return "no control characters"
     return None
 
