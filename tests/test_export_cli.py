@@ -144,3 +144,14 @@ def test_simulate_bad_input(run_dir, tmp_path, capsys, args, expected):
     rc = main(["simulate", *[a.format(run=run_dir, bad=bad) for a in args]])
     err = capsys.readouterr().err
     assert rc == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_export_netx_target(run_dir, capsys):
+    """`--target netx` from the CLI on a trained run: lava-dl netx HDF5 next to the NIR files."""
+    from htakl_deploy.export.netx_hdf5 import read_netx_summary
+
+    assert main(["export", str(run_dir), "--target", "netx", "--no-eval"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    layers = read_netx_summary(report["netx"]["netx"])["layers"]
+    assert [layer["type"] for layer in layers] == report["netx"]["layers"]
+    assert layers[0]["type"] == "input" and layers[-1]["type"] == "dense"
