@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from htakl_deploy.atomic import write_json
-from paper_runs import make_run
+from paper_runs import data_root, make_run
 
 
 def roof_fn(plan, x_int: np.ndarray):
@@ -84,7 +84,7 @@ def bench(model: str = "resnet20", images: int = 64, reps: int = 3, root: str | 
     root = root or os.path.join(tempfile.gettempdir(), "htakl_bench")
     run_dir = make_run(model, max(images, 2), root)
     plan = read_artefact(resolve_artefact(run_dir))
-    x_tb, _ = load_samples(plan, images, 4, None)
+    x_tb, _ = load_samples(plan, images, 4, data_root(run_dir))
     t_steps = x_tb.shape[0]
     student = build_model(**plan.metadata["model_spec"]).eval()
     macs = student.dense_ops_per_sample()["total"]

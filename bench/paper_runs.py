@@ -21,6 +21,11 @@ def _batch(path: Path, n: int, seed: int) -> None:
                      b"labels": [int(v) for v in rng.integers(0, 10, n)], b"filenames": [b"f"] * n}, f)
 
 
+def data_root(run_dir: str | Path) -> str:
+    """The generated data folder of a run made by ``make_run`` (artefacts do not keep the path)."""
+    return str(Path(run_dir).parent.parent / "data")
+
+
 def make_run(model: str, test_images: int, root: str | Path) -> Path:
     from htakl_deploy.distill import recipe
     from htakl_deploy.distill.config import DistillConfig

@@ -24,7 +24,7 @@ import torch
 
 from htakl_deploy.atomic import write_json
 from htakl_deploy.memory import in_fresh_process, peak_memory
-from paper_runs import make_run
+from paper_runs import data_root, make_run
 
 
 def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: str, neurobench: bool) -> dict:
@@ -36,7 +36,8 @@ def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: st
     t0 = time.perf_counter()
     if stage == "simulate":
         mem = peak_memory(lambda: res.update(simulate(run_dir, backend="emulator", samples=samples, batch_size=batch,
-                                                      out_dir=out, compare=False, record=record)))
+                                                      out_dir=out, compare=False, record=record,
+                                                      data_root=data_root(run_dir))))
         extra = {"accuracy": res["accuracy"], "emulator_s": res["wall_s"],
                  "file_mb": os.path.getsize(Path(out) / "spikes.h5") / 1e6,
                  "firing_rate": sum(res["firing_rate"].values()) / len(res["firing_rate"])}
