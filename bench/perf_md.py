@@ -365,12 +365,12 @@ def train_memory_section(t: dict) -> list[str]:
            "`python bench/train_memory.py --json …` — one HTA-KL step (teacher forward, student forward over T, "
            "loss, backward, SGD) on random 3×32×32 images, each variant in a fresh process; peak = VmHWM reset "
            f"after building the models; step = median after the first; {t['threads']} threads.", "",
-           "| model | batch | T | checkpointing | peak (GB) | added over setup (GB) | step (s) | load at start |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| model | batch | T | checkpointing | peak (GB) | added over setup (GB) | step (s) | steps | load when done |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in t["rows"]:
-        lb = r.get("load_before", [float("nan")])[0]
+        lb = r.get("load_when_done", r.get("load_before", [float("nan")]))[0]
         out.append(f"| {r['model']} | {r['batch']} | {r['timesteps']} | {'on' if r['checkpoint_activations'] else 'off'} | "
-                   f"{r['peak_mb'] / 1024:.2f} | {r['delta_mb'] / 1024:.2f} | {r['step_s']:.1f} | {lb:.1f} |")
+                   f"{r['peak_mb'] / 1024:.2f} | {r['delta_mb'] / 1024:.2f} | {r['step_s']:.1f} | {r['steps']} | {lb:.1f} |")
     for q in t["ratios"]:
         out.append(f"\n{q['model']}, batch {q['batch']}: checkpointing uses ×{q['memory_ratio']:.2f} the memory "
                    f"added by the step, at ×{q['step_time_ratio']:.2f} the step time.")

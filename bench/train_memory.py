@@ -87,7 +87,7 @@ def bench(variants: str = DEFAULT, steps: int = 2, timesteps: int = 4, rows_file
             continue
         rows.append(in_fresh_process(__file__, ["--variant", spec, "--steps", str(steps),
                                                 "--timesteps", str(timesteps)], threads=torch.get_num_threads()))
-        rows[-1]["load_before"] = os.getloadavg()
+        rows[-1]["load_when_done"] = os.getloadavg()
         if rows_file:
             with open(rows_file, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rows[-1]) + "\n")
