@@ -69,7 +69,7 @@ import numpy as np
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
     WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
-    StudentGraph, connections,
+    StudentGraph, axis_reach, connections,
 )
 
 
@@ -83,17 +83,6 @@ def find_connections(graph: StudentGraph) -> list[Connection]:
     return [c for c in connections(graph) if not (c.identity and isinstance(graph.nodes[c.node], OutputNode))]
 
 
-def _axis_reach(n_in: int, k: int, s: int, p: int, d: int) -> np.ndarray:
-    """bool ``[n_in, n_out]``: input index i feeds output o along one axis of a conv/pool."""
-    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
-    i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
-    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
-    ok = (i >= 0) & (i < n_in)
-    r = np.zeros((n_in, n_out), dtype=bool)
-    r[i[ok], o[ok]] = True
-    return r
-
-
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Boolean relation product: i reaches k iff some j has a[i, j] and b[j, k]."""
     return (a.astype(np.int64) @ b.astype(np.int64)) > 0
@@ -101,8 +90,8 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _conv_axes(node: Conv2dNode, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     kh, kw = node.weight.shape[2:]
-    return (_axis_reach(h, kh, node.stride[0], node.padding[0], node.dilation[0]),
-            _axis_reach(w, kw, node.stride[1], node.padding[1], node.dilation[1]))
+    return (axis_reach(h, kh, node.stride[0], node.padding[0], node.dilation[0]),
+            axis_reach(w, kw, node.stride[1], node.padding[1], node.dilation[1]))
 
 
 def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.ndarray] | None:
@@ -119,8 +108,8 @@ def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.nd
         node = graph.nodes[name]
         if isinstance(node, PoolNode):
             (kh, kw), (sh, sw), (ph, pw) = node.kernel_size, node.stride, node.padding
-            rh = _compose(rh, _axis_reach(rh.shape[1], kh, sh, ph, 1))
-            rw = _compose(rw, _axis_reach(rw.shape[1], kw, sw, pw, 1))
+            rh = _compose(rh, axis_reach(rh.shape[1], kh, sh, ph, 1))
+            rw = _compose(rw, axis_reach(rw.shape[1], kw, sw, pw, 1))
     return rh, rw
 
 

@@ -66,6 +66,19 @@ def _out_hw(h: int, w: int, k, s, p) -> tuple[int, int]:
     return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
 
 
+def axis_reach(n_in: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
+    """bool ``[n_in, n_out]``: input index i feeds output o along one axis of a conv/pool
+    (kernel k, stride s, padding p, dilation d). The one geometry the op counter and the
+    Loihi mapper both read connectivity from."""
+    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
+    i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
+    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
+    ok = (i >= 0) & (i < n_in)
+    r = np.zeros((n_in, n_out), dtype=bool)
+    r[i[ok], o[ok]] = True
+    return r
+
+
 # -- nodes ---------------------------------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from htakl_deploy.errors import UserError
+from htakl_deploy.export.graph import axis_reach
 from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link
 from htakl_deploy.hw.target import Target
 
@@ -71,17 +72,6 @@ RESOURCES = ("neurons", "synapse_memory", "input_axons", "output_axons")
 
 
 # -- geometry helpers ----------------------------------------------------------------------
-
-
-def axis_reach(n_in: int, k: int, s: int, p: int, d: int) -> np.ndarray:
-    """bool ``[n_in, n_out]``: input index i feeds output o along one conv axis."""
-    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
-    i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
-    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
-    ok = (i >= 0) & (i < n_in)
-    r = np.zeros((n_in, n_out), dtype=bool)
-    r[i[ok], o[ok]] = True
-    return r
 
 
 def blocks(n: int, size: int) -> np.ndarray:
