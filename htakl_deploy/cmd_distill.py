@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import fields
 
 import torch
 
+from htakl_deploy.cliout import add_json_flag, emit, pct
 from htakl_deploy.distill.config import DistillConfig, build_config, read_config_file
 
 DISTILL_EXAMPLES = """\
@@ -110,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         _add_config_flags(p)
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its saved config")
+        add_json_flag(p)
         p.set_defaults(handler=run_command, teacher_only=teacher_only)
 
 
@@ -172,5 +173,22 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         dist.shutdown(env)
     if env.is_main:
-        print(json.dumps(summary, indent=2, sort_keys=True))
+        emit(summary, args.json, summary_lines(summary))
     return 0
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The human summary of a ``distill``/``train-teacher`` result (``--json`` prints it whole)."""
+    lines = [f"run: {summary['run_dir']} ({summary['data']}, {summary['model']}, {summary['device']}, "
+             f"{summary['wall_s']:.1f} s)"]
+    for role in ("teacher", "student"):
+        stage = summary.get(role)
+        if stage is None:
+            continue
+        if "epoch" not in stage:  # a given teacher checkpoint
+            lines.append(f"{role}: {stage.get('checkpoint')} (given)")
+            continue
+        what = f"method {stage['method']}, T={stage['timesteps']}" if role == "student" else "ANN"
+        lines.append(f"{role} ({what}): test accuracy {pct(stage.get('test_acc'))}, best "
+                     f"{pct(stage.get('best_test_acc'))} after {stage['epoch']} epoch{'s' * (stage['epoch'] != 1)}; checkpoint {stage['best']}")
+    return lines

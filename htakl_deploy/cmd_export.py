@@ -5,8 +5,9 @@ A NIR file (MODEL.nir, from snnTorch, SpikingJelly, Norse or by hand) is quantis
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from htakl_deploy.cliout import add_json_flag, emit, pct
 
 EXAMPLES = """\
 examples:
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lava-check", type=int, default=4, metavar="N",
                    help="lava target: run N test images through Lava and the emulator, which must agree "
                         "spike for spike (0 skips; default 4)")
+    add_json_flag(p)
     p.set_defaults(handler=run_command)
 
 
@@ -55,5 +57,33 @@ def run_command(args: argparse.Namespace) -> int:
                         lava_check=args.lava_check, data=args.data, dt_s=args.dt_s)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
-    print(json.dumps(report, indent=2, sort_keys=True))
+    emit(report, args.json, summary_lines(report))
     return 0
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The human summary of an ``export`` result (``--json`` prints it whole)."""
+    lines = [f"exported {report.get('checkpoint') or report.get('source_nir')}"]
+    nir = report.get("nir")
+    if nir is not None:
+        lines.append(f"nir: {nir['quant_nir']} (float graph {nir['float_nir']}; {nir['clipped_weights']} weights clipped)")
+        acc = nir.get("accuracy")
+        if acc is not None:
+            lines.append(f"  accuracy float {pct(acc['float_acc'])}, Loihi fixed point {pct(acc['int_acc'])} "
+                         f"(of {acc['samples']} images, T={acc['timesteps']}); decisions agree on "
+                         f"{pct(acc['decision_agreement'])}")
+    onnx = report.get("onnx")
+    if onnx is not None:
+        lines.append(f"onnx: {onnx['student']} (max |onnxruntime - torch| {onnx['student_max_abs_err']:.2g})")
+        if "teacher" in onnx:
+            lines.append(f"  teacher {onnx['teacher']} (max |onnxruntime - torch| {onnx['teacher_max_abs_err']:.2g})")
+    lava = report.get("lava")
+    if lava is not None:
+        lines.append(f"lava: {lava['artefact']} ({len(lava['populations'])} populations, {len(lava['links'])} links)")
+        check = lava.get("lava_check")
+        if check is not None:
+            lines.append(f"  Lava fixed_pt = emulator spike for spike on {check['samples']} images")
+    netx = report.get("netx")
+    if netx is not None:
+        lines.append(f"netx: {netx['netx']} ({len(netx.get('layers', []))} layers)")
+    return lines

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from htakl_deploy.cliout import add_json_flag, emit, pct
 
 EXAMPLES = """\
 examples:
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
+    add_json_flag(p)
     p.set_defaults(handler=run_command)
 
 
@@ -91,5 +93,22 @@ def run_command(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, record=args.record, device=args.device)
     finally:
         bar.close()
-    print(json.dumps(report, indent=2, sort_keys=True))
+    emit(report, args.json, summary_lines(report))
     return 0
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The human summary of a ``simulate`` result (``--json`` prints it whole)."""
+    n = report["samples"]
+    lines = [f"{report['backend']}: accuracy {pct(report['accuracy'], n)}, T={report['timesteps']}, "
+             f"{report['wall_s']:.1f} s ({report['samples_per_s'] or 0:.1f} samples/s)",
+             f"spikes: {report['out_dir']}/{report['spikes_file']} (record {report['record']}); "
+             f"summary {report['out_dir']}/simulate.json"]
+    agree = report.get("agreement")
+    if agree is not None:
+        lines.append(f"vs {agree['vs']}: spikes agree {pct(agree['spike_agreement']['all'])}, decisions "
+                     f"{pct(agree['decision_agreement'])}, readout identical: {agree['readout_identical']}")
+    fl = report.get("float_student")
+    if fl is not None:
+        lines.append(f"float student: accuracy {pct(fl['accuracy'], n)}, decisions agree {pct(fl['decision_agreement'])}")
+    return lines

@@ -20,7 +20,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_export_nir_and_onnx(run_dir, capsys):
-    rc = main(["export", str(run_dir), "--target", "nir", "onnx", "--samples", "64"])
+    rc = main(["export", "--json", str(run_dir), "--target", "nir", "onnx", "--samples", "64"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((run_dir / "export" / "export_report.json").read_text())
@@ -55,7 +55,7 @@ def test_export_warns_when_weights_are_lost_to_8_bits(run_dir, tmp_path, capsys)
     (bad / "student").mkdir(parents=True)
     save_checkpoint(bad / "student" / "last.pt", ckpt)
     (bad / "config.json").write_text((run_dir / "config.json").read_text())
-    assert main(["export", str(bad), "--target", "nir", "--no-eval"]) == 0
+    assert main(["export", "--json", str(bad), "--target", "nir", "--no-eval"]) == 0
     out = capsys.readouterr()
     warned = [line for line in out.err.splitlines() if line.startswith("htakl-deploy: warning: stage2.conv")]
     assert len(warned) == 1 and "weights round to 0" in warned[0], out.err
@@ -92,7 +92,7 @@ def test_export_corrupt_checkpoint(tmp_path, capsys):
 def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
     from htakl_deploy.energy.spikefile import read_spikes
 
-    rc = main(["export", str(run_dir), "--target", "lava", "--lava-check", "3", "--no-eval"])
+    rc = main(["export", "--json", str(run_dir), "--target", "lava", "--lava-check", "3", "--no-eval"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)["lava"]
     check = report["lava_check"]
@@ -100,11 +100,11 @@ def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
     assert {k["kind"] for k in report["links"]} == {"input", "conv", "dense"}
     assert (run_dir / "export" / "student.lava.npz").exists()
 
-    assert main(["simulate", str(run_dir), "--backend", "emulator"]) == 0
+    assert main(["simulate", "--json", str(run_dir), "--backend", "emulator"]) == 0
     emu = json.loads(capsys.readouterr().out)
     assert emu["samples"] == 64 and emu["timesteps"] == 4
     assert emu["float_student"]["decision_agreement"] >= 0.9  # the float student is reported, need not be 100 %
-    assert main(["simulate", str(run_dir), "--backend", "lava", "--samples", "5"]) == 0
+    assert main(["simulate", "--json", str(run_dir), "--backend", "lava", "--samples", "5"]) == 0
     lava = json.loads(capsys.readouterr().out)
     assert lava["agreement"]["spike_agreement"]["all"] == 1.0 and lava["agreement"]["readout_identical"]
     rec = read_spikes(run_dir / "simulate" / "lava-fixed_pt" / "spikes.h5")
@@ -120,7 +120,9 @@ def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
 
     assert main(["simulate", str(run_dir), "--backend", "emulator", "--samples", "5",
                  "--out", str(run_dir / "emu5"), "--no-compare"]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out  # without --json: a short human summary
+    assert out.startswith("emulator: accuracy ") and "(of 5 images), T=4" in out, out
+    assert f"spikes: {run_dir / 'emu5'}/spikes.h5" in out and "vs emulator" not in out, out
     graph, model = run_dir / "export" / "student_quant.nir", load_preset("paper-45nm")
     e_lava = report_for_files(run_dir / "simulate" / "lava-fixed_pt" / "spikes.h5", graph, model)
     e_emu = report_for_files(run_dir / "emu5" / "spikes.h5", graph, model)
@@ -150,8 +152,11 @@ def test_export_netx_target(run_dir, capsys):
     """`--target netx` from the CLI on a trained run: lava-dl netx HDF5 next to the NIR files."""
     from htakl_deploy.export.netx_hdf5 import read_netx_summary
 
-    assert main(["export", str(run_dir), "--target", "netx", "--no-eval"]) == 0
+    assert main(["export", "--json", str(run_dir), "--target", "netx", "--no-eval"]) == 0
     report = json.loads(capsys.readouterr().out)
     layers = read_netx_summary(report["netx"]["netx"])["layers"]
     assert [layer["type"] for layer in layers] == report["netx"]["layers"]
     assert layers[0]["type"] == "input" and layers[-1]["type"] == "dense"
+    assert main(["export", str(run_dir), "--target", "netx", "--no-eval"]) == 0  # without --json: a summary
+    assert capsys.readouterr().out.splitlines() == [f"exported {report['checkpoint']}",
+                                                    f"netx: {report['netx']['netx']} ({len(layers)} layers)"]

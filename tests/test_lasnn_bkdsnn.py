@@ -236,10 +236,14 @@ def test_cli_runs_each_method_and_saves_the_generator(tmp_path, capsys):
               "--epochs", "1", "--teacher-epochs", "1", "--timesteps", "2", "--no-progress",
               "--out-dir", str(tmp_path)]
     assert main(["train-teacher", *common, "--run-name", "t"]) == 0
+    out = capsys.readouterr().out  # a human summary by default (--json: the summary.json object)
+    assert out.startswith(f"run: {tmp_path / 't'} (digits") and "\nteacher (ANN): test accuracy " in out, out
     for method in ("lasnn", "bkdsnn"):
         assert main(["distill", *common, "--method", method, "--run-name", method,
                      "--teacher", str(tmp_path / "t")]) == 0, capsys.readouterr().err
         summary = json.loads((tmp_path / method / "summary.json").read_text())
+        out = capsys.readouterr().out
+        assert f"teacher: {tmp_path / 't'} (given)" in out and f"student (method {method}, T=2): test accuracy " in out, out
         assert summary["student"]["method"] == method and summary["student"]["global_step"] == 4
         assert math.isfinite(summary["student"]["train_loss"])
         ckpt = load_checkpoint(tmp_path / method / "student" / "last.pt")

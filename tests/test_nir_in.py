@@ -133,7 +133,7 @@ def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
         assert ("lif1", "lif2") in read_nir(path).edges
     out = tmp_path / "out"
     targets = ["nir", "lava", "netx"] if model == "sj_conv" else ["nir", "lava"]
-    rc = main(["export", str(path), "--target", *targets, "--data", "digits", "--lava-check", "20", "--out", str(out)])
+    rc = main(["export", "--json", str(path), "--target", *targets, "--data", "digits", "--lava-check", "20", "--out", str(out)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "export_report.json").read_text())
@@ -186,7 +186,7 @@ def _hand_graph(**change) -> nir.NIRGraph:
 def test_hand_written_graph_deploys(tmp_path, capsys):
     path = tmp_path / "hand.nir"
     nir.write(path, _hand_graph())
-    assert main(["export", str(path), "--target", "lava", "--lava-check", "2"]) == 0
+    assert main(["export", "--json", str(path), "--target", "lava", "--lava-check", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
     assert (tmp_path / "hand-export" / "student.lava.npz").is_file()
@@ -246,7 +246,7 @@ def test_simulate_and_energy_on_a_nir_file(sj_conv, tmp_path, capsys):
     assert main(["simulate", str(model), "--backend", "emulator", "--samples", "40"]) == 2
     assert "needs --data" in capsys.readouterr().err
     assert not (tmp_path / "sj_conv-export").exists()
-    assert main(["simulate", str(model), "--data", "digits", "--backend", "emulator", "--samples", "40",
+    assert main(["simulate", "--json", str(model), "--data", "digits", "--backend", "emulator", "--samples", "40",
                  "--out", str(tmp_path / "sim")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 40 and report["accuracy"] > 0.7
@@ -281,7 +281,7 @@ def test_nested_subgraphs_are_flattened(tmp_path, capsys):
         torch.testing.assert_close(run_float(ours, x), want, rtol=0, atol=0)
     path = tmp_path / "nested.nir"  # one level: NIR 1.0.8's own reader fails on two (KeyError 'output')
     nir.write(path, nested)
-    assert main(["export", str(path), "--target", "lava", "--lava-check", "2"]) == 0
+    assert main(["export", "--json", str(path), "--target", "lava", "--lava-check", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
 
 
@@ -298,7 +298,7 @@ def test_scale_is_folded_into_the_layer_before(tmp_path, capsys):
     torch.testing.assert_close(run_float(ours, x), run_float(ref, x), rtol=0, atol=0)
     path = tmp_path / "scaled.nir"
     nir.write(path, g)
-    assert main(["export", str(path), "--target", "lava", "--lava-check", "2"]) == 0
+    assert main(["export", "--json", str(path), "--target", "lava", "--lava-check", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
     bad = _hand_graph(nodes={"scale": nir.Scale(scale=np.ones((4, 8, 8)))},
                       edges=[("input", "conv"), ("conv", "lif"), ("lif", "scale"), ("scale", "pool"), ("pool", "flat"),

@@ -98,7 +98,7 @@ def test_cuba_and_if_graph_deploys(tmp_path, capsys):
     path = tmp_path / "cuba_if.nir"
     nir.write(path, _graph())
     out = tmp_path / "out"
-    assert main(["export", str(path), "--target", "nir", "lava", "netx", "--lava-check", "6", "--out", str(out)]) == 0
+    assert main(["export", "--json", str(path), "--target", "nir", "lava", "netx", "--lava-check", "6", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["lava"]["lava_check"]["spike_agreement"] == {"all": 1.0, "cuba": 1.0, "if": 1.0}
     assert report["lava"]["lava_check"]["readout_identical"]
@@ -160,7 +160,7 @@ def test_hand_written_graph_with_every_family_li_readout_and_subgraph(tmp_path, 
     graph = from_nir(read_nir(path))
     out = graph.nodes[graph.output_name]
     assert (out.beta, out.r, out.du) == (0.5, 1.5, 2047) and "block.cuba" in graph.nodes
-    assert main(["export", str(path), "--target", "nir", "lava", "netx", "--lava-check", "6",
+    assert main(["export", "--json", str(path), "--target", "nir", "lava", "netx", "--lava-check", "6",
                  "--out", str(tmp_path / "out")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0

@@ -61,7 +61,7 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path):
     at_kill = load_checkpoint(ckpt)
     assert at_kill["global_step"] < 5 * (1024 // 64)
 
-    rc, out, err = finish(cli("distill", "--resume", str(tmp_path / "killed"), cwd=tmp_path))
+    rc, out, err = finish(cli("distill", "--json", "--resume", str(tmp_path / "killed"), cwd=tmp_path))
     assert rc == 0, err
     a = weights(tmp_path / "straight" / "student" / "last.pt")
     b = weights(ckpt)
@@ -145,7 +145,7 @@ def test_torchrun_two_processes(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-         "-m", "htakl_deploy", "distill", "--method", "kd", *TINY, "--limit-train", "512",
+         "-m", "htakl_deploy", "distill", "--json", "--method", "kd", *TINY, "--limit-train", "512",
          "--epochs", "2", "--teacher-epochs", "2", "--out-dir", str(tmp_path), "--run-name", "ddp"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
