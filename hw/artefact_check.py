@@ -262,14 +262,14 @@ def check_plan(path: Path, plan) -> None:
 
 def read_plan(path: str | Path, label: str = "ARTEFACT"):
     """Load and check a Lava artefact; ``UserError`` (naming ``label`` and the file) on anything wrong."""
-    from htakl_deploy.hw.plan import load_plan
+    from htakl_deploy.hw.plan import plan_from_arrays
 
     path = Path(path)
     try:
         header, arrays = read_header(path)
         check_header(path, header, arrays)
         try:
-            plan = load_plan(path)
+            plan = plan_from_arrays(arrays)  # the arrays read_header read: the file is read once
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise UserError(f"{path}: inconsistent Lava artefact: {str(e).splitlines()[0][:200]}") from None
         check_plan(path, plan)

@@ -204,6 +204,12 @@ def load_plan(path: str | os.PathLike) -> DeploymentPlan:
     """Read a plan written by ``DeploymentPlan.save``; ValueError on anything unexpected."""
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    return plan_from_arrays(arrays)
+
+
+def plan_from_arrays(arrays: dict[str, np.ndarray]) -> DeploymentPlan:
+    """The plan held by the arrays of a saved ``.npz`` (``load_plan`` without the read, for a caller
+    that has read them already); ValueError on anything unexpected."""
     if "header" not in arrays:
         raise ValueError("not a deployment plan (no header)")
     header = json.loads(arrays["header"].tobytes().decode())
