@@ -1,5 +1,6 @@
 """What a subcommand prints on stdout: a short human summary by default, or its result as JSON
-with ``--json`` (the same convention as ``run``, ``compare`` and ``energy``)."""
+with ``--json`` (the same convention as ``run`` and ``compare``; ``energy`` and ``map`` differ: their
+``--json OUT`` writes the result to a file)."""
 from __future__ import annotations
 
 import argparse
