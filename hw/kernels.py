@@ -15,12 +15,13 @@ removes the non-convolution passes while keeping every result bit-exact:
    the links is exact too; below 2^23 (Lava Conv's 24-bit wrap), 2^31 (int32 channels) and 2^25
    (``a_in << 6`` fits int32) no wrap can trigger, so none is computed. Then the currents stay
    float32 from the convolution to the neuron (no int64 tensor, no min/max scan).
-2. **A fused neuron kernel** (``lif_fused``, numba, parallel over neurons): all T steps of
-   ``lif_int_step`` with ``i32_wraps=False`` (valid under the bounds above: |a_in| < 2^25,
-   |bias| < 2^29) in one pass, reading the float32 currents and writing the spikes (and ``u``
-   only for the readout). Checked bit for bit against ``lif_int_step`` in tests/test_kernels.py;
-   ``lif_int_step`` itself is checked against real Lava in tests/test_lava.py. Without numba, or
-   on a CUDA device, the same update runs as ``lif_int_step`` on torch tensors.
+2. **A fused neuron loop** (``lif_fused`` → ``hw.lif_ref.lif_loop``, numba, parallel over
+   neurons): all T steps of ``hw.lif_ref.lif_update`` — the one definition of the neuron step,
+   compiled here for int64 scalars — with ``i32_wraps=False`` (valid under the bounds above:
+   |a_in| < 2^25, |bias| < 2^29) in one pass, reading the float32 currents and writing the spikes
+   (and ``u`` only for the readout). Checked bit for bit against ``lif_int_step`` in
+   tests/test_kernels.py, itself checked against real Lava in tests/test_lava.py. Without numba,
+   or on a CUDA device, the same ``lif_update`` runs on torch tensors.
 
 Where a bound does not hold, ``population_currents`` returns None and the emulator takes its
 general path (int64 / float64, every wrap), population by population: the result is the same,
@@ -186,64 +187,6 @@ def population_currents(plan, name: str, pop, sources: dict, x: torch.Tensor | N
 # -- the neuron -----------------------------------------------------------------------------
 
 
-if numba is not None:
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _lif_nb(a, exp, a2, exp2, two, bias, n, du_f, dv_f, vth6, u_wraps, spikes, spikes_f, us,
-                store_u):  # pragma: no cover
-        steps, m = a.shape
-        for j in numba.prange(m):
-            b = bias[j % n]
-            u = np.int64(0)
-            v = np.int64(0)
-            for t in range(steps):
-                if du_f != 0:
-                    p = u * du_f
-                    if p < 0:
-                        p += 4095
-                    u = p >> 12
-                else:
-                    u = np.int64(0)
-                ai = np.int64(a[t, j])
-                if exp > 0:
-                    ai = ai << exp
-                elif exp < 0:
-                    ai = ai >> -exp  # arithmetic: floor(a / 2^k), Lava's shift
-                if two:  # a second link, shifted on its own, then the int32 channel sum
-                    bi = np.int64(a2[t, j])
-                    if exp2 > 0:
-                        bi = bi << exp2
-                    elif exp2 < 0:
-                        bi = bi >> -exp2
-                    ai += bi
-                u += ai * 64
-                if u_wraps:
-                    if u > 8388608:
-                        u -= 16777216
-                    elif u <= -8388608:
-                        u += 16777216
-                if dv_f != 0:
-                    p = v * dv_f
-                    if p < 0:
-                        p += 4095
-                    v = p >> 12
-                else:
-                    v = np.int64(0)
-                v += u + b
-                if v > 8388607:
-                    v = np.int64(8388607)
-                elif v < -8388607:
-                    v = np.int64(-8388607)
-                if v > vth6:
-                    spikes[t, j] = True
-                    spikes_f[t, j] = 1.0
-                    v = np.int64(0)
-                else:
-                    spikes[t, j] = False
-                    spikes_f[t, j] = 0.0
-                if store_u:
-                    us[t, j] = u
-
-
 def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: bool, exp: int = 0,
               second: torch.Tensor | None = None, exp2: int = 0,
               use_numba: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -251,7 +194,7 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
     ``shift(second, exp2)`` if given), ``a`` ``[T, B, *shape]`` float32 holding exact integers
     (|a_in| ≤ ``bound`` < 2^25; |bias| < 2^29, checked here). Returns spikes as bool and as float32 0/1 (what the next convolution takes),
     and u int64 with ``want_u``. On the CPU with numba one fused pass; else torch ops."""
-    from htakl_deploy.hw.lif_ref import lif_int_step
+    from htakl_deploy.hw.lif_ref import lif_int_step, lif_loop, numba_threads
 
     if bound >= 1 << 25 or int(np.abs(bias).max(initial=0)) >= 1 << 29:
         raise ValueError("lif_fused needs |a_in| < 2^25 and |bias| < 2^29 (no int32 wrap)")
@@ -264,9 +207,9 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
         spikes = np.empty(flat.shape, np.bool_)
         spikes_f = np.empty(flat.shape, np.float32)
         us = np.empty(flat.shape if want_u else (1, 1), np.int64)
-        with _numba_threads():
-            _lif_nb(flat, exp, flat2, exp2, second is not None, b, b.size, 4096 - (pop.du + 1), 4096 - pop.dv,
-                    int(pop.vth) << 6, u_wraps, spikes, spikes_f, us, want_u)
+        with numba_threads():
+            lif_loop(flat, exp, flat2, exp2, second is not None, b, b.size, int(pop.du), int(pop.dv), int(pop.vth),
+                     u_wraps, spikes, spikes_f, us, want_u)
         return (torch.from_numpy(spikes).reshape(a.shape), torch.from_numpy(spikes_f).reshape(a.shape),
                 torch.from_numpy(us).reshape(a.shape) if want_u else None)
     def shifted(x, e):
@@ -285,18 +228,6 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
         if want_u:
             us[t] = u
     return spikes, spikes.to(torch.float32), us
-
-
-@contextmanager
-def _numba_threads():
-    """numba's thread count = torch's for the call (OMP_NUM_THREADS / torch.set_num_threads)."""
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    old = numba.get_num_threads()
-    numba.set_num_threads(want)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
 
 
 @contextmanager

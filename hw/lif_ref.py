@@ -20,6 +20,8 @@ more precise than, or differs from, docs/DESIGN.md "Loihi-style fixed point":
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -33,25 +35,37 @@ _UV_MAX = 2**23
 READOUT_VTH = 1 << 17
 
 
+try:  # compiles the update below into hw.kernels' fused loop; without numba it runs as plain Python/arrays
+    from numba.extending import register_jitable as _jitable
+except ImportError:  # pragma: no cover - numba is a dependency, this only keeps imports working
+    def _jitable(f):
+        return f
+
+
+@_jitable
+def _i32(x):
+    """Two's-complement wrap of int64 values to int32 (what numpy's int32 cast does), kept int64;
+    elementwise on Python/numba integers, numpy arrays and torch tensors alike."""
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
 def wrap_i32(x):
     """Two's-complement wrap of int64 values to int32, as numpy casts do, kept as int64
-    (numpy array or torch tensor)."""
+    (numpy array or torch tensor; a torch tensor already in range is returned as is)."""
     if isinstance(x, torch.Tensor):
         if x.numel() and (x.max() >= 2**31 or x.min() < -(2**31)):
-            return torch.remainder(x + 2**31, 2**32) - 2**31
+            return _i32(x)
         return x
-    return np.asarray(x).astype(np.int32).astype(np.int64)
+    return _i32(np.asarray(x).astype(np.int64))
 
 
-def trunc_decay(x, decay: int):
+@_jitable
+def trunc_decay(x, decay):
     """``sign(x * decay) * (|x * decay| >> 12)``: multiply by decay/4096, truncating toward zero
-    (numpy array or torch tensor). Written as ``(p + 4095·[p < 0]) >> 12``: an arithmetic shift
-    rounds toward −∞, the offset makes it round toward zero."""
-    if decay == 0:
-        return x * 0
+    (integer, numpy array or torch tensor). Written as ``(p + 4095·[p < 0]) >> 12``: an arithmetic
+    shift rounds toward −∞, the offset makes it round toward zero."""
     p = x * decay
-    where = torch.where if isinstance(p, torch.Tensor) else np.where
-    return where(p < 0, p + ((1 << _DECAY_SHIFT) - 1), p) >> _DECAY_SHIFT
+    return (p + (p < 0) * ((1 << _DECAY_SHIFT) - 1)) >> _DECAY_SHIFT
 
 
 def effective_weights(weights: np.ndarray) -> np.ndarray:
@@ -137,35 +151,121 @@ def dense_lif_fixed_pt(
     return spikes_tm, u_tm, v_tm
 
 
+@_jitable
+def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
+    """One lava-nc ``PyLifModelBitAcc`` / ``PyLifResetModelBitAcc`` step: **the only definition
+    of the fixed-point neuron update in the package**. Elementwise and branch-free on the data, so
+    the one source serves every caller: numpy arrays and torch tensors (``lif_int_step``, the
+    emulator's general and CUDA paths, export's integer check) and, compiled by numba, int64
+    scalars in ``hw.kernels``' fused loop. Returns (spikes, u, v after reset).
+
+    ``bias_v`` = ``bias_mant << bias_exp`` (broadcastable to ``v``); spikes when v > vth << 6.
+    ``i32_wraps=False`` skips Lava's int32 wraps and ``u_wraps=False`` its 24-bit wrap of ``u``:
+    only where the caller has proved they cannot trigger (same integers, fewer operations)."""
+    u = trunc_decay(u, (1 << _DECAY_SHIFT) - (du + 1))
+    if i32_wraps:
+        u = _i32(_i32(u) + _i32(a_in << _MSB_SHIFT))
+    else:
+        u = u + (a_in << _MSB_SHIFT)
+    if u_wraps:  # one conditional step each way, not a modulo (Lava's wrap of the 24-bit u)
+        u = u - (u > _UV_MAX) * (2 * _UV_MAX) + (u <= -_UV_MAX) * (2 * _UV_MAX)
+    v = trunc_decay(v, (1 << _DECAY_SHIFT) - dv) + u + bias_v
+    if i32_wraps:
+        v = _i32(v)
+    v = v - (v > _UV_MAX - 1) * (v - (_UV_MAX - 1)) - (v < 1 - _UV_MAX) * (v + (_UV_MAX - 1))  # clip to 24 bits
+    th = vth << _MSB_SHIFT
+    return v > th, u, v * (v <= th)
+
+
 def lif_int_step(u, v, a_in, *, du: int, dv: int, bias_v, vth: int, i32_wraps: bool = True,
                  u_wraps: bool = True):
-    """One lava-nc ``PyLifModelBitAcc`` / ``PyLifResetModelBitAcc`` step — the only copy of the
-    fixed-point neuron update in the package. Arrays of any shape, int64, all numpy or all torch
-    (``bias_v`` = ``bias_mant << bias_exp``, broadcastable to ``v``). Returns (spikes bool, u, v
-    after reset).
+    """``lif_update`` on arrays of any shape, int64, all numpy or all torch: (spikes bool, u, v
+    after reset). ``i32_wraps`` / ``u_wraps``: see ``lif_update``. On the CPU with numba the
+    update runs compiled, one pass over the neurons (``lif_elementwise``); elsewhere (a CUDA
+    tensor, no numba) as array operations — the same source, the same integers
+    (tests/test_kernels.py compares the two forms)."""
+    args = (int(du), int(dv), bias_v, int(vth), bool(i32_wraps), bool(u_wraps))
+    if numba is not None and _cpu_int64(u, v, a_in, bias_v):
+        return lif_elementwise(u, v, a_in, *args)
+    return lif_update(u, v, a_in, args[0], args[1], args[2], args[3], args[4], args[5])
 
-    ``i32_wraps=False`` skips Lava's int32 wraps and ``u_wraps=False`` its 24-bit wrap of ``u``:
-    pass them only where the caller has proved they cannot trigger (``hw.emulator`` does, per
-    tensor), which gives the same integers with fewer operations.
-    """
-    w32 = wrap_i32 if i32_wraps else (lambda x: x)
+
+def _cpu_int64(*xs) -> bool:
+    def ok(x):
+        if isinstance(x, torch.Tensor):
+            return x.device.type == "cpu" and x.dtype == torch.int64
+        return isinstance(x, (np.ndarray, int, np.integer)) and np.asarray(x).dtype == np.int64
+    return all(ok(x) for x in xs)
+
+
+def lif_elementwise(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
+    """``lif_update`` compiled by numba over every neuron in one pass (numpy arrays or CPU torch
+    tensors, int64, broadcast together); returns new arrays of the inputs' kind."""
     is_torch = isinstance(u, torch.Tensor)
-    where = torch.where if is_torch else np.where
-    u = w32(trunc_decay(u, 4096 - (du + 1)))  # a new array: updated in place below
-    if i32_wraps:
-        u = w32(u + w32(a_in << _MSB_SHIFT))
-    else:
-        u += a_in << _MSB_SHIFT
-    if u_wraps:
-        u = where(u > _UV_MAX, u - 2 * _UV_MAX, where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
-    v = w32(trunc_decay(v, 4096 - dv) + u + bias_v)
-    if is_torch:
-        v.clamp_(-(_UV_MAX - 1), _UV_MAX - 1)
-    else:
-        np.clip(v, -(_UV_MAX - 1), _UV_MAX - 1, out=v)
-    s = v > (int(vth) << _MSB_SHIFT)
-    if is_torch:
-        v.masked_fill_(s, 0)
-    else:
-        v[s] = 0
-    return s, u, v
+    xs = [np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x) for x in (u, v, a_in, bias_v)]
+    shape = np.broadcast_shapes(*(x.shape for x in xs))
+    flat = [np.ascontiguousarray(np.broadcast_to(x, shape)).reshape(-1) for x in xs]
+    s_out = np.empty(flat[0].size, np.bool_)
+    u_out, v_out = np.empty(flat[0].size, np.int64), np.empty(flat[0].size, np.int64)
+    with numba_threads():
+        _lif_elem_nb(*flat, du, dv, vth, i32_wraps, u_wraps, s_out, u_out, v_out)
+    out = (s_out.reshape(shape), u_out.reshape(shape), v_out.reshape(shape))
+    return tuple(torch.from_numpy(o) for o in out) if is_torch else out
+
+
+def _lif_elem(u, v, a, bias, du, dv, vth, i32_wraps, u_wraps, s_out, u_out, v_out):
+    for j in _prange(u.size):
+        s, uj, vj = lif_update(u[j], v[j], a[j], du, dv, bias[j], vth, i32_wraps, u_wraps)
+        s_out[j] = s
+        u_out[j] = uj
+        v_out[j] = vj
+
+
+@contextmanager
+def numba_threads():
+    """numba's thread count = torch's for the call (OMP_NUM_THREADS / torch.set_num_threads)."""
+    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    old = numba.get_num_threads()
+    numba.set_num_threads(want)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _lif_loop(a, exp, a2, exp2, two, bias, n, du, dv, vth, u_wraps, spikes, spikes_f, us, store_u):
+    """All T steps of ``lif_update`` over a flat population, neuron by neuron (numba-compiled,
+    parallel over neurons, as ``lif_loop``; the state never leaves registers). ``a`` ``[T, M]``
+    float32 holding exact integers: step t's input is ``shift(a[t], exp)`` (plus
+    ``shift(a2[t], exp2)`` with ``two``): each link's Lava shift (floor for a negative exponent),
+    then the InPort sum. No int32 wraps: the caller has proved |a_in| < 2^25, |bias| < 2^29.
+    Writes spikes (bool and float32 0/1) and, with ``store_u``, u; ``bias`` per neuron of one
+    sample (``n`` of them, repeated over the batch)."""
+    steps, m = a.shape
+    for j in _prange(m):
+        b = bias[j % n]
+        u = np.int64(0)
+        v = np.int64(0)
+        for t in range(steps):
+            ai = np.int64(a[t, j])
+            ai = (ai << exp) if exp >= 0 else (ai >> -exp)
+            if two:
+                bi = np.int64(a2[t, j])
+                ai += (bi << exp2) if exp2 >= 0 else (bi >> -exp2)
+            s, u, v = lif_update(u, v, ai, du, dv, b, vth, False, u_wraps)
+            spikes[t, j] = s
+            spikes_f[t, j] = np.float32(s)
+            if store_u:
+                us[t, j] = u
+
+
+try:  # cached next to lif_update: numba invalidates its cache when this file changes
+    import numba
+
+    _prange = numba.prange
+    lif_loop = numba.njit(parallel=True, cache=True, nogil=True)(_lif_loop)
+    _lif_elem_nb = numba.njit(parallel=True, cache=True, nogil=True)(_lif_elem)
+except ImportError:  # pragma: no cover
+    numba = None
+    _prange = range
+    lif_loop = _lif_loop

@@ -145,3 +145,34 @@ def test_export_integer_check_uses_float32_only_where_exact():
     big = x * 2**15  # max |x| · Σ|w| ≥ 2^24: float64
     np.testing.assert_array_equal(qz._exact(conv, big, w), (want.numpy() * 2**15).astype(np.int64).reshape(2, 3, 4, 6, 6))
     assert seen == [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("du, dv", [(4095, 0), (1000, 300), (0, 4095)])
+def test_one_update_rule_compiled_and_as_arrays_give_the_same_integers(du, dv):
+    """``lif_update`` is the one definition of the neuron step: compiled by numba over the neurons
+    (``lif_int_step`` on CPU arrays), as numpy and as torch array operations (CUDA, no numba),
+    the integers agree — with every wrap triggering (inputs up to 2^27, biases up to 2^31: the
+    results with the wraps differ from those without)."""
+    from htakl_deploy.hw.lif_ref import lif_update
+
+    rng = np.random.default_rng(du)
+    shape = (3, 50, 7)
+    u = rng.integers(-2**23, 2**23, shape)
+    v = rng.integers(-2**23, 2**23, shape)
+    bias = rng.integers(-2**31, 2**31, shape[1:])
+    for _ in range(4):
+        a = rng.integers(-2**27, 2**27, shape) * rng.integers(0, 2, shape)
+        outs = {}
+        for i32, uw in ((True, True), (False, True), (False, False)):
+            want = lif_update(u, v, a, du, dv, bias, 40, i32, uw)  # numpy arrays
+            got = lif_int_step(u, v, a, du=du, dv=dv, bias_v=bias, vth=40, i32_wraps=i32, u_wraps=uw)  # numba
+            tt = lif_update(torch.from_numpy(u), torch.from_numpy(v), torch.from_numpy(a), du, dv,
+                            torch.from_numpy(bias), 40, i32, uw)  # torch
+            for w, g, h in zip(want, got, tt):
+                np.testing.assert_array_equal(g, w)
+                np.testing.assert_array_equal(h.numpy(), w)
+            outs[i32, uw] = want
+        assert not np.array_equal(outs[True, True][2], outs[False, True][2])  # the int32 wraps triggered
+        assert not np.array_equal(outs[False, True][1], outs[False, False][1])  # the 24-bit wrap of u too
+        s, u, v = outs[True, True]
+        assert s.any() and not s.all()
