@@ -67,10 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from htakl_deploy.errors import UserError
-from htakl_deploy.export.graph import (
-    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
-    StudentGraph, axis_reach, connections,
-)
+from htakl_deploy.export.graph import Connection, StudentGraph, connections
 
 
 # -- structure -----------------------------------------------------------------------------
@@ -80,18 +77,7 @@ def find_connections(graph: StudentGraph) -> list[Connection]:
     """Every connection of ``graph`` in node order (``export.graph.connections``, see the module
     docstring). Spikes that reach the output node directly are a read-out, not a synapse: not
     counted."""
-    return [c for c in connections(graph) if not (c.identity and isinstance(graph.nodes[c.node], OutputNode))]
-
-
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Boolean relation product: i reaches k iff some j has a[i, j] and b[j, k]."""
-    return (a.astype(np.int64) @ b.astype(np.int64)) > 0
-
-
-def _conv_axes(node: Conv2dNode, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    kh, kw = node.weight.shape[2:]
-    return (axis_reach(h, kh, node.stride[0], node.padding[0], node.dilation[0]),
-            axis_reach(w, kw, node.stride[1], node.padding[1], node.dilation[1]))
+    return [c for c in connections(graph) if not (c.identity and graph.role(c.node) == "output")]
 
 
 def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.ndarray] | None:
@@ -105,11 +91,7 @@ def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.nd
         return None
     rh, rw = np.eye(shape[1], dtype=bool), np.eye(shape[2], dtype=bool)
     for name in conn.via:
-        node = graph.nodes[name]
-        if isinstance(node, PoolNode):
-            (kh, kw), (sh, sw), (ph, pw) = node.kernel_size, node.stride, node.padding
-            rh = _compose(rh, axis_reach(rh.shape[1], kh, sh, ph, 1))
-            rw = _compose(rw, axis_reach(rw.shape[1], kw, sw, pw, 1))
+        rh, rw = graph.nodes[name].reach(rh, rw)  # each route's connectivity (export/nodes/)
     return rh, rw
 
 
@@ -118,13 +100,9 @@ def fanout(graph: StudentGraph, conn: Connection) -> np.ndarray:
     shape = graph.shapes[conn.source]
     reach = _via_reach(graph, conn)
     node = graph.nodes[conn.node]
-    if isinstance(node, Conv2dNode):
-        rh, rw = reach
-        ch, cw = _conv_axes(node, rh.shape[1], rw.shape[1])
-        per_pos = np.outer(_compose(rh, ch).sum(1), _compose(rw, cw).sum(1)) * (node.weight.shape[0] // node.groups)
-    elif isinstance(node, DenseNode):
-        n_out = node.weight.shape[0]
-        per_pos = n_out if reach is None else np.outer(reach[0].any(1), reach[1].any(1)) * n_out
+    if not conn.identity:  # the synapse's own fan-out (export/nodes/), after the routes' reach
+        in_shape = graph.shapes[conn.via[-1] if conn.via else conn.source]
+        per_pos = node.fanout(reach, in_shape)
     else:  # identity skip: one synapse per pooled position containing the neuron
         per_pos = 1 if reach is None else np.outer(reach[0].sum(1), reach[1].sum(1))
     return np.broadcast_to(np.asarray(per_pos, dtype=np.int64), shape).copy()
@@ -134,13 +112,9 @@ def dense_ops_per_step(graph: StudentGraph, name: str) -> int:
     """Synapses of conv/dense node ``name`` on its own input map (NeuroBench "Dense" for one
     step: every activation × every weight, padding taps excluded)."""
     node = graph.nodes[name]
-    if isinstance(node, DenseNode):
-        return int(node.weight.size)
-    if not isinstance(node, Conv2dNode):
+    if node.ROLE != "synapse":
         raise ValueError(f"node {name!r} is not a conv/dense node")
-    _, h, w = graph.shapes[graph.predecessors(name)[0]]
-    ch, cw = _conv_axes(node, h, w)
-    return int(node.weight.shape[0]) * int(node.weight.shape[1]) * int(ch.sum()) * int(cw.sum())
+    return node.dense_ops(graph.shapes[graph.predecessors(name)[0]])
 
 
 # -- recording checks ----------------------------------------------------------------------
@@ -148,7 +122,7 @@ def dense_ops_per_step(graph: StudentGraph, name: str) -> int:
 
 def check_recording(graph: StudentGraph, recording) -> None:
     """UserError unless ``recording`` holds exactly the graph's LIF nodes with its shapes."""
-    lifs = [n for n, v in graph.nodes.items() if isinstance(v, NeuronNode)]
+    lifs = [n for n, v in graph.nodes.items() if v.ROLE == "neuron"]
     t, s = recording.timesteps, recording.samples
     recorded = list(getattr(recording, "layer_order", recording.layers))
     missing = [n for n in lifs if n not in recorded]
@@ -176,16 +150,9 @@ def input_is_events(x: np.ndarray) -> bool:
 
 
 def _apply_via(graph: StudentGraph, via: tuple[str, ...], v):
-    import torch.nn.functional as F
-
+    """The routes' float semantics (pools, flatten) on one step's values ``[B, ...]``."""
     for name in via:
-        node = graph.nodes[name]
-        if isinstance(node, FlattenNode):
-            v = v.flatten(1)
-        else:
-            v = F.avg_pool2d(v, node.kernel_size, node.stride, node.padding)
-            if node.kind == "sum":
-                v = v * (node.kernel_size[0] * node.kernel_size[1])
+        v = graph.nodes[name].run_float(v[None])[0]
     return v
 
 
@@ -194,15 +161,14 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
     """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording, or None
     if one of its inputs is another layer's current (not recorded)."""
     import torch
-    import torch.nn.functional as F
 
     node = graph.nodes[name]
-    if any(not isinstance(graph.nodes[c.source], (InputNode, NeuronNode)) for c in conns):
+    if any(graph.role(c.source) not in ("input", "neuron") for c in conns):
         return None
-    if any(recording.input is None if isinstance(graph.nodes[c.source], InputNode)
+    if any(recording.input is None if graph.role(c.source) == "input"
            else not recording.has_spikes(c.source) for c in conns):
         return None  # a counts-only recording of a source (``--record``): no per-sample spikes
-    values = {c.source: recording.input if isinstance(graph.nodes[c.source], InputNode)
+    values = {c.source: recording.input if graph.role(c.source) == "input"
               else recording.layers[c.source] for c in conns}
     w = torch.as_tensor(node.weight != 0, dtype=torch.float32)
     acs = macs = 0
@@ -212,11 +178,7 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
             x = sum(_apply_via(graph, c.via, torch.as_tensor(
                 np.asarray(values[c.source][t, start:start + chunk], dtype=np.float32))) for c in conns)
             spiking &= bool(((x == 0) | (x == 1) | (x == -1)).all())
-            xb = (x != 0).to(torch.float32)
-            if isinstance(node, Conv2dNode):
-                y = F.conv2d(xb, w, None, node.stride, node.padding, node.dilation, node.groups)
-            else:
-                y = xb @ w.T
+            y = node.apply((x != 0).to(torch.float32), w)  # the synapse's map with 0/1 weights
             ops += int(y.sum(dtype=torch.float64))  # per-output counts are small exact integers
         if spiking:
             acs += ops
@@ -231,10 +193,10 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
 def _events(graph: StudentGraph, recording, source: str, input_events: bool):
     """The source's 0/1 events summed over the samples ``[T, ...]`` (int64), or None if it
     emits analog values."""
-    node = graph.nodes[source]
-    if isinstance(node, NeuronNode):
+    role = graph.role(source)
+    if role == "neuron":
         return recording.layer_counts(source)
-    if isinstance(node, InputNode) and input_events:
+    if role == "input" and input_events:
         return recording.input_nonzero()
     return None
 
@@ -267,7 +229,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
     neurons = []
     spikes_of: dict[str, int] = {}
     for name, node in graph.nodes.items():
-        if not isinstance(node, NeuronNode):
+        if node.ROLE != "neuron":
             continue
         per_t = recording.layer_counts(name).reshape(t_steps, -1).sum(axis=1, dtype=np.int64)
         n = int(np.prod(graph.shapes[name]))
@@ -315,7 +277,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
             "neurobench_eff_acs": None, "neurobench_eff_macs": None,
             "weights": None, "zero_weights": None, "connection_sparsity": None,
         }
-        if isinstance(target, WEIGHTED):
+        if target.ROLE == "synapse":
             wz = int(np.count_nonzero(target.weight == 0))
             row.update(weights=int(target.weight.size), zero_weights=wz,
                        connection_sparsity=wz / target.weight.size)

@@ -35,209 +35,29 @@ from spikingjelly.activation_based import layer as sj_layer, neuron as sj_neuron
 
 from htakl_deploy.distill.models.classifier import Classifier
 from htakl_deploy.distill.models.ops import BasicBlock
-from htakl_deploy.export.nodes import FAMILIES, NeuronNode
-from htakl_deploy.export.nodes.cuba_lif import CubaLIFNode
-from htakl_deploy.export.nodes.if_node import IFNode
+from htakl_deploy.export.nodes import FAMILIES, NODE_TYPES, Node, NeuronNode, of_role  # noqa: F401
+from htakl_deploy.export.nodes.conv import Conv2dNode
+from htakl_deploy.export.nodes.cuba_lif import CubaLIFNode  # noqa: F401  (re-exported)
+from htakl_deploy.export.nodes.dense import DenseNode
+from htakl_deploy.export.nodes.flatten import FlattenNode
+from htakl_deploy.export.nodes.geometry import Shape, axis_reach  # noqa: F401  (re-exported)
+from htakl_deploy.export.nodes.if_node import IFNode  # noqa: F401  (re-exported)
+from htakl_deploy.export.nodes.io import InputNode, OutputNode
 from htakl_deploy.export.nodes.lif import LIFNode, lif_float_step  # noqa: F401  (re-exported)
+from htakl_deploy.export.nodes.pool import PoolNode
 
-Shape = tuple[int, ...]
-
-
-def _as_shape(shape, what: str) -> Shape:
-    try:
-        out = tuple(int(v) for v in np.asarray(shape).reshape(-1))
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: shape must be integers, got {shape!r}") from None
-    if not out or min(out) < 1:
-        raise ValueError(f"{what}: shape must be positive integers, got {shape!r}")
-    return out
-
-
-def _pair(v, what: str) -> tuple[int, int]:
-    arr = np.asarray(v).reshape(-1)
-    if arr.size == 1:
-        arr = np.repeat(arr, 2)
-    if arr.size != 2:
-        raise ValueError(f"{what} must be an int or a pair, got {v!r}")
-    return int(arr[0]), int(arr[1])
-
-
-def _out_hw(h: int, w: int, k, s, p) -> tuple[int, int]:
-    return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
-
-
-def axis_reach(n_in: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
-    """bool ``[n_in, n_out]``: input index i feeds output o along one axis of a conv/pool
-    (kernel k, stride s, padding p, dilation d). The one geometry the op counter and the
-    Loihi mapper both read connectivity from."""
-    n_out = (n_in + 2 * p - d * (k - 1) - 1) // s + 1
-    i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
-    o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
-    ok = (i >= 0) & (i < n_in)
-    r = np.zeros((n_in, n_out), dtype=bool)
-    r[i[ok], o[ok]] = True
-    return r
-
-
-# -- nodes ---------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class InputNode:
-    """Graph input: analog values (pixels in [0, 1] for images), shape ``(C, H, W)``."""
-
-    shape: Shape
-
-    def __post_init__(self):
-        self.shape = _as_shape(self.shape, "input")
-
-    def out_shape(self, in_shape: Shape | None) -> Shape:
-        return self.shape
-
-
-@dataclass(eq=False)
-class Conv2dNode:
-    """2-D convolution, weight ``[Cout, Cin/groups, kh, kw]``, bias ``[Cout]`` (zeros if none)."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-
-    def __post_init__(self):
-        self.weight = np.asarray(self.weight)
-        self.bias = np.asarray(self.bias)
-        if self.weight.ndim != 4:
-            raise ValueError(f"conv2d weight must be [Cout, Cin, kh, kw], got {self.weight.shape}")
-        if self.bias.shape != (self.weight.shape[0],):
-            raise ValueError(f"conv2d bias must be [{self.weight.shape[0]}], got {self.bias.shape}")
-        self.stride = _pair(self.stride, "conv2d stride")
-        self.padding = _pair(self.padding, "conv2d padding")
-        self.dilation = _pair(self.dilation, "conv2d dilation")
-        self.groups = int(self.groups)
-        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.dilation) < 1 or self.groups < 1:
-            raise ValueError("conv2d stride/dilation/groups must be >= 1 and padding >= 0")
-        if self.weight.shape[0] % self.groups:
-            raise ValueError(f"conv2d Cout={self.weight.shape[0]} not divisible by groups={self.groups}")
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) != 3 or in_shape[0] != self.weight.shape[1] * self.groups:
-            raise ValueError(f"conv2d expects (C={self.weight.shape[1] * self.groups}, H, W), got {in_shape}")
-        k = (self.dilation[0] * (self.weight.shape[2] - 1) + 1, self.dilation[1] * (self.weight.shape[3] - 1) + 1)
-        h, w = _out_hw(in_shape[1], in_shape[2], k, self.stride, self.padding)
-        if min(h, w) < 1:
-            raise ValueError(f"conv2d output collapses to {(h, w)} for input {in_shape}")
-        return (self.weight.shape[0], h, w)
-
-
-@dataclass(eq=False)
-class DenseNode:
-    """Affine map ``y = W x + b``, weight ``[out, in]``, bias ``[out]`` (zeros if none)."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-
-    def __post_init__(self):
-        self.weight = np.asarray(self.weight)
-        self.bias = np.asarray(self.bias)
-        if self.weight.ndim != 2:
-            raise ValueError(f"dense weight must be [out, in], got {self.weight.shape}")
-        if self.bias.shape != (self.weight.shape[0],):
-            raise ValueError(f"dense bias must be [{self.weight.shape[0]}], got {self.bias.shape}")
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if in_shape != (self.weight.shape[1],):
-            raise ValueError(f"dense expects ({self.weight.shape[1]},), got {in_shape}")
-        return (self.weight.shape[0],)
-
-
-@dataclass(eq=False)
-class FlattenNode:
-    """Flatten all non-batch dimensions (torch ``start_dim=1`` on ``[B, ...]``)."""
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        return (int(np.prod(in_shape)),)
-
-
-@dataclass(eq=False)
-class PoolNode:
-    """2-D average (``kind='avg'``, divide by kh·kw, padding counted) or sum pooling."""
-
-    kind: str
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int] = (0, 0)
-
-    def __post_init__(self):
-        if self.kind not in ("avg", "sum"):
-            raise ValueError(f"pool kind must be 'avg' or 'sum', got {self.kind!r}")
-        self.kernel_size = _pair(self.kernel_size, "pool kernel_size")
-        self.stride = _pair(self.stride, "pool stride")
-        self.padding = _pair(self.padding, "pool padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError("pool kernel/stride must be >= 1 and padding >= 0")
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if len(in_shape) != 3:
-            raise ValueError(f"pool expects (C, H, W), got {in_shape}")
-        h, w = _out_hw(in_shape[1], in_shape[2], self.kernel_size, self.stride, self.padding)
-        if min(h, w) < 1:
-            raise ValueError(f"pool output collapses to {(h, w)} for input {in_shape}")
-        return (in_shape[0], h, w)
-
-
-@dataclass(eq=False)
-class OutputNode:
-    """Graph output: the logits, whatever flows in, summed. Read as it arrives each step by
-    default; ``beta < 1`` (or ``r != 1``) makes it a leaky integrator, NIR's ``LI`` in front of the
-    Output: ``y_t = (1 − β)·y_{t−1} + β·r·x_t``. On Loihi it is the readout population's current
-    ``u`` with ``du = round(4096·β) − 1`` (β = 1: ``du = 4095``, no memory)."""
-
-    beta: float = 1.0
-    r: float = 1.0
-
-    def __post_init__(self):
-        self.beta, self.r = float(self.beta), float(self.r)
-        if not 0.0 < self.beta <= 1.0:
-            raise ValueError(f"output (LI readout) beta = dt/tau must be in (0, 1], got {self.beta}")
-        if not (self.r > 0 and np.isfinite(self.r)):
-            raise ValueError(f"output (LI readout) r must be > 0, got {self.r}")
-        if self.du < 0:
-            raise ValueError(f"output (LI readout) beta = {self.beta} is below Loihi's 1/4096 decay step")
-
-    @property
-    def leaky(self) -> bool:
-        return self.beta != 1.0 or self.r != 1.0
-
-    @property
-    def du(self) -> int:
-        return int(round(4096 * self.beta)) - 1
-
-    def run_float(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.leaky:
-            return h
-        y, out = torch.zeros_like(h[0]), torch.empty_like(h)
-        for t in range(h.shape[0]):
-            y = (1.0 - self.beta) * y + (self.beta * self.r) * h[t]
-            out[t] = y
-        return out
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        return in_shape
-
-
-Node = InputNode | Conv2dNode | DenseNode | NeuronNode | FlattenNode | PoolNode | OutputNode
-NEURONS = FAMILIES  # isinstance(node, NEURONS): a spiking neuron of any family (export/nodes/)
-WEIGHTED = (Conv2dNode, DenseNode)
+NEURONS = FAMILIES  # every spiking neuron family (export/nodes/), for callers outside the walk
+WEIGHTED = of_role("synapse")  # conv/dense-like nodes: weights and a bias
+VIA = of_role("route")  # nodes that only route an emitter's values to the next synapses (pool, flatten)
+TARGETS = ("neuron", "output")  # roles that sum currents into a population
 
 
 @dataclass(eq=False)
 class StudentGraph:
     """``nodes``: name → node in topological order; ``edges``: (src, dst) pairs; incoming
-    edges of a node are summed in list order. Exactly one ``InputNode`` (no incoming edge)
-    and one ``OutputNode`` (no outgoing edge). ``shapes`` (derived): node → output shape."""
+    edges of a node are summed in list order. Exactly one input node (no incoming edge)
+    and one output node (no outgoing edge). ``shapes`` (derived): node → output shape.
+    Node types live in ``export/nodes/`` (one module each; their ``ROLE`` places them here)."""
 
     nodes: "OrderedDict[str, Node]"
     edges: list[tuple[str, str]]
@@ -249,6 +69,9 @@ class StudentGraph:
         self.edges = [(str(a), str(b)) for a, b in self.edges]
         names = list(self.nodes)
         pos = {n: i for i, n in enumerate(names)}
+        for name, node in self.nodes.items():
+            if getattr(node, "ROLE", None) not in ("input", "synapse", "route", *TARGETS):
+                raise ValueError(f"node {name!r}: {type(node).__name__} is not a node type (export/nodes/)")
         for a, b in self.edges:
             if a not in pos or b not in pos:
                 raise ValueError(f"edge ({a!r}, {b!r}) names an unknown node")
@@ -256,17 +79,17 @@ class StudentGraph:
                 raise ValueError(f"edge ({a!r}, {b!r}) goes backwards: nodes must be in topological order")
         if len(set(self.edges)) != len(self.edges):
             raise ValueError("duplicate edge")
-        inputs = [n for n, v in self.nodes.items() if isinstance(v, InputNode)]
-        outputs = [n for n, v in self.nodes.items() if isinstance(v, OutputNode)]
+        inputs = [n for n, v in self.nodes.items() if v.ROLE == "input"]
+        outputs = [n for n, v in self.nodes.items() if v.ROLE == "output"]
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"need exactly one input and one output node, got {inputs} and {outputs}")
         self.shapes = {}
         for name, node in self.nodes.items():
             srcs = self.predecessors(name)
-            if isinstance(node, InputNode):
+            if node.ROLE == "input":
                 if srcs:
                     raise ValueError(f"input node {name!r} has incoming edges {srcs}")
-                self.shapes[name] = node.shape
+                self.shapes[name] = node.out_shape(None)
                 continue
             if not srcs:
                 raise ValueError(f"node {name!r} ({type(node).__name__}) has no incoming edge")
@@ -277,16 +100,19 @@ class StudentGraph:
                 self.shapes[name] = node.out_shape(in_shapes.pop())
             except ValueError as e:
                 raise ValueError(f"node {name!r}: {e}") from None
-            if isinstance(node, OutputNode) and self.successors(name):
+            if node.ROLE == "output" and self.successors(name):
                 raise ValueError(f"output node {name!r} has outgoing edges")
 
     @property
     def input_name(self) -> str:
-        return next(n for n, v in self.nodes.items() if isinstance(v, InputNode))
+        return next(n for n, v in self.nodes.items() if v.ROLE == "input")
 
     @property
     def output_name(self) -> str:
-        return next(n for n, v in self.nodes.items() if isinstance(v, OutputNode))
+        return next(n for n, v in self.nodes.items() if v.ROLE == "output")
+
+    def role(self, name: str) -> str:
+        return self.nodes[name].ROLE
 
     def predecessors(self, name: str) -> list[str]:
         return [a for a, b in self.edges if b == name]
@@ -296,9 +122,6 @@ class StudentGraph:
 
 
 # -- connections: emitter → pools/flatten → synapses → neuron ---------------------------------
-
-VIA = (PoolNode, FlattenNode)  # nodes that only route an emitter's values to the next synapses
-
 
 @dataclass(frozen=True)
 class Connection:
@@ -330,7 +153,7 @@ class Connection:
 def paths_from(graph: "StudentGraph", name: str) -> list[tuple[str, tuple[str, ...]]]:
     """Every (emitter, via) path ending at ``name``: walks back through pool/flatten nodes (a
     pool fed by a sum gives one path per summand); ``name`` itself if it is not one."""
-    if not isinstance(graph.nodes[name], VIA):
+    if graph.nodes[name].ROLE != "route":
         return [(name, ())]
     return [(src, via + (name,)) for p in graph.predecessors(name) for src, via in paths_from(graph, p)]
 
@@ -342,12 +165,10 @@ def paths_into(graph: "StudentGraph", name: str) -> list[tuple[str, tuple[str, .
 
 def make_connection(graph: "StudentGraph", source: str, via: tuple[str, ...], node: str,
                     target: str | None) -> Connection:
-    kind = "identity" if node == target else "conv" if isinstance(graph.nodes[node], Conv2dNode) else "dense"
+    kind = "identity" if node == target else graph.nodes[node].KIND
     divisor = 1.0
     for name in via:
-        pool = graph.nodes[name]
-        if isinstance(pool, PoolNode) and pool.kind == "avg":
-            divisor *= pool.kernel_size[0] * pool.kernel_size[1]
+        divisor *= graph.nodes[name].divisor
     return Connection(source, via, node, target, kind, divisor)
 
 
@@ -359,13 +180,13 @@ def connections(graph: "StudentGraph") -> list[Connection]:
     callers that deploy check what they support (``quantize.check_deployable``)."""
     out = []
     for name, node in graph.nodes.items():
-        if isinstance(node, WEIGHTED):
+        if node.ROLE == "synapse":
             succ = graph.successors(name)
-            target = succ[0] if len(succ) == 1 and isinstance(graph.nodes[succ[0]], (NeuronNode, OutputNode)) else None
+            target = succ[0] if len(succ) == 1 and graph.role(succ[0]) in TARGETS else None
             out.extend(make_connection(graph, s, v, name, target) for s, v in paths_into(graph, name))
-        elif isinstance(node, (NeuronNode, OutputNode)):
+        elif node.ROLE in TARGETS:
             out.extend(make_connection(graph, s, v, name, name) for s, v in paths_into(graph, name)
-                       if not isinstance(graph.nodes[s], WEIGHTED))
+                       if graph.role(s) != "synapse")
     return out
 
 
@@ -486,12 +307,6 @@ def graph_from_classifier(model: Classifier) -> StudentGraph:
 # -- float reference runner ----------------------------------------------------------------
 
 
-def _tb(fn, x_tb: torch.Tensor) -> torch.Tensor:
-    t, b = x_tb.shape[:2]
-    y = fn(x_tb.reshape(t * b, *x_tb.shape[2:]))
-    return y.reshape(t, b, *y.shape[1:])
-
-
 def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool = False):
     """Run the graph in floating point on ``x`` ``[T, B, *input_shape]`` → output ``[T, B, K]``.
 
@@ -503,34 +318,11 @@ def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool
     if x.dim() != 2 + len(shape) or tuple(x.shape[2:]) != shape:
         raise ValueError(f"expected input [T, B, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
     vals: dict[str, torch.Tensor] = {}
-    t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
     for name, node in graph.nodes.items():
-        if isinstance(node, InputNode):
-            vals[name] = x
-            continue
         srcs = graph.predecessors(name)
-        h = vals[srcs[0]]
+        h = x if not srcs else vals[srcs[0]]
         for s in srcs[1:]:
             h = h + vals[s]
-        if isinstance(node, Conv2dNode):
-            w, b = t(node.weight), t(node.bias)
-            y = _tb(lambda z: torch.nn.functional.conv2d(z, w, b, node.stride, node.padding,
-                                                          node.dilation, node.groups), h)
-        elif isinstance(node, DenseNode):
-            y = torch.nn.functional.linear(h, t(node.weight), t(node.bias))
-        elif isinstance(node, NeuronNode):
-            y = node.run_float(h)
-        elif isinstance(node, FlattenNode):
-            y = h.flatten(2)
-        elif isinstance(node, PoolNode):
-            pool = torch.nn.functional.avg_pool2d
-            y = _tb(lambda z: pool(z, node.kernel_size, node.stride, node.padding), h)
-            if node.kind == "sum":
-                y = y * (node.kernel_size[0] * node.kernel_size[1])
-        elif isinstance(node, OutputNode):
-            y = node.run_float(h)
-        else:  # pragma: no cover - StudentGraph only holds the types above
-            raise ValueError(f"node {name!r}: unsupported type {type(node).__name__}")
-        vals[name] = y
+        vals[name] = node.run_float(h)  # each node type's float semantics (export/nodes/)
     out = vals[graph.output_name]
     return (out, vals) if record else out

@@ -1,10 +1,12 @@
 """NIR (1.0.8) exchange of a ``StudentGraph`` (float) or ``QuantizedGraph`` (Loihi fixed point).
 
-Node mapping (one function per type, in tables both ways; unknown types raise naming the node):
+Node mapping: each node type writes and reads its own NIR nodes (``nir_node`` / ``NIR_TYPES`` +
+``read_nir`` in ``export/nodes/``); ``TO_NIR`` / ``FROM_NIR`` are built from ``NODE_TYPES``;
+unknown types raise naming the node:
 
     InputNode  ↔ nir.Input (shape (C, H, W))      Conv2dNode ↔ nir.Conv2d
     DenseNode  ↔ nir.Affine (quantised: nir.Linear, bias lives in the LIF)
-    neurons    ↔ their family's type (export/nodes/: LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
+    neurons    ↔ their family's type (LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
     FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
     OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output)
@@ -49,13 +51,12 @@ import nir
 
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
-from htakl_deploy.export.graph import (
-    Conv2dNode, DenseNode, FlattenNode, InputNode, OutputNode, PoolNode, StudentGraph,
-)
-from htakl_deploy.export.nodes import FAMILIES, NeuronNode
+from htakl_deploy.export.graph import TARGETS, StudentGraph
+from htakl_deploy.export.nodes import NIR_DT, NODE_TYPES
+from htakl_deploy.export.nodes.io import LIReadout, merge_li_readout
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
-DT = 1e-4
+DT = NIR_DT
 FORMAT = "htakl-deploy-student"
 FORMAT_VERSION = 1
 
@@ -63,76 +64,8 @@ FORMAT_VERSION = 1
 # -- ours → NIR ----------------------------------------------------------------------------
 
 
-def _conv_to_nir(name, node: Conv2dNode, g: StudentGraph, q: QuantizedGraph | None):
-    in_shape = g.shapes[g.predecessors(name)[0]]
-    weight, bias, meta = node.weight, node.bias, {}
-    if q is not None:
-        c = next(c for c in q.connections if c.node == name)
-        weight, bias = c.weight_mant.astype(np.int32), np.zeros(node.bias.shape, np.int32)
-        meta = {"weight_exp": np.int64(c.weight_exp)}
-    return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=weight, stride=np.array(node.stride),
-                      padding=np.array(node.padding), dilation=np.array(node.dilation),
-                      groups=node.groups, bias=bias, metadata=meta)
-
-
-def _dense_to_nir(name, node: DenseNode, g, q):
-    if q is None:
-        return nir.Affine(weight=node.weight, bias=node.bias)
-    c = next(c for c in q.connections if c.node == name)
-    return nir.Linear(weight=c.weight_mant.astype(np.int32), metadata={"weight_exp": np.int64(c.weight_exp)})
-
-
-def _identity_meta(name, g, q) -> dict:
-    meta = {}
-    for c in q.connections:
-        if c.target == name and c.identity:
-            meta[f"identity_weight_mant.{c.node}"] = np.int64(c.weight_mant)
-            meta[f"identity_weight_exp.{c.node}"] = np.int64(c.weight_exp)
-    return meta
-
-
-def _neuron_to_nir(name, node: NeuronNode, g, q):
-    """A neuron of any family (``export/nodes/``): its own NIR node; quantised, the integer
-    threshold and the Loihi fields (plus the exact float parameters) in metadata."""
-    shape = g.shapes[name]
-    n = node.to_nir(shape, DT)
-    if q is None:
-        return n
-    t = q.targets[name]
-    meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
-            "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), **node.float_metadata(),
-            **_identity_meta(name, g, q)}
-    return dataclasses.replace(n, v_threshold=np.full(shape, t.vth, dtype=np.int64), metadata=meta)
-
-
-def _flatten_to_nir(name, node, g, q):
-    in_shape = g.shapes[g.predecessors(name)[0]]
-    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=-len(in_shape), end_dim=-1)
-
-
-def _pool_to_nir(name, node: PoolNode, g, q):
-    cls = nir.AvgPool2d if node.kind == "avg" else nir.SumPool2d
-    return cls(kernel_size=np.array(node.kernel_size), stride=np.array(node.stride), padding=np.array(node.padding))
-
-
-def _input_to_nir(name, node: InputNode, g, q):
-    return nir.Input(input_type={"input": np.array(node.shape)})
-
-
-def _output_to_nir(name, node, g, q):
-    meta = {}
-    if q is not None:
-        t = q.targets[name]
-        meta = {"scale_S": np.int64(t.scale), "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp),
-                "du": np.int64(t.du), **_identity_meta(name, g, q)}
-    return nir.Output(output_type={"output": np.array(g.shapes[name])}, metadata=meta)
-
-
-TO_NIR: dict[type, Callable] = {
-    InputNode: _input_to_nir, Conv2dNode: _conv_to_nir, DenseNode: _dense_to_nir,
-    FlattenNode: _flatten_to_nir, PoolNode: _pool_to_nir, OutputNode: _output_to_nir,
-    **{family: _neuron_to_nir for family in FAMILIES},
-}
+# every node type writes its own NIR node (``nir_node``, export/nodes/)
+TO_NIR: dict[type, Callable] = {t: t.nir_node for t in NODE_TYPES}
 
 
 def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.NIRGraph:
@@ -144,15 +77,15 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
         fn = TO_NIR.get(type(node))
         if fn is None:
             raise ValueError(f"node {name!r}: no NIR converter for {type(node).__name__}")
-        nodes[name] = fn(name, node, graph, quantized)
+        nodes[name] = fn(node, name, graph, quantized)
     edges = list(graph.edges)
     out = graph.output_name
     if graph.nodes[out].leaky:  # the leaky readout is NIR's LI in front of the Output
         node, li = graph.nodes[out], f"{out}_li"
         shape = graph.shapes[out]
         nodes = {(li if k == out else k): v for k, v in nodes.items()}
-        nodes[li] = nir.LI(tau=np.full(shape, DT / node.beta), r=np.full(shape, node.r), v_leak=np.zeros(shape))
-        nodes[out] = _output_to_nir(out, node, graph, quantized)
+        nodes[li] = node.nir_li(shape)
+        nodes[out] = node.nir_node(out, graph, quantized)
         edges = [(a, li if b == out else b) for a, b in edges] + [(li, out)]
     meta = {"format": FORMAT, "format_version": np.int64(FORMAT_VERSION),
             "quantized": np.int64(quantized is not None)}
@@ -164,79 +97,13 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
 # -- NIR → ours ----------------------------------------------------------------------------
 
 
-def _neuron_from_nir(family: type) -> Callable:
-    def convert(name, n, dt: float):
-        meta = n.metadata or {}
-        if "v_threshold_float" in meta:  # quantised: the exact float parameters are kept in metadata
-            return family.from_metadata(meta)
-        return family.from_nir(name, n, dt)
-    return convert
-
-
-def _flatten_from_nir(name, n: nir.Flatten, dt: float) -> FlattenNode:
-    in_type = (n.input_type or {}).get("input") if isinstance(n.input_type, dict) else None
-    all_dims = (0, 1) if in_type is None else (0, 1, -len(np.asarray(in_type).reshape(-1)))
-    if int(n.start_dim) not in all_dims or int(n.end_dim) != -1:
-        raise UserError(f"NIR node {name!r}: only Flatten of all non-batch dims is supported "
-                        f"(start_dim {' or '.join(map(str, all_dims))}, end_dim -1), got {n.start_dim}, {n.end_dim}")
-    return FlattenNode()
-
-
-def _conv_from_nir(name, n: nir.Conv2d, dt: float) -> Conv2dNode:
-    if isinstance(n.padding, str):
-        raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
-    return Conv2dNode(np.asarray(n.weight), np.asarray(n.bias), n.stride, n.padding, n.dilation, int(n.groups))
-
-
+# every node type reads its own NIR types (``NIR_TYPES`` / ``read_nir``, export/nodes/); an LI is read
+# as the Output's leak, a Scale folded into the conv/affine before it
 FROM_NIR: dict[type, Callable] = {
-    nir.Input: lambda name, n, dt: InputNode(np.asarray(n.input_type["input"])),
-    nir.Output: lambda name, n, dt: OutputNode(),
-    nir.LI: lambda name, n, dt: _li_from_nir(name, n, dt),
+    **{nt: t.read_nir for t in NODE_TYPES for nt in t.NIR_TYPES},
+    **{nt: LIReadout.read_nir for nt in LIReadout.NIR_TYPES},
     nir.Scale: lambda name, n, dt: _ScaleNode(np.asarray(n.scale, dtype=np.float64)),
-    nir.Conv2d: _conv_from_nir,
-    nir.Affine: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.asarray(n.bias)),
-    nir.Linear: lambda name, n, dt: DenseNode(np.asarray(n.weight), np.zeros(np.asarray(n.weight).shape[0])),
-    **{family.NIR_TYPE: _neuron_from_nir(family) for family in FAMILIES},
-    nir.Flatten: _flatten_from_nir,
-    nir.AvgPool2d: lambda name, n, dt: PoolNode("avg", n.kernel_size, n.stride, n.padding),
-    nir.SumPool2d: lambda name, n, dt: PoolNode("sum", n.kernel_size, n.stride, n.padding),
 }
-
-
-@dataclass(eq=False)
-class _LIReadout:
-    """A NIR ``LI`` while reading: it must feed the Output alone (then it becomes the Output's leak)."""
-
-    beta: float
-    r: float
-
-
-def _li_from_nir(name, n: nir.LI, dt: float) -> _LIReadout:
-    from htakl_deploy.export.nodes import uniform
-
-    if uniform(n.v_leak, "v_leak", name) != 0:
-        raise UserError(f"NIR node {name!r}: only v_leak = 0 is supported for an LI readout")
-    beta = dt / uniform(n.tau, "tau", name)
-    if not 0.0 < beta <= 1.0:
-        raise UserError(f"NIR node {name!r}: dt/tau = {beta} (dt = {dt} s) must be in (0, 1] (is --dt right?)")
-    return _LIReadout(round(beta, 12), uniform(n.r, "r", name))
-
-
-def _merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
-    """An LI whose only successor is the Output, and the Output's only input, becomes the Output's
-    leak (``OutputNode(beta, r)``); an LI anywhere else is refused naming it."""
-    for name, node in list(nodes.items()):
-        if not isinstance(node, _LIReadout):
-            continue
-        succ = [b for a, b in edges if a == name]
-        out = succ[0] if len(succ) == 1 else None
-        if out is None or not isinstance(nodes[out], OutputNode) or [a for a, b in edges if b == out] != [name]:
-            raise UserError(f"NIR node {name!r} (LI): a leaky integrator is supported only as the readout, "
-                            "the Output's one input")
-        nodes[out] = OutputNode(node.beta, node.r)
-        edges = [(a, out) if b == name else (a, b) for a, b in edges if a != name]
-        del nodes[name]
-    return nodes, edges
 
 
 @dataclass(eq=False)
@@ -256,7 +123,7 @@ def _fold_scales(nodes: OrderedDict, edges: list[tuple[str, str]]):
         preds = [a for a, b in edges if b == name]
         src = nodes[preds[0]] if len(preds) == 1 else None
         what = f"NIR node {name!r} (Scale)"
-        if not isinstance(src, (Conv2dNode, DenseNode)) or [b for a, b in edges if a == preds[0]] != [name]:
+        if getattr(src, "ROLE", None) != "synapse" or [b for a, b in edges if a == preds[0]] != [name]:
             raise UserError(f"{what}: supported only as the one successor of a conv/affine (folded into its weights)")
         cout = src.weight.shape[0]
         s = node.scale.reshape(node.scale.shape[0], -1) if node.scale.ndim else np.full((cout, 1), float(node.scale))
@@ -359,7 +226,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
             nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
-    nodes, edges = _merge_li_readout(*_fold_scales(nodes, edges))
+    nodes, edges = merge_li_readout(*_fold_scales(nodes, edges))
     try:
         graph = StudentGraph(nodes, edges)
     except ValueError as e:
@@ -376,19 +243,19 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
 
     targets, conns = {}, []
     for name, node in graph.nodes.items():
-        if not isinstance(node, (NeuronNode, OutputNode)):
+        if node.ROLE not in TARGETS:
             continue
         m = ng.nodes[name].metadata
         try:
             s = int(m["scale_S"])
-            du, dv, vth = ((int(m["du"]), int(m["dv"]), int(m["vth"])) if isinstance(node, NeuronNode)
+            du, dv, vth = ((int(m["du"]), int(m["dv"]), int(m["vth"])) if node.ROLE == "neuron"
                            else (int(m.get("du", 4095)), 0, 0))
             targets[name] = QuantTarget(name, s, du, dv, vth, np.asarray(m["bias_mant"]), int(m["bias_exp"]), 0.0)
         except KeyError as e:
             raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
-        neuron = node.loihi() if isinstance(node, NeuronNode) else None
-        gain = s / (neuron.v_threshold * neuron.input_divisor) if neuron else s * node.beta * node.r
-        bias_gain = 1.0 / (neuron.f_du if neuron else node.beta)  # the bias's steady state, see quantize
+        neuron = node.loihi()  # the readout's too: input gain β·r, f_du = β
+        gain = s / (neuron.v_threshold * neuron.input_divisor)
+        bias_gain = 1.0 / neuron.f_du  # the bias's steady state, see quantize
         bias_f = (targets[name].bias_v() / (64.0 * gain * bias_gain)).astype(np.float64)
         for path in connections_into(graph, name):
             src = path.node if not path.identity else (path.via[-1] if path.via else path.source)
@@ -396,7 +263,7 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
             if not path.identity:
                 exp = int(ng.nodes[src].metadata["weight_exp"])
                 mant = np.asarray(snode.weight).astype(np.int64)
-                factor = (input_scale if isinstance(graph.nodes[path.source], InputNode) else 1.0) / path.divisor
+                factor = (input_scale if graph.role(path.source) == "input" else 1.0) / path.divisor
                 snode.weight = mant * 2.0**exp / gain / factor
                 snode.bias = np.zeros(snode.weight.shape[0])
                 conns.append(QuantConnection(src, name, False, mant, exp, 0, mant.size, 0.0))

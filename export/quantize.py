@@ -48,11 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from htakl_deploy.export.graph import (
-    WEIGHTED, Connection, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
-    StudentGraph, connections, make_connection, paths_from,
-)
-from htakl_deploy.hw.lif_ref import lif_int_step, trunc_decay
+from htakl_deploy.export.graph import TARGETS, Connection, StudentGraph, connections, make_connection, paths_from
+from htakl_deploy.export.nodes.intops import exact as _exact, shift as _shift
 
 INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
 MANT_MAX = 254
@@ -178,7 +175,7 @@ def check_deployable(graph: StudentGraph, conn: Connection) -> None:
         if len(graph.predecessors(name)) != 1:
             raise ValueError(f"node {name!r}: a sum feeding a pool/flatten is not deployable")
     source = graph.nodes[conn.source]
-    if not isinstance(source, (NeuronNode, InputNode)):
+    if source.ROLE not in ("neuron", "input"):
         raise ValueError(f"node {conn.source!r} ({type(source).__name__}): only pooling/flatten may sit "
                          "between a neuron and the next conv/dense (not deployable)")
 
@@ -189,7 +186,7 @@ def connections_into(graph: StudentGraph, target: str) -> list[Connection]:
     sum before a pool, a conv between pools and the neuron)."""
     out = []
     for src in graph.predecessors(target):
-        if isinstance(graph.nodes[src], WEIGHTED):
+        if graph.role(src) == "synapse":
             if graph.successors(src) != [target]:
                 raise ValueError(f"node {src!r}: a conv/dense must feed exactly one neuron layer "
                                  f"or the output, feeds {graph.successors(src)}")
@@ -224,11 +221,11 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
     quant_conns: list[QuantConnection] = []
     targets: dict[str, QuantTarget] = {}
     for tname, tnode in graph.nodes.items():
-        if not isinstance(tnode, (NeuronNode, OutputNode)):
+        if tnode.ROLE not in TARGETS:
             continue
         paths = []  # (node, identity, w_eff, w_float, divisor·in_scale factor, bias, connection)
         for conn in connections_into(graph, tname):
-            in_scale = input_scale if isinstance(graph.nodes[conn.source], InputNode) else 1.0
+            in_scale = input_scale if graph.role(conn.source) == "input" else 1.0
             factor = in_scale / conn.divisor
             if conn.identity:
                 one = np.array(1.0)
@@ -239,14 +236,11 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
                 w = np.asarray(snode.weight, dtype=np.float64)
                 paths.append((conn.node, False, w * factor, w, factor, np.asarray(snode.bias, dtype=np.float64), conn))
         # The bias enters v each step; a neuron with current memory (CubaLIF) gets its input's bias
-        # through u, which settles at 1/f_du times one step's: that steady state goes into v.
-        if isinstance(tnode, NeuronNode):  # its family says how it runs on Loihi (export/nodes/)
-            neuron = tnode.loihi()
-            denom = neuron.v_threshold * neuron.input_divisor
-            du, dv, bias_gain = neuron.du, neuron.dv, 1.0 / neuron.f_du
-        else:
-            # the readout: its current u (a leaky integrator if an LI came before the Output)
-            denom, du, dv, bias_gain = 1.0 / (tnode.beta * tnode.r), tnode.du, 0, 1.0 / tnode.beta
+        # through u, which settles at 1/f_du times one step's: that steady state goes into v. The
+        # node's type says how it runs on Loihi (export/nodes/; the readout: its current u).
+        neuron = tnode.loihi()
+        denom = neuron.v_threshold * neuron.input_divisor
+        du, dv, bias_gain = neuron.du, neuron.dv, 1.0 / neuron.f_du
         m = max(float(np.abs(p[2]).max(initial=0.0)) for p in paths)
         scale = S_MAX if m == 0 else int(np.clip(math.floor(MANT_MAX * denom / m), S_MIN, S_MAX))
         gain = scale / denom
@@ -263,33 +257,12 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         bias_exp = 0 if peak <= BIAS_MANT_MAX else int(math.ceil(math.log2(peak / BIAS_MANT_MAX)))
         bias_mant = np.clip(np.round(b_v / 2.0**bias_exp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
         b_err = float(np.abs((bias_mant << bias_exp) / (gain * 64.0 * bias_gain) - b).max(initial=0.0))
-        targets[tname] = QuantTarget(tname, scale, du, dv, scale if isinstance(tnode, NeuronNode) else 0,
+        targets[tname] = QuantTarget(tname, scale, du, dv, scale if tnode.ROLE == "neuron" else 0,
                                      bias_mant, bias_exp, b_err)
     return QuantizedGraph(graph, quant_conns, targets, input_scale)
 
 
 # -- integer runner ------------------------------------------------------------------------
-
-
-def _shift(a: np.ndarray, exp: int) -> np.ndarray:
-    return (a << exp) if exp >= 0 else (a >> -exp)
-
-
-def _exact(fn, x_int: np.ndarray, *tensors) -> np.ndarray:
-    """Apply a torch linear op to integers exactly: in float32 when every partial sum provably
-    stays below 2^24 (max |x| × the largest Σ|w| of one output, ``tensors[0]`` rows = outputs;
-    summation order then does not matter), else in float64 (all sums below 2^53)."""
-    t, b = x_int.shape[:2]
-    dtype = np.float64
-    if tensors:
-        w = tensors[0]
-        if float(w.abs().reshape(len(w), -1).sum(1).max()) * float(np.abs(x_int).max(initial=0)) < 2**24:
-            dtype, tensors = np.float32, tuple(v.to(torch.float32) for v in tensors)
-    y = fn(torch.from_numpy(x_int.reshape(t * b, *x_int.shape[2:]).astype(dtype)), *tensors)
-    y = y.numpy()
-    if np.abs(y).max(initial=0) >= 2**52:
-        raise OverflowError("integer accumulation beyond 2^52")
-    return np.rint(y).astype(np.int64).reshape(t, b, *y.shape[1:])
 
 
 def quantize_input(x_tb, input_scale: float = INPUT_SCALE) -> np.ndarray:
@@ -313,11 +286,10 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
     vals: dict[str, np.ndarray] = {}
     by_node = {(c.node, c.target): c for c in q.connections}
     for name, node in g.nodes.items():
-        if isinstance(node, InputNode):
-            vals[name] = quantize_input(x.numpy(), q.input_scale)
-            continue
         preds = g.predecessors(name)
-        if isinstance(node, (NeuronNode, OutputNode)):
+        if node.ROLE == "input":
+            vals[name] = quantize_input(x.numpy(), q.input_scale)
+        elif node.ROLE in TARGETS:  # sum the connections' currents, then the node's fixed-point step
             a = 0
             for src in preds:
                 c = by_node[(src, name)]
@@ -329,34 +301,16 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
             v = np.zeros(a.shape[1:], np.int64)
             out = np.zeros(a.shape, np.int64)
             for t in range(a.shape[0]):
-                if isinstance(node, NeuronNode):
-                    s, u, v = lif_int_step(u, v, a[t], du=tq.du, dv=tq.dv, bias_v=bias, vth=tq.vth)
-                    out[t] = s
-                else:
-                    u = trunc_decay(u, 4096 - (tq.du + 1)) + (a[t] << 6)  # the readout's current u
-                    out[t] = u + bias
+                out[t], u, v = node.int_step(u, v, a[t], tq, bias)
             vals[name] = out
-            continue
-        h = vals[preds[0]]
-        if len(preds) > 1:  # only reachable for pools/flatten fed by sums, rejected by quantize
+        elif len(preds) > 1:  # only reachable for pools/flatten fed by sums, rejected by quantize
             raise ValueError(f"node {name!r}: summed inputs outside a neuron are not supported")
-        if isinstance(node, Conv2dNode):
+        elif node.ROLE == "synapse":  # 8-bit mantissas, then the connection's exponent
             c = next(c for c in q.connections if c.node == name)
             w = torch.from_numpy(c.weight_mant.astype(np.float64))
-            y = _exact(lambda z, w: torch.nn.functional.conv2d(z, w, None, node.stride, node.padding,
-                                                               node.dilation, node.groups), h, w)
-            vals[name] = _shift(y, c.weight_exp)
-        elif isinstance(node, DenseNode):
-            c = next(c for c in q.connections if c.node == name)
-            w = torch.from_numpy(c.weight_mant.astype(np.float64))
-            vals[name] = _shift(_exact(lambda z, w: z @ w.T, h, w), c.weight_exp)
-        elif isinstance(node, PoolNode):
-            vals[name] = _exact(lambda z: torch.nn.functional.avg_pool2d(
-                z, node.kernel_size, node.stride, node.padding, divisor_override=1), h)
-        elif isinstance(node, FlattenNode):
-            vals[name] = h.reshape(*h.shape[:2], -1)
-        else:  # pragma: no cover
-            raise ValueError(f"node {name!r}: unsupported type {type(node).__name__}")
+            vals[name] = _shift(_exact(node.apply, vals[preds[0]], w), c.weight_exp)
+        else:  # a route: sum pools on integer spike counts, flatten
+            vals[name] = node.run_int(vals[preds[0]])
     out = vals[g.output_name]
     return (out, vals) if record else out
 

@@ -44,13 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from htakl_deploy.atomic import atomic_path
-from htakl_deploy.export.graph import (
-    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, NeuronNode, OutputNode, PoolNode,
-    StudentGraph,
-)
+from htakl_deploy.export.graph import TARGETS, StudentGraph
+from htakl_deploy.export.nodes.conv import conv_matrix  # noqa: F401  (re-exported: hw.lava_net)
 from htakl_deploy.export.quantize import QuantizedGraph
 from htakl_deploy.hw.lif_ref import READOUT_VTH
 
@@ -237,37 +234,9 @@ def plan_from_arrays(arrays: dict[str, np.ndarray]) -> DeploymentPlan:
 # -- linear maps as sparse matrices (torch flat order) -------------------------------------
 
 
-def conv_matrix(weight: np.ndarray, in_shape, stride, padding, dilation, groups: int) -> sp.csr_matrix:
-    """The convolution ``y = conv2d(x, weight)`` as a sparse ``[N_out, N_in]`` matrix."""
-    c, h, w = in_shape
-    cout, cg, kh, kw = weight.shape
-    idx = torch.arange(1, c * h * w + 1, dtype=torch.float64).reshape(1, c, h, w)
-    cols = torch.nn.functional.unfold(idx, (kh, kw), dilation=dilation, padding=padding, stride=stride)[0]
-    cols = cols.round().long().numpy() - 1  # [C·kh·kw, L], −1 where padding
-    n_pos = cols.shape[1]
-    kk = kh * kw
-    per_group = cout // groups
-    rows_l, cols_l, vals_l = [], [], []
-    for o in range(cout):  # loop over output channels only; positions and taps are vectorised
-        g = o // per_group
-        src = cols[g * cg * kk:(g + 1) * cg * kk]  # [cg·kk, L]
-        vals = np.broadcast_to(weight[o].reshape(-1, 1), src.shape)
-        keep = (src >= 0) & (vals != 0)
-        rows_l.append((o * n_pos + np.broadcast_to(np.arange(n_pos), src.shape))[keep])
-        cols_l.append(src[keep])
-        vals_l.append(vals[keep])
-    n_in = c * h * w
-    return sp.csr_matrix((np.concatenate(vals_l), (np.concatenate(rows_l), np.concatenate(cols_l))),
-                         shape=(cout * n_pos, n_in))
-
-
-def pool_matrix(node: PoolNode, in_shape) -> sp.csr_matrix:
+def pool_matrix(node, in_shape) -> sp.csr_matrix:
     """Sum pooling (the avg divisor is applied by the quantiser) as a 0/1 matrix."""
-    c = in_shape[0]
-    kh, kw = node.kernel_size
-    eye = np.zeros((c, 1, kh, kw))
-    eye[:, 0] = 1.0
-    return conv_matrix(eye, in_shape, node.stride, node.padding, (1, 1), c)
+    return node.matrix(in_shape)
 
 
 def lava_perm(shape: tuple[int, ...]) -> np.ndarray:
@@ -290,9 +259,7 @@ def _pool_map(graph: StudentGraph, source: str, chain: list[str]) -> sp.csr_matr
     m = sp.identity(n, dtype=np.int64, format="csr")
     prev = source
     for name in chain:
-        node = graph.nodes[name]
-        if isinstance(node, PoolNode):
-            m = pool_matrix(node, graph.shapes[prev]).astype(np.int64) @ m
+        m = graph.nodes[name].matrix(graph.shapes[prev]).astype(np.int64) @ m
         prev = name
     return m.tocsr()
 
@@ -303,11 +270,8 @@ def _compose_pools(graph: StudentGraph, chain: list[str], spec: dict) -> dict | 
     each tap repeated ``kp×kp`` times, kernel ``k·kp``, stride ``s·kp``, padding ``p·kp``. None if a
     pool overlaps or pads, or the kernel is dilated (the caller composes matrices instead)."""
     for name in reversed(chain):
-        node = graph.nodes[name]
-        if isinstance(node, FlattenNode):
-            return None
-        kp = node.kernel_size
-        if tuple(node.stride) != tuple(kp) or any(node.padding) or tuple(spec["dilation"]) != (1, 1):
+        kp = graph.nodes[name].kernel_repeat()
+        if kp is None or tuple(spec["dilation"]) != (1, 1):
             return None
         spec = {**spec,
                 "weight": np.repeat(np.repeat(spec["weight"], kp[0], axis=2), kp[1], axis=3),
@@ -324,16 +288,10 @@ def _conv_out_shape(spec: dict, in_shape: tuple[int, ...]) -> tuple[int, ...]:
             (in_shape[2] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
-def _conv_spec(node: Conv2dNode, weight: np.ndarray, f_weight: np.ndarray) -> dict:
-    return {"weight": weight, "f_weight": f_weight, "stride": tuple(node.stride),
-            "padding": tuple(node.padding), "dilation": tuple(node.dilation), "groups": int(node.groups)}
-
-
 def _float_gain(node) -> float:
-    """Float weights in the Lava float LIF's units (SJ's decay_input divides the input by τ)."""
-    if isinstance(node, NeuronNode):
-        return 1.0 / node.loihi().input_divisor
-    return node.beta * node.r if isinstance(node, OutputNode) else 1.0
+    """Float weights in the Lava float LIF's units (SJ's decay_input divides the input by τ; the
+    readout's current gets β·r)."""
+    return 1.0 / node.loihi().input_divisor
 
 
 def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
@@ -342,7 +300,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
     pops: dict[str, Population] = {}
     links: list[Link] = []
     for name, node in g.nodes.items():
-        if not isinstance(node, (NeuronNode, OutputNode)):
+        if node.ROLE not in TARGETS:
             continue
         t = q.targets[name]
         fgain = _float_gain(node)
@@ -350,7 +308,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         for conn in (c for c in q.connections if c.target == name):
             wnode = g.nodes[conn.node]
             source, chain, divisor = conn.path.source, list(conn.path.via), conn.path.divisor
-            src_pop = INPUT if isinstance(g.nodes[source], InputNode) else source
+            src_pop = INPUT if g.role(source) == "input" else source
             if src_pop != INPUT and src_pop not in pops:
                 raise ValueError(f"node {name!r}: source {source!r} is not a deployed population")
             incoming.append((conn, wnode, source, src_pop, chain, divisor))
@@ -361,9 +319,10 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if src_pop == INPUT and delay:
                 raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
             link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
-            if isinstance(wnode, Conv2dNode) and not conn.identity:
-                f_w = np.asarray(wnode.weight, dtype=np.float64) * fgain
-                spec = _conv_spec(wnode, conn.weight_mant, f_w)
+            spec = None
+            if not conn.identity:  # the synapse's kernel, if it is a convolution (None: a matrix)
+                spec = wnode.kernel(conn.weight_mant, np.asarray(wnode.weight, dtype=np.float64) * fgain)
+            if spec is not None:
                 if src_pop == INPUT:
                     if chain:
                         raise ValueError(f"node {conn.node!r}: pooling before the first conv is not supported")
@@ -374,8 +333,6 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 spec = {"weight": np.full((c, 1, 1, 1), int(conn.weight_mant), np.int64),
                         "f_weight": np.full((c, 1, 1, 1), fgain), "stride": (1, 1), "padding": (0, 0),
                         "dilation": (1, 1), "groups": c}
-            else:
-                spec = None
             if src_pop == INPUT:
                 raise ValueError(f"node {conn.node!r}: the input must feed one conv (a dense first layer "
                                  "or an identity skip from the input is not deployable)")
@@ -393,17 +350,12 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 continue
             # no kernel: compose matrices (dense layers; overlapping/padded pools)
             pmap = _pool_map(g, source, chain)
-            if isinstance(wnode, Conv2dNode) and not conn.identity:
+            if not conn.identity:  # the synapse's matrix after the routes' (pools, flatten)
                 in_shape = g.shapes[chain[-1]] if chain else g.shapes[source]
-                m = conv_matrix(conn.weight_mant, in_shape, wnode.stride, wnode.padding, wnode.dilation,
-                                wnode.groups).astype(np.int64) @ pmap
-                f_m = conv_matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain, in_shape, wnode.stride,
-                                  wnode.padding, wnode.dilation, wnode.groups) @ pmap.astype(np.float64) / divisor
-                kind = "sparse"
-            elif isinstance(wnode, DenseNode) and not conn.identity:
-                m = sp.csr_matrix(conn.weight_mant) @ pmap
-                f_m = sp.csr_matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain) @ pmap.astype(np.float64) / divisor
-                kind = "dense" if delay == 0 else "sparse"
+                m = wnode.matrix(conn.weight_mant, in_shape).astype(np.int64) @ pmap
+                f_m = (wnode.matrix(np.asarray(wnode.weight, dtype=np.float64) * fgain, in_shape)
+                       @ pmap.astype(np.float64) / divisor)
+                kind = "dense" if wnode.LAVA_DENSE and delay == 0 else "sparse"
             else:  # identity skip of flat spikes, or through a pool that cannot be a kernel
                 m = pmap * int(conn.weight_mant)
                 f_m = pmap.astype(np.float64) * (fgain / divisor)
@@ -413,14 +365,13 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if np.abs(m.data).max(initial=0) > 254:
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
             links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
-        readout = isinstance(node, OutputNode)
         b_float = _bias_float(g, name)
-        if readout:
+        neuron = node.loihi()
+        if node.ROLE == "output":  # the readout: its current u is read, it never spikes
             pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=4095, vth=READOUT_VTH,
-                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=node.beta, f_dv=1.0, f_vth=1e30,
-                             f_bias=b_float * fgain / node.beta)
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=1.0, f_vth=1e30,
+                             f_bias=b_float * fgain / neuron.f_du)
         else:
-            neuron = node.loihi()
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
                              f_vth=neuron.v_threshold, f_bias=b_float * fgain / neuron.f_du)
@@ -431,6 +382,6 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
 def _bias_float(g: StudentGraph, target: str) -> np.ndarray:
     total = np.zeros(g.shapes[target][0])
     for src in g.predecessors(target):
-        if isinstance(g.nodes[src], WEIGHTED):
+        if g.role(src) == "synapse":
             total = total + np.asarray(g.nodes[src].bias, dtype=np.float64)
     return total

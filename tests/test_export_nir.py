@@ -22,7 +22,8 @@ from htakl_deploy.export.graph import (
     Conv2dNode, DenseNode, InputNode, LIFNode, OutputNode, StudentGraph, graph_from_classifier, run_float,
 )
 from htakl_deploy.export.nir_io import from_nir, read_nir, to_nir, write_nir
-from htakl_deploy.export.quantize import lif_int_step, logits_from_int, quantize, run_int
+from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
+from htakl_deploy.hw.lif_ref import lif_int_step
 from htakl_deploy.hw.lif_ref import dense_lif_fixed_pt
 
 

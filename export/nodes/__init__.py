@@ -1,20 +1,45 @@
-"""Neuron node families: one module per family, each holding everything about it.
+"""Node types: one module per family, each holding everything about it.
 
-A family is a dataclass subclassing ``NeuronNode`` (its parameters, validated) that implements:
+Every node of a ``StudentGraph`` (``export.graph``) is a dataclass subclassing ``Node``; its
+``ROLE`` says where it sits in the connection walk (``export.graph.connections``):
 
-- ``run_float(x_tb)``: its float semantics on currents ``[T, B, ...]`` → spikes (``export.graph.
-  run_float`` calls it);
-- ``loihi()``: how it runs on lava-nc's fixed-point LIF (``LoihiNeuron``: decays and the gain from
-  a float current to ``v``) — the quantiser (``export.quantize``), the deployment plan
-  (``hw.plan``: Lava float and fixed-point parameters) and so the emulator and the Lava builder
-  need nothing else; the update itself is ``hw.lif_ref.lif_int_step`` for every family;
-- ``to_nir(shape)`` / ``from_nir(name, node, dt)`` and ``NIR_TYPE``: its NIR mapping both ways
-  (``export.nir_io`` builds its tables from ``FAMILIES``), with ``float_metadata()`` /
-  ``from_metadata(meta)`` keeping the exact float parameters in a quantised file;
-- op counting needs nothing per family: a neuron's spikes drive its outgoing connections
-  (``energy.counter``).
+=========  ===================================================  ================================
+role       what it is                                           families (modules here)
+=========  ===================================================  ================================
+input      the graph's analog input                             ``InputNode`` (io.py)
+synapse    a linear map with weights and bias                   ``Conv2dNode`` (conv.py),
+                                                                ``DenseNode`` (dense.py)
+route      moves a neuron's values to the next synapses         ``PoolNode`` (pool.py),
+           (folded into them on Loihi)                          ``FlattenNode`` (flatten.py)
+neuron     a spiking neuron layer (lava-nc's LIF)               ``LIFNode`` (lif.py), ``IFNode``
+                                                                (if_node.py), ``CubaLIFNode``
+                                                                (cuba_lif.py)
+output     the logits: the readout population                   ``OutputNode`` (io.py)
+=========  ===================================================  ================================
 
-Adding a neuron type = one module here plus its entry in ``FAMILIES`` and its tests.
+What every node type holds (the callers dispatch through these methods, never on the type):
+
+- its parameters, validated in ``__post_init__``; ``out_shape(in_shape)``;
+- float semantics ``run_float(h_tb)`` on ``[T, B, ...]`` (``export.graph.run_float``);
+- its NIR mapping both ways: ``NIR_TYPES`` (the NIR classes read as this type), ``read_nir(name,
+  n, dt)`` and ``nir_node(name, graph, quantized)`` (``export.nir_io`` builds its tables from
+  ``NODE_TYPES``);
+- by role, what the quantiser, the integer runner, the deployment plan and the op counter need:
+
+  * synapse: ``weight``, ``bias``, ``KIND`` (the connection kind), ``apply(x, weight)`` (the map
+    on ``[N, ...]`` with any weights: float weights, 8-bit mantissas in the integer run, 0/1 for
+    NeuroBench counts), ``kernel(weight, f_weight)`` (a convolution spec for the plan, or None),
+    ``matrix(weight, in_shape)`` (scipy ``[N_out, N_in]``), ``LAVA_DENSE`` (a matrix link may be
+    Lava's ``Dense``), ``fanout(reach, in_shape)`` and ``dense_ops(in_shape)`` (op counting);
+  * route: ``divisor`` (folded into the next weights), ``run_int(h_tb)``, ``matrix(in_shape)``
+    (its 0/1 map), ``kernel_repeat()`` (the kernel it folds into a following conv as, or None),
+    ``reach(rh, rw)`` (which positions it connects, per axis);
+  * neuron and output: ``loihi()`` (a ``LoihiNeuron``: decays and input gain, from which the
+    quantiser, the plan and so the emulator and the Lava builder take everything) and
+    ``int_step(u, v, a, target, bias)`` (one fixed-point step; neurons: ``hw.lif_ref.lif_int_step``).
+
+Adding a node type = one module here, its entry in ``NODE_TYPES`` (neurons: ``FAMILIES``) and its
+tests.
 """
 
 from __future__ import annotations
@@ -22,6 +47,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+NIR_DT = 1e-4  # the step (s) our NIR files assume (SpikingJelly's and snnTorch's exporters' default)
+ROLES = ("input", "synapse", "route", "neuron", "output")
 
 
 @dataclass(frozen=True)
@@ -48,14 +76,74 @@ class LoihiNeuron:
             raise ValueError(f"input divisor {self.input_divisor} must be a positive number")
 
 
-class NeuronNode:
-    """Base of every spiking neuron node (see the module docstring); per-layer scalars, hard
-    reset to 0, shape-preserving."""
+class Node:
+    """Base of every node type (see the module docstring)."""
 
+    ROLE: str = ""
+    NIR_TYPES: tuple[type, ...] = ()
+
+    def out_shape(self, in_shape):  # pragma: no cover - every family defines it
+        raise NotImplementedError
+
+    @classmethod
+    def read_nir(cls, name: str, n, dt: float) -> "Node":
+        return cls.from_nir(name, n, dt)
+
+
+class NeuronNode(Node):
+    """Base of every spiking neuron node; per-layer scalars, hard reset to 0, shape-preserving.
+    A family gives ``NIR_TYPE``, ``to_nir(shape, dt)`` / ``from_nir``, ``float_metadata()`` /
+    ``from_metadata`` (the exact float parameters kept in a quantised file), ``run_float`` and
+    ``loihi()``; the rest is shared here."""
+
+    ROLE = "neuron"
     NIR_TYPE: type = None
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.NIR_TYPE is not None and "NIR_TYPES" not in cls.__dict__:
+            cls.NIR_TYPES = (cls.NIR_TYPE,)
 
     def out_shape(self, in_shape):
         return in_shape
+
+    def int_step(self, u, v, a, target, bias):
+        """One fixed-point step of the layer (lava-nc's LIF): (spikes, u, v)."""
+        from htakl_deploy.hw.lif_ref import lif_int_step
+
+        return lif_int_step(u, v, a, du=target.du, dv=target.dv, bias_v=bias, vth=target.vth)
+
+    def nir_node(self, name, graph, quantized):
+        """Its family's NIR node; quantised, the integer threshold and the Loihi fields (plus the
+        exact float parameters) in metadata."""
+        import dataclasses
+
+        shape = graph.shapes[name]
+        n = self.to_nir(shape, NIR_DT)
+        if quantized is None:
+            return n
+        t = quantized.targets[name]
+        meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
+                "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), **self.float_metadata(),
+                **identity_meta(name, quantized)}
+        return dataclasses.replace(n, v_threshold=np.full(shape, t.vth, dtype=np.int64), metadata=meta)
+
+    @classmethod
+    def read_nir(cls, name: str, n, dt: float) -> "NeuronNode":
+        meta = n.metadata or {}
+        if "v_threshold_float" in meta:  # quantised: the exact float parameters are kept in metadata
+            return cls.from_metadata(meta)
+        return cls.from_nir(name, n, dt)
+
+
+def identity_meta(name: str, quantized) -> dict:
+    """NIR metadata of the identity skips into target ``name`` (mantissa and exponent per source)."""
+    meta = {}
+    for c in quantized.connections:
+        if c.target == name and c.identity:
+            meta[f"identity_weight_mant.{c.node}"] = np.int64(c.weight_mant)
+            meta[f"identity_weight_exp.{c.node}"] = np.int64(c.weight_exp)
+    return meta
 
 
 def uniform(arr, what: str, name: str) -> float:
@@ -77,3 +165,21 @@ def _families() -> tuple[type, ...]:
 
 
 FAMILIES: tuple[type, ...] = _families()  # every neuron family, each NIR_TYPE mapped both ways
+
+
+def _node_types() -> tuple[type, ...]:
+    from htakl_deploy.export.nodes.conv import Conv2dNode
+    from htakl_deploy.export.nodes.dense import DenseNode
+    from htakl_deploy.export.nodes.flatten import FlattenNode
+    from htakl_deploy.export.nodes.io import InputNode, OutputNode
+    from htakl_deploy.export.nodes.pool import PoolNode
+
+    return (InputNode, Conv2dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode)
+
+
+NODE_TYPES: tuple[type, ...] = _node_types()  # every node type a StudentGraph may hold
+
+
+def of_role(*roles: str) -> tuple[type, ...]:
+    """The node types with one of ``roles`` (for ``isinstance`` checks outside the walk)."""
+    return tuple(t for t in NODE_TYPES if t.ROLE in roles)

@@ -1,0 +1,144 @@
+"""Conv2d: a 2-D convolution (stride, padding, dilation, groups), NIR ``Conv2d``.
+
+Float: ``torch.nn.functional.conv2d`` (cross-correlation). Loihi: 8-bit mantissas per connection
+(the quantiser); the plan runs it as a kernel (Lava ``Conv`` or, from the kernel, ``Sparse``), the
+emulator convolves. Ops: a source spike reaches, per axis, the outputs whose taps cover it
+(``geometry.axis_reach``), times ``Cout / groups``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from htakl_deploy.export.nodes import Node
+from htakl_deploy.export.nodes.geometry import Shape, axis_reach, compose, out_len, pair
+from htakl_deploy.export.nodes.intops import per_step
+
+
+@dataclass(eq=False)
+class Conv2dNode(Node):
+    """2-D convolution, weight ``[Cout, Cin/groups, kh, kw]``, bias ``[Cout]`` (zeros if none)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    ROLE = "synapse"
+    KIND = "conv"
+    LAVA_DENSE = False
+    NIR_TYPES = (nir.Conv2d,)
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight)
+        self.bias = np.asarray(self.bias)
+        if self.weight.ndim != 4:
+            raise ValueError(f"conv2d weight must be [Cout, Cin, kh, kw], got {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"conv2d bias must be [{self.weight.shape[0]}], got {self.bias.shape}")
+        self.stride = pair(self.stride, "conv2d stride")
+        self.padding = pair(self.padding, "conv2d padding")
+        self.dilation = pair(self.dilation, "conv2d dilation")
+        self.groups = int(self.groups)
+        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.dilation) < 1 or self.groups < 1:
+            raise ValueError("conv2d stride/dilation/groups must be >= 1 and padding >= 0")
+        if self.weight.shape[0] % self.groups:
+            raise ValueError(f"conv2d Cout={self.weight.shape[0]} not divisible by groups={self.groups}")
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3 or in_shape[0] != self.weight.shape[1] * self.groups:
+            raise ValueError(f"conv2d expects (C={self.weight.shape[1] * self.groups}, H, W), got {in_shape}")
+        h, w = (out_len(in_shape[1 + i], self.weight.shape[2 + i], self.stride[i], self.padding[i], self.dilation[i])
+                for i in range(2))
+        if min(h, w) < 1:
+            raise ValueError(f"conv2d output collapses to {(h, w)} for input {in_shape}")
+        return (self.weight.shape[0], h, w)
+
+    # -- float and integer semantics ------------------------------------------------------
+
+    def apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution of ``x`` ``[N, C, H, W]`` with ``weight`` (any values, x's dtype)."""
+        return torch.nn.functional.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def run_float(self, h: torch.Tensor) -> torch.Tensor:
+        w, b = (torch.as_tensor(a, dtype=h.dtype) for a in (self.weight, self.bias))
+        return per_step(lambda z: self.apply(z, w, b), h)
+
+    # -- deployment plan -------------------------------------------------------------------
+
+    def kernel(self, weight: np.ndarray, f_weight: np.ndarray) -> dict | None:
+        """The plan's convolution spec (the emulator convolves; Lava builds ``Conv`` or ``Sparse``)."""
+        return {"weight": weight, "f_weight": f_weight, "stride": tuple(self.stride),
+                "padding": tuple(self.padding), "dilation": tuple(self.dilation), "groups": int(self.groups)}
+
+    def matrix(self, weight: np.ndarray, in_shape: Shape) -> sp.csr_matrix:
+        return conv_matrix(weight, in_shape, self.stride, self.padding, self.dilation, self.groups)
+
+    # -- op counting -----------------------------------------------------------------------
+
+    def axes(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        kh, kw = self.weight.shape[2:]
+        return (axis_reach(h, kh, self.stride[0], self.padding[0], self.dilation[0]),
+                axis_reach(w, kw, self.stride[1], self.padding[1], self.dilation[1]))
+
+    def fanout(self, reach: tuple[np.ndarray, np.ndarray], in_shape: Shape) -> np.ndarray:
+        """Outputs each source position drives (``reach``: the source's (H, W) → this conv's input)."""
+        rh, rw = reach
+        ch, cw = self.axes(rh.shape[1], rw.shape[1])
+        return np.outer(compose(rh, ch).sum(1), compose(rw, cw).sum(1)) * (self.weight.shape[0] // self.groups)
+
+    def dense_ops(self, in_shape: Shape) -> int:
+        ch, cw = self.axes(in_shape[1], in_shape[2])
+        return int(self.weight.shape[0]) * int(self.weight.shape[1]) * int(ch.sum()) * int(cw.sum())
+
+    # -- NIR -------------------------------------------------------------------------------
+
+    def nir_node(self, name, graph, quantized) -> nir.Conv2d:
+        in_shape = graph.shapes[graph.predecessors(name)[0]]
+        weight, bias, meta = self.weight, self.bias, {}
+        if quantized is not None:
+            c = next(c for c in quantized.connections if c.node == name)
+            weight, bias = c.weight_mant.astype(np.int32), np.zeros(self.bias.shape, np.int32)
+            meta = {"weight_exp": np.int64(c.weight_exp)}
+        return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=weight, stride=np.array(self.stride),
+                          padding=np.array(self.padding), dilation=np.array(self.dilation),
+                          groups=self.groups, bias=bias, metadata=meta)
+
+    @classmethod
+    def from_nir(cls, name: str, n: nir.Conv2d, dt: float) -> "Conv2dNode":
+        from htakl_deploy.errors import UserError
+
+        if isinstance(n.padding, str):
+            raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
+        return cls(np.asarray(n.weight), np.asarray(n.bias), n.stride, n.padding, n.dilation, int(n.groups))
+
+
+def conv_matrix(weight: np.ndarray, in_shape, stride, padding, dilation, groups: int) -> sp.csr_matrix:
+    """The convolution ``y = conv2d(x, weight)`` as a sparse ``[N_out, N_in]`` matrix (torch flat order)."""
+    c, h, w = in_shape
+    cout, cg, kh, kw = weight.shape
+    idx = torch.arange(1, c * h * w + 1, dtype=torch.float64).reshape(1, c, h, w)
+    cols = torch.nn.functional.unfold(idx, (kh, kw), dilation=dilation, padding=padding, stride=stride)[0]
+    cols = cols.round().long().numpy() - 1  # [C·kh·kw, L], −1 where padding
+    n_pos = cols.shape[1]
+    kk = kh * kw
+    per_group = cout // groups
+    rows_l, cols_l, vals_l = [], [], []
+    for o in range(cout):  # loop over output channels only; positions and taps are vectorised
+        g = o // per_group
+        src = cols[g * cg * kk:(g + 1) * cg * kk]  # [cg·kk, L]
+        vals = np.broadcast_to(weight[o].reshape(-1, 1), src.shape)
+        keep = (src >= 0) & (vals != 0)
+        rows_l.append((o * n_pos + np.broadcast_to(np.arange(n_pos), src.shape))[keep])
+        cols_l.append(src[keep])
+        vals_l.append(vals[keep])
+    n_in = c * h * w
+    return sp.csr_matrix((np.concatenate(vals_l), (np.concatenate(rows_l), np.concatenate(cols_l))),
+                         shape=(cout * n_pos, n_in))
