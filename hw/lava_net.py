@@ -33,10 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from htakl_deploy.export.quantize import quantize_input
-from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
 from htakl_deploy.hw.lava_compat import ensure_lava
-from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, conv_matrix, lava_perm, lava_shape
+from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
 
 BACKENDS = ("fixed_pt", "floating_pt")
 RECORD_MODES = ("shared", "monitor")
@@ -130,6 +128,8 @@ def _link_matrix(link: Link, src_shape: tuple[int, ...], fixed: bool) -> sp.csr_
     stored = link.matrix if fixed else link.f_matrix
     if stored is not None:
         return stored
+    from htakl_deploy.hw.plan import conv_matrix  # torch: only for a kernel over non-image shapes
+
     c = link.conv
     w = np.asarray(c["weight"]) if fixed else np.asarray(c["f_weight"], dtype=np.float64)
     m = conv_matrix(w, src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
@@ -322,7 +322,8 @@ COPIES_NNZ_BUDGET = 16_000_000  # synapses of all Sparse links of all copies (�
 def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
     """``plan`` with ``k`` copies side by side: population ``(C, ...)`` → ``(k·C, ...)`` (copy
     ``j`` holds channels ``j·C … (j+1)·C − 1``), kernels grouped ``k`` times more, matrices
-    block-diagonal. Depths, delays and neuron parameters are unchanged."""
+    block-diagonal. Depths, delays and neuron parameters are unchanged. Kernels stay kernels (a
+    Sparse link's matrix is written from the grouped kernel by ``_lava_conv_csr``): no torch."""
     if k == 1:
         return plan
     pops = {}
@@ -332,14 +333,7 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
     links = []
     for link in plan.links:
         conv, matrix, f_matrix, kind = link.conv, None, None, link.kind
-        src_shape = plan.input_shape if link.src == INPUT else plan.populations[link.src].shape
-        if kind == "sparse" or (kind == "conv" and _conv_as_sparse(link, plan.populations[link.dst].shape)):
-            # one copy's matrices, then block-diagonal (fast)
-            matrix, f_matrix = (sp.block_diag([_link_matrix(link, src_shape, fixed)] * k, format="csr")
-                                for fixed in (True, False))
-            links.append(Link(link.name, link.src, link.dst, "sparse", link.delay, link.weight_exp, matrix, f_matrix))
-            continue
-        if conv is not None:
+        if conv is not None:  # a kernel (conv, pooled conv, identity skip): k times more groups
             conv = {**conv, "weight": np.concatenate([conv["weight"]] * k), "copies": conv.get("copies", 1) * k,
                     "f_weight": np.concatenate([conv["f_weight"]] * k), "groups": conv["groups"] * k}
         else:
@@ -385,44 +379,29 @@ def _unfold(a: np.ndarray, k: int, samples: int) -> np.ndarray:
     return a.reshape(t, g * k, *a.shape[3:])[:, :samples]
 
 
-def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
-             progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
-             record: str = "shared", copies: int | None = None,
-             timings: dict[str, float] | None = None) -> EmulatorResult:
-    """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava,
-    ``copies`` at a time side by side (``tile_plan``; default ``choose_copies``).
-
-    ``record``: ``"shared"`` (recorders writing into shared memory, read at once) or
-    ``"monitor"`` (Lava's ``Monitor``, read value by value: kept for the benchmark's old path).
-
-    ``progress(n)`` is called with the number of samples completed after each chunk of steps:
-    about every ``PROGRESS_EVERY_S`` seconds, at most ``chunk_samples`` samples (the run is
-    paused between chunks; state carries on), so that a progress bar can show an ETA.
-    ``timings``, if given, receives the phases in seconds: ``build_s`` (process graph),
-    ``start_s`` (Lava compiles, forks its processes and runs the first step), ``step_s`` (each
-    further step, mean), ``readback_s``, and ``steps``, ``copies``, ``processes`` (OS processes
-    Lava forked)."""
+def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt", copies: int = 1,
+                record: str = "shared", progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
+                timings: dict[str, Any] | None = None,
+                before_stop: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Build and run ``plan`` in Lava, in this process, on the first population's currents
+    ``[T, B, *shape]``, ``copies`` samples side by side; return each population's recording in
+    torch layout ``[T, B, *shape]``: spikes (bool), the readout's ``u`` (int64, or float64 for
+    ``floating_pt``). Torch-free: ``hw.lava_worker`` calls it in its own process. ``progress``,
+    ``chunk_samples``, ``record`` and ``timings`` as in ``run_lava``; ``before_stop()`` is called
+    just before the runtime is stopped (also on errors)."""
     if record not in RECORD_MODES:
         raise ValueError(f"record {record!r}, expected one of {RECORD_MODES}")
     ensure_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    x = np.asarray(x_tb)
-    if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
-        raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
-    timesteps, samples = x.shape[:2]
-    x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
-    if backend == "fixed_pt":
-        currents = input_currents(plan, x_int)
-    else:
-        currents = _float_input_currents(plan, x_int * plan.input_scale)
-    k = choose_copies(plan, samples) if copies is None else int(copies)
+    k = int(copies)
     if k < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
+    timesteps, samples = currents_tb.shape[:2]
     groups = -(-samples // k)
     clock = {"t0": time.perf_counter()}
-    net = build_network(tile_plan(plan, k), _fold(currents, k), backend=backend, record=record)
+    net = build_network(tile_plan(plan, k), _fold(currents_tb, k), backend=backend, record=record)
     clock["built"] = time.perf_counter()
     run_cfg = Loihi2SimCfg(select_tag=backend)
     max_groups = max(1, chunk_samples // k)
@@ -447,6 +426,8 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         data = _recorded(net, plan)
         clock["read"] = time.perf_counter()
     finally:
+        if before_stop is not None:
+            before_stop()
         net.source.stop()
         release_recordings(net)
     if timings is not None:
@@ -454,18 +435,70 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
                        step_s=(clock["stepped"] - clock["started"]) / max(1, net.steps - 1),
                        readback_s=clock["read"] - clock["stepped"], steps=net.steps, copies=k,
                        processes=processes)
-    spikes, readout_u = {}, None
+    out = {}
     for name, pop in plan.populations.items():
-        rec = _unfold(_from_lava_record(data[name], pop.depth, groups, timesteps), k, samples)
-        if pop.readout:
-            readout_u = rec.astype(np.float64 if backend != "fixed_pt" else np.int64)
-        else:
-            spikes[name] = rec.astype(bool)
+        rec = _unfold(_from_lava_record(data.pop(name), pop.depth, groups, timesteps), k, samples)
+        out[name] = rec.astype((np.int64 if backend == "fixed_pt" else np.float64) if pop.readout else bool)
+    return out
+
+
+def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
+             progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
+             record: str = "shared", copies: int | None = None,
+             timings: dict[str, float] | None = None, worker: bool = True):
+    """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava,
+    ``copies`` at a time side by side (``tile_plan``; default ``choose_copies``); return an
+    ``EmulatorResult``.
+
+    ``worker`` (default): Lava runs in a separate, torch-free process (``hw.lava_worker``), so
+    that the processes Lava forks do not inherit this process's memory (torch, data, models); a
+    Lava process that dies there (out of memory, killed) ends the call with
+    ``LavaWorkerError`` instead of a hang. ``worker=False`` runs Lava in this process.
+
+    ``record``: ``"shared"`` (recorders writing into shared memory, read at once) or
+    ``"monitor"`` (Lava's ``Monitor``, read value by value: kept for the benchmark's old path).
+
+    ``progress(n)`` is called with the number of samples completed after each chunk of steps:
+    about every ``PROGRESS_EVERY_S`` seconds, at most ``chunk_samples`` samples (the run is
+    paused between chunks; state carries on), so that a progress bar can show an ETA.
+    ``timings``, if given, receives the phases in seconds: ``build_s`` (process graph),
+    ``start_s`` (Lava compiles, forks its processes and runs the first step), ``step_s`` (each
+    further step, mean), ``readback_s``, and ``steps``, ``copies``, ``processes`` (OS processes
+    Lava forked); with a worker also ``worker_s`` (the worker's whole life, from start to its
+    results read here)."""
+    from htakl_deploy.export.quantize import quantize_input
+    from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
+
+    if record not in RECORD_MODES:
+        raise ValueError(f"record {record!r}, expected one of {RECORD_MODES}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
+    x = np.asarray(x_tb)
+    if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
+        raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
+    samples = x.shape[1]
+    x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    if backend == "fixed_pt":
+        currents = input_currents(plan, x_int)
+    else:
+        currents = _float_input_currents(plan, x_int * plan.input_scale)
+    k = choose_copies(plan, samples) if copies is None else int(copies)
+    if k < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    kwargs = dict(backend=backend, copies=k, record=record, progress=progress, chunk_samples=chunk_samples,
+                  timings=timings)
+    if worker:
+        from htakl_deploy.hw.lava_worker import run_in_worker
+
+        rec = run_in_worker(plan, currents, **kwargs)
+    else:
+        rec = run_network(plan, currents, **kwargs)
+    readout_u = rec.pop(plan.readout.name)
     if backend == "fixed_pt":
         logits = readout_logits(plan.readout, readout_u)
     else:
         logits = readout_u + plan.readout.per_neuron(plan.readout.f_bias)
-    return EmulatorResult(spikes, readout_u, logits, x_int)
+    return EmulatorResult(rec, readout_u, logits, x_int)
 
 
 def _float_input_currents(plan: DeploymentPlan, x: np.ndarray) -> np.ndarray:

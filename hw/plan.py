@@ -42,14 +42,25 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
 from htakl_deploy.atomic import atomic_path
-from htakl_deploy.export.graph import TARGETS, StudentGraph
-from htakl_deploy.export.nodes.conv import conv_matrix  # noqa: F401  (re-exported: hw.lava_net)
-from htakl_deploy.export.quantize import QuantizedGraph
-from htakl_deploy.hw.lif_ref import READOUT_VTH
+
+if TYPE_CHECKING:  # the graph side (torch) is imported where used: reading a saved plan (``load_plan``)
+    # stays torch-free, for the Lava worker process (``hw.lava_worker``)
+    from htakl_deploy.export.graph import StudentGraph
+    from htakl_deploy.export.quantize import QuantizedGraph
+
+
+def __getattr__(name: str):
+    if name == "conv_matrix":  # re-exported (hw.lava_net, tests), imported on first use: it needs torch
+        from htakl_deploy.export.nodes.conv import conv_matrix
+
+        return conv_matrix
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 FORMAT = "htakl-lava-plan/1"
 INPUT = "input"
@@ -115,6 +126,8 @@ class Link:
         if self.matrix is None:
             c = self.conv
             args = (src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
+            from htakl_deploy.export.nodes.conv import conv_matrix
+
             self.matrix = conv_matrix(np.asarray(c["weight"]), *args).astype(np.int64).tocsr()
             self.f_matrix = conv_matrix(np.asarray(c["f_weight"], dtype=np.float64), *args).tocsr()
         return self.matrix, self.f_matrix
@@ -296,6 +309,9 @@ def _float_gain(node) -> float:
 
 def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
     """The deployment plan of a quantised student; ValueError naming the node if it cannot run."""
+    from htakl_deploy.export.graph import TARGETS
+    from htakl_deploy.hw.lif_ref import READOUT_VTH
+
     g = q.graph
     pops: dict[str, Population] = {}
     links: list[Link] = []

@@ -225,7 +225,8 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
             x_tb = encode_batch(x_all[s0:s0 + batch], t)
             y = labels[s0:s0 + batch]
             t0 = time.perf_counter()
-            result = BACKENDS[backend](plan, path, x_tb, None, **({"device": device} if backend == "emulator" else {}))
+            in_batch = None if progress is None else (lambda done, s0=s0: progress(s0 + done))  # Lava: per chunk
+            result = BACKENDS[backend](plan, path, x_tb, in_batch, **({"device": device} if backend == "emulator" else {}))
             wall_s += time.perf_counter() - t0
             pred = result.logits.mean(0).argmax(-1)
             correct += int((pred == y).sum())

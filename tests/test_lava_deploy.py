@@ -9,7 +9,10 @@ identity skip, and flatten → dense (``Dense``). Lava runs are real ``Loihi2Sim
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,6 +201,9 @@ def test_copies_side_by_side_equal_the_emulator(residual, copies):
     timings = {}
     lava, emu = run_lava(plan, x, copies=copies, timings=timings), emulate(plan, x)
     assert timings["copies"] == copies and timings["steps"] == plan.lava_steps(-(-6 // copies), T)
+    # Lava ran in its worker process, which never imported torch (its forked children would
+    # inherit it), while this process has torch
+    assert timings["worker_imported_torch"] is False and "torch" in sys.modules
     assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
     np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
 
@@ -213,6 +219,10 @@ def test_lava_runtime_is_stopped_when_interrupted(residual):
     with pytest.raises(KeyboardInterrupt):
         run_lava(plan, x, backend="fixed_pt", progress=interrupt, chunk_samples=1)
     assert not multiprocessing.active_children()
+    from htakl_deploy.hw.lava_worker import _children  # the Lava worker (and so its tree) is gone
+
+    assert not [pid for pid in _children(os.getpid())
+                if b"lava_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def test_residual_graph_through_nir_builds_and_runs_in_lava(residual, tmp_path):

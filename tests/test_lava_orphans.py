@@ -107,3 +107,46 @@ def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def _lava_children(tree: dict[int, int]) -> list[int]:
+    """The Lava processes in ``tree``: forked by the Lava worker, so they share its command line."""
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+    workers = [pid for pid in tree if b"htakl_deploy.hw.lava_worker" in cmdline(pid)
+               and (st := _stat(pid)) is not None and st[0] not in tree]  # the worker itself
+    assert len(workers) == 1, workers
+    return [pid for pid in tree if (st := _stat(pid)) is not None and st[0] == workers[0]
+            and cmdline(pid) == cmdline(workers[0])]
+
+
+def test_a_killed_lava_process_ends_simulate_with_one_error_line(artefact, tmp_path):
+    """One of Lava's processes killed (SIGKILL, as the OOM killer does) while simulate steps: Lava's
+    runtime would wait for it forever; the worker's watchdog ends the run — exit 2, one
+    ``htakl-deploy: error:`` line naming the process and the signal, no traceback, no spikes
+    file, and no process of the tree left."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    p = subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt", "--samples", "16",
+                          "--timesteps", "1000", "--out", str(out)], env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        tree = wait_for_lava(p)
+        victims = _lava_children(tree)
+        assert len(victims) >= 3
+        os.kill(victims[len(victims) // 2], signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 2, err
+        lines = [line for line in err.splitlines() if line.startswith("htakl-deploy")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith("htakl-deploy: error: Lava process") and "killed by SIGKILL" in lines[0], err
+        assert not (out / "spikes.h5").exists()
+        time.sleep(5.0)
+        assert alive(tree) == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

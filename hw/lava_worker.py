@@ -1,0 +1,241 @@
+"""Lava in a process of its own that never imports torch: ``python -m htakl_deploy.hw.lava_worker JOB_DIR``.
+
+Why: Lava's runtime forks one OS process per Lava process of the network (ResNet-20: ~70), and a
+forked child starts as a copy of its parent. Run inside the CLI, every child inherited a process
+holding torch, the data and the models (~3.9 GB for ResNet-20's ``run``); the first child the
+kernel's OOM killer picked was a Lava process, and Lava's runtime then waited for it forever.
+Here the parent (``run_in_worker``, called by ``hw.lava_net.run_lava``) writes the plan
+(``DeploymentPlan.save``), the first population's currents and the run's settings into a
+temporary folder, and starts this module with ``subprocess`` (a fresh interpreter, not a fork):
+it imports numpy, scipy, lava and the torch-free ``hw.plan`` / ``hw.lava_net`` only, builds and
+runs the network (``lava_net.run_network``: Lava's own ``fixed_pt`` / ``floating_pt`` process
+models compute), and writes each population's recording as ``.npy`` for the parent to read.
+
+Protocol: stdout lines ``htakl-lava progress N`` (samples done) and ``htakl-lava done``; every
+other line the worker or Lava prints goes to the parent's stderr. The job folder holds
+``plan.npz``, ``currents.npy``, ``job.json`` in, ``rec<i>.npy`` (population ``i`` of the plan)
+and ``timings.json`` out.
+
+Failures end the run with one line, never a hang:
+
+- a Lava child process that dies while the network runs (killed, out of memory) — Lava's
+  runtime would wait for its message forever — is noticed by a watchdog thread that polls the
+  worker's children (``os.waitpid(..., WNOHANG)``); the worker prints ``htakl-lava error ...``
+  and exits at once (status ``CHILD_DIED``), and its remaining children die with it
+  (``lava_compat.die_with_parent``);
+- the worker itself dying (killed, out of memory) is seen by the parent as its exit status;
+- the parent dying kills the worker (``PR_SET_PDEATHSIG``, set by the worker itself) and so the
+  whole Lava tree.
+
+The parent raises ``LavaWorkerError`` (a ``UserError``: the CLI prints one line and exits 2).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from htakl_deploy.errors import UserError
+
+TAG = "htakl-lava "
+CHILD_DIED = 3
+WATCH_INTERVAL_S = 0.5
+
+
+class LavaWorkerError(UserError):
+    """The Lava run failed in its worker (a Lava process died, or the worker itself). Not a user
+    mistake, but reported the same way: one line, exit status 2."""
+
+
+# -- the parent side ----------------------------------------------------------------------------
+
+
+def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, record: str = "shared",
+                  progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
+                  timings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """``lava_net.run_network`` in a fresh worker process; the same return value."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="htakl-lava-") as tmp:
+        job = Path(tmp)
+        plan.save(job / "plan.npz")
+        np.save(job / "currents.npy", np.ascontiguousarray(currents_tb))
+        (job / "job.json").write_text(json.dumps({
+            "backend": backend, "copies": int(copies), "record": record, "chunk_samples": int(chunk_samples),
+            "parent_pid": os.getpid()}))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "htakl_deploy.hw.lava_worker", str(job)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=False)
+        errors: list[str] = []
+        drain = threading.Thread(target=_forward_stderr, args=(proc.stderr, errors), daemon=True)
+        drain.start()
+        done = False
+        try:
+            for line in proc.stdout:
+                if not line.startswith(TAG):
+                    sys.stderr.write(line)
+                    continue
+                word, _, rest = line[len(TAG):].strip().partition(" ")
+                if word == "progress" and progress is not None:
+                    progress(int(rest))
+                elif word == "error":
+                    errors.append(rest)
+                elif word == "done":
+                    done = True
+            rc = proc.wait()
+            drain.join()
+        except BaseException:
+            proc.kill()  # its Lava children die with it (PR_SET_PDEATHSIG)
+            proc.wait()
+            raise
+        if rc != 0 or not done:
+            raise LavaWorkerError(_failure(rc, errors))
+        if timings is not None:
+            timings.update(json.loads((job / "timings.json").read_text()))
+        out = {name: np.load(job / f"rec{i}.npy") for i, name in enumerate(plan.populations)}
+    if timings is not None:
+        timings["worker_s"] = time.perf_counter() - t0
+    return out
+
+
+def _forward_stderr(stream, errors: list[str]) -> None:
+    for line in stream:
+        if line.startswith(TAG + "error "):
+            errors.append(line[len(TAG + "error "):].strip())
+        else:
+            sys.stderr.write(line)
+            if line.strip():
+                errors.append(line.strip())
+                del errors[:-20]
+
+
+def _failure(rc: int, errors: list[str]) -> str:
+    ours = [e for e in errors if e.startswith("Lava process")]
+    if ours:
+        return ours[-1]
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
+        return f"the Lava worker process was killed by {name}{hint}; no result"
+    last = errors[-1] if errors else "no message"
+    return f"the Lava worker process failed (exit status {rc}): {last}"
+
+
+# -- the worker side ----------------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """The worker's child processes (every thread's), from /proc."""
+    out: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                out.update(int(c) for c in fh.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "?"
+
+
+class Watchdog:
+    """Polls the worker's children until ``stop``; a child that has exited ends the worker."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, str] = {}
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._halt.is_set():
+            for pid in _children(me) - self.known.keys():
+                self.known[pid] = _comm(pid)
+            for pid, name in list(self.known.items()):
+                try:
+                    got, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue  # not ours to wait for (reaped elsewhere)
+                if got == 0:
+                    continue
+                if os.WIFSIGNALED(status):
+                    sig = signal.Signals(os.WTERMSIG(status)).name
+                    how = f"was killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
+                else:
+                    how = f"exited with status {os.WEXITSTATUS(status)}"
+                print(f"{TAG}error Lava process {pid} ({name}) {how} while the network ran; "
+                      f"the Lava run is stopped", flush=True)
+                os._exit(CHILD_DIED)  # the other children die with this process (PDEATHSIG)
+            self._halt.wait(WATCH_INTERVAL_S)
+
+    def stop(self) -> None:
+        """Stop watching (and wait for the thread: Lava's children may exit normally after this)."""
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _die_with(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent is already gone
+
+
+def main(argv: list[str]) -> int:
+    job = Path(argv[0])
+    cfg = json.loads((job / "job.json").read_text())
+    _die_with(int(cfg["parent_pid"]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (it kills this process)
+    from htakl_deploy.hw.lava_net import run_network
+    from htakl_deploy.hw.plan import load_plan
+
+    plan = load_plan(job / "plan.npz")
+    currents = np.load(job / "currents.npy")
+    timings: dict[str, Any] = {}
+
+    def progress(n: int) -> None:
+        print(f"{TAG}progress {n}", flush=True)
+
+    watchdog = Watchdog().start()
+    try:
+        rec = run_network(plan, currents, backend=cfg["backend"], copies=cfg["copies"], record=cfg["record"],
+                          progress=progress, chunk_samples=cfg["chunk_samples"], timings=timings,
+                          before_stop=watchdog.stop)  # Lava's children exit normally from there on
+    finally:
+        watchdog.stop()
+    timings["worker_imported_torch"] = "torch" in sys.modules  # checked by the tests: never
+    for i, name in enumerate(plan.populations):
+        np.save(job / f"rec{i}.npy", rec.pop(name))
+    (job / "timings.json").write_text(json.dumps(timings))
+    print(f"{TAG}done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
