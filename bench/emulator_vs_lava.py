@@ -161,10 +161,10 @@ class ChildPoller:
             raise RuntimeError("sampling the child processes failed") from self._error
 
 
-def setup(artefact: str, samples: int):
+def setup(artefact: str, samples: int, data_root: str | None = None):
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
-    x_tb, _ = load_samples(plan, samples, int(plan.metadata.get("timesteps", 4)), None)
+    x_tb, _ = load_samples(plan, samples, int(plan.metadata.get("timesteps", 4)), data_root)
     return path, plan, x_tb
 
 

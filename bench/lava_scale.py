@@ -37,19 +37,22 @@ def _bench_module(name: str):
     return mod
 
 
-def child(run_dir: str, samples: int) -> dict:
+VARIANTS = ("worker", "in-process")  # Lava in its torch-free worker process (the default) or in this one
+
+
+def child(run_dir: str, samples: int, variant: str = "worker", data_root: str | None = None) -> dict:
     from htakl_deploy.hw.emulator import emulate
     from htakl_deploy.hw.lava_net import run_lava
     from htakl_deploy.hw.simulate import spike_agreement
 
     evl = _bench_module("emulator_vs_lava")
-    path, plan, x_tb = evl.setup(run_dir, samples)
+    path, plan, x_tb = evl.setup(run_dir, samples, data_root)
     timings: dict = {}
     out: dict = {}
 
     def run() -> None:
         t0 = time.perf_counter()
-        out["lava"] = run_lava(plan, x_tb, backend="fixed_pt", timings=timings)
+        out["lava"] = run_lava(plan, x_tb, backend="fixed_pt", timings=timings, worker=variant == "worker")
         out["lava_s"] = time.perf_counter() - t0
 
     with evl.ChildPoller() as poll:
@@ -60,7 +63,7 @@ def child(run_dir: str, samples: int) -> dict:
     emu_s = time.perf_counter() - t0
     lava = out["lava"]
     r = {
-        "artefact": str(path), "model": plan.metadata.get("config", {}).get("model"),
+        "artefact": str(path), "model": plan.metadata.get("config", {}).get("model"), "variant": variant,
         "samples": int(x_tb.shape[1]), "timesteps": int(x_tb.shape[0]),
         "populations": len(plan.populations), "links": len(plan.links),
         "neurons": int(sum(p.size for p in plan.populations.values())),
@@ -80,7 +83,7 @@ def child(run_dir: str, samples: int) -> dict:
 def row(r: dict) -> str:
     ph = r["phases"]
     same = "100 %" if r["spike_agreement"] == 1.0 else f"{100 * r['spike_agreement']:.4f} %"
-    return (f"| {r['model']} | {r['samples']} (T={r['timesteps']}, {ph['copies']} per step) | {ph['build_s']:.1f} | "
+    return (f"| {r['model']} ({r.get('variant', 'in-process')}) | {r['samples']} (T={r['timesteps']}, {ph['copies']} per step) | {ph['build_s']:.1f} | "
             f"{ph['start_s']:.1f} | {ph['step_s']:.2f} × {ph['steps']} | {ph['readback_s']:.3f} | {r['lava_s']:.0f} | "
             f"{r['peak_tree_mb'] / 1024:.2f} | {r['children'] + 1} | {same}"
             f"{'' if r['readout_identical'] else ' (readout differs)'} |")
@@ -94,16 +97,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", help="run directories (or export/ folders, or student.lava.npz files)")
     p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--variants", default="worker",
+                   help=f"comma-separated, run one after the other per run directory: {', '.join(VARIANTS)}")
+    p.add_argument("--data-root", help="the data folder (a run's saved config never names one)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    if any(v not in VARIANTS for v in variants):
+        p.error(f"--variants: expected some of {VARIANTS}, got {args.variants!r}")
     if args.child:
-        return [child(args.run_dirs[0], args.samples)]
+        return [child(args.run_dirs[0], args.samples, variants[0], args.data_root)]
     results = []
     for run_dir in args.run_dirs:
-        r = in_fresh_process(__file__, [run_dir, "--child", "--samples", str(args.samples)])
-        results.append(r)
-        print(row(r), flush=True)
+        for variant in variants:
+            r = in_fresh_process(__file__, [run_dir, "--child", "--samples", str(args.samples), "--variants", variant,
+                                                 *(["--data-root", args.data_root] if args.data_root else [])])
+            results.append(r)
+            print(row(r), flush=True)
     print(HEADER)
     for r in results:
         print(row(r))

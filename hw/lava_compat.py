@@ -14,7 +14,9 @@ inside a Lava child process and the run hangs. The same finder rewrites those tw
 ``shape=`` (numpy >= 2.1, see pyproject.toml). A third, ``lava.proc.conv.models``, passes
 ``Conv``'s int8 Vars to its convolution, where numpy 2's promotion rules raise an
 ``OverflowError`` in the child for any kernel with >= 128 channels (the run hangs): the model
-passes them as int64. ``PATCHES`` lists every edit.
+passes them as int64. The same module's ``fixed_pt`` Conv model ignores its ``weight_exp``
+Var; it is applied as Dense and Sparse apply theirs (a shift of the sum). ``PATCHES`` lists
+every edit.
 
 Every edit keeps the line count, so tracebacks still point at the right lines of the file on
 disk. The patched code is never written to ``__pycache__`` (the installed lava stays as pip
@@ -89,6 +91,11 @@ PATCHES: dict[str, tuple[tuple[str, str, int], ...]] = {
          "            *(v.astype(np.int64) for v in (self.kernel_size, self.stride, self.padding, self.dilation)),\n",
          1),
         ("            self.groups[0]\n", "            int(self.groups[0])\n", 1),
+        # Conv's fixed_pt model has a ``weight_exp`` Var but ignores it (Dense and Sparse shift
+        # their sums by it, as Loihi does): the sum is shifted the same way before the 24-bit clamp.
+        ("        return utils.signed_clamp(x, bits=24)\n",
+         "        return utils.signed_clamp(np.left_shift(x, int(self.weight_exp.flat[0])) if self.weight_exp.flat[0] > 0"
+         " else np.right_shift(x, -int(self.weight_exp.flat[0])), bits=24)\n", 1),
     ),
 }
 _EDITS = PATCHES[TARGET_MODULE]

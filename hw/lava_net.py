@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from htakl_deploy.hw.lava_compat import ensure_lava
-from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
+from htakl_deploy.hw.plan import CONV_SUM_LIMIT, INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
 
 BACKENDS = ("fixed_pt", "floating_pt")
 RECORD_MODES = ("shared", "monitor")
@@ -138,39 +138,64 @@ def _link_matrix(link: Link, src_shape: tuple[int, ...], fixed: bool) -> sp.csr_
 
 # Lava's fixed_pt ``Conv`` model convolves each (output, input) channel pair with its own scipy
 # ``convolve2d`` call, so its time per step grows with that pair count; ``Sparse``'s with the
-# matrix's non-zeros (and its matrix takes tens of seconds to build). Measured per step, one
-# 3×3 conv at 20 % input spikes (2-core machine): 64×64 ch at 32×32: Conv 0.88 s, Sparse
-# 1.13 s; 128×128 at 16×16: 1.15 vs 1.29 s; 256×256 at 8×8: 2.6 vs 0.92 s; 512×512 at 4×4:
-# 8.9 vs 0.75 s. Above this many channel pairs a "conv" link is built as Sparse (the same
-# integers: the emulator checks every spike). Sparse is built in Lava's graded-spike mode
-# (``num_message_bits``: its model multiplies the matrix by the 0/1 spike vector instead of
-# summing a column slice — the same integer sums, ~10× faster), and small kernels — up to
-# ``SPARSE_FAST_NNZ`` synapses per copy of the network — go to Sparse too: at the demo's
-# 64×32-channel conv on 4×4 (0.3 M synapses) Lava's Conv takes ~30 ms a step, Sparse ~1 ms.
+# matrix's non-zeros (and its matrix takes memory: ~8 B per synapse in each process holding it,
+# and tens of seconds to build). Measured per step, one 3×3 conv at 20 % input spikes (2-core
+# machine): 64×64 ch at 32×32: Conv 0.88 s, Sparse 1.13 s; 128×128 at 16×16: 1.15 vs 1.29 s;
+# 256×256 at 8×8: 2.6 vs 0.92 s; 512×512 at 4×4: 8.9 vs 0.75 s. Sparse is built in Lava's
+# graded-spike mode (``num_message_bits``: its model multiplies the matrix by the 0/1 spike
+# vector instead of summing a column slice — the same integer sums, ~10× faster). A link with a
+# kernel and no extra delay is a Lava Conv (``lava_compat`` makes its model apply ``weight_exp``,
+# as Dense and Sparse do) unless Sparse is cheap: up to ``SPARSE_FAST_NNZ`` synapses per copy of
+# the network (at the demo's 64×32-channel conv on 4×4, 0.3 M synapses, Conv takes ~30 ms a step,
+# Sparse ~1 ms), or more than ``LAVA_CONV_MAX_PAIRS`` channel pairs with at most
+# ``SPARSE_MAX_NNZ`` synapses. Either way the same integers: the emulator checks every spike.
 LAVA_CONV_MAX_PAIRS = 128 * 128
 SPARSE_FAST_NNZ = 2_000_000
+SPARSE_MAX_NNZ = 24_000_000
 GRADED_BITS = 8
 
 
-def _conv_as_sparse(link: Link, dst_shape: tuple[int, ...]) -> bool:
-    """Whether a "conv" link is built as Lava Sparse (by the costs above, per copy)."""
+def _conv_exact(link: Link) -> bool:
+    """Whether Lava's Conv computes this kernel link exactly as Sparse would: the kernel unchanged
+    by Sparse's 8-bit clipping/truncation (Conv applies none), and every sum, shifted by
+    ``weight_exp``, inside Conv's 24-bit clamp."""
+    ensure_lava()
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    w = np.asarray(link.conv["weight"]).astype(np.int64)
+    mode = determine_sign_mode(w)
+    if not np.array_equal(truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8), w):
+        return False
+    sum_abs = int(np.abs(w).reshape(len(w), -1).sum(1).max(initial=0))
+    return sum_abs * 2 ** max(0, link.weight_exp) < CONV_SUM_LIMIT
+
+
+def _as_lava_conv(link: Link, dst_shape: tuple[int, ...]) -> bool:
+    """Whether a link is built as a Lava Conv (by the costs above, per copy), else Sparse/Dense."""
+    if link.conv is None or link.kind == "input" or link.delay or len(dst_shape) != 3:
+        return False
     w = np.asarray(link.conv["weight"])
     copies = link.conv.get("copies", 1)
     pairs = w.shape[0] * w.shape[1] // copies
     nnz = np.count_nonzero(w) // copies * int(np.prod(dst_shape[1:]))  # upper bound (padding)
-    return pairs > LAVA_CONV_MAX_PAIRS or nnz <= SPARSE_FAST_NNZ
+    if nnz <= max(SPARSE_FAST_NNZ, int(np.prod(dst_shape)) // copies):  # cheap, or one tap per neuron
+        return False
+    if pairs > LAVA_CONV_MAX_PAIRS and nnz <= SPARSE_MAX_NNZ:
+        return False
+    return _conv_exact(link)
 
 
 def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
     from lava.proc.conv.process import Conv
 
     spec = link.conv
-    if _conv_as_sparse(link, dst_shape):
+    if not _as_lava_conv(link, dst_shape):
         return _build_sparse(link, src_shape, dst_shape, fixed)
     w = spec["weight"].astype(np.int32) if fixed else spec["f_weight"].astype(np.float64)
     proc = Conv(weight=_lava_conv_weight(w), input_shape=lava_shape(src_shape),
                 padding=tuple(spec["padding"][::-1]), stride=tuple(spec["stride"][::-1]),
-                dilation=tuple(spec["dilation"][::-1]), groups=spec["groups"], name=link.name)
+                dilation=tuple(spec["dilation"][::-1]), groups=spec["groups"], name=link.name,
+                weight_exp=link.weight_exp if fixed else 0)
     if tuple(proc.output_shape) != lava_shape(dst_shape):
         raise ValueError(f"link {link.name!r}: Lava Conv output {proc.output_shape} != {lava_shape(dst_shape)}")
     return proc, False
@@ -259,7 +284,8 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
             source.s_out.connect(pops[link.dst].a_in)
             continue
         src = plan.populations[link.src]
-        proc, flat = LINK_BUILDERS[link.kind](link, src.shape, dst.shape, fixed)
+        kind = "conv" if _as_lava_conv(link, dst.shape) else link.kind
+        proc, flat = LINK_BUILDERS[kind](link, src.shape, dst.shape, fixed)
         out = pops[link.src].s_out
         (out.flatten() if flat and len(src.shape) > 1 else out).connect(proc.s_in)
         (proc.a_out.reshape(lava_shape(dst.shape)) if flat and len(dst.shape) > 1 else proc.a_out).connect(
@@ -346,7 +372,7 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
 
 def _link_nnz(plan: DeploymentPlan, link: Link) -> int:
     """Synapses of a link built as Sparse/Dense (0 for a Lava Conv or the off-chip input)."""
-    if link.kind == "input" or (link.kind == "conv" and not _conv_as_sparse(link, plan.populations[link.dst].shape)):
+    if link.kind == "input" or _as_lava_conv(link, plan.populations[link.dst].shape):
         return 0
     if link.conv is None:
         return int(link.matrix.nnz)

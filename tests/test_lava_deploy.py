@@ -275,9 +275,41 @@ def test_residual_net_with_128_channels_runs_through_lava_conv(monkeypatch):
     emu = emulate(plan, x)
     assert emu.spikes["a2"].any() and not emu.spikes["a2"].all()
     for copies in (1, 2):
-        lava = run_lava(plan, x, copies=copies)
+        lava = run_lava(plan, x, copies=copies, worker=False)  # in this process: the monkeypatch holds
         assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
         np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+
+
+def test_convs_with_weight_exp_run_as_lava_conv(residual, monkeypatch):
+    """A quantised student's spike convs mostly have ``weight_exp != 0``, which lava-nc 0.10's Conv
+    model ignores; ``lava_compat`` makes it shift the sums as Dense/Sparse do. The residual net
+    with every kernel link without delay built as a Lava ``Conv`` process (the builder would pick
+    Sparse for kernels this small: not here) — c2, c3, c4 (exponent 0) and the pooled identity
+    skip pool→a4 (exponent −2: a 2×2 stride-2 depthwise kernel) — equals the emulator spike for
+    spike, one sample per step and three side by side."""
+    from htakl_deploy.hw import lava_compat, lava_net
+    from htakl_deploy.hw.emulator import input_currents
+    from htakl_deploy.export.quantize import quantize_input
+
+    _, _, plan, x = residual
+    monkeypatch.setattr(lava_net, "SPARSE_FAST_NNZ", 0)
+    convs = [k for k in plan.links if lava_net._as_lava_conv(k, plan.populations[k.dst].shape)]
+    assert {k.name for k in convs} == {"c2", "c3", "c4", "pool->a4"}
+    assert [k.weight_exp for k in convs if k.name == "pool->a4"] == [-2]
+    net = lava_net.build_network(plan, input_currents(plan, quantize_input(x[:, :1], plan.input_scale)))
+    built = {name: p for name, p in net.links.items() if type(p).__name__ == "Conv"}
+    assert built.keys() == {k.name for k in convs}
+    assert int(built["pool->a4"].weight_exp.init) == -2  # the Var the patched model applies
+    emu = emulate(plan, x)
+    assert all(s.any() for s in emu.spikes.values())
+    for copies in (1, 3):
+        lava = lava_net.run_lava(plan, x, copies=copies, worker=False)  # in this process: the monkeypatch holds
+        assert spike_agreement(lava.spikes, emu.spikes)["all"] == 1.0
+        np.testing.assert_array_equal(lava.readout_u, emu.readout_u)
+    # lava-nc's own Conv model source holds the line the fix replaces
+    old, new, _ = lava_compat.PATCHES[lava_compat.CONV_MODELS_MODULE][-1]
+    src = Path(lava_compat.importlib.util.find_spec(lava_compat.CONV_MODELS_MODULE).origin).read_text()
+    assert old in src and new in lava_compat.patch_source(lava_compat.CONV_MODELS_MODULE, src)
 
 
 def test_emulator_batches_are_independent(residual):
