@@ -81,7 +81,13 @@ def _conv_bound(link: Link) -> float:
 
 def _input_currents_t(plan: DeploymentPlan, x_int: torch.Tensor) -> torch.Tensor:
     link = plan.input_link
-    y = _conv_int(x_int, link, _conv_bound(link) * _abs_max(x_int))
+    if link.conv is None:  # a dense first layer: its integer matrix on the flat input (exact int64)
+        t, b = x_int.shape[:2]
+        m = link.matrix.tocsr().astype(np.int64)
+        y = torch.from_numpy(np.ascontiguousarray((m @ x_int.reshape(t * b, -1).numpy().T).T))
+        y = y.reshape(t, b, *plan.populations[link.dst].shape)
+    else:
+        y = _conv_int(x_int, link, _conv_bound(link) * _abs_max(x_int))
     return _t_wrap(_t_shift(y, link.weight_exp), 32)
 
 

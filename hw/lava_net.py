@@ -533,6 +533,9 @@ def _float_input_currents(plan: DeploymentPlan, x: np.ndarray) -> np.ndarray:
 
     spec = plan.input_link.conv
     t, b = x.shape[:2]
+    if spec is None:  # a dense first layer: its float matrix on the flat input
+        y = (plan.input_link.f_matrix @ x.reshape(t * b, -1).astype(np.float64).T).T
+        return np.asarray(y).reshape(t, b, *plan.populations[plan.input_link.dst].shape)
     with torch.no_grad():
         y = torch.nn.functional.conv2d(torch.from_numpy(x.reshape(t * b, *x.shape[2:]).astype(np.float64)),
                                        torch.from_numpy(np.asarray(spec["f_weight"], dtype=np.float64)), None,

@@ -11,8 +11,9 @@ so the two can only differ in *how* they compute, never in *what*:
 - **Link**: one per connection into a population, with its full linear map from the source
   population's spikes (pooling and flatten between them composed in), its kind and its delay:
 
-  * ``input``  the first, encoding connection: integer MACs on the 8-bit pixels, computed
-               off-chip; its currents are fed to the first population (a Lava ``RingBuffer``).
+  * ``input``  the first, encoding connection: integer MACs on the 8-bit pixels (a conv kernel,
+               or a dense first layer's matrix), computed off-chip; its currents are fed to the
+               first population (a Lava ``RingBuffer``).
   * ``conv``   a plain convolution of spikes with ``weight_exp == 0`` and no extra delay: Lava
                ``Conv`` (whose ``fixed_pt`` model ignores ``weight_exp`` and clamps its output
                at 24 bits — so only exponent-0 convs go there), or ``Sparse`` where that is
@@ -349,9 +350,9 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 spec = {"weight": np.full((c, 1, 1, 1), int(conn.weight_mant), np.int64),
                         "f_weight": np.full((c, 1, 1, 1), fgain), "stride": (1, 1), "padding": (0, 0),
                         "dilation": (1, 1), "groups": c}
-            if src_pop == INPUT:
-                raise ValueError(f"node {conn.node!r}: the input must feed one conv (a dense first layer "
-                                 "or an identity skip from the input is not deployable)")
+            if src_pop == INPUT and conn.identity:
+                raise ValueError(f"node {name!r}: an identity skip from the input is not deployable (the input "
+                                 "must feed one conv/dense layer)")
             if spec is not None:
                 spec = _compose_pools(g, chain, spec)
                 if spec is not None and _conv_out_shape(spec, g.shapes[source]) != g.shapes[name]:
@@ -380,6 +381,8 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             m.eliminate_zeros()
             if np.abs(m.data).max(initial=0) > 254:
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
+            if src_pop == INPUT:  # a dense first layer: its matrix, computed off-chip like the first conv
+                kind = "input"
             links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
         b_float = _bias_float(g, name)
         neuron = node.loihi()

@@ -101,3 +101,33 @@ def test_grouped_dilated_fanout_is_the_convolutions_structure():
                         node.dilation, node.groups)
         want = np.diff(m.tocsc().indptr).reshape(graph.shapes[conn.source])
         np.testing.assert_array_equal(fanout(graph, conn), want)
+
+
+def dense_first_graph(seed: int = 0) -> StudentGraph:
+    """input (1, 6, 6) → Flatten → Affine → LIF → Affine → LIF → Affine → output: no conv at all."""
+    rng = np.random.default_rng(seed)
+    nodes = OrderedDict(
+        input=InputNode((1, 6, 6)), flat=FlattenNode(),
+        fc1=DenseNode(rng.normal(0.05, 0.4, (20, 36)), rng.normal(0.2, 0.05, 20)), a1=LIFNode(2.0, 1.0),
+        fc2=DenseNode(rng.normal(0.1, 0.6, (12, 20)), np.zeros(12)), a2=LIFNode(2.0, 1.0),
+        fc3=DenseNode(rng.normal(0, 0.5, (3, 12)), rng.normal(0, 0.1, 3)), output=OutputNode(),
+    )
+    edges = [("input", "flat"), ("flat", "fc1"), ("fc1", "a1"), ("a1", "fc2"), ("fc2", "a2"), ("a2", "fc3"),
+             ("fc3", "output")]
+    return StudentGraph(nodes, edges)
+
+
+def test_dense_first_layer_deploys_exactly(tmp_path):
+    """A dense first layer straight from the (flattened) input: its integer matrix is the off-chip
+    input link, as a first conv's kernel is."""
+    graph = dense_first_graph()
+    x = torch.rand(T, 8, 1, 6, 6, generator=torch.Generator().manual_seed(2)).double().numpy()
+    plan = _check_deploys(graph, x, active=("a1", "a2"))
+    first = plan.input_link
+    assert first.name == "fc1" and first.conv is None and first.matrix.shape == (20, 36)
+    _float_round_trip(graph, x, tmp_path)
+    from htakl_deploy.hw.lava_net import run_lava
+
+    lava = run_lava(plan, x[:, :3], backend="floating_pt")  # Lava's float model tracks the float graph
+    out, vals = run_float(graph, torch.from_numpy(x[:, :3]), record=True)
+    np.testing.assert_allclose(lava.logits, out.numpy(), atol=1e-6)
