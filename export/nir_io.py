@@ -106,6 +106,16 @@ FROM_NIR: dict[type, Callable] = {
 }
 
 
+# NIR node types that have a well-defined meaning but no exact Loihi mapping: refused naming the node, with why
+NO_LOIHI_MAPPING: dict[type, str] = {
+    nir.Threshold: "a stateless threshold (spike iff x > θ, nothing kept between steps) has no exact Loihi "
+                   "neuron: lava's LIF keeps at least 1/4096 of v between steps (dv ≤ 4095), and IF keeps all of "
+                   "it; write it as IF/LIF if that is what the model means",
+    nir.I: "an integrator keeps all of its state; lava's LIF current u keeps at most 4095/4096 of it per step "
+           "(du = 0, truncated), so an exact integrator readout does not exist: use LI with dt/tau ≥ 1/4096",
+}
+
+
 @dataclass(eq=False)
 class _ScaleNode:
     """A NIR ``Scale`` while reading: folded into the conv/affine before it."""
@@ -216,6 +226,8 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     nodes: OrderedDict = OrderedDict()
     for name in _topological(list(flat_nodes), edges):
         n = flat_nodes[name]
+        if type(n) in NO_LOIHI_MAPPING:
+            raise UserError(f"NIR node {name!r} ({type(n).__name__}): {NO_LOIHI_MAPPING[type(n)]}")
         fn = FROM_NIR.get(type(n))
         if fn is not None:
             _check_finite(name, n)
