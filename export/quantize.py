@@ -212,6 +212,33 @@ def _quantise_weights(w_eff: np.ndarray, gain: float) -> tuple[np.ndarray, int, 
     return np.clip(raw, -MANT_MAX, MANT_MAX).astype(np.int64), exp, n_clipped, n_zeroed
 
 
+def _composed_max(graph: StudentGraph, conn: Connection, mant: np.ndarray) -> int:
+    """Largest |weight| of the connection's synapses once its overlapping pools are composed into
+    them (what the plan hands Lava: a source in several pooled positions gets their sum)."""
+    import scipy.sparse as sp
+
+    prev = conn.source
+    pmap = sp.identity(int(np.prod(graph.shapes[prev])), dtype=np.int64, format="csr")
+    for v in conn.via:
+        pmap = graph.nodes[v].matrix(graph.shapes[prev]).astype(np.int64) @ pmap
+        prev = v
+    m = pmap * int(mant) if conn.identity else graph.nodes[conn.node].matrix(mant, graph.shapes[prev]) @ pmap
+    return int(abs(sp.csr_matrix(m)).max()) if sp.csr_matrix(m).nnz else 0
+
+
+def _fit_overlapping(graph: StudentGraph, conn: Connection, w_eff: np.ndarray, gain: float, exp: int):
+    """Mantissas of a connection through an overlapping pool: the exponent is raised until the
+    composed synapse weights (sums of up to kh·kw mantissas) fit Lava's 8 bits too, so the deployed
+    network stays exact; ValueError naming the connection if even exponent 7 does not."""
+    for e in range(exp, EXP_RANGE[1] + 1):
+        raw = 2.0 * np.round(w_eff * gain / 2.0**e / 2.0)
+        mant = np.clip(raw, -MANT_MAX, MANT_MAX).astype(np.int64)
+        if _composed_max(graph, conn, mant) <= MANT_MAX:
+            return mant, e, int((np.abs(raw) > MANT_MAX).sum()), int(((raw == 0) & (w_eff != 0)).sum())
+    raise ValueError(f"node {conn.name!r}: the overlapping pool {conn.via} sums weights beyond Lava's 8 bits "
+                     f"even at weight_exp {EXP_RANGE[1]}")
+
+
 def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> QuantizedGraph:
     """Fixed-point parameters for every LIF layer and the output; see the module docstring.
 
@@ -246,6 +273,8 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
         gain = scale / denom
         for node, identity, w_eff, w, factor, _, conn in paths:
             mant, exp, n_clipped, n_zeroed = _quantise_weights(w_eff, gain)
+            if any(graph.nodes[v].overlaps for v in conn.via):  # Lava sums a spike's pooled weights
+                mant, exp, n_clipped, n_zeroed = _fit_overlapping(graph, conn, w_eff, gain, exp)
             err = float(np.abs(mant * 2.0**exp / gain / factor - w).max(initial=0.0))
             quant_conns.append(QuantConnection(node, tname, identity, mant, exp, n_clipped, int(w.size), err,
                                                n_zeroed, conn))

@@ -131,3 +131,43 @@ def test_dense_first_layer_deploys_exactly(tmp_path):
     lava = run_lava(plan, x[:, :3], backend="floating_pt")  # Lava's float model tracks the float graph
     out, vals = run_float(graph, torch.from_numpy(x[:, :3]), record=True)
     np.testing.assert_allclose(lava.logits, out.numpy(), atol=1e-6)
+
+
+def overlapping_pool_graph(seed: int = 0) -> StudentGraph:
+    """Overlapping, padded average pool (3×3, stride 2, padding 1) before a conv, an overlapping sum
+    pool (2×2, stride 1) before a dense layer, and an identity skip through the average pool."""
+    from htakl_deploy.export.graph import PoolNode
+
+    rng = np.random.default_rng(seed)
+    nodes = OrderedDict(
+        input=InputNode((1, 8, 8)),
+        c1=Conv2dNode(rng.normal(0.2, 0.9, (4, 1, 3, 3)), rng.normal(0.3, 0.05, 4), padding=(1, 1)),
+        a1=LIFNode(2.0, 1.0),
+        avg=PoolNode("avg", (3, 3), (2, 2), (1, 1)),
+        c2=Conv2dNode(rng.normal(0.3, 0.8, (4, 4, 3, 3)), rng.normal(0.1, 0.05, 4), padding=(1, 1)),
+        a2=LIFNode(2.0, 1.0),  # + identity skip from a1 through the average pool
+        sum=PoolNode("sum", (2, 2), (1, 1)),
+        flat=FlattenNode(),
+        fc=DenseNode(rng.normal(0, 0.3, (3, 36)), np.zeros(3)),
+        output=OutputNode(),
+    )
+    edges = [("input", "c1"), ("c1", "a1"), ("a1", "avg"), ("avg", "c2"), ("c2", "a2"), ("avg", "a2"),
+             ("a2", "sum"), ("sum", "flat"), ("flat", "fc"), ("fc", "output")]
+    return StudentGraph(nodes, edges)
+
+
+def test_overlapping_pools_deploy_exactly(tmp_path):
+    """A spike inside several pooled positions reaches the next layer through the sum of their
+    weights (the plan composes the pool into the synapses); the quantiser raises the exponent until
+    those sums fit Lava's 8 bits, so the deployed network stays exact."""
+    graph = overlapping_pool_graph()
+    x = torch.rand(T, 8, 1, 8, 8, generator=torch.Generator().manual_seed(3)).double().numpy()
+    plan = _check_deploys(graph, x, active=("a1", "a2"))
+    for link in plan.links:
+        if link.src != "input":
+            assert abs(link.matrices(plan.populations[link.src].shape)[0]).max() <= 254, link.name
+    q = quantize(graph)
+    raw = quantize.__globals__["_quantise_weights"]  # what the exponent would be without the overlap
+    c2 = q.connection("c2", "a2")
+    assert c2.weight_exp > raw(np.asarray(graph.nodes["c2"].weight) / 9.0, q.targets["a2"].scale / 2.0)[1]
+    _float_round_trip(graph, x, tmp_path)

@@ -18,7 +18,7 @@ NEEDS = {
     "synapse": ("out_shape", "run_float", "nir_node", "read_nir", "apply", "kernel", "matrix", "fanout",
                 "dense_ops", "KIND", "LAVA_DENSE"),
     "route": ("out_shape", "run_float", "run_int", "nir_node", "read_nir", "divisor", "matrix",
-              "kernel_repeat", "reach"),
+              "kernel_repeat", "reach", "overlaps"),
     "neuron": ("out_shape", "run_float", "nir_node", "read_nir", "loihi", "int_step"),
     "output": ("out_shape", "run_float", "nir_node", "read_nir", "loihi", "int_step"),
 }

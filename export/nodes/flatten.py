@@ -25,6 +25,7 @@ class FlattenNode(Node):
     ROLE = "route"
     NIR_TYPES = (nir.Flatten,)
     divisor = 1.0
+    overlaps = False
 
     def out_shape(self, in_shape: Shape) -> Shape:
         return (int(np.prod(in_shape)),)

@@ -77,6 +77,11 @@ class PoolNode(Node):
         eye[:, 0] = 1.0
         return conv_matrix(eye, in_shape, self.stride, self.padding, (1, 1), c)
 
+    @property
+    def overlaps(self) -> bool:
+        """Whether one input position lies in several pooled positions (stride < kernel)."""
+        return any(s < k for s, k in zip(self.stride, self.kernel_size))
+
     def kernel_repeat(self) -> tuple[int, int] | None:
         """(kh, kw) if the pool folds into a following conv's kernel (stride = kernel, no padding)."""
         if tuple(self.stride) != tuple(self.kernel_size) or any(self.padding):
