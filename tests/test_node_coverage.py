@@ -24,7 +24,7 @@ from htakl_deploy.hw.simulate import spike_agreement
 T = 4
 
 
-def _check_deploys(graph: StudentGraph, x: np.ndarray, *, lava_samples: int = 3, active=()) -> None:
+def _check_deploys(graph: StudentGraph, x: np.ndarray, *, lava_samples: int = 3, active=(), worker: bool = True):
     """Emulator = the timestep-aligned integer model on every spike and readout value; real Lava
     fixed_pt = emulator on ``lava_samples`` samples; the ``active`` layers spike, not always."""
     from htakl_deploy.hw.lava_net import run_lava
@@ -38,7 +38,7 @@ def _check_deploys(graph: StudentGraph, x: np.ndarray, *, lava_samples: int = 3,
     for name in active:
         assert 0.02 < emu.spikes[name].mean() < 0.9, (name, emu.spikes[name].mean())
     np.testing.assert_array_equal(emu.readout_u + q.targets["output"].bias_v().reshape(1, 1, -1), out)
-    lava = run_lava(plan, x[:, :lava_samples], backend="fixed_pt")
+    lava = run_lava(plan, x[:, :lava_samples], backend="fixed_pt", worker=worker)
     sub = emulate(plan, x[:, :lava_samples])
     assert spike_agreement(lava.spikes, sub.spikes)["all"] == 1.0
     np.testing.assert_array_equal(lava.readout_u, sub.readout_u)
@@ -82,10 +82,17 @@ def test_grouped_dilated_convs_deploy_exactly(lava_conv, monkeypatch, tmp_path):
     graph = grouped_dilated_graph()
     assert graph.shapes["a1"] == (4, 9, 9) and graph.shapes["a2"] == (6, 5, 9)
     x = torch.rand(T, 8, 2, 9, 9, generator=torch.Generator().manual_seed(1)).double().numpy()
-    plan = _check_deploys(graph, x, active=("a1", "a2"))
+    # with Lava's Conv forced, Lava runs in this process (worker=False): the monkeypatch holds there
+    plan = _check_deploys(graph, x, active=("a1", "a2"), worker=not lava_conv)
     c2 = next(link for link in plan.links if link.name == "c2")
     assert c2.kind == "conv" and c2.conv["dilation"] == (1, 2) and c2.conv["groups"] == 2
-    assert lava_net._conv_as_sparse(c2, plan.populations["a2"].shape) is not lava_conv
+    assert lava_net._as_lava_conv(c2, plan.populations["a2"].shape) is lava_conv
+    if lava_conv:
+        from htakl_deploy.export.quantize import quantize_input
+        from htakl_deploy.hw.emulator import input_currents
+
+        net = lava_net.build_network(plan, input_currents(plan, quantize_input(x[:, :1], plan.input_scale)))
+        assert type(net.links["c2"]).__name__ == "Conv"
     _float_round_trip(graph, x, tmp_path)
 
 
