@@ -8,7 +8,7 @@ imports and the kernel's peak (``VmHWM``, reset after setup) while each ran, wal
 spike file's size. Flat peak memory across sample counts = bounded by the batch.
 
 Run: ``python bench/stream_memory.py [--model resnet20] [--samples 250,500,1000] [--batch-size 64]
-[--record spikes] [--neurobench] [--json out.json]``.
+[--record spikes] [--neurobench] [--progress-log FILE] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,21 @@ from htakl_deploy.memory import in_fresh_process, peak_memory
 from paper_runs import data_root, make_run
 
 
-def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: str, neurobench: bool) -> dict:
+def _logger(path: str | None, t0: float):
+    """A ``simulate`` progress callback appending one JSON line per batch to ``path`` (samples
+    done, seconds, the process's resident memory and its peak so far): a long run that is
+    stopped still tells its rate and memory."""
+    def log(done: int) -> None:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status", encoding="ascii") if ":" in line)
+        row = {"done": done, "s": round(time.perf_counter() - t0, 2), "load": os.getloadavg()[0],
+               **{k.lower() + "_mb": int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}}
+        with open(path, "a", encoding="ascii") as fh:
+            fh.write(json.dumps(row) + "\n")
+    return log if path else None
+
+
+def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: str, neurobench: bool,
+        progress_log: str | None = None) -> dict:
     from htakl_deploy.energy.models import load_preset
     from htakl_deploy.energy.report import report_for_files
     from htakl_deploy.hw.simulate import simulate
@@ -37,7 +51,8 @@ def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: st
     if stage == "simulate":
         mem = peak_memory(lambda: res.update(simulate(run_dir, backend="emulator", samples=samples, batch_size=batch,
                                                       out_dir=out, compare=False, record=record,
-                                                      data_root=data_root(run_dir))))
+                                                      data_root=data_root(run_dir),
+                                                      progress=_logger(progress_log, t0))))
         extra = {"accuracy": res["accuracy"], "emulator_s": res["wall_s"],
                  "file_mb": os.path.getsize(Path(out) / "spikes.h5") / 1e6,
                  "firing_rate": sum(res["firing_rate"].values()) / len(res["firing_rate"])}
@@ -50,7 +65,7 @@ def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: st
 
 
 def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, record: str = "spikes",
-          neurobench: bool = False, root: str | None = None) -> dict:
+          neurobench: bool = False, root: str | None = None, progress_log: str | None = None) -> dict:
     root = root or os.path.join(tempfile.gettempdir(), "htakl_bench")
     run_dir = make_run(model, max(samples), root)
     rows = []
@@ -60,7 +75,8 @@ def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, re
             out = os.path.join(tmp, str(n))
             for stage in ("simulate", "energy"):
                 args = ["--one", stage, "--run", str(run_dir), "--n", str(n), "--batch-size", str(batch),
-                        "--record", record, "--out", out] + (["--neurobench"] if neurobench else [])
+                        "--record", record, "--out", out] + (["--neurobench"] if neurobench else []) \
+                    + (["--progress-log", progress_log] if progress_log else [])
                 rows.append(in_fresh_process(__file__, args, threads=torch.get_num_threads()))
                 r = rows[-1]
                 print(f"{stage:<8} {n:>6} samples: peak {r['peak_mb']:7.0f} MB (+{r['delta_mb']:.0f}), "
@@ -78,16 +94,18 @@ def main() -> None:
     ap.add_argument("--neurobench", action="store_true", help="also the NeuroBench counts in energy (slow)")
     ap.add_argument("--root")
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--progress-log", metavar="FILE", help="simulate appends a JSON line per batch here")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.run, args.n, args.batch_size, args.record, args.out, args.neurobench)))
+        print(json.dumps(one(args.one, args.run, args.n, args.batch_size, args.record, args.out, args.neurobench,
+                             args.progress_log)))
         return
     r = bench(args.model, [int(s) for s in args.samples.split(",")], args.batch_size, args.record,
-              args.neurobench, args.root)
+              args.neurobench, args.root, args.progress_log)
     print(f"load {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}, {r['threads']} threads")
     if args.json:
         write_json(args.json, r)
