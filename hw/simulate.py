@@ -6,7 +6,9 @@ Backends (a table, ``BACKENDS``):
 - ``lava-floating_pt`` the same process graph with Lava's float models and float weights;
 - ``emulator``         ``hw.emulator``: the fixed_pt integer maths, vectorised over samples;
 - ``torch-float``      the float student (``student_float.nir`` next to the artefact) in
-                       PyTorch float64, time-step aligned: what training-time tools report.
+                       PyTorch float32 — the dtype it was trained in — time-step aligned: what
+                       training-time tools report (float64 on request: ``float_student_spikes``;
+                       bench/torch_float.py measures the two's agreement and speed).
 
 Class decision (all backends, documented in the README): the student's last layer has no
 neuron, so there is no output spike count to read; the readout population integrates nothing
@@ -100,9 +102,9 @@ def read_artefact(path: Path) -> DeploymentPlan:
     return read_plan(path, "ARTEFACT")
 
 
-def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
-    """The first ``samples`` test images ``[N, C, H, W]`` of the artefact's data set (default: the
-    test images the run was evaluated on) and their labels, not yet encoded."""
+def test_split(plan: DeploymentPlan, samples: int | None, data_root: str | None):
+    """The artefact's test split (a ``distill.data`` data set, images kept as stored, e.g. uint8),
+    cut to its first ``samples`` images (default: the test images the run was evaluated on)."""
     cfg_dict = plan.metadata.get("config")
     if not cfg_dict:
         raise UserError("ARTEFACT has no training config: re-export it with `htakl-deploy export --target lava`")
@@ -112,6 +114,13 @@ def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None
     if tuple(test.in_shape) != tuple(plan.input_shape):
         raise UserError(f"ARTEFACT: its network takes inputs {tuple(plan.input_shape)}, but its data set "
                         f"{cfg.data!r} has images {tuple(test.in_shape)}")
+    return test
+
+
+def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``samples`` test images ``[N, C, H, W]`` (float32 in [0, 1]) of the artefact's data
+    set (see ``test_split``) and their labels, not yet encoded."""
+    test = test_split(plan, samples, data_root)
     x, y = test.batch(torch.arange(len(test)))
     return x, y.numpy()
 
@@ -165,14 +174,17 @@ def float_student_graph(artefact: Path):
     return graph
 
 
-def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Spikes and logits of the float student (``student_float.nir`` next to the artefact)."""
+def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None,
+                         dtype: torch.dtype = torch.float32) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Spikes and logits (float64 numpy) of the float student (``student_float.nir`` next to the
+    artefact), computed in ``dtype``: float32 by default, the dtype the student trains in."""
     from htakl_deploy.export.graph import NeuronNode, run_float
 
     graph = float_student_graph(artefact) if graph is None else graph
-    out, vals = run_float(graph, torch.from_numpy(x_tb), record=True)
+    with torch.no_grad():
+        out, vals = run_float(graph, torch.from_numpy(x_tb), dtype=dtype, record=True)
     spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, NeuronNode)}
-    return spikes, out.numpy()
+    return spikes, out.numpy().astype(np.float64)
 
 
 def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
@@ -205,8 +217,8 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     except ValueError as e:
         raise UserError(f"--record: {e}") from None
     t = timesteps or int(plan.metadata.get("timesteps", 4))
-    x_all, labels = load_images(plan, samples, data_root)
-    n = len(labels)
+    test = test_split(plan, samples, data_root)  # images converted batch by batch below
+    n = len(test)
     batch = BATCH_SIZES.get(backend, batch_size or DEFAULT_BATCH) or n
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
@@ -222,8 +234,9 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     writer = None
     try:
         for s0 in range(0, n, batch):
-            x_tb = encode_batch(x_all[s0:s0 + batch], t)
-            y = labels[s0:s0 + batch]
+            x, y = test.batch(torch.arange(s0, min(s0 + batch, n)))
+            x_tb, y = encode_batch(x, t), y.numpy()
+            del x
             t0 = time.perf_counter()
             in_batch = None if progress is None else (lambda done, s0=s0: progress(s0 + done))  # Lava: per chunk
             result = BACKENDS[backend](plan, path, x_tb, in_batch, **({"device": device} if backend == "emulator" else {}))

@@ -137,3 +137,37 @@ def test_bad_record_is_refused_before_anything_is_written(run_dir, tmp_path, cap
     assert not out.exists()
     rc = main(["simulate", str(run_dir), "--backend", "emulator", "--batch-size", "0", "--out", str(out)])
     assert rc == 2 and "--batch-size" in capsys.readouterr().err and not out.exists()
+
+
+def test_torch_float_backend_runs_in_float32_and_agrees_with_float64(run_dir, tmp_path):
+    """The torch-float backend computes in float32 (the student's training dtype); its spikes are
+    the float64 run's but for values within float32 rounding of a threshold (none here), its
+    decisions the same."""
+    import torch
+
+    from htakl_deploy.export import graph as graph_mod
+    from htakl_deploy.hw.simulate import float_student_spikes
+
+    seen = []
+    real = graph_mod.run_float
+
+    def spy(*a, **k):
+        seen.append(k.get("dtype"))
+        return real(*a, **k)
+
+    graph_mod.run_float = spy
+    try:
+        sim = simulate(run_dir, backend="torch-float", batch_size=8, out_dir=tmp_path / "tf", compare=False)
+    finally:
+        graph_mod.run_float = real
+    assert seen and set(seen) == {torch.float32}
+    path = resolve_artefact(run_dir)
+    x_tb, _ = load_samples(read_artefact(path), None, 4, None)
+    s32, l32 = float_student_spikes(path, x_tb)
+    s64, l64 = float_student_spikes(path, x_tb, dtype=torch.float64)
+    assert s32.keys() == s64.keys() and sum(int(v.sum()) for v in s64.values()) > 0
+    for k in s64:
+        np.testing.assert_array_equal(s32[k], s64[k], err_msg=k)
+    np.testing.assert_allclose(l32, l64, rtol=0, atol=1e-4)
+    assert sim["accuracy"] == float((l64.mean(0).argmax(-1) == load_samples(read_artefact(path), None, 4, None)[1]).mean())
+    assert read_spikes(tmp_path / "tf" / "spikes.h5").layers.keys() == s32.keys()
