@@ -1,0 +1,236 @@
+"""snnTorch and Norse models, trained a little on digits and written by their own NIR exporters,
+deployed by us (issue 14): ``export X.nir --target nir lava netx`` with Lava = emulator on every
+spike (20 samples), then the framework's own float run vs our fixed-point run on every digits
+test image (decision agreement >= 99 %, accuracy within 1 point).
+
+How each graph is written (``htakl_deploy.export.third_party`` says why, measured):
+snnTorch conv + dense through ``snntorch.export_nir.export_to_nir`` itself (``ignore_dims=[0]``,
+per-neuron beta/threshold); Norse conv + dense through the ``extract_nir_graph`` call
+``norse.torch.to_nir`` makes, plus the AvgPool2d/Flatten mappings Norse lacks; residual joins
+(both) through each framework's own module conversion under nirtorch's fx tracer.
+
+Neurons are configured as Loihi's: snnTorch ``Leaky(reset_mechanism='zero', reset_delay=False)``
+(its default ``reset_delay`` resets one step late, which NIR's LIF cannot say), Norse
+``LIFBoxCell`` (its update is NIR's LIF with ``r = 1``). The readout is a Linear layer averaged
+over time. Training: Adam, 8 epochs of BPTT over T = 4 (seconds).
+
+The README's table is these tests' printed lines:
+``pytest -m 'slow or not slow' tests/test_third_party.py -s -k deploys``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from htakl_deploy.cli import main
+from htakl_deploy.distill.data import encode
+from htakl_deploy.distill.data.registry import load_dataset
+from htakl_deploy.export.graph import run_float
+from htakl_deploy.export.nir_io import from_nir, read_nir
+from htakl_deploy.hw.emulator import emulate
+from htakl_deploy.hw.plan import load_plan
+
+snn = pytest.importorskip("snntorch", reason="snntorch not installed (make install)")
+pytest.importorskip("nirtorch", reason="nirtorch not installed (make install)")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # norse's import-time deprecation notes
+    nt = pytest.importorskip("norse.torch", reason="norse not installed (make install)")
+
+import snntorch.utils  # noqa: E402
+
+from htakl_deploy.export import third_party  # noqa: E402
+
+T = 4
+NORSE_DT_S = 1e-6  # Norse writes tau = dt/tau_mem_inv with dt = 1e-3: --dt dt² gives back dt·tau_mem_inv
+
+
+# -- the models, as a user of each framework writes them -----------------------------------------
+
+def _leaky(shape, beta=0.5):
+    return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.ones(shape), init_hidden=True,
+                     reset_mechanism="zero", reset_delay=False)
+
+
+def _lifbox(shape, tau_mem_inv=500.0):
+    p = nt.LIFBoxParameters(tau_mem_inv=torch.full(shape, tau_mem_inv), v_th=torch.ones(shape),
+                            v_leak=torch.zeros(shape), v_reset=torch.zeros(shape))
+    return nt.LIFBoxCell(p)
+
+
+def snntorch_conv():
+    """conv → LIF → avg pool → flatten → dense → LIF → dense readout."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), _leaky((8, 8, 8)), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(128, 32), _leaky((32,)), torch.nn.Linear(32, 10))
+
+
+class SnntorchResidual(torch.nn.Module):
+    """conv → LIF → conv (+ the first LIF's spikes) → LIF → pool → flatten → dense readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.l1 = torch.nn.Conv2d(1, 8, 3, padding=1), _leaky((8, 8, 8))
+        self.c2, self.l2 = torch.nn.Conv2d(8, 8, 3, padding=1), _leaky((8, 8, 8))
+        self.pool, self.flat, self.fc = torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        a = self.l1(self.c1(x))
+        return self.fc(self.flat(self.pool(self.l2(self.c2(a) + a))))
+
+
+def norse_conv():
+    return nt.SequentialState(
+        torch.nn.Conv2d(1, 8, 3, padding=1), _lifbox((8, 8, 8)), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(128, 32), _lifbox((32,)), torch.nn.Linear(32, 10))
+
+
+class NorseResidual(torch.nn.Module):
+    """As SnntorchResidual, with Norse's cells and its (output, state) convention."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.l1 = torch.nn.Conv2d(1, 8, 3, padding=1), _lifbox((8, 8, 8))
+        self.c2, self.l2 = torch.nn.Conv2d(8, 8, 3, padding=1), _lifbox((8, 8, 8))
+        self.pool, self.flat, self.fc = torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, 10)
+
+    def forward(self, x, state=None):
+        s1, s2 = (None, None) if state is None else state
+        a, s1 = self.l1(self.c1(x), s1)
+        b, s2 = self.l2(self.c2(a) + a, s2)
+        return self.fc(self.flat(self.pool(b))), (s1, s2)
+
+
+def run_snntorch(net, x_tb: torch.Tensor) -> torch.Tensor:
+    """snnTorch's own float run over T: logits [T, B, K]."""
+    snntorch.utils.reset(net)
+    out = torch.stack([net(x) for x in x_tb])
+    snntorch.utils.reset(net)
+    return out
+
+
+def run_norse(net, x_tb: torch.Tensor) -> torch.Tensor:
+    """Norse's own float run over T (state threaded through): logits [T, B, K]."""
+    state, outs = None, []
+    for x in x_tb:
+        out, state = net(x, state)
+        outs.append(out)
+    return torch.stack(outs)
+
+
+MODELS = {  # name: (builder, framework's run, writer, --dt)
+    "snntorch_conv": (snntorch_conv, run_snntorch, third_party.snntorch_export, 1e-4),
+    "snntorch_residual": (SnntorchResidual, run_snntorch, third_party.snntorch_export_traced, 1e-4),
+    "norse_conv": (norse_conv, run_norse, third_party.norse_export, NORSE_DT_S),
+    "norse_residual": (NorseResidual, run_norse, third_party.norse_export_traced, NORSE_DT_S),
+}
+
+
+def _train(net, run, train, epochs: int = 4, seed: int = 0):
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=gen)
+        for start in range(0, len(train), 64):
+            x, y = train.batch(order[start:start + 64])
+            loss = torch.nn.functional.cross_entropy(run(net, encode(x, T, "direct")).mean(0), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _model(name, digits, tmp_path_factory):
+    build, run, write, dt = MODELS[name]
+    train, test = digits
+    torch.manual_seed(0)
+    net = _train(build(), run, train, epochs=8)
+    path = tmp_path_factory.mktemp("third_party") / f"{name}.nir"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
+    return net, run, path, dt, test
+
+
+@pytest.fixture(scope="module")
+def snntorch_conv_model(digits, tmp_path_factory):
+    return _model("snntorch_conv", digits, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def norse_conv_model(digits, tmp_path_factory):
+    return _model("norse_conv", digits, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def snntorch_residual_model(digits, tmp_path_factory):
+    return _model("snntorch_residual", digits, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def norse_residual_model(digits, tmp_path_factory):
+    return _model("norse_residual", digits, tmp_path_factory)
+
+
+ALL = ["snntorch_conv", "norse_conv", pytest.param("snntorch_residual", marks=pytest.mark.slow),
+       pytest.param("norse_residual", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_export_is_read_exactly(name, request):
+    """Our float64 run of the framework's file = the framework's own float32 run (snnTorch's
+    surrogate spikes are float32 whatever the input): logits equal to 1e-5, so a mismatch in tau,
+    r, reset or an edge shows at once."""
+    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    g = read_nir(path)
+    if "residual" in name:  # the join is two edges into the second LIF
+        lifs = [k for k, n in g.nodes.items() if isinstance(n, nir.LIF)]
+        assert sum(1 for a, b in g.edges if b == lifs[1]) == 2, g.edges
+    graph = from_nir(g, dt=dt)
+    x, _ = test.batch(torch.arange(64))
+    x_tb = encode(x, T, "direct").double()
+    with torch.no_grad():
+        want = run(net, x_tb.float()).double()
+    assert float(want.abs().max()) > 0.1
+    torch.testing.assert_close(run_float(graph, x_tb), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_export_deploys(name, request, tmp_path, capsys):
+    """``export --target nir lava (netx)``: Lava = emulator on every spike of 20 samples; the
+    framework's float run vs our fixed point on all 360 digits test images."""
+    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    out = tmp_path / "out"
+    targets = ["nir", "lava"] + ([] if "residual" in name else ["netx"])  # netx: feed-forward chains only
+    rc = main(["export", "--json", str(path), "--target", *targets, "--dt", str(dt), "--data", "digits",
+               "--lava-check", "20", "--out", str(out)])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    check = report["lava"]["lava_check"]
+    assert check["spike_agreement"]["all"] == 1.0 and check["readout_identical"], check
+    assert report["warnings"] == []
+    plan = load_plan(out / "student.lava.npz")
+    x, y = test.batch(torch.arange(len(test)))
+    x_tb = encode(x, T, "direct")
+    with torch.no_grad():
+        fw_pred = run(net, x_tb).mean(0).argmax(-1).numpy()
+    emu_pred = emulate(plan, x_tb.double().numpy()).logits.mean(0).argmax(-1)
+    agreement = float((fw_pred == emu_pred).mean())
+    fw_acc, emu_acc = float((fw_pred == y.numpy()).mean()), float((emu_pred == y.numpy()).mean())
+    with capsys.disabled():
+        print(f"\n| {name} | {agreement:.4f} | {fw_acc:.4f} | {emu_acc:.4f} | "
+              f"{check.get('samples', 20)} samples, {check['spike_agreement']['all']:.0%} |")
+    assert fw_acc > 0.8  # it learnt something: not two constant guesses agreeing
+    assert agreement >= 0.99 and abs(fw_acc - emu_acc) <= 0.01, (agreement, fw_acc, emu_acc)
+    assert np.isfinite(report["nir"]["accuracy"]["decision_agreement"])
