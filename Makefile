@@ -17,7 +17,7 @@ install: $(STAMP)
 # lava-nc 0.10 declares Python <3.11 and numpy<2 but runs here: --no-deps --ignore-requires-python,
 # plus its two small deps; hw/lava_compat.py fixes its one Python-3.11 import error at import time.
 # snntorch/nirtorch/norse (--no-deps: they run on the pins above) are the third-party NIR importers
-# tests/test_nir_interop.py reads our NIR files with.
+# tests/test_nir_interop.py reads our NIR files with, and whose exporters tests/test_third_party.py deploys.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
