@@ -103,8 +103,8 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
     if set(header) != HEADER_KEYS:
         extra, missing = sorted(set(header) - HEADER_KEYS), sorted(HEADER_KEYS - set(header))
         raise bad(f"header fields: unknown {extra}, missing {missing}")
-    if not _shape_ok(header["input_shape"], 3):
-        raise bad(f"input_shape must be 3 positive integers, got {header['input_shape']!r}")
+    if not _shape_ok(header["input_shape"]) or len(header["input_shape"]) > 3:
+        raise bad(f"input_shape must be 1 to 3 positive integers, got {header['input_shape']!r}")
     if not (_is_num(header["input_scale"]) and header["input_scale"] > 0):
         raise bad(f"input_scale must be a finite number > 0, got {header['input_scale']!r}")
     if not isinstance(header["metadata"], dict):

@@ -255,8 +255,8 @@ def pool_matrix(node, in_shape) -> sp.csr_matrix:
 
 def lava_perm(shape: tuple[int, ...]) -> np.ndarray:
     """``perm[i]`` = torch flat index of Lava flat index ``i`` (Lava lays (C,H,W) out as (W,H,C))."""
-    if len(shape) == 1:
-        return np.arange(shape[0])
+    if len(shape) != 3:  # (N,) and (C, L) populations keep torch's flat order
+        return np.arange(int(np.prod(shape)))
     return np.arange(int(np.prod(shape))).reshape(shape).transpose(2, 1, 0).reshape(-1)
 
 

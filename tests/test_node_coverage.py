@@ -178,3 +178,65 @@ def test_overlapping_pools_deploy_exactly(tmp_path):
     c2 = q.connection("c2", "a2")
     assert c2.weight_exp > raw(np.asarray(graph.nodes["c2"].weight) / 9.0, q.targets["a2"].scale / 2.0)[1]
     _float_round_trip(graph, x, tmp_path)
+
+
+def conv1d_nir(seed: int = 0):
+    """Input (2, 16) → Conv1d → LIF → Conv1d (groups 2, stride 2, dilation 2) → IF → Flatten →
+    Affine → Output, written by hand."""
+    import nir
+
+    rng = np.random.default_rng(seed)
+    full = lambda v, s: np.full(s, v)  # noqa: E731
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 16])}),
+        "c1": nir.Conv1d(input_shape=16, weight=rng.normal(0.2, 0.9, (4, 2, 3)), stride=1, padding=1, dilation=1,
+                         groups=1, bias=full(0.3, 4)),
+        "lif": nir.LIF(tau=full(2e-4, (4, 16)), r=full(1.0, (4, 16)), v_leak=full(0.0, (4, 16)),
+                       v_threshold=full(1.0, (4, 16)), v_reset=full(0.0, (4, 16))),
+        "c2": nir.Conv1d(input_shape=16, weight=rng.normal(0.3, 0.8, (6, 2, 3)), stride=2, padding=2, dilation=2,
+                         groups=2, bias=full(0.1, 6)),
+        "if": nir.IF(r=full(1e4, (6, 8)), v_threshold=full(1.0, (6, 8)), v_reset=full(0.0, (6, 8))),
+        "flat": nir.Flatten(input_type={"input": np.array([6, 8])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=rng.normal(0, 0.4, (3, 48)), bias=np.zeros(3)),
+        "output": nir.Output(output_type={"output": np.array([3])}),
+    }
+    edges = [("input", "c1"), ("c1", "lif"), ("lif", "c2"), ("c2", "if"), ("if", "flat"), ("flat", "fc"),
+             ("fc", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_conv1d_deploys_exactly_and_is_written_back_as_conv1d(tmp_path, capsys):
+    import json
+
+    import nir
+
+    from htakl_deploy.cli import main
+    from htakl_deploy.export.nodes.conv1d import Conv1dNode
+
+    graph = from_nir(conv1d_nir())
+    assert isinstance(graph.nodes["c2"], Conv1dNode) and graph.shapes["if"] == (6, 8)
+    x = torch.rand(T, 8, 2, 16, generator=torch.Generator().manual_seed(5)).double().numpy()
+    plan = _check_deploys(graph, x, active=("lif", "if"))
+    assert plan.input_link.matrix.shape == (64, 32) and plan.populations["if"].shape == (6, 8)
+    # float: torch's conv1d against a loop over the taps
+    w, b = graph.nodes["c2"].weight, graph.nodes["c2"].bias
+    h = np.random.default_rng(1).normal(size=(1, 1, 4, 16))
+    got = graph.nodes["c2"].run_float(torch.from_numpy(h)).numpy()[0, 0]
+    hp = np.pad(h[0, 0], ((0, 0), (2, 2)))
+    want = np.array([[b[o] + sum(w[o, ci, k] * hp[(o // 3) * 2 + ci, 2 * j + 2 * k] for ci in range(2) for k in range(3))
+                      for j in range(8)] for o in range(6)])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    again = _float_round_trip(graph, x, tmp_path)
+    assert isinstance(again.nodes["c1"], Conv1dNode)
+    # op counts: a spike's fan-out is the convolution's structure
+    conn = next(c for c in find_connections(graph) if c.node == "c2")
+    m = graph.nodes["c2"].matrix(np.ones_like(w), graph.shapes["lif"])
+    np.testing.assert_array_equal(fanout(graph, conn), np.diff(m.tocsc().indptr).reshape(4, 16))
+    # the CLI: export with its Lava check, the quantised file reads back with Conv1d nodes
+    path = tmp_path / "c1d.nir"
+    nir.write(path, conv1d_nir())
+    out = tmp_path / "out"
+    assert main(["export", "--json", str(path), "--target", "nir", "lava", "--lava-check", "3", "--out", str(out)]) == 0
+    check = json.loads(capsys.readouterr().out)["lava"]["lava_check"]
+    assert check["spike_agreement"]["all"] == 1.0 and check["readout_identical"]
+    assert type(nir.read(out / "student_quant.nir", type_check=False).nodes["c2"]).__name__ == "Conv1d"

@@ -8,6 +8,7 @@ role       what it is                                           families (module
 =========  ===================================================  ================================
 input      the graph's analog input                             ``InputNode`` (io.py)
 synapse    a linear map with weights and bias                   ``Conv2dNode`` (conv.py),
+                                                                ``Conv1dNode`` (conv1d.py),
                                                                 ``DenseNode`` (dense.py)
 route      moves a neuron's values to the next synapses         ``PoolNode`` (pool.py),
            (folded into them on Loihi)                          ``FlattenNode`` (flatten.py)
@@ -169,12 +170,13 @@ FAMILIES: tuple[type, ...] = _families()  # every neuron family, each NIR_TYPE m
 
 def _node_types() -> tuple[type, ...]:
     from htakl_deploy.export.nodes.conv import Conv2dNode
+    from htakl_deploy.export.nodes.conv1d import Conv1dNode
     from htakl_deploy.export.nodes.dense import DenseNode
     from htakl_deploy.export.nodes.flatten import FlattenNode
     from htakl_deploy.export.nodes.io import InputNode, OutputNode
     from htakl_deploy.export.nodes.pool import PoolNode
 
-    return (InputNode, Conv2dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode)
+    return (InputNode, Conv2dNode, Conv1dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode)
 
 
 NODE_TYPES: tuple[type, ...] = _node_types()  # every node type a StudentGraph may hold
