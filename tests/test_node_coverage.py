@@ -48,7 +48,13 @@ def _check_deploys(graph: StudentGraph, x: np.ndarray, *, lava_samples: int = 3,
 def _float_round_trip(graph: StudentGraph, x: np.ndarray, tmp_path) -> StudentGraph:
     """Our float NIR file reads back to a graph with the same float outputs, bit for bit."""
     path = write_nir(graph, tmp_path / "float.nir")
+    import nir
+
+    nir.read(path)  # plain nir.read (its default type check) loads our file
     again = from_nir(read_nir(path))
+    for name, node in graph.nodes.items():  # the same node types and groups come back
+        assert type(again.nodes[name]) is type(node) and getattr(again.nodes[name], "groups", 1) == getattr(
+            node, "groups", 1), name
     xt = torch.from_numpy(x)
     np.testing.assert_array_equal(run_float(graph, xt).numpy(), run_float(again, xt).numpy())
     return again
@@ -94,6 +100,17 @@ def test_grouped_dilated_convs_deploy_exactly(lava_conv, monkeypatch, tmp_path):
         net = lava_net.build_network(plan, input_currents(plan, quantize_input(x[:, :1], plan.input_scale)))
         assert type(net.links["c2"]).__name__ == "Conv"
     _float_round_trip(graph, x, tmp_path)
+    # the quantised file: plain nir.read loads it, and it reads back to the same deployed network
+    import nir
+
+    q = quantize(graph)
+    path = write_nir(graph, tmp_path / "quant.nir", q)
+    nir.read(path)
+    again = from_nir(read_nir(path))
+    assert again.graph.nodes["c2"].groups == 2
+    a, b = emulate(plan_from_quantized(q), x), emulate(plan_from_quantized(again), x)
+    assert spike_agreement(a.spikes, b.spikes)["all"] == 1.0
+    np.testing.assert_array_equal(a.readout_u, b.readout_u)
 
 
 def test_grouped_dilated_fanout_is_the_convolutions_structure():
@@ -239,4 +256,4 @@ def test_conv1d_deploys_exactly_and_is_written_back_as_conv1d(tmp_path, capsys):
     assert main(["export", "--json", str(path), "--target", "nir", "lava", "--lava-check", "3", "--out", str(out)]) == 0
     check = json.loads(capsys.readouterr().out)["lava"]["lava_check"]
     assert check["spike_agreement"]["all"] == 1.0 and check["readout_identical"]
-    assert type(nir.read(out / "student_quant.nir", type_check=False).nodes["c2"]).__name__ == "Conv1d"
+    assert type(nir.read(out / "student_quant.nir").nodes["c2"]).__name__ == "Conv1d"  # NIR's own type check

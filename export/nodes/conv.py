@@ -107,9 +107,10 @@ class Conv2dNode(Node):
             c = next(c for c in quantized.connections if c.node == name)
             weight, bias = c.weight_mant.astype(np.int32), np.zeros(self.bias.shape, np.int32)
             meta = {"weight_exp": np.int64(c.weight_exp)}
+        weight, meta = expand_groups(weight, self.groups, meta)
         return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=weight, stride=np.array(self.stride),
                           padding=np.array(self.padding), dilation=np.array(self.dilation),
-                          groups=self.groups, bias=bias, metadata=meta)
+                          groups=1, bias=bias, metadata=meta)
 
     @classmethod
     def from_nir(cls, name: str, n: nir.Conv2d, dt: float) -> "Conv2dNode":
@@ -117,7 +118,42 @@ class Conv2dNode(Node):
 
         if isinstance(n.padding, str):
             raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
-        return cls(np.asarray(n.weight), np.asarray(n.bias), n.stride, n.padding, n.dilation, int(n.groups))
+        weight, groups = compact_groups(name, np.asarray(n.weight), int(n.groups), n.metadata)
+        return cls(weight, np.asarray(n.bias), n.stride, n.padding, n.dilation, groups)
+
+
+def expand_groups(weight: np.ndarray, groups: int, meta: dict) -> tuple[np.ndarray, dict]:
+    """A grouped kernel ``[Cout, Cin/groups, ...]`` as the equal ungrouped one ``[Cout, Cin, ...]``
+    (zeros outside each output's group) with ``metadata['groups']``: NIR 1.0.8's type inference
+    reads a conv's input channels as ``weight.shape[1]`` whatever ``groups`` is, so a grouped conv
+    fails plain ``nir.read``; the ungrouped form is the same map for every reader, and ours
+    (``compact_groups``) restores the groups."""
+    if groups == 1:
+        return weight, meta
+    cout, cg = weight.shape[:2]
+    full = np.zeros((cout, cg * groups, *weight.shape[2:]), weight.dtype)
+    for o in range(cout):
+        g = o // (cout // groups)
+        full[o, g * cg:(g + 1) * cg] = weight[o]
+    return full, {**meta, "groups": np.int64(groups)}
+
+
+def compact_groups(name: str, weight: np.ndarray, groups: int, meta: dict | None) -> tuple[np.ndarray, int]:
+    """The grouped kernel back from ``expand_groups``' form (``metadata['groups']`` on a
+    ``groups = 1`` node); UserError naming the node if a weight lies outside its group."""
+    from htakl_deploy.errors import UserError
+
+    g = int((meta or {}).get("groups", 1))
+    if g == 1 or groups != 1:
+        return weight, groups
+    cout, cin = weight.shape[:2]
+    if cout % g or cin % g:
+        raise UserError(f"NIR node {name!r}: metadata groups = {g} does not divide its {cout}×{cin} channels")
+    cg = cin // g
+    out = np.stack([weight[o, (o // (cout // g)) * cg:(o // (cout // g) + 1) * cg] for o in range(cout)])
+    if not np.allclose(expand_groups(out, g, {})[0], weight, rtol=0, atol=0):
+        raise UserError(f"NIR node {name!r}: metadata groups = {g} but weights lie outside the groups")
+    return out, g
 
 
 def conv_matrix(weight: np.ndarray, in_shape, stride, padding, dilation, groups: int) -> sp.csr_matrix:
