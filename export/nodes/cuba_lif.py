@@ -10,6 +10,17 @@ Loihi: exactly lava's ``u``/``v`` pair: ``u`` is ``β·r·I`` in ``v``'s units, 
 round(4096·β)``, input gain ``β·r·α·w_in``. NIR: snnTorch's ``Synaptic`` and SpikingJelly's
 ``CUBALIFNode`` exports write ``w_in = τ_syn/dt``, ``r = τ_mem/dt`` (input gain 1); Norse's
 ``LIFCell`` export writes ``w_in = r = 1``.
+
+Bias (not exact; measured, not hidden). A constant input bias ``b`` (the conv/affine biases
+before the layer) reaches the float membrane through the current: at step ``t = 1, 2, …`` it adds
+``β·r·w_in·b·(1 − (1 − α)^t)`` to ``H``, ramping up to its steady value ``β·r·w_in·b``. Lava's LIF
+has a bias on ``v`` only (``v ← v·(4096 − dv)/4096 + u + bias``), none on ``u``, so the quantiser
+puts that steady value on ``v`` from the first step (``export.quantize``: ``bias_gain = 1/α``): the
+fixed-point layer gets ``β·r·w_in·b·(1 − α)^t`` too much at step ``t`` — ``α = 1/2``: 50 %, 25 %,
+12.5 %, … of the steady bias. Exact when ``α = 1`` (no current memory) or ``b = 0``; the hand-
+written test graph (``tests/test_nodes.py``, α = 1/2, bias 0.1) keeps 98.3 % of the CubaLIF
+spikes of the float run (8-bit rounding included). An exact mapping would need the bias on ``u``:
+a population spiking every step, feeding the bias through a synapse (not built).
 """
 
 from __future__ import annotations
