@@ -4,7 +4,9 @@ Node mapping: each node type writes and reads its own NIR nodes (``nir_node`` / 
 ``read_nir`` in ``export/nodes/``); ``TO_NIR`` / ``FROM_NIR`` are built from ``NODE_TYPES``;
 unknown types raise naming the node:
 
-    InputNode  ↔ nir.Input (shape (C, H, W))      Conv2dNode ↔ nir.Conv2d
+    InputNode  ↔ nir.Input (shape (C, H, W), (C, L) or (N,))
+    Conv2dNode ↔ nir.Conv2d, Conv1dNode ↔ nir.Conv1d (grouped: the equal ungrouped kernel + metadata
+                 groups, because NIR 1.0.8's type check ignores groups)
     DenseNode  ↔ nir.Affine (quantised: nir.Linear, bias lives in the LIF)
     neurons    ↔ their family's type (LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
     FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
@@ -12,6 +14,7 @@ unknown types raise naming the node:
     OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output)
     nir.Scale after a conv/affine → folded into its weights; nested nir.NIRGraph → flattened
     residual join = several edges into one node (NIR sums them)
+    nir.Threshold, nir.I → refused naming the node, with why (``NO_LOIHI_MAPPING``)
 
 Conventions chosen for other importers (docs/DESIGN.md "Installing the stack"):
 
