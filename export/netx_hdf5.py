@@ -69,7 +69,7 @@ import numpy as np
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
-    WEIGHTED, Conv2dNode, FlattenNode, InputNode, OutputNode, PoolNode,
+    WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, OutputNode, PoolNode,
 )
 from htakl_deploy.export.quantize import QuantizedGraph
 from htakl_deploy.hw.lif_ref import READOUT_VTH  # v > vth << 6 = 2**23 never holds: never spikes
@@ -197,6 +197,9 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     for c in q.connections:
         name, target, path = c.node, c.target, c.path
         node = g.nodes[name]
+        if node.ROLE == "synapse" and not isinstance(node, (Conv2dNode, DenseNode)):  # e.g. Conv1d
+            raise ValueError(f"node {name!r} ({type(node).__name__}): netx has no such layer (its conv is 2-D, "
+                             "its dense takes a flat input)")
         if isinstance(g.nodes[path.source], WEIGHTED):
             raise ValueError(f"node {path.source!r} ({type(g.nodes[path.source]).__name__}) has no netx layer "
                              "here: expected a neuron (LIF) or the output after a conv/dense")

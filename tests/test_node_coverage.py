@@ -257,3 +257,7 @@ def test_conv1d_deploys_exactly_and_is_written_back_as_conv1d(tmp_path, capsys):
     check = json.loads(capsys.readouterr().out)["lava"]["lava_check"]
     assert check["spike_agreement"]["all"] == 1.0 and check["readout_identical"]
     assert type(nir.read(out / "student_quant.nir").nodes["c2"]).__name__ == "Conv1d"  # NIR's own type check
+    # netx has no 1-D conv: refused naming the node, nothing written
+    assert main(["export", str(path), "--target", "netx", "--out", str(tmp_path / "netx")]) == 2
+    assert "node 'c1' (Conv1dNode): netx has no such layer" in capsys.readouterr().err
+    assert not (tmp_path / "netx").exists()
