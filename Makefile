@@ -18,6 +18,9 @@ install: $(STAMP)
 # plus its two small deps; hw/lava_compat.py fixes its one Python-3.11 import error at import time.
 # snntorch/nirtorch/norse (--no-deps: they run on the pins above) are the third-party NIR importers
 # tests/test_nir_interop.py reads our NIR files with, and whose exporters tests/test_third_party.py deploys.
+# lava-dl 0.6.0 (netx: tests/test_netx.py runs our netx HDF5 in Lava with it) declares Python <3.11
+# like lava-nc: --no-deps --ignore-requires-python; its import chain needs cv2 (opencv-python-headless,
+# real) and torchvision (not installable against the CPU torch; the test says how it stands in).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -27,6 +30,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
 	$(PY) -m pip install --quiet --no-deps asteval==1.0.10 networkx==2.8.7
 	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 nirtorch==2.6 norse==1.1.0
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-dl==0.6.0
+	$(PY) -m pip install --quiet --no-deps opencv-python-headless==4.14.0.94
 	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
 	$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models; print('lava-nc imports on Python 3.11')"
 	touch $(STAMP)

@@ -52,7 +52,7 @@ Mapping from ``QuantizedGraph`` (docs/DESIGN.md "Loihi-style fixed point"):
 Our own fields are HDF5 *attributes* (netx lists only datasets and groups, so it ignores them):
 file ``format``, ``format_version``, ``input_scale``, ``input_message_bits``; per layer
 ``nodes`` (graph node names), ``weight_exp``, ``v_scale_exp``, ``scale_S``, ``bias_mant``,
-``bias_exp`` (our exact values), ``bias_exact``, ``exact``.
+``bias_exp`` (our exact values), ``bias_exact``, ``exact``, ``inexact_why`` (why not, in words).
 Timing is netx's/Lava's: each conv/dense hop adds one step of delay (layer k at step t + k
 equals ``run_int`` at step t), and biases act from step 0, also while a layer waits for its
 first input (``run_int`` has no such steps), so exact comparisons use bias-free graphs or
@@ -164,6 +164,17 @@ def _layer_scale(name: str, mant: np.ndarray, exp: int, vth: int, x_max: int, st
     return j, w
 
 
+def _inexact_why(weight_exp: int, j: int, bias_exact: bool) -> str:
+    """Why a layer is not bit-identical to ``run_int`` in netx ("" when it is)."""
+    why = []
+    if weight_exp < 0:
+        why.append(f"weight_exp {weight_exp} < 0 has no netx equivalent (netx has no weight exponent): the layer "
+                   f"runs at 2^{j} x our v scale, spikes differ where run_int's floor after the shift decides")
+    if not bias_exact:
+        why.append(f"bias is not a multiple of 64 (netx fixes bias_exp = {NETX_BIAS_EXP}): rounded")
+    return "; ".join(why)
+
+
 def _netx_bias(name: str, bias_v: np.ndarray, j: int, strict: bool) -> tuple[np.ndarray, bool]:
     bias_v = np.asarray(bias_v, dtype=np.int64) << j
     b = _round_shift(bias_v, -NETX_BIAS_EXP)
@@ -240,7 +251,7 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
         attrs = {"nodes": ",".join([p for p, _ in pools] + ([flatten] if flatten else []) + [name, target]),
                  "weight_exp": c.weight_exp, "v_scale_exp": j, "scale_S": t.scale, "bias_mant": t.bias_mant,
                  "bias_exp": t.bias_exp, "bias_exact": b_exact,
-                 "exact": c.weight_exp >= 0 and b_exact}
+                 "exact": c.weight_exp >= 0 and b_exact, "inexact_why": _inexact_why(c.weight_exp, j, b_exact)}
         neuron = (t.du, 4096, READOUT_VTH) if is_out else (t.du, t.dv, t.vth << j)
         out_shape = np.array(g.shapes[target])
         if isinstance(node, Conv2dNode):

@@ -219,7 +219,8 @@ def write_netx_target(q, out_dir: Path) -> dict[str, Any]:
         raise UserError(f"--target netx: {e}") from None
     layers = read_netx_summary(path)["layers"]
     return {"netx": str(path), "layers": [layer["type"] for layer in layers],
-            "inexact_layers": [layer["attrs"].get("nodes") for layer in layers
+            "inexact_layers": [{"nodes": layer["attrs"].get("nodes"), "why": layer["attrs"].get("inexact_why", "")}
+                               for layer in layers
                                if layer["type"] in ("conv", "dense") and not layer["attrs"].get("exact", True)]}
 
 

@@ -86,4 +86,6 @@ def summary_lines(report: dict) -> list[str]:
     netx = report.get("netx")
     if netx is not None:
         lines.append(f"netx: {netx['netx']} ({len(netx.get('layers', []))} layers)")
+        for layer in netx.get("inexact_layers", []):
+            lines.append(f"  not bit-exact in netx: layer {layer['nodes']}: {layer['why']}")
     return lines

@@ -158,5 +158,8 @@ def test_export_netx_target(run_dir, capsys):
     assert [layer["type"] for layer in layers] == report["netx"]["layers"]
     assert layers[0]["type"] == "input" and layers[-1]["type"] == "dense"
     assert main(["export", str(run_dir), "--target", "netx", "--no-eval"]) == 0  # without --json: a summary
-    assert capsys.readouterr().out.splitlines() == [f"exported {report['checkpoint']}",
-                                                    f"netx: {report['netx']['netx']} ({len(layers)} layers)"]
+    inexact = report["netx"]["inexact_layers"]  # the first conv at least: weight_exp < 0 (pixel scale)
+    assert inexact and all(layer["why"] for layer in inexact)
+    assert capsys.readouterr().out.splitlines() == [
+        f"exported {report['checkpoint']}", f"netx: {report['netx']['netx']} ({len(layers)} layers)",
+        *(f"  not bit-exact in netx: layer {layer['nodes']}: {layer['why']}" for layer in inexact)]
