@@ -14,6 +14,7 @@ examples:
   htakl-deploy run --config configs/paper/cifar100-resnet20.toml     # a [grid] of runs: every cell, resumable
   htakl-deploy run --resume runs/demo                # finish an interrupted run with its saved settings
   htakl-deploy run --resume runs/demo --lava-samples 50   # pipeline flags given on resume override
+  htakl-deploy run --from-nir model.nir --data digits --dt 1e-4   # a NIR graph from any framework: no training
 
 Every distill flag works here (see `htakl-deploy distill --help`), and every flag is also a key of
 the --config file (TOML or YAML, dashes or underscores). The run directory ends up with config.json
@@ -64,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its saved settings: finished stages are skipped")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
+    g.add_argument("--from-nir", metavar="MODEL.nir", dest="from_nir",
+                   help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand): no teacher, no "
+                        "distillation; export → simulate → energy → map → report. Needs --data and --dt")
+    g.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
+                   help="--from-nir only: the time step the NIR file's exporter divided by (1e-4 for "
+                        "SpikingJelly/snnTorch, 1e-6 for Norse 1.1.0)")
     add_pipeline_flags(p)
     _add_config_flags(p.add_argument_group("training (as `htakl-deploy distill`; fixed by --resume)"),
                       with_config=False)
@@ -93,6 +100,12 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.pipeline import run_pipeline
     from htakl_deploy.runconfig import PIPELINE_FIELDS
 
+    if args.from_nir is not None:
+        return _run_from_nir(args)
+    if args.dt_s is not None:
+        from htakl_deploy.errors import UserError
+
+        raise UserError("--dt applies to --from-nir only (a trained run knows its own time step)")
     if args.resume:
         config_from_args(args)  # refuses training flags and --config with --resume
         settings, changed = pipeline_settings(args, {})
@@ -110,6 +123,35 @@ def run_command(args: argparse.Namespace) -> int:
         say(f"[run] --{name.replace('_', '-')} given on resume: {_show(new)} (was {_show(old)})")
     result = run_pipeline(cfg, settings, resume_dir=args.resume, teacher_only=teacher_only, say=say,
                           progress=cfg.progress)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+#: the training flags that mean something for --from-nir (the data to run, its time steps, where)
+FROM_NIR_FLAGS = ("data", "data_root", "timesteps", "limit_test", "run_name", "out_dir", "progress")
+
+
+def _run_from_nir(args: argparse.Namespace) -> int:
+    """``run --from-nir MODEL.nir``: the pipeline from export on (``pipeline.run_from_nir``)."""
+    import sys
+
+    from htakl_deploy.distill.config import FIELD_NAMES
+    from htakl_deploy.errors import UserError
+    from htakl_deploy.pipeline import run_from_nir
+
+    if args.resume or args.config:
+        raise UserError(f"--from-nir: {'--resume' if args.resume else '--config'} does not apply (a NIR run "
+                        "has no training to continue or configure); give the pipeline flags directly")
+    extra = sorted(f for f in FIELD_NAMES if f not in FROM_NIR_FLAGS and getattr(args, f, None) is not None)
+    if extra:
+        raise UserError(f"--from-nir: --{extra[0].replace('_', '-')} is a training flag; a NIR run trains nothing")
+    settings, _ = pipeline_settings(args, {})
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    result = run_from_nir(args.from_nir, data=args.data, dt_s=args.dt_s, settings=settings, timesteps=args.timesteps,
+                          run_name=args.run_name, out_dir=args.out_dir or "runs", data_root=args.data_root,
+                          limit_test=args.limit_test, say=say, progress=bool(args.progress) if args.progress is not None
+                          else True)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

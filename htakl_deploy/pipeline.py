@@ -329,3 +329,138 @@ class _progress_bar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, settings: PipelineConfig | None = None,
+                 timesteps: int | None = None, run_name: str | None = None, out_dir: str = "runs",
+                 data_root: str | None = None, limit_test: int | None = None,
+                 say: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """``run --from-nir MODEL.nir``: no teacher, no distillation — export the foreign float graph
+    (``export.nir_in``; ONNX needs a trained checkpoint and is left out) → simulate → energy →
+    map → report, in a new run directory, with ``settings``' backends, preset and map target.
+
+    The data set and ``--dt`` are required: the graph's test images come from ``data`` (its input
+    shape is checked against the graph's), and NIR files do not record the step their exporter
+    divided by. Everything that can be refused is checked before the run directory is created, and
+    a directory this call created is removed again if a stage fails."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from htakl_deploy.distill.runlog import provenance
+    from htakl_deploy.energy.document import write_report
+    from htakl_deploy.energy.models import load_preset
+    from htakl_deploy.energy.report import report_for_files
+    from htakl_deploy.export.nir_in import DEFAULT_TIMESTEPS, NIR_TARGETS, _inputs, export_from_nir, load_nir_graph
+    from htakl_deploy.hw.simulate import simulate
+
+    settings = settings or PipelineConfig()
+    path = Path(nir_path)
+    if data is None:
+        raise UserError("run --from-nir needs --data NAME: the data set whose test images the graph runs on")
+    if dt_s is None:
+        raise UserError("run --from-nir needs --dt SECONDS: the time step the NIR file's exporter divided by "
+                        "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see the README)")
+    model = load_preset(settings.preset)
+    graph, _ = load_nir_graph(path, dt_s)  # refusals (bad file, unknown node, wrong dt) before any folder
+    _inputs(graph, data, data_root, 1)  # the data set exists and fits the graph's input
+    t_steps = timesteps or DEFAULT_TIMESTEPS
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out_dir) / (run_name or f"{data}-{path.stem}-nir-T{t_steps}-{stamp}")
+    if (run_dir / "config.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a run; choose another --run-name")
+    targets = [t for t in settings.export_targets if t in NIR_TARGETS]
+    created = not run_dir.exists()
+    timings: dict[str, float] = {}
+    t_total = time.perf_counter()
+    stages = ["export", *(f"simulate:{b}" for b in settings.sim_backends), "energy",
+              *(["map"] if settings.map_target else []), "report"]
+    n = len(stages)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "provenance.json", provenance(0, 1))
+        write_json(run_dir / "config.json", {
+            "from_nir": str(path), "dt_s": float(dt_s), "data": data, "timesteps": t_steps, "encoding": "direct",
+            "model": f"NIR graph {path.name}", "method": "none (imported from NIR, not trained here)",
+            "limit_test": limit_test, "teacher_only": False})
+        record = _Record(run_dir, settings, None)
+        record.save()
+
+        say(f"[1/{n}] export: {', '.join(targets)} of {path} → {run_dir / 'export'}")
+        t = time.perf_counter()
+        exported = export_from_nir(path, targets, run_dir / "export", timesteps=t_steps, samples=limit_test,
+                                   data=data, data_root=data_root, lava_check=settings.effective_lava_check,
+                                   dt_s=dt_s)
+        warnings = exported["warnings"]
+        timings["export_s"] = time.perf_counter() - t
+        record.mark("export", {"export_targets": targets, "lava_check": settings.effective_lava_check},
+                    timings["export_s"])
+        acc = exported.get("nir", {}).get("accuracy")
+        say(f"      done in {_duration(timings['export_s'])}" + (
+            f" — float {100 * acc['float_acc']:.2f} %, fixed point {100 * acc['int_acc']:.2f} %, decisions agree "
+            f"on {100 * acc['decision_agreement']:.2f} %" if acc else ""))
+        for warning in warnings:
+            say(f"      warning: {warning}")
+
+        sims: dict[str, dict[str, Any]] = {}
+        for i, backend in enumerate(settings.sim_backends, start=2):
+            samples = settings.lava_samples if backend.startswith("lava") else limit_test
+            say(f"[{i}/{n}] simulate:{backend}: " + (f"{samples} samples" if samples else "every test image"))
+            t = time.perf_counter()
+            with _progress_bar(progress, backend, samples) as bar:
+                sims[backend] = simulate(run_dir / "export" / "student.lava.npz", backend=backend, samples=samples,
+                                         progress=bar, data_root=data_root)
+            timings[f"simulate_{backend}_s"] = time.perf_counter() - t
+            record.mark(f"simulate:{backend}", {"samples": samples}, timings[f"simulate_{backend}_s"])
+            say(f"      done in {_duration(timings[f'simulate_{backend}_s'])} — accuracy "
+                f"{100 * sims[backend]['accuracy']:.2f} % on {sims[backend]['samples']} samples")
+
+        i = 2 + len(sims)
+        say(f"[{i}/{n}] energy: ACs/MACs from every spike, priced with {settings.preset}")
+        t = time.perf_counter()
+        energies = {}
+        for backend in sims:
+            energies[backend] = report_for_files(run_dir / "simulate" / backend / "spikes.h5",
+                                                 run_dir / "export" / "student_quant.nir", model)
+            write_json(run_dir / "energy" / f"{backend}.json", energies[backend])
+        timings["energy_s"] = time.perf_counter() - t
+        record.mark("energy", {"preset": settings.preset, "backends": list(sims)}, timings["energy_s"])
+
+        if settings.map_target:
+            from htakl_deploy.hw.mapping import map_run_dir
+
+            i += 1
+            say(f"[{i}/{n}] map: onto {settings.map_target} neurocores → {run_dir / 'map'}")
+            t = time.perf_counter()
+            line = map_run_dir(run_dir, settings.map_target)
+            timings["map_s"] = time.perf_counter() - t
+            record.mark("map", {"map_target": settings.map_target}, timings["map_s"])
+            say(f"      {line}")
+
+        say(f"[{n}/{n}] report: report.md, report.html, report.json")
+        t = time.perf_counter()
+        report = write_report(run_dir)
+        timings["report_s"] = time.perf_counter() - t
+        sanity = [f"{w['code'].replace('_', ' ')}: {w['message']}" for w in report["warnings"]]
+        record.mark("report", {"backends": list(sims)}, timings["report_s"], warnings=sanity)
+        timings["total_s"] = time.perf_counter() - t_total
+        record.data["timings"] = timings
+        record.save()
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    result = {
+        "run_dir": str(run_dir), "report": str(run_dir / "report.html"), "timings": timings,
+        "settings": settings.to_dict(), "from_nir": str(path),
+        "accuracy": {b: s["accuracy"] for b, s in sims.items()},
+        "samples": {b: s["samples"] for b, s in sims.items()},
+        "energy_per_sample_uj": {b: e["per_sample"]["energy_pj"] * 1e-6 for b, e in energies.items()},
+        "ann_teacher_energy_per_sample_uj": next(
+            (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None),
+        "student_test_acc": None,
+        "export_accuracy": exported.get("nir", {}).get("accuracy"),
+        "warnings": warnings, "report_warnings": sanity,
+    }
+    for line in summary_lines(result):
+        say(line)
+    return result
