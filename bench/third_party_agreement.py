@@ -1,0 +1,98 @@
+"""Benchmark: snnTorch and Norse models trained on digits with several seeds, written by their own
+NIR exporters (``htakl_deploy.export.third_party``), quantised by us: the framework's own float
+run vs our Loihi fixed point (the emulator, = Lava ``fixed_pt`` spike for spike:
+tests/test_third_party.py checks that on 20 samples per model) on all 360 digits test images.
+
+One training's decision agreement moves by a few of the 360 decisions with the training run (even
+with the float summation order), so the issue's >= 99 % target is judged here, over seeds: per
+model the median, minimum and maximum agreement, how many seeds reach 99 %, and the accuracy gap
+(float − fixed point, points). The models, training (Adam, BPTT over T = 4) and runs are
+tests/test_third_party.py's, imported from there.
+
+Run: ``python bench/third_party_agreement.py [--seeds 5] [--epochs 8] [--models snntorch_conv
+norse_conv snntorch_residual norse_residual] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import test_third_party as tp
+
+    from htakl_deploy.distill.data import encode
+    from htakl_deploy.distill.data.registry import load_dataset
+    from htakl_deploy.export.nir_in import load_nir_graph
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--models", nargs="+", default=list(tp.MODELS), choices=list(tp.MODELS))
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    train, test = load_dataset("digits")
+    x, y = test.batch(torch.arange(len(test)))
+    x_tb = encode(x, tp.T, "direct")
+    y = y.numpy()
+    rows = []
+    print(f"load {os.getloadavg()[0]:.1f}; {args.seeds} seeds x {len(args.models)} models, {args.epochs} epochs, "
+          f"{len(y)} test images", flush=True)
+    for seed in range(args.seeds):  # interleaved: every model per seed
+        for name in args.models:
+            build, run, write, dt = tp.MODELS[name]
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)
+            net = tp._train(build(), run, train, epochs=args.epochs, seed=seed)
+            with tempfile.TemporaryDirectory() as d, torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = Path(d) / f"{name}.nir"
+                nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
+                _, q = load_nir_graph(path, dt)
+                fw = run(net, x_tb).mean(0).argmax(-1).numpy()
+            emu = emulate(plan_from_quantized(q), x_tb.double().numpy()).logits.mean(0).argmax(-1)
+            row = {"model": name, "seed": seed, "agreement": float((fw == emu).mean()),
+                   "float_acc": float((fw == y).mean()), "fixed_acc": float((emu == y).mean()),
+                   "wall_s": time.perf_counter() - t0}
+            rows.append(row)
+            print(f"  {name:<18} seed {seed}: agreement {row['agreement']:.4f}, accuracy {row['float_acc']:.4f} -> "
+                  f"{row['fixed_acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
+    print(f"\nload {os.getloadavg()[0]:.1f}\n")
+    print("| model | seeds | agreement median (min–max) | seeds ≥ 99 % | accuracy float → fixed, median | "
+          "max |gap| (points) |")
+    print("|---|---|---|---|---|---|")
+    summary = {}
+    for name in args.models:
+        r = [row for row in rows if row["model"] == name]
+        a = [row["agreement"] for row in r]
+        gap = max(abs(row["float_acc"] - row["fixed_acc"]) for row in r) * 100
+        summary[name] = {"median": statistics.median(a), "min": min(a), "max": max(a),
+                         "at_least_99": sum(v >= 0.99 for v in a), "seeds": len(a), "max_gap_points": gap}
+        print(f"| {name} | {len(a)} | {100 * statistics.median(a):.1f} % ({100 * min(a):.1f}–{100 * max(a):.1f}) | "
+              f"{summary[name]['at_least_99']}/{len(a)} | "
+              f"{100 * statistics.median(row['float_acc'] for row in r):.1f} % → "
+              f"{100 * statistics.median(row['fixed_acc'] for row in r):.1f} % | {gap:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())
