@@ -127,11 +127,12 @@ def test_grouped_dilated_fanout_is_the_convolutions_structure():
         np.testing.assert_array_equal(fanout(graph, conn), want)
 
 
-def dense_first_graph(seed: int = 0) -> StudentGraph:
-    """input (1, 6, 6) → Flatten → Affine → LIF → Affine → LIF → Affine → output: no conv at all."""
+def dense_first_graph(seed: int = 0, flat_input: bool = False) -> StudentGraph:
+    """input (1, 6, 6) → Flatten → Affine → LIF → Affine → LIF → Affine → output: no conv at all
+    (``flat_input``: a 1-D input (36,) straight into the first Affine)."""
     rng = np.random.default_rng(seed)
     nodes = OrderedDict(
-        input=InputNode((1, 6, 6)), flat=FlattenNode(),
+        input=InputNode((36,) if flat_input else (1, 6, 6)), flat=FlattenNode(),
         fc1=DenseNode(rng.normal(0.05, 0.4, (20, 36)), rng.normal(0.2, 0.05, 20)), a1=LIFNode(2.0, 1.0),
         fc2=DenseNode(rng.normal(0.1, 0.6, (12, 20)), np.zeros(12)), a2=LIFNode(2.0, 1.0),
         fc3=DenseNode(rng.normal(0, 0.5, (3, 12)), rng.normal(0, 0.1, 3)), output=OutputNode(),
@@ -141,11 +142,13 @@ def dense_first_graph(seed: int = 0) -> StudentGraph:
     return StudentGraph(nodes, edges)
 
 
-def test_dense_first_layer_deploys_exactly(tmp_path):
+@pytest.mark.parametrize("flat_input", [False, True], ids=["image-flatten", "vector"])
+def test_dense_first_layer_deploys_exactly(flat_input, tmp_path):
     """A dense first layer straight from the (flattened) input: its integer matrix is the off-chip
     input link, as a first conv's kernel is."""
-    graph = dense_first_graph()
+    graph = dense_first_graph(flat_input=flat_input)
     x = torch.rand(T, 8, 1, 6, 6, generator=torch.Generator().manual_seed(2)).double().numpy()
+    x = x.reshape(T, 8, 36) if flat_input else x
     plan = _check_deploys(graph, x, active=("a1", "a2"))
     first = plan.input_link
     assert first.name == "fc1" and first.conv is None and first.matrix.shape == (20, 36)
