@@ -102,24 +102,36 @@ class Conv2dNode(Node):
 
     def nir_node(self, name, graph, quantized) -> nir.Conv2d:
         in_shape = graph.shapes[graph.predecessors(name)[0]]
-        weight, bias, meta = self.weight, self.bias, {}
-        if quantized is not None:
-            c = next(c for c in quantized.connections if c.node == name)
-            weight, bias = c.weight_mant.astype(np.int32), np.zeros(self.bias.shape, np.int32)
-            meta = {"weight_exp": np.int64(c.weight_exp)}
-        weight, meta = expand_groups(weight, self.groups, meta)
+        weight, bias, meta = nir_weights(self, name, quantized)
         return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=weight, stride=np.array(self.stride),
                           padding=np.array(self.padding), dilation=np.array(self.dilation),
                           groups=1, bias=bias, metadata=meta)
 
     @classmethod
     def from_nir(cls, name: str, n: nir.Conv2d, dt: float) -> "Conv2dNode":
-        from htakl_deploy.errors import UserError
+        return conv_from_nir(cls, name, n)
 
-        if isinstance(n.padding, str):
-            raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
-        weight, groups = compact_groups(name, np.asarray(n.weight), int(n.groups), n.metadata)
-        return cls(weight, np.asarray(n.bias), n.stride, n.padding, n.dilation, groups)
+
+def nir_weights(node, name: str, quantized) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A conv node's NIR ``weight``, ``bias`` and metadata: float, or the 8-bit mantissas (bias 0:
+    it lives in the neuron) with ``weight_exp``; grouped kernels in ``expand_groups``' form."""
+    weight, bias, meta = node.weight, node.bias, {}
+    if quantized is not None:
+        c = next(c for c in quantized.connections if c.node == name)
+        weight, bias = c.weight_mant.astype(np.int32), np.zeros(node.bias.shape, np.int32)
+        meta = {"weight_exp": np.int64(c.weight_exp)}
+    weight, meta = expand_groups(weight, node.groups, meta)
+    return weight, bias, meta
+
+
+def conv_from_nir(cls, name: str, n):
+    """A conv node of type ``cls`` from a NIR Conv1d/Conv2d (numeric padding only; groups restored)."""
+    from htakl_deploy.errors import UserError
+
+    if isinstance(n.padding, str):
+        raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
+    weight, groups = compact_groups(name, np.asarray(n.weight), int(n.groups), n.metadata)
+    return cls(weight, np.asarray(n.bias), n.stride, n.padding, n.dilation, groups)
 
 
 def expand_groups(weight: np.ndarray, groups: int, meta: dict) -> tuple[np.ndarray, dict]:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from htakl_deploy.export.nodes import Node
-from htakl_deploy.export.nodes.conv import compact_groups, conv_matrix, expand_groups
+from htakl_deploy.export.nodes.conv import conv_from_nir, conv_matrix, nir_weights
 from htakl_deploy.export.nodes.geometry import Shape, axis_reach, out_len
 from htakl_deploy.export.nodes.intops import per_step
 
@@ -96,20 +96,10 @@ class Conv1dNode(Node):
 
     def nir_node(self, name, graph, quantized) -> nir.Conv1d:
         in_shape = graph.shapes[graph.predecessors(name)[0]]
-        weight, bias, meta = self.weight, self.bias, {}
-        if quantized is not None:
-            c = next(c for c in quantized.connections if c.node == name)
-            weight, bias = c.weight_mant.astype(np.int32), np.zeros(self.bias.shape, np.int32)
-            meta = {"weight_exp": np.int64(c.weight_exp)}
-        weight, meta = expand_groups(weight, self.groups, meta)  # NIR's type check ignores groups
+        weight, bias, meta = nir_weights(self, name, quantized)  # grouped: ungrouped form (conv.expand_groups)
         return nir.Conv1d(input_shape=int(in_shape[1]), weight=weight, stride=self.stride, padding=self.padding,
                           dilation=self.dilation, groups=1, bias=bias, metadata=meta)
 
     @classmethod
     def from_nir(cls, name: str, n: nir.Conv1d, dt: float) -> "Conv1dNode":
-        from htakl_deploy.errors import UserError
-
-        if isinstance(n.padding, str):
-            raise UserError(f"NIR node {name!r}: string padding {n.padding!r} is not supported")
-        weight, groups = compact_groups(name, np.asarray(n.weight), int(n.groups), n.metadata)
-        return cls(weight, np.asarray(n.bias), n.stride, n.padding, n.dilation, groups)
+        return conv_from_nir(cls, name, n)
