@@ -1,10 +1,10 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
-emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py and
-train_memory.py.
+emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py,
+train_memory.py and torch_float.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
 [--counter C.json] [--scale S.json ...] [--roof R.json] [--stream S.json ...] [--train-memory M.json]
-[--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
+[--torch-float F.json] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
 """
@@ -165,7 +165,8 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "methods": "Every method's training step vs KD", "lava": "Emulator vs Lava",
                   "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1",
                   "roof": "Emulator vs float32 forward and roof", "stream": "Streaming: peak memory vs samples",
-                  "train_memory": "Training memory: activation checkpointing"}
+                  "train_memory": "Training memory: activation checkpointing",
+                  "torch_float": "torch-float backend: float32 vs float64"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -339,25 +340,78 @@ def stream_section(runs: list[dict]) -> list[str]:
     out = ["## Streaming: peak memory vs samples", "",
            "`python bench/stream_memory.py --json …` — `simulate --backend emulator` (no comparisons) and "
            "`energy` (no NeuroBench counts unless said) on the same spike file, each in a fresh process; peak = "
-           "the kernel's VmHWM (reset after imports), so it includes the data set in memory.", ""]
+           "the kernel's VmHWM (reset after imports), so it includes the data set in memory. `simulate` is one "
+           "process (numba's and torch's threads inside it), so its peak is the whole process tree's.", ""]
     for r in runs:
+        if r.get("stopped"):
+            out += stopped_lines(r)
+            continue
         out += [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, NeuroBench "
                 f"{'on' if r['neurobench'] else 'off'}, {r['threads']} threads, load {load(r['load_before'])} → "
                 f"{load(r['load_after'])}:", "",
-                "| samples | simulate peak (MB) | simulate wall (s) | emulator (s) | spikes.h5 (MB) | energy peak (MB) | energy wall (s) |",
-                "|---|---|---|---|---|---|---|"]
+                "| samples | simulate peak (MB) | simulate wall (s) | emulator (s) | images/s | spikes.h5 (MB) | energy peak (MB) | energy wall (s) |",
+                "|---|---|---|---|---|---|---|---|"]
         sims = {x["samples"]: x for x in r["rows"] if x["stage"] == "simulate"}
         ens = {x["samples"]: x for x in r["rows"] if x["stage"] == "energy"}
         for n in sorted(sims):
             a, e = sims[n], ens.get(n, {})
-            out.append(f"| {n} | {a['peak_mb']:.0f} | {a['wall_s']:.0f} | {a['emulator_s']:.0f} | {a['file_mb']:.1f} | "
+            out.append(f"| {n} | {a['peak_mb']:.0f} | {a['wall_s']:.0f} | {a['emulator_s']:.0f} | "
+                       f"{n / a['wall_s']:.1f} | {a['file_mb']:.1f} | "
                        f"{e.get('peak_mb', float('nan')):.0f} | {e.get('wall_s', float('nan')):.0f} |")
         big = sims[max(sims)]
         per = big["wall_s"] / big["samples"]
-        out += ["", f"Extrapolated to 10,000 images at this load: simulate ≈ {per * 10000 / 3600:.1f} h "
-                f"({per:.2f} s per image), spike file ≈ {big['file_mb'] / big['samples'] * 10000 / 1e3:.2f} GB; "
-                "peak memory stays that of one batch.", ""]
+        if big["samples"] < 10000:
+            out += ["", f"Extrapolated to 10,000 images at this load: simulate ≈ {per * 10000 / 3600:.1f} h "
+                    f"({per:.2f} s per image), spike file ≈ {big['file_mb'] / big['samples'] * 10000 / 1e3:.2f} GB; "
+                    "peak memory stays that of one batch."]
+        else:
+            out += ["", f"The whole 10,000-image split: simulate {big['wall_s'] / 60:.1f} min at this load, peak "
+                    f"{big['peak_mb'] / 1024:.2f} GB; energy {ens.get(big['samples'], {}).get('peak_mb', float('nan')) / 1024:.2f} GB."]
+        if "note" in r:
+            out.append(r["note"])
+        out.append("")
     return out
+
+
+def stopped_lines(r: dict) -> list[str]:
+    """A run stopped before its end (``stream_memory.py --stopped``): rate and memory per batch."""
+    rows = r["progress"]
+    last = rows[-1]
+    rss = [x["vmrss_mb"] for x in rows]
+    tail = rows[len(rows) // 2:]
+    rate = (tail[-1]["done"] - tail[0]["done"]) / max(tail[-1]["s"] - tail[0]["s"], 1e-9) if len(tail) > 1 else \
+        last["done"] / last["s"]
+    left_h = (r["target_samples"] - last["done"]) / rate / 3600
+    out = [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, NeuroBench "
+           f"{'on' if r['neurobench'] else 'off'}, {r['threads']} threads — **stopped** after "
+           f"{last['done']} of {r['target_samples']} images ({last['s'] / 60:.1f} min; load "
+           f"{min(x['load'] for x in rows):.1f}–{max(x['load'] for x in rows):.1f}), from its progress log:", "",
+           "| images done | s | load | VmRSS (MB) | VmHWM so far (MB) |", "|---|---|---|---|---|"]
+    step = max(1, len(rows) // 8)
+    for x in rows[::step] + ([last] if (len(rows) - 1) % step else []):
+        out.append(f"| {x['done']} | {x['s']:.0f} | {x['load']:.1f} | {x['vmrss_mb']:.0f} | {x['vmhwm_mb']:.0f} |")
+    out += ["", f"Resident memory between batches {min(rss):.0f}–{max(rss):.0f} MB, peak {last['vmhwm_mb']:.0f} MB "
+            f"(flat: bounded by the batch). Rate over the second half: {rate:.2f} images/s at this load: the "
+            f"remaining {r['target_samples'] - last['done']} images would take ≈ {left_h:.1f} h more.", ""]
+    return out
+
+
+def torch_float_section(r: dict) -> list[str]:
+    out = ["## torch-float backend: float32 vs float64", "",
+           "`python bench/torch_float.py RUN_DIR … --json …` — the float student (`student_float.nir`), "
+           "`hw.simulate.float_student_spikes` in float32 (the backend's dtype, the student's training dtype) and "
+           "in float64 on the same test images, interleaved (medians), one process.", "",
+           "| run | images | float32 (s) | float64 (s) | float64 / float32 | spikes equal | decisions equal | "
+           "max \\|logit diff\\| | accuracy f32 / f64 | load |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in r["runs"]:
+        rows = x["rows"]
+        out.append(f"| {x['run']} | {x['samples']} | {rows['float32']['s']:.3f} | {rows['float64']['s']:.3f} | "
+                   f"×{x['float64_over_float32_time']:.2f} | {100 * x['spike_agreement']:.4f} % "
+                   f"({x['spikes_differing']} of {x['spikes_compared']} differ) | {100 * x['decision_agreement']:.2f} % | "
+                   f"{x['max_abs_logit_diff']:.1e} | {x['accuracy']['float32']:.4f} / {x['accuracy']['float64']:.4f} | "
+                   f"{load(x['load_before'])} |")
+    return out + [""]
 
 
 def train_memory_section(t: dict) -> list[str]:
@@ -388,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--roof", help="JSON of bench/emulator_roof.py")
     p.add_argument("--stream", action="append", default=[], help="JSON of bench/stream_memory.py (repeatable)")
     p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
+    p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -397,13 +452,14 @@ def main(argv: list[str] | None = None) -> None:
 
     t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
     scales = [read(x) for x in args.scale]
-    roof, tmem = read(args.roof), read(args.train_memory)
+    roof, tmem, tfl = read(args.roof), read(args.train_memory), read(args.torch_float)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
              "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None,
              "roof": roof_section(roof) if roof else None, "stream": stream_section(streams) if streams else None,
-             "train_memory": train_memory_section(tmem) if tmem else None}
+             "train_memory": train_memory_section(tmem) if tmem else None,
+             "torch_float": torch_float_section(tfl) if tfl else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
@@ -429,12 +485,13 @@ def main(argv: list[str] | None = None) -> None:
              *([meth["loadavg_before"][0]] if meth and "loadavg_before" in meth else []),
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
              *(s["loadavg_before"][0] for s in scales), *([roof["load_before"][0]] if roof else []),
-             *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else [])]
+             *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
+             *(x["load_before"][0] for x in (tfl["runs"] if tfl else []))]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
                *(["emulator_roof.py"] if roof else []), *(["stream_memory.py"] if streams else []),
-               *(["train_memory.py"] if tmem else [])]
+               *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"

@@ -8,7 +8,9 @@ imports and the kernel's peak (``VmHWM``, reset after setup) while each ran, wal
 spike file's size. Flat peak memory across sample counts = bounded by the batch.
 
 Run: ``python bench/stream_memory.py [--model resnet20] [--samples 250,500,1000] [--batch-size 64]
-[--record spikes] [--neurobench] [--progress-log FILE] [--json out.json]``.
+[--record spikes] [--neurobench] [--progress-log FILE] [--json out.json]``; for a run stopped
+early: ``python bench/stream_memory.py --stopped LOG --model M --samples N --batch-size B --json out.json``
+(its rate and memory from the progress log).
 """
 
 from __future__ import annotations
@@ -85,6 +87,17 @@ def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, re
             "threads": torch.get_num_threads(), "load_before": load_before, "load_after": os.getloadavg()}
 
 
+def stopped_run(log: str, model: str, samples: int, batch: int, record: str, neurobench: bool) -> dict:
+    """The JSON of a run stopped before its end, from its ``--progress-log``: every batch's line
+    (samples done, seconds, load, VmRSS, VmHWM), for ``perf_md.py`` to show its rate and memory."""
+    rows = [json.loads(line) for line in Path(log).read_text(encoding="ascii").splitlines() if line.strip()]
+    if not rows:
+        raise SystemExit(f"{log}: no progress lines")
+    return {"model": model, "batch_size": batch, "record": record, "neurobench": neurobench, "stopped": True,
+            "target_samples": samples, "progress": rows, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+            "load_before": [rows[0]["load"]], "load_after": [rows[-1]["load"]], "rows": []}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet20")
@@ -95,11 +108,21 @@ def main() -> None:
     ap.add_argument("--root")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--progress-log", metavar="FILE", help="simulate appends a JSON line per batch here")
+    ap.add_argument("--stopped", metavar="LOG", help="write --json for a run stopped early, from its --progress-log "
+                    "(give the run's --model, --samples, --batch-size, --record, --neurobench)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.stopped:
+        r = stopped_run(args.stopped, args.model, int(args.samples), args.batch_size, args.record, args.neurobench)
+        last = r["progress"][-1]
+        print(f"stopped at {last['done']} of {r['target_samples']} samples after {last['s']:.0f} s; "
+              f"VmHWM {max(x['vmhwm_mb'] for x in r['progress']):.0f} MB")
+        if args.json:
+            write_json(args.json, r)
+        return
     if args.one:
         print(json.dumps(one(args.one, args.run, args.n, args.batch_size, args.record, args.out, args.neurobench,
                              args.progress_log)))

@@ -270,3 +270,37 @@ def test_perf_md_methods_section_and_kept_sections(tmp_path):
     assert [line for line in page.read_text().splitlines() if line.startswith("- kept unchanged")] == kept
     assert "| lasnn | 55.00 | ×1.100 | 0, 0 |" in md and "**Step time / KD: lasnn ×1.100, bkdsnn ×1.050**" in md
     assert "load average at the start of each benchmark: 2.00" in md
+
+
+def test_perf_md_stream_full_split_stopped_run_and_torch_float(tmp_path, monkeypatch):
+    """The streaming section shows a whole 10,000-image run and a run stopped early (from its
+    progress log, via stream_memory.py --stopped); the torch-float section its agreement."""
+    monkeypatch.syspath_prepend(str(BENCH))  # stream_memory imports its sibling paper_runs
+    sm = load("stream_memory")
+    log = tmp_path / "p.jsonl"
+    log.write_text("".join(json.dumps({"done": 32 * (i + 1), "s": 10.0 * (i + 1), "load": 3.0, "vmrss_mb": 1100 + i,
+                                       "vmhwm_mb": 1500.0}) + "\n" for i in range(10)))
+    stopped = sm.stopped_run(str(log), "resnet19", 10000, 32, "spikes", True)
+    full = {"model": "resnet20", "batch_size": 64, "record": "spikes", "neurobench": True, "threads": 2,
+            "load_before": [1.0], "load_after": [2.0],
+            "rows": [{"stage": "simulate", "samples": 10000, "peak_mb": 1338.0, "wall_s": 716.0, "emulator_s": 600.0,
+                      "file_mb": 180.0},
+                     {"stage": "energy", "samples": 10000, "peak_mb": 562.0, "wall_s": 30.0}]}
+    tf = {"runs": [{"run": "demo", "samples": 360, "rows": {"float32": {"s": 0.05}, "float64": {"s": 0.15}},
+                    "float64_over_float32_time": 3.0, "spike_agreement": 1.0, "spikes_differing": 0,
+                    "spikes_compared": 1000, "decision_agreement": 1.0, "max_abs_logit_diff": 2e-6,
+                    "accuracy": {"float32": 0.98, "float64": 0.98}, "load_before": [1.5]}]}
+    files = []
+    for i, data in enumerate((full, stopped, tf)):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(data))
+    page = tmp_path / "PERF.md"
+    load("perf_md").main(["--stream", str(files[0]), "--stream", str(files[1]), "--torch-float", str(files[2]),
+                          "--out", str(page)])
+    md = page.read_text()
+    assert "| 10000 | 1338 | 716 | 600 | 14.0 | 180.0 | 562 | 30 |" in md
+    assert "The whole 10,000-image split: simulate 11.9 min at this load, peak 1.31 GB; energy 0.55 GB." in md
+    assert "**stopped** after 320 of 10000 images" in md
+    assert "Resident memory between batches 1100–1109 MB, peak 1500 MB" in md
+    assert "Rate over the second half: 3.20 images/s" in md  # (320 - 160) / (100 - 50)
+    assert "| demo | 360 | 0.050 | 0.150 | ×3.00 | 100.0000 % (0 of 1000 differ) | 100.00 % | 2.0e-06 |" in md
