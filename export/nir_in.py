@@ -16,6 +16,9 @@ not in the file. ``--dt`` gives it (default 1e-4 s, what SpikingJelly's and snnT
 use; Norse 1.1.0's writes ``tau = dt/tau_mem_inv`` with its dt = 1e-3 s, see the README). With ``--data NAME`` the float graph and the integer network
 are compared on that data set's test split (direct encoding, ``--timesteps`` steps), and the Lava
 check runs its first images; without it the Lava check runs uniform random inputs in [0, 1].
+``--calibration SRC`` (a data set name or an ``.npy``/``.h5`` of inputs) adds the 24-bit
+headroom of every layer and the float-vs-integer agreement on those inputs
+(``export.calibration``; the scales stay the weights').
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, sample
 def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None = None, *,
                     timesteps: int | None = None, samples: int | None = None, data: str | None = None,
                     data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
-                    dt_s: float | None = None) -> dict[str, Any]:
+                    dt_s: float | None = None, calibration: str | None = None) -> dict[str, Any]:
     """Export a NIR file (see the module docstring); returns the report also written as
     ``export_report.json``."""
     from htakl_deploy.export.netx_hdf5 import _layers
@@ -99,13 +102,19 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
         except ValueError as e:
             raise UserError(f"--target netx: {e}") from None
     test = _inputs(graph, data, data_root, samples)
+    calib_x = None
+    if calibration is not None:  # read and checked before anything is written
+        from htakl_deploy.export.calibration import load_calibration
+
+        calib_x = load_calibration(calibration, graph.shapes[graph.input_name], timesteps or DEFAULT_TIMESTEPS,
+                                   data_root=data_root)
 
     out = Path(out_dir) if out_dir else path.parent / f"{path.stem}-export"
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         report = _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
-                        lava_check, DT if dt_s is None else float(dt_s))
+                        lava_check, DT if dt_s is None else float(dt_s), calibration, calib_x)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -114,12 +123,18 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
 
 
 def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate, lava_check,
-           dt) -> dict[str, Any]:
+           dt, calibration=None, calib_x=None) -> dict[str, Any]:
     from htakl_deploy.export.pipeline import compare_float_int, lava_check as run_lava_check, write_netx_target
     from htakl_deploy.hw.simulate import ARTEFACT_NAME
 
     report: dict[str, Any] = {"source_nir": str(path), "dt_s": dt, "timesteps": t_steps, "data": data,
                               "warnings": q.warnings()}
+    if calib_x is not None:
+        from htakl_deploy.export.calibration import calibrate
+
+        report["calibration"], calib_warnings = calibrate(graph, q, calib_x)
+        report["calibration"]["source"] = str(calibration)
+        report["warnings"] = report["warnings"] + calib_warnings
     if "nir" in targets or "lava" in targets:
         float_path = write_nir(graph, out / "student_float.nir")
         quant_path = write_nir(graph, out / "student_quant.nir", quantized=q)

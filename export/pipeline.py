@@ -236,7 +236,7 @@ NETX_NAME = "student.netx.h5"
 def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path | None = None, *,
                timesteps: int | None = None, samples: int | None = None,
                data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
-               data: str | None = None, dt_s: float | None = None) -> dict[str, Any]:
+               data: str | None = None, dt_s: float | None = None, calibration: str | None = None) -> dict[str, Any]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
@@ -254,9 +254,11 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
         from htakl_deploy.export.nir_in import export_from_nir
 
         return export_from_nir(Path(checkpoint), targets, out_dir, timesteps=timesteps, samples=samples,
-                               data=data, data_root=data_root, evaluate=evaluate, lava_check=lava_check, dt_s=dt_s)
-    if data is not None or dt_s is not None:
-        raise UserError("--data and --dt apply to a NIR file (MODEL.nir) only: a checkpoint knows its data set")
+                               data=data, data_root=data_root, evaluate=evaluate, lava_check=lava_check, dt_s=dt_s,
+                               calibration=calibration)
+    if data is not None or dt_s is not None or calibration is not None:
+        raise UserError("--data, --dt and --calibration apply to a NIR file (MODEL.nir) only: a checkpoint knows "
+                        "its data set")
     model, ckpt, ckpt_path = load_student(checkpoint)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"

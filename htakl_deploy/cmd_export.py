@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4: SpikingJelly, "
                         "snnTorch; NIR files do not record it)")
+    p.add_argument("--calibration", metavar="SRC",
+                   help="MODEL.nir only: inputs to check the quantised graph with — a data set name (its training "
+                        "split) or an .npy/.h5 of inputs [T, B, ...] or [B, ...] in [0, 1]: per-layer 24-bit "
+                        "headroom of u and v, and float vs integer decisions (the scales come from the weights)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
     p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
@@ -54,7 +58,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
-                        lava_check=args.lava_check, data=args.data, dt_s=args.dt_s)
+                        lava_check=args.lava_check, data=args.data, dt_s=args.dt_s, calibration=args.calibration)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     emit(report, args.json, summary_lines(report))

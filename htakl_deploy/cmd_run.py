@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="--from-nir only: the time step the NIR file's exporter divided by (1e-4 for "
                         "SpikingJelly/snnTorch, 1e-6 for Norse 1.1.0)")
+    g.add_argument("--calibration", metavar="SRC",
+                   help="--from-nir only: calibration inputs (a data set name or an .npy/.h5 of inputs), as "
+                        "`export --calibration`")
     add_pipeline_flags(p)
     _add_config_flags(p.add_argument_group("training (as `htakl-deploy distill`; fixed by --resume)"),
                       with_config=False)
@@ -102,10 +105,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.from_nir is not None:
         return _run_from_nir(args)
-    if args.dt_s is not None:
+    if args.dt_s is not None or args.calibration is not None:
         from htakl_deploy.errors import UserError
 
-        raise UserError("--dt applies to --from-nir only (a trained run knows its own time step)")
+        raise UserError(f"{'--dt' if args.dt_s is not None else '--calibration'} applies to --from-nir only "
+                        "(a trained run knows its own time step and data)")
     if args.resume:
         config_from_args(args)  # refuses training flags and --config with --resume
         settings, changed = pipeline_settings(args, {})
@@ -150,8 +154,8 @@ def _run_from_nir(args: argparse.Namespace) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     result = run_from_nir(args.from_nir, data=args.data, dt_s=args.dt_s, settings=settings, timesteps=args.timesteps,
                           run_name=args.run_name, out_dir=args.out_dir or "runs", data_root=args.data_root,
-                          limit_test=args.limit_test, say=say, progress=bool(args.progress) if args.progress is not None
-                          else True)
+                          limit_test=args.limit_test, calibration=args.calibration, say=say,
+                          progress=True if args.progress is None else bool(args.progress))
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

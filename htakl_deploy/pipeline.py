@@ -333,7 +333,7 @@ class _progress_bar:
 
 def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, settings: PipelineConfig | None = None,
                  timesteps: int | None = None, run_name: str | None = None, out_dir: str = "runs",
-                 data_root: str | None = None, limit_test: int | None = None,
+                 data_root: str | None = None, limit_test: int | None = None, calibration: str | None = None,
                  say: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """``run --from-nir MODEL.nir``: no teacher, no distillation — export the foreign float graph
     (``export.nir_in``; ONNX needs a trained checkpoint and is left out) → simulate → energy →
@@ -363,6 +363,11 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
     model = load_preset(settings.preset)
     graph, _ = load_nir_graph(path, dt_s)  # refusals (bad file, unknown node, wrong dt) before any folder
     _inputs(graph, data, data_root, 1)  # the data set exists and fits the graph's input
+    if calibration is not None:  # a bad calibration source is refused before the run directory exists
+        from htakl_deploy.export.calibration import load_calibration
+
+        load_calibration(calibration, graph.shapes[graph.input_name], timesteps or DEFAULT_TIMESTEPS,
+                         data_root=data_root, max_samples=1)
     t_steps = timesteps or DEFAULT_TIMESTEPS
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out_dir) / (run_name or f"{data}-{path.stem}-nir-T{t_steps}-{stamp}")
@@ -381,7 +386,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         write_json(run_dir / "config.json", {
             "from_nir": str(path), "dt_s": float(dt_s), "data": data, "timesteps": t_steps, "encoding": "direct",
             "model": f"NIR graph {path.name}", "method": "none (imported from NIR, not trained here)",
-            "limit_test": limit_test, "teacher_only": False})
+            "limit_test": limit_test, "calibration": calibration, "teacher_only": False})
         record = _Record(run_dir, settings, None)
         record.save()
 
@@ -389,7 +394,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         t = time.perf_counter()
         exported = export_from_nir(path, targets, run_dir / "export", timesteps=t_steps, samples=limit_test,
                                    data=data, data_root=data_root, lava_check=settings.effective_lava_check,
-                                   dt_s=dt_s)
+                                   dt_s=dt_s, calibration=calibration)
         warnings = exported["warnings"]
         timings["export_s"] = time.perf_counter() - t
         record.mark("export", {"export_targets": targets, "lava_check": settings.effective_lava_check},
