@@ -264,3 +264,32 @@ def test_conv1d_deploys_exactly_and_is_written_back_as_conv1d(tmp_path, capsys):
     assert main(["export", str(path), "--target", "netx", "--out", str(tmp_path / "netx")]) == 2
     assert "node 'c1' (Conv1dNode): netx has no such layer" in capsys.readouterr().err
     assert not (tmp_path / "netx").exists()
+
+
+def test_dense_first_nir_file_simulates_and_counts(tmp_path, capsys):
+    """The whole chain on a dense-first NIR file: `simulate MODEL.nir --data digits` (quantised on
+    the fly, emulator) and `energy`, whose encoding-layer MACs are the hand count: every pixel × its
+    20 synapses, every step of every sample."""
+    import json
+
+    from htakl_deploy.cli import main
+
+    rng = np.random.default_rng(0)
+    graph = StudentGraph(OrderedDict(
+        input=InputNode((1, 8, 8)), flat=FlattenNode(),
+        fc1=DenseNode(rng.normal(0.05, 0.3, (20, 64)), np.zeros(20)), a1=LIFNode(2.0, 1.0),
+        fc2=DenseNode(rng.normal(0, 0.5, (10, 20)), np.zeros(10)), output=OutputNode()),
+        [("input", "flat"), ("flat", "fc1"), ("fc1", "a1"), ("a1", "fc2"), ("fc2", "output")])
+    model = write_nir(graph, tmp_path / "dense.nir")
+    assert main(["simulate", "--json", str(model), "--data", "digits", "--backend", "emulator", "--samples", "12",
+                 "--out", str(tmp_path / "sim")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 12 and 0.0 < report["firing_rate"]["a1"] < 1.0
+    assert main(["energy", str(tmp_path / "sim" / "spikes.h5"), "--graph",
+                 str(tmp_path / "dense-export" / "student_quant.nir"), "--json", str(tmp_path / "e.json")]) == 0
+    energy = json.loads((tmp_path / "e.json").read_text())
+    rows = {r["name"]: r for r in energy["layers"]}
+    t = report["timesteps"]
+    assert rows["fc1"]["input"] == "analog" and rows["fc1"]["macs"] == 64 * 20 * t * 12
+    spikes = next(n["spikes"] for n in energy["neurons"] if n["name"] == "a1")
+    assert spikes > 0 and rows["fc2"]["acs"] == 10 * spikes  # each spike reaches the 10 outputs
