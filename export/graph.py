@@ -12,7 +12,8 @@ Shapes exclude time and batch (``(C, H, W)`` or ``(N,)``); runners work on ``[T,
 (``export.fold.fold_batchnorm``) by walking its modules in data-flow order with two tables:
 
 - ``LEAF_CONVERTERS``: module type → function returning a node (or ``None`` for a
-  pass-through such as the ``nn.Identity`` left by BN folding);
+  pass-through such as the ``nn.Identity`` left by BN folding), built from each node type's
+  ``TORCH_TYPES`` / ``from_torch`` (export/nodes/);
 - ``BLOCK_WALKERS``: container type → function that walks its children in the order its
   ``forward`` uses them (``nn.Sequential``, ``Classifier``, ``ops.BasicBlock``).
 
@@ -31,7 +32,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from spikingjelly.activation_based import layer as sj_layer, neuron as sj_neuron
 
 from htakl_deploy.distill.models.classifier import Classifier
 from htakl_deploy.distill.models.ops import BasicBlock
@@ -193,54 +193,13 @@ def connections(graph: "StudentGraph") -> list[Connection]:
 # -- building from a Classifier ------------------------------------------------------------
 
 
-def _np(t: torch.Tensor | None, like: torch.Tensor | None = None, n: int | None = None) -> np.ndarray:
-    if t is None:
-        return np.zeros(n, dtype=like.detach().cpu().numpy().dtype)
-    return t.detach().cpu().numpy().copy()
-
-
-def _conv(path: str, m: nn.Conv2d) -> Node:
-    if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise ValueError(f"module {path!r} (Conv2d): only numeric zero padding is supported")
-    return Conv2dNode(_np(m.weight), _np(m.bias, m.weight, m.out_channels), m.stride, m.padding,
-                      m.dilation, m.groups)
-
-
-def _linear(path: str, m: nn.Linear) -> Node:
-    return DenseNode(_np(m.weight), _np(m.bias, m.weight, m.out_features))
-
-
-def _lif(path: str, m: sj_neuron.LIFNode) -> Node:
-    if m.v_reset is None or float(m.v_reset) != 0.0:
-        raise ValueError(f"module {path!r} (LIFNode): only hard reset to 0 is deployable, got v_reset={m.v_reset}")
-    return LIFNode(m.tau, m.v_threshold, m.decay_input)
-
-
-def _avgpool(path: str, m: nn.AvgPool2d) -> Node:
-    if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
-        raise ValueError(f"module {path!r} (AvgPool2d): ceil_mode/count_include_pad=False/divisor_override unsupported")
-    stride = m.stride if m.stride is not None else m.kernel_size
-    return PoolNode("avg", m.kernel_size, stride, m.padding)
-
-
-def _flatten(path: str, m: nn.Flatten) -> Node:
-    if m.start_dim != 1 or m.end_dim != -1:
-        raise ValueError(f"module {path!r} (Flatten): only start_dim=1, end_dim=-1 is supported")
-    return FlattenNode()
-
-
-# Module type → converter (looked up along the MRO, so SpikingJelly's multi-step layers,
-# subclasses of the torch ones, are covered). ``None`` result = pass-through.
+# Module type → converter: each node type's own ``from_torch`` for its ``TORCH_TYPES`` (export/nodes/),
+# looked up along the MRO, so SpikingJelly's multi-step layers (subclasses of the torch ones) are
+# covered. ``None`` result = pass-through (the ``nn.Identity`` BN folding leaves).
 LEAF_CONVERTERS: dict[type, Callable[[str, nn.Module], Node | None]] = {
-    nn.Conv2d: _conv,
-    nn.Linear: _linear,
-    sj_neuron.LIFNode: _lif,
-    nn.AvgPool2d: _avgpool,
-    nn.Flatten: _flatten,
+    **{t: cls.from_torch for cls in NODE_TYPES for t in getattr(cls, "TORCH_TYPES", ())},
     nn.Identity: lambda path, m: None,
 }
-# SpikingJelly's Flatten/AvgPool2d are torch subclasses; listed for clarity.
-LEAF_CONVERTERS.setdefault(sj_layer.Flatten, _flatten)
 
 
 class _Builder:

@@ -98,6 +98,17 @@ class Conv2dNode(Node):
         ch, cw = self.axes(in_shape[1], in_shape[2])
         return int(self.weight.shape[0]) * int(self.weight.shape[1]) * int(ch.sum()) * int(cw.sum())
 
+    # -- from a torch module (export.graph.graph_from_classifier) ---------------------------
+
+    TORCH_TYPES = (torch.nn.Conv2d,)
+
+    @classmethod
+    def from_torch(cls, path: str, m: torch.nn.Conv2d) -> "Conv2dNode":
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise ValueError(f"module {path!r} (Conv2d): only numeric zero padding is supported")
+        return cls(to_numpy(m.weight), to_numpy(m.bias, m.weight, m.out_channels), m.stride, m.padding,
+                   m.dilation, m.groups)
+
     # -- NIR -------------------------------------------------------------------------------
 
     def nir_node(self, name, graph, quantized) -> nir.Conv2d:
@@ -166,6 +177,13 @@ def compact_groups(name: str, weight: np.ndarray, groups: int, meta: dict | None
     if not np.allclose(expand_groups(out, g, {})[0], weight, rtol=0, atol=0):
         raise UserError(f"NIR node {name!r}: metadata groups = {g} but weights lie outside the groups")
     return out, g
+
+
+def to_numpy(t: torch.Tensor | None, like: torch.Tensor | None = None, n: int | None = None) -> np.ndarray:
+    """A module's parameter as a numpy copy (zeros of ``like``'s dtype, length ``n``, if absent)."""
+    if t is None:
+        return np.zeros(n, dtype=like.detach().cpu().numpy().dtype)
+    return t.detach().cpu().numpy().copy()
 
 
 def conv_matrix(weight: np.ndarray, in_shape, stride, padding, dilation, groups: int) -> sp.csr_matrix:

@@ -64,6 +64,14 @@ class DenseNode(Node):
     def dense_ops(self, in_shape: Shape) -> int:
         return int(self.weight.size)
 
+    TORCH_TYPES = (torch.nn.Linear,)
+
+    @classmethod
+    def from_torch(cls, path: str, m: torch.nn.Linear) -> "DenseNode":
+        from htakl_deploy.export.nodes.conv import to_numpy
+
+        return cls(to_numpy(m.weight), to_numpy(m.bias, m.weight, m.out_features))
+
     def nir_node(self, name, graph, quantized) -> nir.Affine | nir.Linear:
         if quantized is None:
             return nir.Affine(weight=self.weight, bias=self.bias)

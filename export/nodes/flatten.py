@@ -45,6 +45,14 @@ class FlattenNode(Node):
     def reach(self, rh: np.ndarray, rw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return rh, rw  # positions keep their identity; the next dense layer reads them all
 
+    TORCH_TYPES = (torch.nn.Flatten,)  # SpikingJelly's Flatten is a subclass
+
+    @classmethod
+    def from_torch(cls, path: str, m: torch.nn.Flatten) -> "FlattenNode":
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise ValueError(f"module {path!r} (Flatten): only start_dim=1, end_dim=-1 is supported")
+        return cls()
+
     def nir_node(self, name, graph, quantized) -> nir.Flatten:
         in_shape = graph.shapes[graph.predecessors(name)[0]]
         return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=-len(in_shape), end_dim=-1)

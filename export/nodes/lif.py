@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 import torch
+from spikingjelly.activation_based import neuron as sj_neuron
 
 from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
 
@@ -78,6 +79,14 @@ class LIFNode(NeuronNode):
     def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
         """Spikes ``[T, B, ...]`` (x's dtype) for currents ``x_tb``, state starting at 0."""
         return run_steps(x_tb, tau=self.tau, v_threshold=self.v_threshold, decay_input=self.decay_input)
+
+    TORCH_TYPES = (sj_neuron.LIFNode,)
+
+    @classmethod
+    def from_torch(cls, path: str, m) -> "LIFNode":
+        if m.v_reset is None or float(m.v_reset) != 0.0:
+            raise ValueError(f"module {path!r} (LIFNode): only hard reset to 0 is deployable, got v_reset={m.v_reset}")
+        return cls(m.tau, m.v_threshold, m.decay_input)
 
     def loihi(self) -> LoihiNeuron:
         return LoihiNeuron(self.tau if self.decay_input else 1.0, 4095, int(round(4096.0 / self.tau)), 1.0,

@@ -93,6 +93,15 @@ class PoolNode(Node):
         return (compose(rh, axis_reach(rh.shape[1], kh, sh, ph, 1)),
                 compose(rw, axis_reach(rw.shape[1], kw, sw, pw, 1)))
 
+    TORCH_TYPES = (torch.nn.AvgPool2d,)
+
+    @classmethod
+    def from_torch(cls, path: str, m: torch.nn.AvgPool2d) -> "PoolNode":
+        if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
+            raise ValueError(f"module {path!r} (AvgPool2d): ceil_mode/count_include_pad=False/divisor_override "
+                             "unsupported")
+        return cls("avg", m.kernel_size, m.stride if m.stride is not None else m.kernel_size, m.padding)
+
     def nir_node(self, name, graph, quantized):
         cls = nir.AvgPool2d if self.kind == "avg" else nir.SumPool2d
         return cls(kernel_size=np.array(self.kernel_size), stride=np.array(self.stride),
