@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/simulate/BACKEND)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
     p.add_argument("--batch-size", type=int, metavar="N",
-                   help="samples run and written per step (default 64; memory grows with it, not with --samples)")
+                   help="samples run and written per step (default 64, Lava 1000: it builds its network once per "
+                        "batch; memory grows with it, not with --samples)")
     p.add_argument("--record", default="spikes", metavar="WHAT",
                    help="what spikes.h5 keeps: 'spikes' (every layer, default), 'counts' (spikes per neuron and "
                         "step summed over samples: enough for `energy`, not for its NeuroBench counts), or "

@@ -25,8 +25,8 @@ Streaming: the samples are encoded, run, compared and appended to ``spikes.h5``
 not by the number of samples. ``record`` chooses what the file keeps: "spikes" (every layer's
 spikes), "counts" (per neuron and step, summed over samples: enough for the energy counts, not
 for NeuroBench's per-sample counts) or a list of layers whose full spikes are kept (counts of
-all). A backend is called once per batch (``BATCH_SIZES`` may give a backend its own batch;
-None = every sample in one call).
+all). A backend is called once per batch (``batch_size``; without it ``BATCH_SIZES`` gives a
+backend its own default).
 """
 
 from __future__ import annotations
@@ -79,9 +79,11 @@ BACKENDS: dict[str, Callable[[DeploymentPlan, Path, np.ndarray, Any], EmulatorRe
     "emulator": _emulator,
     "torch-float": _torch_float,
 }
-# Samples per backend call; a backend missing here gets simulate()'s batch_size, None = all at once
-# (the Lava backends keep their own per-sample loop and process graph for the whole run).
-BATCH_SIZES: dict[str, int | None] = {"lava-fixed_pt": None, "lava-floating_pt": None}
+# Samples per backend call when simulate() is given no batch_size (a backend missing here: DEFAULT_BATCH).
+# Lava builds and starts its process graph once per call (demo convnet: ~4 s, ResNet-20 ~30 s) and
+# then runs the samples back to back, so its batches are large; bounded all the same, so that the
+# recordings of a 10,000-image run stream through the SpikeWriter instead of being held at once.
+BATCH_SIZES: dict[str, int] = {"lava-fixed_pt": 1000, "lava-floating_pt": 1000}
 DEFAULT_BATCH = 64
 
 
@@ -219,7 +221,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     t = timesteps or int(plan.metadata.get("timesteps", 4))
     test = test_split(plan, samples, data_root)  # images converted batch by batch below
     n = len(test)
-    batch = BATCH_SIZES.get(backend, batch_size or DEFAULT_BATCH) or n
+    batch = batch_size or BATCH_SIZES.get(backend, DEFAULT_BATCH)
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
     compare_lava = compare and backend.startswith("lava")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tiny_digits_run
@@ -90,7 +91,7 @@ def test_export_corrupt_checkpoint(tmp_path, capsys):
 
 
 def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
-    from htakl_deploy.energy.spikefile import read_spikes
+    from htakl_deploy.energy.spikefile import open_spikes, read_spikes
 
     rc = main(["export", "--json", str(run_dir), "--target", "lava", "--lava-check", "3", "--no-eval"])
     assert rc == 0
@@ -113,6 +114,17 @@ def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
     for name, s in rec.layers.items():  # the Lava spikes are the emulator's, sample for sample
         assert s.shape[:2] == (4, 5) and (s == emu_rec.layers[name][:, :5]).all(), name
     assert (rec.predictions == emu_rec.predictions[:5]).all()
+    # in batches of 2 (a Lava network per batch) through the same SpikeWriter, keeping only the
+    # counts (--record counts): the emulator's counts over those 5 samples
+    assert main(["simulate", "--json", str(run_dir), "--backend", "lava", "--samples", "5", "--batch-size", "2",
+                 "--record", "counts", "--out", str(run_dir / "lava_counts")]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["batch_size"] == 2 and counts["agreement"]["spike_agreement"]["all"] == 1.0
+    with open_spikes(run_dir / "lava_counts" / "spikes.h5") as got:
+        assert got.samples == 5 and not got.layers and got.record == "counts"
+        assert sum(int(got.layer_counts(n).sum()) for n in emu_rec.layers) > 0
+        for name, s in emu_rec.layers.items():
+            np.testing.assert_array_equal(got.layer_counts(name), s[:, :5].sum(axis=1, dtype=np.int64), err_msg=name)
 
     # AC counts from the Lava spikes and from the emulator's are identical, layer by layer
     from htakl_deploy.energy.models import load_preset

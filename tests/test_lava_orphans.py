@@ -150,3 +150,4 @@ def test_a_killed_lava_process_ends_simulate_with_one_error_line(artefact, tmp_p
         if p.poll() is None:
             p.kill()
             p.wait()
+
