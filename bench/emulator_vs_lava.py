@@ -10,8 +10,10 @@ emulator / new Lava path) and whether every spike and the readout are identical 
   show`` from this repository): one sample per Lava step, a ``Monitor`` per layer read back
   through ``Var.get`` (one value per message), Lava ``Conv`` for every small spike conv and
   ``Sparse`` summing column slices;
-- new Lava path: ``hw.lava_net.run_lava`` (recorders in shared memory, graded-mode ``Sparse``,
-  K copies per step), with its phases (build, start, per step, read-back).
+- new Lava path: ``hw.lava_net.run_lava`` (Lava in its torch-free worker process, recorders in
+  shared memory, graded-mode ``Sparse``, K copies per step), with its phases (build, start, per
+  step, read-back; ``worker_s``: the worker's whole life, interpreter start and file transfer
+  included).
 
 Peak memory: each backend again in a fresh subprocess (``--variant``) on the same samples (setup:
 the artefact and the encoded samples), Lava once, the emulator twice. Lava's runtime forks a
@@ -268,7 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     ph = r["lava_phases"]
     print(f"  Lava fixed_pt  {r['lava_s']:8.2f} s   {r['lava_samples_per_s']:10.2f} samples/s{show['lava']}"
           f"   (K={ph['copies']} per step: build {ph['build_s']:.2f} s, start {ph['start_s']:.2f} s, "
-          f"{ph['steps']} steps × {1000 * ph['step_s']:.1f} ms, read-back {ph['readback_s']:.3f} s)")
+          f"{ph['steps']} steps × {1000 * ph['step_s']:.1f} ms, read-back {ph['readback_s']:.3f} s; "
+          f"worker process {ph.get('worker_s', 0):.2f} s)")
     print(f"  emulator       {r['emulator_s_median']:8.4f} s   {r['emulator_samples_per_s']:10.1f} samples/s"
           f"{show['emulator']}")
     if mem["lava"]:

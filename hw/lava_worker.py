@@ -101,6 +101,8 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
             raise
         if rc != 0 or not done:
             raise LavaWorkerError(_failure(rc, errors))
+        for line in errors:
+            print(line, file=sys.stderr)
         if timings is not None:
             timings.update(json.loads((job / "timings.json").read_text()))
         out = {name: np.load(job / f"rec{i}.npy") for i, name in enumerate(plan.populations)}
@@ -110,20 +112,17 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
 
 
 def _forward_stderr(stream, errors: list[str]) -> None:
+    """Collect the worker's stderr (Lava's warnings, a traceback): shown after a successful run,
+    reduced to its last line in the error otherwise (one line, no traceback)."""
     for line in stream:
-        if line.startswith(TAG + "error "):
-            errors.append(line[len(TAG + "error "):].strip())
-        else:
-            sys.stderr.write(line)
-            if line.strip():
-                errors.append(line.strip())
-                del errors[:-20]
+        errors.append(line.rstrip("\n"))
 
 
 def _failure(rc: int, errors: list[str]) -> str:
     ours = [e for e in errors if e.startswith("Lava process")]
     if ours:
         return ours[-1]
+    errors = [e for e in errors if e.strip()]
     if rc < 0:
         name = signal.Signals(-rc).name
         hint = " (out of memory?)" if -rc == signal.SIGKILL else ""

@@ -342,3 +342,30 @@ def test_emulator_lif_equals_the_numpy_step(du, dv, a_max):
         np.testing.assert_array_equal(s_emu[t].numpy(), s)
         np.testing.assert_array_equal(u_emu[t].numpy(), u)
     assert s_emu.any() and not s_emu.all()
+
+
+def test_lava_worker_failures_are_one_line_errors(residual):
+    """The worker raising (here: a bad setting only the worker checks) and the worker killed
+    (SIGKILL, as the OOM killer does) each end ``run_lava`` with a one-line ``LavaWorkerError``
+    (a UserError: the CLI prints it and exits 2), not a traceback or a hang; no worker is left."""
+    import signal
+
+    from htakl_deploy.hw.emulator import input_currents
+    from htakl_deploy.hw.lava_worker import LavaWorkerError, _children, run_in_worker
+    from htakl_deploy.export.quantize import quantize_input
+
+    _, _, plan, x = residual
+    currents = input_currents(plan, quantize_input(x, plan.input_scale))
+    with pytest.raises(LavaWorkerError) as err:
+        run_in_worker(plan, currents, backend="fixed_pt", copies=1, record="bogus")
+    assert "\n" not in str(err.value) and "exit status 1" in str(err.value) and "record 'bogus'" in str(err.value)
+    assert isinstance(err.value, UserError)
+
+    def kill_worker(done):
+        for pid in _children(os.getpid()):
+            if b"lava_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(LavaWorkerError, match=r"^the Lava worker process was killed by SIGKILL \(out of memory\?\); no result$"):
+        run_in_worker(plan, currents, backend="fixed_pt", copies=1, progress=kill_worker, chunk_samples=1)
+    assert not [pid for pid in _children(os.getpid()) if b"lava_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
