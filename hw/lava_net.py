@@ -7,7 +7,8 @@ table of link kind → builder (``LINK_BUILDERS``):
   encoding layer), one column per Lava step;
 - ``LIFReset`` per population (``reset_interval = T``, ``reset_offset = (1 + depth) mod T``:
   neuron state is zeroed at each sample's first step, samples run back to back);
-- ``Conv`` / ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
+- ``Conv`` (every kernel link without delay where ``Sparse`` is not cheaper, ``_as_lava_conv``) /
+  ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
   population connect to its single ``a_in`` InPort, which sums them (residual joins);
 - a recorder per population (``hw.lava_procs.recorder``) writing its ``s_out`` (the readout:
   its ``u``) into a shared-memory array each step, read once after the run (Lava's ``Monitor``,
@@ -19,8 +20,11 @@ transposes and flips torch's cross-correlation kernels. Dense/sparse matrices ar
 with ``plan.lava_perm``; the ports are flattened/reshaped at the connection.
 
 ``run_lava(plan, x_tb, backend=...)`` runs samples back to back and returns the same
-``EmulatorResult`` as the emulator, with spikes in torch layout ``[T, B, ...]``. The runtime is
-stopped in a ``finally`` — also on errors and Ctrl-C — so no Lava process outlives the call.
+``EmulatorResult`` as the emulator, with spikes in torch layout ``[T, B, ...]``: it computes the
+input currents and hands plan and currents to ``run_network`` in a torch-free worker process
+(``hw.lava_worker``; ``worker=False``: in this process). This module imports no torch at module
+level, so the worker does not either. The runtime is stopped in a ``finally`` — also on errors
+and Ctrl-C — so no Lava process outlives the call.
 """
 
 from __future__ import annotations
