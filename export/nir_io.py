@@ -11,7 +11,7 @@ unknown types raise naming the node:
     neurons    ↔ their family's type (LIF ↔ nir.LIF, IF ↔ nir.IF, CubaLIF ↔ nir.CubaLIF)
     FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
-    OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output)
+    OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output; read also from a CubaLI with tau_mem = dt)
     nir.Scale after a conv/affine → folded into its weights; nested nir.NIRGraph → flattened
     residual join = several edges into one node (NIR sums them)
     nir.Threshold, nir.I → refused naming the node, with why (``NO_LOIHI_MAPPING``)
@@ -56,7 +56,7 @@ from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import TARGETS, StudentGraph
 from htakl_deploy.export.nodes import NIR_DT, NODE_TYPES
-from htakl_deploy.export.nodes.io import LIReadout, merge_li_readout
+from htakl_deploy.export.nodes.io import CubaLIReadout, LIReadout, merge_li_readout
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
 DT = NIR_DT
@@ -104,7 +104,7 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
 # as the Output's leak, a Scale folded into the conv/affine before it
 FROM_NIR: dict[type, Callable] = {
     **{nt: t.read_nir for t in NODE_TYPES for nt in t.NIR_TYPES},
-    **{nt: LIReadout.read_nir for nt in LIReadout.NIR_TYPES},
+    **{nt: r.read_nir for r in (LIReadout, CubaLIReadout) for nt in r.NIR_TYPES},
     nir.Scale: lambda name, n, dt: _ScaleNode(np.asarray(n.scale, dtype=np.float64)),
 }
 

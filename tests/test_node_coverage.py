@@ -293,3 +293,38 @@ def test_dense_first_nir_file_simulates_and_counts(tmp_path, capsys):
     assert rows["fc1"]["input"] == "analog" and rows["fc1"]["macs"] == 64 * 20 * t * 12
     spikes = next(n["spikes"] for n in energy["neurons"] if n["name"] == "a1")
     assert spikes > 0 and rows["fc2"]["acs"] == 10 * spikes  # each spike reaches the 10 outputs
+
+
+def test_cubali_readout_with_tau_mem_dt_is_an_li_readout(tmp_path):
+    """NIR CubaLI before the Output with tau_mem = dt: v = r·I, one leaky integrator on the current
+    (checked against NIR's equations stepped by hand), deployed as the readout's u (Lava = emulator)."""
+    import nir
+
+    from htakl_deploy.export.nir_io import to_nir
+
+    graph = dense_first_graph()
+    ng = to_nir(graph)
+    dt, shape = 1e-4, np.array([3])
+    ng.nodes["cubali"] = nir.CubaLI(tau_syn=np.full(shape, 4 * dt), tau_mem=np.full(shape, dt), r=np.full(shape, 1.5),
+                                    v_leak=np.zeros(shape), w_in=np.full(shape, 2.0))
+    ng.edges.remove(("fc3", "output"))
+    ng.edges.extend([("fc3", "cubali"), ("cubali", "output")])
+    path = tmp_path / "cubali.nir"
+    nir.write(path, ng)
+    got = from_nir(read_nir(path))
+    assert (got.nodes["output"].beta, got.nodes["output"].r) == (0.25, 3.0)
+    x = torch.rand(T, 8, 1, 6, 6, generator=torch.Generator().manual_seed(6)).double()
+    out, vals = run_float(got, x, record=True)
+    i = v = np.zeros((8, 3))
+    for t in range(T):  # NIR's CubaLI, one Euler step each: tau dI/dt = -I + w_in·S, tau_mem dv/dt = -v + r·I
+        i = i + 0.25 * (-i + 2.0 * vals["fc3"][t].numpy())
+        v = v + 1.0 * (-v + 1.5 * i)
+        np.testing.assert_allclose(out[t].numpy(), v, rtol=1e-12, atol=1e-12)
+    _check_deploys(got, x.numpy(), active=("a1", "a2"))
+    ng.nodes["cubali"] = nir.CubaLI(tau_syn=np.full(shape, 4 * dt), tau_mem=np.full(shape, 2 * dt),
+                                    r=np.full(shape, 1.5), v_leak=np.zeros(shape), w_in=np.full(shape, 2.0))
+    nir.write(path, ng)
+    from htakl_deploy.errors import UserError
+
+    with pytest.raises(UserError, match="NIR node 'cubali': a CubaLI readout maps to Loihi only with tau_mem = dt"):
+        from_nir(read_nir(path))

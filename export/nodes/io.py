@@ -133,6 +133,29 @@ class LIReadout:
         return cls(round(beta, 12), uniform(n.r, "r", name))
 
 
+class CubaLIReadout(LIReadout):
+    """A NIR ``CubaLI`` while reading, mapped exactly where it is one leaky integrator: with
+    ``tau_mem = dt`` (β = 1) its ``v = r·I`` and ``I ← (1 − α)·I + α·w_in·x``, the LI readout
+    ``(α, r·w_in)``. With ``tau_mem > dt`` it filters twice, and the readout is Lava's current ``u``
+    alone: refused naming the node."""
+
+    NIR_TYPES = (nir.CubaLI,)
+
+    @classmethod
+    def read_nir(cls, name: str, n: nir.CubaLI, dt: float) -> "LIReadout":
+        from htakl_deploy.errors import UserError
+
+        if uniform(n.v_leak, "v_leak", name) != 0:
+            raise UserError(f"NIR node {name!r}: only v_leak = 0 is supported for a CubaLI readout")
+        alpha, beta = dt / uniform(n.tau_syn, "tau_syn", name), dt / uniform(n.tau_mem, "tau_mem", name)
+        if not np.isclose(beta, 1.0, rtol=1e-9, atol=0):
+            raise UserError(f"NIR node {name!r}: a CubaLI readout maps to Loihi only with tau_mem = dt (then it is an "
+                            f"LI on its current), got dt/tau_mem = {beta} (dt = {dt} s: is --dt right?)")
+        if not 0.0 < alpha <= 1.0:
+            raise UserError(f"NIR node {name!r}: dt/tau_syn = {alpha} (dt = {dt} s) must be in (0, 1] (is --dt right?)")
+        return LIReadout(round(alpha, 12), uniform(n.r, "r", name) * uniform(n.w_in, "w_in", name))
+
+
 def merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
     """An LI whose only successor is the Output, and the Output's only input, becomes the Output's
     leak (``OutputNode(beta, r)``); an LI anywhere else is refused naming it."""
@@ -144,7 +167,7 @@ def merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
         succ = [b for a, b in edges if a == name]
         out = succ[0] if len(succ) == 1 else None
         if out is None or not isinstance(nodes[out], OutputNode) or [a for a, b in edges if b == out] != [name]:
-            raise UserError(f"NIR node {name!r} (LI): a leaky integrator is supported only as the readout, "
+            raise UserError(f"NIR node {name!r} (LI/CubaLI): a leaky integrator is supported only as the readout, "
                             "the Output's one input")
         nodes[out] = OutputNode(node.beta, node.r)
         edges = [(a, out) if b == name else (a, b) for a, b in edges if a != name]
