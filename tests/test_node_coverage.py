@@ -328,3 +328,24 @@ def test_cubali_readout_with_tau_mem_dt_is_an_li_readout(tmp_path):
 
     with pytest.raises(UserError, match="NIR node 'cubali': a CubaLI readout maps to Loihi only with tau_mem = dt"):
         from_nir(read_nir(path))
+
+
+def test_conv1d_op_counts_against_the_hand_count():
+    """Counting a Conv1d network's emulated spikes: the encoding conv's MACs are its synapses × T ×
+    samples, the spike conv's ACs each spike × its column of the convolution matrix, NeuroBench's
+    effective ops run through the node's own conv1d."""
+    from htakl_deploy.energy.counter import count_ops
+    from htakl_deploy.energy.spikefile import SpikeRecording
+
+    graph = from_nir(conv1d_nir())
+    x = torch.rand(T, 6, 2, 16, generator=torch.Generator().manual_seed(7)).double().numpy()
+    emu = emulate(plan_from_quantized(quantize(graph)), x)
+    layers = {k: v.astype(np.uint8) for k, v in emu.spikes.items()}
+    counts = count_ops(graph, SpikeRecording(layers, emu.input_int.astype(np.float32), None, None, {}))
+    rows = {r["name"]: r for r in counts["layers"]}
+    c1, c2 = graph.nodes["c1"], graph.nodes["c2"]
+    syn1 = c1.matrix(np.ones_like(c1.weight), (2, 16)).nnz
+    assert rows["c1"]["input"] == "analog" and rows["c1"]["macs"] == syn1 * T * 6
+    col = np.diff(c2.matrix(np.ones_like(c2.weight), (4, 16)).tocsc().indptr)  # fan-out per source neuron
+    assert rows["c2"]["acs"] == int((layers["lif"].reshape(T, 6, -1).sum((0, 1)) * col).sum()) > 0
+    assert rows["c2"]["neurobench_eff_acs"] is not None and rows["c2"]["neurobench_eff_acs"] > 0
