@@ -238,3 +238,22 @@ def test_export_deploys(name, request, tmp_path, capsys):
     # order; bench/third_party_agreement.py measures the spread over seeds): the test guards 98 %
     assert agreement >= 0.98 and abs(fw_acc - emu_acc) <= 0.01, (agreement, fw_acc, emu_acc)
     assert np.isfinite(report["nir"]["accuracy"]["decision_agreement"])
+
+
+@pytest.mark.parametrize("name", ["snntorch_conv", pytest.param("norse_conv", marks=pytest.mark.slow)])
+def test_run_from_nir_on_the_framework_file(name, request, tmp_path, capsys):
+    """``run --from-nir`` on the framework's file: export → simulate (emulator on all 360 test
+    images, Lava fixed_pt on 20) → energy → map → report; the emulator's accuracy is the fixed
+    point's of the export comparison, and Lava equals the emulator on every spike of its 20 images."""
+    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    assert main(["run", "--json", "--from-nir", str(path), "--data", "digits", "--dt", str(dt),
+                 "--backends", "emulator", "lava-fixed_pt", "--lava-samples", "20", "--lava-check", "0",
+                 "--out-dir", str(tmp_path), "--run-name", name, "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    export = result["export_accuracy"]
+    assert result["samples"] == {"emulator": len(test), "lava-fixed_pt": 20}
+    assert result["accuracy"]["emulator"] == pytest.approx(export["int_acc"], abs=2 / len(test))
+    lava = json.loads((tmp_path / name / "simulate" / "lava-fixed_pt" / "simulate.json").read_text())
+    agree = lava["agreement"]
+    assert agree["spike_agreement"]["all"] == 1.0 and agree["readout_identical"], agree
+    assert result["energy_per_sample_uj"]["emulator"] > 0 and (tmp_path / name / "report.html").is_file()
