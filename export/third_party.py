@@ -48,6 +48,8 @@ def _stock_pool_flatten(module: Any):
     import torch
 
     if isinstance(module, torch.nn.AvgPool2d):
+        if module.ceil_mode or module.divisor_override is not None:
+            raise ValueError(f"{module}: ceil_mode / divisor_override have no NIR AvgPool2d equivalent")
         pair = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))  # noqa: E731
         return nir.AvgPool2d(kernel_size=pair(module.kernel_size),
                              stride=pair(module.kernel_size if module.stride is None else module.stride),
