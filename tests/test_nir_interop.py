@@ -2,7 +2,7 @@
 
 Both install next to the project's pins with ``--no-deps`` (snntorch 1.0.0 declares no
 dependencies; nirtorch 2.6 needs only torch and nir; norse 1.1.0 declares torchvision but
-imports without it) — see the Makefile. Without them these tests are skipped.
+imports without it) — see the Makefile, which installs them.
 
 What the importers need from a file (measured, and why ``nir_io`` writes what it writes):
 

@@ -257,3 +257,13 @@ def test_run_from_nir_on_the_framework_file(name, request, tmp_path, capsys):
     agree = lava["agreement"]
     assert agree["spike_agreement"]["all"] == 1.0 and agree["readout_identical"], agree
     assert result["energy_per_sample_uj"]["emulator"] > 0 and (tmp_path / name / "report.html").is_file()
+
+
+def test_adapter_refuses_a_pool_nir_cannot_say():
+    """The Norse adapter's own AvgPool2d mapping refuses what NIR's AvgPool2d cannot hold."""
+    from htakl_deploy.export.third_party import _stock_pool_flatten
+
+    assert _stock_pool_flatten(torch.nn.AvgPool2d(2)).kernel_size.tolist() == [2, 2]
+    assert _stock_pool_flatten(torch.nn.Flatten()).start_dim == 0  # batch-less, as snnTorch writes it
+    with pytest.raises(ValueError, match="ceil_mode"):
+        _stock_pool_flatten(torch.nn.AvgPool2d(3, 2, ceil_mode=True))
