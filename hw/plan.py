@@ -339,12 +339,11 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             spec = None
             if not conn.identity:  # the synapse's kernel, if it is a convolution (None: a matrix)
                 spec = wnode.kernel(conn.weight_mant, np.asarray(wnode.weight, dtype=np.float64) * fgain)
-            if spec is not None:
-                if src_pop == INPUT:
-                    if chain:
-                        raise ValueError(f"node {conn.node!r}: pooling before the first conv is not supported")
+            if spec is not None and src_pop == INPUT:
+                if not chain:
                     links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec))
                     continue
+                spec = None  # pools on the input: their matrix composed into the input link's (below)
             elif conn.identity and len(g.shapes[source]) == 3:  # a depthwise identity kernel
                 c = g.shapes[source][0]
                 spec = {"weight": np.full((c, 1, 1, 1), int(conn.weight_mant), np.int64),

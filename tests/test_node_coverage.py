@@ -349,3 +349,25 @@ def test_conv1d_op_counts_against_the_hand_count():
     col = np.diff(c2.matrix(np.ones_like(c2.weight), (4, 16)).tocsc().indptr)  # fan-out per source neuron
     assert rows["c2"]["acs"] == int((layers["lif"].reshape(T, 6, -1).sum((0, 1)) * col).sum()) > 0
     assert rows["c2"]["neurobench_eff_acs"] is not None and rows["c2"]["neurobench_eff_acs"] > 0
+
+
+@pytest.mark.parametrize("pool", [(2, 2, 0), (3, 1, 1)], ids=["2x2", "overlapping-3x3-s1-p1"])
+def test_pool_on_the_input_before_the_first_conv(pool, tmp_path):
+    """An average pool on the pixels before the first conv: the input link is then the composed
+    matrix (pool into conv), computed off-chip; an overlapping pool raises the exponent so its
+    summed weights stay 8-bit like any other link's."""
+    from htakl_deploy.export.graph import PoolNode
+
+    k, st, p = pool
+    rng = np.random.default_rng(0)
+    side = (8 + 2 * p - k) // st + 1
+    graph = StudentGraph(OrderedDict(
+        input=InputNode((1, 8, 8)), pool=PoolNode("avg", (k, k), (st, st), (p, p)),
+        c1=Conv2dNode(rng.normal(0.3, 0.9, (4, 1, 3, 3)), rng.normal(0.2, 0.05, 4), padding=(1, 1)),
+        a1=LIFNode(2.0, 1.0), flat=FlattenNode(),
+        fc=DenseNode(rng.normal(0, 0.3, (3, 4 * side * side)), np.zeros(3)), output=OutputNode()),
+        [("input", "pool"), ("pool", "c1"), ("c1", "a1"), ("a1", "flat"), ("flat", "fc"), ("fc", "output")])
+    x = torch.rand(T, 8, 1, 8, 8, generator=torch.Generator().manual_seed(8)).double().numpy()
+    plan = _check_deploys(graph, x, active=("a1",))
+    assert plan.input_link.conv is None and plan.input_link.matrix.shape == (4 * side * side, 64)
+    _float_round_trip(graph, x, tmp_path)
