@@ -88,6 +88,12 @@ def run_command(args: argparse.Namespace) -> int:
     def progress(done: int) -> None:
         bar.update(done - bar.n)
 
+    def set_total(n: int) -> None:  # simulate() tells the sample count: the bar shows an ETA
+        bar.total = n
+        bar.refresh()
+
+    progress.set_total = set_total
+
     try:
         report = simulate(artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,

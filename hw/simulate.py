@@ -221,6 +221,8 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     t = timesteps or int(plan.metadata.get("timesteps", 4))
     test = test_split(plan, samples, data_root)  # images converted batch by batch below
     n = len(test)
+    if callable(getattr(progress, "set_total", None)):
+        progress.set_total(n)  # a bar that did not know the sample count can show an ETA
     batch = batch_size or BATCH_SIZES.get(backend, DEFAULT_BATCH)
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")

@@ -175,3 +175,21 @@ def test_export_netx_target(run_dir, capsys):
     assert capsys.readouterr().out.splitlines() == [
         f"exported {report['checkpoint']}", f"netx: {report['netx']['netx']} ({len(layers)} layers)",
         *(f"  not bit-exact in netx: layer {layer['nodes']}: {layer['why']}" for layer in inexact)]
+
+
+def test_simulate_tells_the_progress_bar_its_sample_count(run_dir, tmp_path):
+    """A progress callback with ``set_total`` learns the number of samples before the first batch
+    (the CLI's bar then shows an ETA even without ``--samples``); ``done`` climbs to it."""
+    from htakl_deploy.export.pipeline import run_export
+    from htakl_deploy.hw.simulate import simulate
+
+    if not (run_dir / "export" / "student.lava.npz").exists():
+        run_export(run_dir, ["lava"], lava_check=0, evaluate=False)
+    calls: list = []
+
+    def progress(done: int) -> None:
+        calls.append(done)
+
+    progress.set_total = lambda n: calls.append(("total", n))
+    simulate(run_dir, backend="emulator", samples=5, batch_size=2, out_dir=tmp_path / "emu", progress=progress)
+    assert calls[0] == ("total", 5) and calls[1:] and calls[-1] == 5 and calls[1:] == sorted(calls[1:])
