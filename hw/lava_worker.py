@@ -1,20 +1,22 @@
-"""Lava in a process of its own that never imports torch: ``python -m htakl_deploy.hw.lava_worker JOB_DIR``.
+"""Lava in a process of its own that never imports torch: ``python -m htakl_deploy.hw.lava_worker JOB``.
 
 Why: Lava's runtime forks one OS process per Lava process of the network (ResNet-20: ~70), and a
 forked child starts as a copy of its parent. Run inside the CLI, every child inherited a process
 holding torch, the data and the models (~3.9 GB for ResNet-20's ``run``); the first child the
 kernel's OOM killer picked was a Lava process, and Lava's runtime then waited for it forever.
 Here the parent (``run_in_worker``, called by ``hw.lava_net.run_lava``) writes the plan
-(``DeploymentPlan.save``), the first population's currents and the run's settings into a
-temporary folder, and starts this module with ``subprocess`` (a fresh interpreter, not a fork):
+(``DeploymentPlan.save``) and the first population's currents into unnamed files and starts this module with ``subprocess`` (a fresh interpreter, not a fork):
 it imports numpy, scipy, lava and the torch-free ``hw.plan`` / ``hw.lava_net`` only, builds and
 runs the network (``lava_net.run_network``: Lava's own ``fixed_pt`` / ``floating_pt`` process
-models compute), and writes each population's recording as ``.npy`` for the parent to read.
+models compute), and writes each population's recording for the parent to read.
 
-Protocol: stdout lines ``htakl-lava progress N`` (samples done) and ``htakl-lava done``; every
-other line the worker or Lava prints goes to the parent's stderr. The job folder holds
-``plan.npz``, ``currents.npy``, ``job.json`` in, ``rec<i>.npy`` (population ``i`` of the plan)
-and ``timings.json`` out.
+Protocol: the settings as a JSON argument; the plan (``.npz``), the currents (``.npy``) and the
+results (an ``.npz`` of ``rec<i>``, population ``i`` of the plan, and the timings) in files
+without a name (unlinked at once, handed over as inherited file descriptors), so that nothing
+is left on disk however the run ends (a folder of inputs per killed run was, 262 MB for the
+orphan tests' long runs); stdout lines ``htakl-lava progress N`` (samples done) and
+``htakl-lava done``. The worker's stderr is shown after a successful run and reduced to its
+last line in the error otherwise.
 
 Failures end the run with one line, never a hang:
 
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,17 +69,17 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
                   timings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """``lava_net.run_network`` in a fresh worker process; the same return value."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="htakl-lava-") as tmp:
-        job = Path(tmp)
-        plan.save(job / "plan.npz")
-        np.save(job / "currents.npy", np.ascontiguousarray(currents_tb))
-        (job / "job.json").write_text(json.dumps({
-            "backend": backend, "copies": int(copies), "record": record, "chunk_samples": int(chunk_samples),
-            "parent_pid": os.getpid()}))
+    with _unnamed_file(lambda path: plan.save(path)) as plan_f, tempfile.TemporaryFile() as cur_f, \
+            tempfile.TemporaryFile() as out_f:
+        np.save(cur_f, np.ascontiguousarray(currents_tb))
+        cur_f.flush()
+        job = {"backend": backend, "copies": int(copies), "record": record, "chunk_samples": int(chunk_samples),
+               "parent_pid": os.getpid(), "plan_fd": plan_f.fileno(), "currents_fd": cur_f.fileno(),
+               "out_fd": out_f.fileno()}
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "htakl_deploy.hw.lava_worker", str(job)],
+        proc = subprocess.Popen([sys.executable, "-m", "htakl_deploy.hw.lava_worker", json.dumps(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=False)
+                                pass_fds=(plan_f.fileno(), cur_f.fileno(), out_f.fileno()))
         errors: list[str] = []
         drain = threading.Thread(target=_forward_stderr, args=(proc.stderr, errors), daemon=True)
         drain.start()
@@ -103,12 +106,27 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
             raise LavaWorkerError(_failure(rc, errors))
         for line in errors:
             print(line, file=sys.stderr)
-        if timings is not None:
-            timings.update(json.loads((job / "timings.json").read_text()))
-        out = {name: np.load(job / f"rec{i}.npy") for i, name in enumerate(plan.populations)}
+        out_f.seek(0)
+        with np.load(out_f, allow_pickle=False) as z:
+            got = {k: z[k] for k in z.files}
     if timings is not None:
+        timings.update(json.loads(got.pop("timings").tobytes().decode()))
         timings["worker_s"] = time.perf_counter() - t0
-    return out
+    return {name: got[f"rec{i}"] for i, name in enumerate(plan.populations)}
+
+
+@contextmanager
+def _unnamed_file(write: Callable[[Path], Any]):
+    """A file written by ``write(path)`` and unlinked at once, open for reading: no name is left on
+    disk whatever ends this process (the worker gets it as an inherited file descriptor)."""
+    with tempfile.TemporaryDirectory(prefix="htakl-lava-") as tmp:
+        path = Path(tmp) / "plan.npz"
+        write(path)
+        f = open(path, "rb")
+    try:
+        yield f
+    finally:
+        f.close()
 
 
 def _forward_stderr(stream, errors: list[str]) -> None:
@@ -207,15 +225,17 @@ def _die_with(parent_pid: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    job = Path(argv[0])
-    cfg = json.loads((job / "job.json").read_text())
+    cfg = json.loads(argv[0])
     _die_with(int(cfg["parent_pid"]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (it kills this process)
     from htakl_deploy.hw.lava_net import run_network
     from htakl_deploy.hw.plan import load_plan
 
-    plan = load_plan(job / "plan.npz")
-    currents = np.load(job / "currents.npy")
+    with os.fdopen(cfg["plan_fd"], "rb") as f:
+        plan = load_plan(f)
+    with os.fdopen(cfg["currents_fd"], "rb") as f:
+        f.seek(0)
+        currents = np.load(f, allow_pickle=False)
     timings: dict[str, Any] = {}
 
     def progress(n: int) -> None:
@@ -229,9 +249,9 @@ def main(argv: list[str]) -> int:
     finally:
         watchdog.stop()
     timings["worker_imported_torch"] = "torch" in sys.modules  # checked by the tests: never
-    for i, name in enumerate(plan.populations):
-        np.save(job / f"rec{i}.npy", rec.pop(name))
-    (job / "timings.json").write_text(json.dumps(timings))
+    out = {f"rec{i}": rec.pop(name) for i, name in enumerate(plan.populations)}
+    with os.fdopen(cfg["out_fd"], "wb") as f:
+        np.savez(f, timings=np.frombuffer(json.dumps(timings).encode(), np.uint8), **out)
     print(f"{TAG}done", flush=True)
     return 0
 

@@ -85,8 +85,12 @@ def artefact(tmp_path_factory) -> Path:
 
 def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
     """SIGTERM, SIGKILL and SIGHUP to a running ``simulate --backend lava-fixed_pt`` (the three at
-    once, each its own command): 0 of its processes alive 5 s later."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    once, each its own command): 0 of its processes alive 5 s later, and no file left in their
+    temporary folder (the Lava worker's inputs and outputs are unnamed files; before, each killed
+    run left a folder with its plan and currents: 262 MB here)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     # 16 images of 1000 time steps each: Lava steps for ~10 s or more (360 images at T=4 take a few)
     procs = {sig: subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt", "--samples", "16",
                                     "--timesteps", "1000", "--out", str(tmp_path / sig.name)], env=env, start_new_session=True,
@@ -102,6 +106,10 @@ def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
         survivors = {sig.name: alive(tree) for sig, tree in trees.items()}
         assert all(len(tree) >= 5 for tree in trees.values())
         assert survivors == {sig.name: [] for sig in SIGNALS}
+        # only multiprocessing's own pymp-* folders (a listener socket of Lava's shared-memory
+        # manager, removed at a normal exit) may remain: no htakl-lava-* folder, no data file
+        assert [p.name for p in tmp.iterdir() if not p.name.startswith("pymp-")] == []
+        assert [p for p in tmp.rglob("*") if p.is_file()] == []
     finally:
         for p in procs.values():
             if p.poll() is None:
