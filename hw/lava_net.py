@@ -153,9 +153,12 @@ def _link_matrix(link: Link, src_shape: tuple[int, ...], fixed: bool) -> sp.csr_
 # the network (at the demo's 64×32-channel conv on 4×4, 0.3 M synapses, Conv takes ~30 ms a step,
 # Sparse ~1 ms), or more than ``LAVA_CONV_MAX_PAIRS`` channel pairs with at most
 # ``SPARSE_MAX_NNZ`` synapses. Either way the same integers: the emulator checks every spike.
+# VGG-16, 1 image (bench/lava_scale.py): with 24 M its 256/512-channel convs on 8×8/4×4 were
+# Conv: 23.9 s a step, 2.3 GB of process tree (load 15); with 40 M they are Sparse: 5.0 s a
+# step, 4.5 GB (load 10). ResNet-19's big convs (151 M synapses each) stay Conv.
 LAVA_CONV_MAX_PAIRS = 128 * 128
 SPARSE_FAST_NNZ = 2_000_000
-SPARSE_MAX_NNZ = 24_000_000
+SPARSE_MAX_NNZ = 40_000_000
 GRADED_BITS = 8
 
 
