@@ -137,6 +137,22 @@ def cifar_tree(batch_content, bad: str = "data_batch_1", folder: str = "cifar-10
     return setup
 
 
+def fashion_tree(folder: str):
+    """A valid Fashion-MNIST folder (the four idx files, 28×28 images) of a few images: where the
+    case needs the data set to be there, whether or not this machine has it installed."""
+    def idx(arr: np.ndarray, magic: int) -> bytes:
+        head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+        return head + arr.astype(np.uint8).tobytes()
+
+    def setup(ws: Path) -> None:
+        root = ws / folder
+        root.mkdir(parents=True, exist_ok=True)
+        for prefix, n in (("train", 128), ("t10k", 4)):  # more than the run's batch size
+            (root / f"{prefix}-images-idx3-ubyte").write_bytes(idx(np.zeros((n, 28, 28)), 2051))
+            (root / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(np.arange(n) % 10, 2049))
+    return setup
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb's header)."""
     import struct
@@ -527,7 +543,8 @@ add("sim-config-data-root-elsewhere", ("simulate", "{run}", "--backend", "emulat
 add("sim-config-data-root-payload", ("simulate", "{run}"), "data", chain(
     cifar_tree(lambda ws: {b"data": Payload(ws), b"labels": [0]}),
     cfg_edit(lambda c, ws: c.update(data="cifar10", data_root=str(ws / "cifar")))))
-add("sim-config-other-data", ("simulate", "{run}", "--backend", "emulator"), "input", cfg_edit(lambda c, ws: c.update(data="fashion-mnist")))
+add("sim-config-other-data", ("simulate", "{run}", "--backend", "emulator", "--data-root", "fm"), "input",
+    chain(cfg_edit(lambda c, ws: c.update(data="fashion-mnist")), fashion_tree("fm")))
 add("sim-backend-unknown", ("simulate", "{run}", "--backend", "loihi3"), "--backend")
 add("sim-samples-zero", ("simulate", "{run}", "--samples", "0"), "--samples")
 add("sim-samples-negative", ("simulate", "{run}", "--samples", "-1"), "--samples")
