@@ -52,11 +52,16 @@ def test_run_from_nir_fills_a_run_directory(model, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     ([], "needs --dt"),
-    (["--dt", "1e-4", "--data", "fashion-mnist"], "images are (1, 28, 28)"),
+    (["--dt", "1e-4", "--data", "fashion-mnist", "--data-root", "{fashion}"], "images are (1, 28, 28)"),
     (["--dt", "1e-4", "--epochs", "3"], "--epochs is a training flag"),
     (["--dt", "-1"], "--dt"),
 ])
 def test_refused_from_nir_is_one_line_and_leaves_no_run(model, tmp_path, capsys, argv, message):
+    from test_data import make_fashion  # a valid Fashion-MNIST folder, installed on this machine or not
+
+    (tmp_path / "fashion").mkdir()
+    make_fashion(tmp_path / "fashion")
+    argv = [a.replace("{fashion}", str(tmp_path / "fashion")) for a in argv]
     args = ["run", "--from-nir", str(model), "--out-dir", str(tmp_path), "--run-name", "x"]
     if "--data" not in argv:
         args += ["--data", "digits"]
