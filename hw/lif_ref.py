@@ -233,30 +233,40 @@ def numba_threads():
         numba.set_num_threads(old)
 
 
+LOOP_CHUNK = 2048  # neurons a thread steps together: its u, v (32 KiB) stay in L1/L2
+
+
 def _lif_loop(a, exp, a2, exp2, two, bias, n, du, dv, vth, u_wraps, spikes, spikes_f, us, store_u):
-    """All T steps of ``lif_update`` over a flat population, neuron by neuron (numba-compiled,
-    parallel over neurons, as ``lif_loop``; the state never leaves registers). ``a`` ``[T, M]``
-    float32 holding exact integers: step t's input is ``shift(a[t], exp)`` (plus
+    """All T steps of ``lif_update`` over a flat population (numba-compiled as ``lif_loop``,
+    parallel over chunks of ``LOOP_CHUNK`` neurons; within a chunk the steps go one after the other
+    and the innermost loop runs over contiguous neurons, so the compiler vectorises the update).
+    ``a`` ``[T, M]`` float32 holding exact integers: step t's input is ``shift(a[t], exp)`` (plus
     ``shift(a2[t], exp2)`` with ``two``): each link's Lava shift (floor for a negative exponent),
     then the InPort sum. No int32 wraps: the caller has proved |a_in| < 2^25, |bias| < 2^29.
     Writes spikes (bool and float32 0/1) and, with ``store_u``, u; ``bias`` per neuron of one
     sample (``n`` of them, repeated over the batch)."""
     steps, m = a.shape
-    for j in _prange(m):
-        b = bias[j % n]
-        u = np.int64(0)
-        v = np.int64(0)
+    for c in _prange((m + LOOP_CHUNK - 1) // LOOP_CHUNK):
+        lo = c * LOOP_CHUNK
+        w = min(LOOP_CHUNK, m - lo)
+        u = np.zeros(w, np.int64)
+        v = np.zeros(w, np.int64)
+        b = np.empty(w, np.int64)
+        for k in range(w):
+            b[k] = bias[(lo + k) % n]
         for t in range(steps):
-            ai = np.int64(a[t, j])
-            ai = (ai << exp) if exp >= 0 else (ai >> -exp)
-            if two:
-                bi = np.int64(a2[t, j])
-                ai += (bi << exp2) if exp2 >= 0 else (bi >> -exp2)
-            s, u, v = lif_update(u, v, ai, du, dv, b, vth, False, u_wraps)
-            spikes[t, j] = s
-            spikes_f[t, j] = np.float32(s)
-            if store_u:
-                us[t, j] = u
+            for k in range(w):
+                j = lo + k
+                ai = np.int64(a[t, j])
+                ai = (ai << exp) if exp >= 0 else (ai >> -exp)
+                if two:
+                    bi = np.int64(a2[t, j])
+                    ai += (bi << exp2) if exp2 >= 0 else (bi >> -exp2)
+                s, u[k], v[k] = lif_update(u[k], v[k], ai, du, dv, b[k], vth, False, u_wraps)
+                spikes[t, j] = s
+                spikes_f[t, j] = np.float32(s)
+                if store_u:
+                    us[t, j] = u[k]
 
 
 try:  # cached next to lif_update: numba invalidates its cache when this file changes
