@@ -191,7 +191,8 @@ def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor
 def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512,
             device: str | None = None, fast: bool = True) -> EmulatorResult:
     """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``),
-    ``batch_size`` samples at a time (memory grows with it; samples are independent).
+    ``batch_size`` samples at a time (memory grows with it; samples are independent; on the CPU
+    fewer, ``kernels.chunk_samples``, where the network is large).
 
     ``fast``: populations whose currents provably stay exact in float32 and wrap-free take
     ``hw.kernels`` (float32 currents, fused neuron kernel), the others the general path below;
@@ -203,6 +204,9 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
     dev = torch.device(device or "cpu")
+    if dev.type == "cpu":  # see hw.kernels: tensors under glibc's mmap ceiling, their pages reused
+        kernels.keep_freed_memory()
+        batch_size = kernels.chunk_samples(plan, x_int.shape[0], batch_size)
     with kernels.exact_device(dev), torch.no_grad():
         parts = [_emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast)
                  for i in range(0, x_int.shape[1], batch_size)]

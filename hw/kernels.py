@@ -230,6 +230,49 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
     return spikes, spikes.to(torch.float32), us
 
 
+# -- memory ---------------------------------------------------------------------------------
+
+# glibc serves an allocation above its mmap threshold (128 KiB at first, raised as such chunks are
+# freed, to at most 32 MiB) with a fresh mmap and gives it back on free, so every current and
+# spike tensor of every population page-faults all its pages in again (ResNet-20, 64 images:
+# ~200,000 minor faults and 0.3-0.9 s of system time per call, on 0.7 s of work; the float32
+# convolutions alone fault the same way). ``keep_freed_memory`` fixes the threshold at that 32 MiB
+# ceiling and lets free heap memory stay mapped up to ``TRIM_BYTES``, so the emulator's tensors
+# are carved from pages already faulted in; ``chunk_samples`` keeps each tensor under the ceiling.
+MMAP_CEILING_BYTES = 32 << 20  # glibc's largest mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX)
+TRIM_BYTES = 1 << 30  # free heap memory kept mapped for reuse (it never raises the peak)
+TENSOR_BYTES = 16 << 20  # the largest float32 current a chunk of samples makes
+_malloc_set = False
+
+
+def keep_freed_memory() -> bool:
+    """Once per process, glibc only (elsewhere nothing is done): mmap threshold = 32 MiB, trim
+    threshold = ``TRIM_BYTES`` (``mallopt``). Returns whether the settings are in force. The peak
+    memory is unchanged: freed memory is reused, not added to."""
+    global _malloc_set
+    if not _malloc_set:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):  # not glibc: its own allocator's behaviour stands
+            return False
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        _malloc_set = bool(mallopt(m_mmap_threshold, MMAP_CEILING_BYTES)) and bool(mallopt(m_trim_threshold, TRIM_BYTES))
+    return _malloc_set
+
+
+def chunk_samples(plan, steps: int, batch_size: int) -> int:
+    """Samples the CPU path runs together: at most ``batch_size``, and few enough that the largest
+    population's float32 current ``[steps, n, *shape]`` stays under ``TENSOR_BYTES`` (below glibc's
+    mmap ceiling, so ``keep_freed_memory`` reuses its pages; oneDNN's convolutions are as fast on
+    16 × 4 images as on 64 × 4)."""
+    largest = max(int(np.prod(p.shape)) for p in plan.populations.values())
+    return max(1, min(batch_size, TENSOR_BYTES // (4 * steps * largest)))
+
+
 @contextmanager
 def exact_device(device: torch.device):
     """On CUDA: no TF32, no cuDNN (Winograd/FFT algorithms round) for the duration; elsewhere

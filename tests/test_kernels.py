@@ -126,6 +126,48 @@ def test_fused_neuron_equals_lif_int_step(du, dv, a_max, exp, use_numba):
         kernels.lif_fused(pop, torch.zeros(1, 1, 3, 2, 2), bias, 2**25, want_u=False)
 
 
+def test_fused_neuron_over_several_chunks_of_neurons():
+    """``lif_loop`` steps ``LOOP_CHUNK`` neurons at a time: a population of 105 neurons × 50 samples
+    (2 full chunks and a partial one, the per-neuron bias repeating across chunk borders) gives
+    ``lif_int_step``'s integers everywhere."""
+    from htakl_deploy.hw.lif_ref import LOOP_CHUNK
+
+    rng = np.random.default_rng(7)
+    shape, batch = (3, 5, 7), 50
+    assert 2 * LOOP_CHUNK < batch * 105 < 3 * LOOP_CHUNK and LOOP_CHUNK % 105
+    a = rng.integers(-2**14, 2**14, (5, batch, *shape))
+    pop = Population("p", shape, 0, False, 100, 4095, 1500, 300, rng.integers(-4000, 4000, 3), 1,
+                     1.0, 0.5, 1.0, np.zeros(3))
+    bias = pop.per_neuron(pop.bias_mant) << pop.bias_exp
+    s, s_f, us = kernels.lif_fused(pop, torch.from_numpy(a.astype(np.float32)), bias, int(np.abs(a).max()),
+                                   want_u=True)
+    u = v = np.zeros(a.shape[1:], np.int64)
+    for t in range(a.shape[0]):
+        want, u, v = lif_int_step(u, v, a[t], du=pop.du, dv=pop.dv, bias_v=bias, vth=pop.vth)
+        np.testing.assert_array_equal(s[t].numpy(), want)
+        np.testing.assert_array_equal(us[t].numpy(), u)
+    np.testing.assert_array_equal(s_f.numpy(), s.numpy().astype(np.float32))
+    assert 0.05 < float(s.double().mean()) < 0.95
+
+
+def test_samples_in_memory_sized_chunks_give_the_same_integers(monkeypatch):
+    """On the CPU ``emulate`` runs ``kernels.chunk_samples`` samples at a time (each population's
+    float32 current under ``TENSOR_BYTES``): with the budget cut to a few samples a chunk, the
+    result equals one chunk of all 16 samples on both paths, and glibc keeps freed memory mapped."""
+    plan = _plan(1)
+    x = _x(1)
+    largest = max(int(np.prod(p.shape)) for p in plan.populations.values())
+    whole = emulate(plan, x, fast=True)  # 16 samples: one chunk under the default budget
+    assert kernels.chunk_samples(plan, T, 16) == 16
+    monkeypatch.setattr(kernels, "TENSOR_BYTES", 4 * T * largest * 3)  # 3 samples a chunk: 6 chunks, the last of 1
+    assert kernels.chunk_samples(plan, T, 16) == 3 and kernels.chunk_samples(plan, T, 2) == 2
+    _same(emulate(plan, x, fast=True), whole)
+    _same(emulate(plan, x, fast=False), whole)
+    monkeypatch.setattr(kernels, "TENSOR_BYTES", 1)
+    assert kernels.chunk_samples(plan, T, 16) == 1  # never 0
+    assert kernels.keep_freed_memory()  # glibc (Linux): the mallopt settings are in force
+
+
 def test_export_integer_check_uses_float32_only_where_exact():
     """``quantize._exact`` (export's float-vs-integer check): float32 under the 2^24 bound, float64
     beyond it; both give the float64 integers."""
