@@ -75,14 +75,14 @@ def machine_roof(reps: int) -> float:
 
 
 def bench(model: str = "resnet20", images: int = 64, reps: int = 3, root: str | None = None,
-          with_machine_roof: bool = True) -> dict:
+          with_machine_roof: bool = True, firing: float | None = 0.1) -> dict:
     from htakl_deploy.distill.models import build_model
     from htakl_deploy.export.quantize import quantize_input
     from htakl_deploy.hw.emulator import emulate
     from htakl_deploy.hw.simulate import load_samples, read_artefact, resolve_artefact
 
     root = root or os.path.join(tempfile.gettempdir(), "htakl_bench")
-    run_dir = make_run(model, max(images, 2), root)
+    run_dir = make_run(model, max(images, 2), root, firing)
     plan = read_artefact(resolve_artefact(run_dir))
     x_tb, _ = load_samples(plan, images, 4, data_root(run_dir))
     t_steps = x_tb.shape[0]
@@ -135,9 +135,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--root", help="where the generated run is kept (default: $TMPDIR/htakl_bench)")
     ap.add_argument("--no-machine-roof", dest="machine_roof", action="store_false")
+    ap.add_argument("--firing", type=float, default=0.1, help="the student's mean firing rate (paper_runs.set_firing; "
+                    "default 0.1); --firing -1: the one-epoch student as trained (hardly spikes)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
-    r = bench(args.model, args.images, args.reps, args.root, args.machine_roof)
+    r = bench(args.model, args.images, args.reps, args.root, args.machine_roof,
+              None if args.firing < 0 else args.firing)
     for k, row in r["rows"].items():
         print(f"{k:<17} {row['s']:8.2f} s  {row['images_per_s']:7.2f} images/s  {row['gmac_per_s']:6.2f} GMAC/s")
     print(f"emulator = {100 * r['emulator_share_of_roof']:.0f} % of the float32 roof, "

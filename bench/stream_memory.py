@@ -67,9 +67,10 @@ def one(stage: str, run_dir: str, samples: int, batch: int, record: str, out: st
 
 
 def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, record: str = "spikes",
-          neurobench: bool = False, root: str | None = None, progress_log: str | None = None) -> dict:
+          neurobench: bool = False, root: str | None = None, progress_log: str | None = None,
+          firing: float | None = 0.1) -> dict:
     root = root or os.path.join(tempfile.gettempdir(), "htakl_bench")
-    run_dir = make_run(model, max(samples), root)
+    run_dir = make_run(model, max(samples), root, firing)
     rows = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="stream_") as tmp:
@@ -84,6 +85,7 @@ def bench(model: str = "resnet20", samples=(250, 500, 1000), batch: int = 64, re
                 print(f"{stage:<8} {n:>6} samples: peak {r['peak_mb']:7.0f} MB (+{r['delta_mb']:.0f}), "
                       f"{r['wall_s']:.0f} s", flush=True)
     return {"model": model, "batch_size": batch, "record": record, "neurobench": neurobench, "rows": rows,
+            "target_firing": firing,
             "threads": torch.get_num_threads(), "load_before": load_before, "load_after": os.getloadavg()}
 
 
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--record", default="spikes")
     ap.add_argument("--neurobench", action="store_true", help="also the NeuroBench counts in energy (slow)")
     ap.add_argument("--root")
+    ap.add_argument("--firing", type=float, default=0.1, help="the student's mean firing rate (paper_runs.set_firing; "
+                    "default 0.1); --firing -1: the one-epoch student as trained (hardly spikes)")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--progress-log", metavar="FILE", help="simulate appends a JSON line per batch here")
     ap.add_argument("--stopped", metavar="LOG", help="write --json for a run stopped early, from its --progress-log "
@@ -128,7 +132,7 @@ def main() -> None:
                              args.progress_log)))
         return
     r = bench(args.model, [int(s) for s in args.samples.split(",")], args.batch_size, args.record,
-              args.neurobench, args.root, args.progress_log)
+              args.neurobench, args.root, args.progress_log, None if args.firing < 0 else args.firing)
     print(f"load {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}, {r['threads']} threads")
     if args.json:
         write_json(args.json, r)

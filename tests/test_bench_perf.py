@@ -304,3 +304,30 @@ def test_perf_md_stream_full_split_stopped_run_and_torch_float(tmp_path, monkeyp
     assert "Resident memory between batches 1100–1109 MB, peak 1500 MB" in md
     assert "Rate over the second half: 3.20 images/s" in md  # (320 - 160) / (100 - 50)
     assert "| demo | 360 | 0.050 | 0.150 | ×3.00 | 100.0000 % (0 of 1000 differ) | 100.00 % | 2.0e-06 |" in md
+
+
+def test_set_firing_gives_an_untrained_student_the_asked_rate(monkeypatch):
+    """``paper_runs.set_firing``: only the BatchNorm parameters and statistics change, and the
+    eval-mode student's mean firing rate over its spiking layers comes out at the asked rate."""
+    import torch
+
+    from htakl_deploy.distill.data import encode
+    from htakl_deploy.distill.models import build_model
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    set_firing = load("paper_runs").set_firing
+    torch.manual_seed(0)
+    model = build_model(arch="convnet", in_shape=(1, 8, 8), num_classes=10, spiking=True).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = encode(torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)), 4, "direct")
+    info = set_firing(model, x, 0.15, iters=8)
+    assert abs(info["mean_rate"] - 0.15) < 0.02 and all(0 < r < 0.6 for r in info["rates"].values()), info
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(_is_bn(model, k) for k in changed), changed
+
+
+def _is_bn(model, key: str) -> bool:
+    import torch
+
+    module = model.get_submodule(key.rsplit(".", 1)[0])
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
