@@ -252,12 +252,15 @@ class SpikeWriter:
         try:
             self._f = h5py.File(self._tmp, "w")
             g = self._f.create_group("layers")
+            self._ds = {}  # kept open: closing a dataset flushes its chunk cache, so a chunk filled over
+            # several appends would be compressed, read back and decompressed at every append
             for n in self.full:
                 nbytes = (int(np.prod(self.shapes[n])) + 7) // 8
                 chunk = max(1, min(1024, _CHUNK_BYTES // max(nbytes, 1)))
                 ds = g.create_dataset(n, shape=(self.timesteps, 0, nbytes), maxshape=(self.timesteps, None, nbytes),
                                       dtype=np.uint8, chunks=(1, chunk, nbytes), compression="gzip", compression_opts=1)
                 ds.attrs["packed_shape"] = json.dumps([self.timesteps, 0, *self.shapes[n]])
+                self._ds[n] = ds
         except BaseException:
             self.abort()
             raise
@@ -304,7 +307,7 @@ class SpikeWriter:
         for n, a in spikes.items():
             self.counts[n] += a.sum(axis=1, dtype=np.int64)
             if n in self.full:
-                ds = self._f["layers"][n]
+                ds = self._ds[n]
                 ds.resize(s1, axis=1)
                 ds[:, s0:s1] = np.packbits(a.reshape(t, b, -1), axis=-1)
         self.input_nz += (x != 0).sum(axis=1, dtype=np.int64)
