@@ -3,8 +3,12 @@
 Where the time went (ResNet-20, 3×32×32, T=4, 64 images, 2 threads; bench/emulator_roof.py):
 about 60 % in the neuron update (``lif_int_step`` on int64 tensors: ~10 full passes over the
 ``[T, B, neurons]`` state per step, plus an int64 ``u`` kept for every population), 16 % in the
-float32 convolutions, the rest in int64 conversions and wrap checks of every current. This module
-removes the non-convolution passes while keeping every result bit-exact:
+float32 convolutions, the rest in int64 conversions and wrap checks of every current. On a student
+that fires like a trained one (10 %; the first measurements used one that hardly fired) two more
+costs showed: the scalar neuron loop (now vectorised, ``hw.lif_ref.lif_loop``) and page faults —
+glibc handed every large tensor out as a fresh mmap, ~200,000 minor faults per call
+(``keep_freed_memory`` below). This module removes the non-convolution passes while keeping
+every result bit-exact:
 
 1. **Static bounds** (``population_bound``): from the integer weights (after Lava's 8-bit
    clipping), the fan-in and the input range (spikes are 0/1; pixels ≤ max |x|), the largest
@@ -16,8 +20,8 @@ removes the non-convolution passes while keeping every result bit-exact:
    (``a_in << 6`` fits int32) no wrap can trigger, so none is computed. Then the currents stay
    float32 from the convolution to the neuron (no int64 tensor, no min/max scan).
 2. **A fused neuron loop** (``lif_fused`` → ``hw.lif_ref.lif_loop``, numba, parallel over
-   neurons): all T steps of ``hw.lif_ref.lif_update`` — the one definition of the neuron step,
-   compiled here for int64 scalars — with ``i32_wraps=False`` (valid under the bounds above:
+   chunks of neurons, vectorised over the neurons of a chunk): all T steps of
+   ``hw.lif_ref.lif_update`` — the one definition of the neuron step, compiled here — with ``i32_wraps=False`` (valid under the bounds above:
    |a_in| < 2^25, |bias| < 2^29) in one pass, reading the float32 currents and writing the spikes
    (and ``u`` only for the readout). Checked bit for bit against ``lif_int_step`` in
    tests/test_kernels.py, itself checked against real Lava in tests/test_lava.py. Without numba,
