@@ -9,6 +9,9 @@ inference reads shapes without the batch dimension: without it ``IndexError: tup
 range`` in ``calculate_conv_output``) and per-neuron ``beta``/``threshold`` tensors on each
 ``snn.Leaky`` (a scalar beta becomes a LIF of input type ``[]`` and the type check stops at
 ``0.output: [[8 8 8]] -> 1.input: []``). :func:`snntorch_export` is that call, nothing else.
+The same call writes a dense-only net (Flatten → Linear → Leaky → … from the pixels) as it is;
+without ``ignore_dims=[0]`` that one fails too, in the type check (``type mismatch: 0.output:
+[[128]] -> 1.input: [[64]]``: the Flatten of a batch of 2 counted the batch in).
 
 snnTorch, residual joins: ``export_to_nir`` traces with nirtorch's old module-hook tracer
 (``extract_nir_graph``), which does not see a ``+`` between two modules: the join's input
@@ -22,8 +25,10 @@ Norse: ``norse.torch.to_nir`` is ``nirtorch.extract_nir_graph(module, _extract_n
 sample)``, and ``_extract_norse_module`` knows Conv2d, Linear and Norse's cells but not
 ``torch.nn.AvgPool2d`` or ``torch.nn.Flatten``: it returns ``None`` for them, nirtorch keeps a
 ``None`` node and ``nir.write`` fails (``'NoneType' object has no attribute 'to_dict'``); a conv
-net cannot reach a dense layer without a Flatten. It also leaves ``Conv2d.input_shape = None``
-(NIR cannot save it) and keeps the batch dimension in the Input/Output types.
+net cannot reach a dense layer without a Flatten, and a dense-only net (Flatten → Linear →
+LIFBoxCell → …) fails the same way at its first node (measured: ``norse.torch.to_nir`` writes
+``'0': None``). It also leaves ``Conv2d.input_shape = None`` (NIR cannot save it) and keeps the
+batch dimension in the Input/Output types.
 :func:`norse_export` makes the same ``extract_nir_graph`` call with Norse's function, adding
 (1) AvgPool2d and Flatten mappings for those two stock torch layers only (Norse's own mapping runs
 first for everything else), (2) ``ignore_dims=[0]`` and (3) ``infer_types()``, both as snnTorch's

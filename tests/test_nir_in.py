@@ -1,8 +1,9 @@
 """`htakl-deploy export MODEL.nir`: NIR graphs from other frameworks (and by hand) → Loihi fixed point.
 
-The SpikingJelly model is built, trained a little on digits and exported with SpikingJelly's own
-NIR exporter (``spikingjelly.activation_based.nir_exchange.to_nir.export_to_nir``); we then
-deploy the file and compare against SpikingJelly's own float run.
+The SpikingJelly models (conv, dense-only, residual) are built, trained a little on digits and
+exported with SpikingJelly's own NIR exporter
+(``spikingjelly.activation_based.nir_exchange.to_nir.export_to_nir``); we then deploy the file and
+compare against SpikingJelly's own float run.
 """
 
 from __future__ import annotations
@@ -67,6 +68,28 @@ def sj_conv(tmp_path_factory):
     return net, path, test
 
 
+@pytest.fixture(scope="module")
+def sj_dense(tmp_path_factory):
+    """A SpikingJelly flatten → linear → LIF → linear → LIF → linear classifier (dense on the
+    pixels from the first layer: no conv), trained 4 epochs on digits, written by SpikingJelly's
+    NIR exporter."""
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+
+    train, test = load_dataset("digits")
+    torch.manual_seed(0)
+    lif = lambda: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())  # noqa: E731
+    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 64), lif(), layer.Linear(64, 32), lif(),
+                              layer.Linear(32, 10))
+    functional.set_step_mode(net, "m")
+    _train_sj(net, train, epochs=4)
+    path = tmp_path_factory.mktemp("sj") / "sj_dense.nir"
+    with torch.no_grad():
+        export_to_nir(net, torch.zeros(T, 2, 1, 8, 8), path)
+    functional.reset_net(net)
+    return net, path, test
+
+
 class _SJResidual(torch.nn.Module):
     """conv → LIF → conv (+ the first LIF's spikes: a residual join) → LIF → pool → linear."""
 
@@ -110,12 +133,19 @@ def _sj_run(net, x_tb: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def test_spikingjelly_export_is_read_exactly(sj_conv):
+SJ_NODES = {
+    "sj_conv": ["InputNode", "Conv2dNode", "LIFNode", "PoolNode", "FlattenNode", "DenseNode", "OutputNode"],
+    "sj_dense": ["InputNode", "FlattenNode", "DenseNode", "LIFNode", "DenseNode", "LIFNode", "DenseNode",
+                 "OutputNode"],
+}
+
+
+@pytest.mark.parametrize("model", list(SJ_NODES))
+def test_spikingjelly_export_is_read_exactly(model, request):
     """Our float graph of SpikingJelly's file = SpikingJelly's own float64 run, spike for spike."""
-    net, path, test = sj_conv
+    net, path, test = request.getfixturevalue(model)
     graph = from_nir(read_nir(path))
-    assert [type(n).__name__ for n in graph.nodes.values()] == [
-        "InputNode", "Conv2dNode", "LIFNode", "PoolNode", "FlattenNode", "DenseNode", "OutputNode"]
+    assert [type(n).__name__ for n in graph.nodes.values()] == SJ_NODES[model]
     lif = next(n for n in graph.nodes.values() if isinstance(n, LIFNode))
     assert (lif.tau, lif.v_threshold, lif.decay_input) == (2.0, 1.0, True)  # dt = 1e-4 undone
     x, _ = test.batch(torch.arange(64))
@@ -126,13 +156,14 @@ def test_spikingjelly_export_is_read_exactly(sj_conv):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("model", ["sj_conv", pytest.param("sj_residual", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", ["sj_conv", "sj_dense", pytest.param("sj_residual", marks=pytest.mark.slow)])
 def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
     net, path, test = request.getfixturevalue(model)
     if model == "sj_residual":  # SpikingJelly writes the add as two edges into the second LIF
         assert ("lif1", "lif2") in read_nir(path).edges
     out = tmp_path / "out"
-    targets = ["nir", "lava", "netx"] if model == "sj_conv" else ["nir", "lava"]
+    chain = model != "sj_residual"  # netx holds feed-forward chains only
+    targets = ["nir", "lava", "netx"] if chain else ["nir", "lava"]
     rc = main(["export", "--json", str(path), "--target", *targets, "--data", "digits", "--lava-check", "20", "--out", str(out)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
@@ -142,12 +173,14 @@ def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
     assert report["warnings"] == []
     acc = report["nir"]["accuracy"]
     assert acc["samples"] == len(test) and acc["decision_agreement"] >= 0.99, acc
-    netx = {"student.netx.h5"} if model == "sj_conv" else set()  # netx holds feed-forward chains only
+    netx = {"student.netx.h5"} if chain else set()
     assert {p.name for p in out.iterdir()} == {"student_float.nir", "student_quant.nir", "quant_report.json",
                                                "student.lava.npz", "export_report.json"} | netx
     # SpikingJelly's own float run (float32, as trained) vs the Lava-aligned fixed point on every
     # digits test image: decisions and accuracy
     plan = load_plan(out / "student.lava.npz")
+    if model == "sj_dense":  # the first Linear, on the flattened pixels, is the off-chip input link
+        assert plan.input_link.conv is None and plan.input_link.matrix.shape == (64, 64)
     x, y = test.batch(torch.arange(len(test)))
     x_tb = encode(x, T, "direct")
     sj_pred = _sj_run(net, x_tb).mean(0).argmax(-1).numpy()
