@@ -1,16 +1,19 @@
-"""Benchmark: snnTorch and Norse models trained on digits with several seeds, written by their own
-NIR exporters (``htakl_deploy.export.third_party``), quantised by us: the framework's own float
-run vs our Loihi fixed point (the emulator, = Lava ``fixed_pt`` spike for spike:
-tests/test_third_party.py checks that on 20 samples per model) on all 360 digits test images.
+"""Benchmark: snnTorch, Norse and SpikingJelly models trained on digits with several seeds, written
+by their own NIR exporters (``htakl_deploy.export.third_party`` for snnTorch/Norse, SpikingJelly's
+``export_to_nir``), quantised by us: the framework's own float run vs our Loihi fixed point (the
+emulator, = Lava ``fixed_pt`` spike for spike: tests/test_third_party.py and tests/test_nir_in.py
+check that on 20 samples per model) on all 360 digits test images.
 
 One training's decision agreement moves by a few of the 360 decisions with the training run (even
 with the float summation order), so the issue's >= 99 % target is judged here, over seeds: per
 model the median, minimum and maximum agreement, how many seeds reach 99 %, and the accuracy gap
-(float − fixed point, points). The models, training (Adam, BPTT over T = 4) and runs are
-tests/test_third_party.py's, imported from there.
+(float − fixed point, points). The models, training (Adam, BPTT over T = 4) and runs are the
+tests' own, imported from there: tests/test_third_party.py (snnTorch/Norse conv, dense, residual;
+8 epochs) and tests/test_nir_in.py (SpikingJelly ``sj_conv``, ``sj_dense``, ``sj_residual``;
+4 epochs). ``--epochs`` sets one count for all.
 
-Run: ``python bench/third_party_agreement.py [--seeds 5] [--epochs 8] [--models snntorch_conv
-norse_conv snntorch_residual norse_residual] [--json out.json]``.
+Run: ``python bench/third_party_agreement.py [--seeds 5] [--epochs N] [--models snntorch_conv
+norse_conv snntorch_dense norse_dense sj_dense ...] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,30 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
+def _models(tp, sj):
+    """name: (train(train_set, epochs, seed, path) -> net written to path, float run, --dt, test epochs)."""
+    def third_party(name):
+        build, run, write, dt = tp.MODELS[name]
+
+        def train_write(train, epochs, seed, path):
+            torch.manual_seed(seed)
+            net = tp._train(build(), run, train, epochs=epochs, seed=seed)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
+            return net
+        return train_write, run, dt, 8
+
+    def spikingjelly(name):
+        def train_write(train, epochs, seed, path):
+            return sj.train_and_write_sj(name, train, path, epochs=epochs, seed=seed)
+        return train_write, sj._sj_run, 1e-4, 4
+
+    return {**{n: third_party(n) for n in tp.MODELS}, **{n: spikingjelly(n) for n in sj.SJ_MODELS}}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import test_nir_in as sj
     import test_third_party as tp
 
     from htakl_deploy.distill.data import encode
@@ -42,32 +68,37 @@ def main(argv: list[str] | None = None) -> int:
     from htakl_deploy.hw.plan import plan_from_quantized
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    models = _models(tp, sj)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--models", nargs="+", default=list(tp.MODELS), choices=list(tp.MODELS))
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each model's test's, 8 or 4)")
+    p.add_argument("--models", nargs="+", default=list(models), choices=list(models))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds: expected 1 or more, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs: expected 1 or more, got {args.epochs}")
     train, test = load_dataset("digits")
     x, y = test.batch(torch.arange(len(test)))
     x_tb = encode(x, tp.T, "direct")
     y = y.numpy()
     rows = []
-    print(f"load {os.getloadavg()[0]:.1f}; {args.seeds} seeds x {len(args.models)} models, {args.epochs} epochs, "
-          f"{len(y)} test images", flush=True)
+    epochs = {name: args.epochs or models[name][3] for name in args.models}
+    print(f"load {os.getloadavg()[0]:.1f}; {args.seeds} seeds x {len(args.models)} models, epochs "
+          f"{', '.join(f'{n} {e}' for n, e in epochs.items())}; {len(y)} test images; torch threads "
+          f"{torch.get_num_threads()}", flush=True)
     for seed in range(args.seeds):  # interleaved: every model per seed
         for name in args.models:
-            build, run, write, dt = tp.MODELS[name]
+            train_write, run, dt, _ = models[name]
             t0 = time.perf_counter()
-            torch.manual_seed(seed)
-            net = tp._train(build(), run, train, epochs=args.epochs, seed=seed)
-            with tempfile.TemporaryDirectory() as d, torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / f"{name}.nir"
-                nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
+                net = train_write(train, epochs[name], seed, path)
                 _, q = load_nir_graph(path, dt)
-                fw = run(net, x_tb).mean(0).argmax(-1).numpy()
+                with torch.no_grad():
+                    fw = run(net, x_tb).mean(0).argmax(-1).numpy()
             emu = emulate(plan_from_quantized(q), x_tb.double().numpy()).logits.mean(0).argmax(-1)
-            row = {"model": name, "seed": seed, "agreement": float((fw == emu).mean()),
+            row = {"model": name, "seed": seed, "epochs": epochs[name], "agreement": float((fw == emu).mean()),
                    "float_acc": float((fw == y).mean()), "fixed_acc": float((emu == y).mean()),
                    "wall_s": time.perf_counter() - t0}
             rows.append(row)

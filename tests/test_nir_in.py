@@ -47,58 +47,37 @@ def _train_sj(net, train, epochs: int, seed: int = 0):
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def sj_conv(tmp_path_factory):
-    """A SpikingJelly conv → LIF → avg pool → flatten → linear classifier, trained 4 epochs on
-    digits, written by SpikingJelly's NIR exporter."""
-    from spikingjelly.activation_based import functional, layer, neuron, surrogate
-    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+def _sj_lif():
+    from spikingjelly.activation_based import neuron, surrogate
 
-    train, test = load_dataset("digits")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        layer.Conv2d(1, 8, 3, padding=1), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan()),
-        layer.AvgPool2d(2), layer.Flatten(), layer.Linear(8 * 4 * 4, 10))
-    functional.set_step_mode(net, "m")
-    _train_sj(net, train, epochs=4)
-    path = tmp_path_factory.mktemp("sj") / "sj_conv.nir"
-    with torch.no_grad():
-        export_to_nir(net, torch.zeros(T, 2, 1, 8, 8), path)
-    functional.reset_net(net)
-    return net, path, test
+    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())
 
 
-@pytest.fixture(scope="module")
-def sj_dense(tmp_path_factory):
-    """A SpikingJelly flatten → linear → LIF → linear → LIF → linear classifier (dense on the
-    pixels from the first layer: no conv), trained 4 epochs on digits, written by SpikingJelly's
-    NIR exporter."""
-    from spikingjelly.activation_based import functional, layer, neuron, surrogate
-    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+def sj_conv_net():
+    """conv → LIF → avg pool → flatten → linear."""
+    from spikingjelly.activation_based import layer
 
-    train, test = load_dataset("digits")
-    torch.manual_seed(0)
-    lif = lambda: neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())  # noqa: E731
-    net = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 64), lif(), layer.Linear(64, 32), lif(),
-                              layer.Linear(32, 10))
-    functional.set_step_mode(net, "m")
-    _train_sj(net, train, epochs=4)
-    path = tmp_path_factory.mktemp("sj") / "sj_dense.nir"
-    with torch.no_grad():
-        export_to_nir(net, torch.zeros(T, 2, 1, 8, 8), path)
-    functional.reset_net(net)
-    return net, path, test
+    return torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), _sj_lif(), layer.AvgPool2d(2), layer.Flatten(),
+                               layer.Linear(8 * 4 * 4, 10))
 
 
-class _SJResidual(torch.nn.Module):
+def sj_dense_net():
+    """flatten → linear → LIF → linear → LIF → linear: dense on the pixels from the first layer, no conv."""
+    from spikingjelly.activation_based import layer
+
+    return torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 64), _sj_lif(), layer.Linear(64, 32), _sj_lif(),
+                               layer.Linear(32, 10))
+
+
+class SJResidual(torch.nn.Module):
     """conv → LIF → conv (+ the first LIF's spikes: a residual join) → LIF → pool → linear."""
 
     def __init__(self):
-        from spikingjelly.activation_based import layer, neuron, surrogate
+        from spikingjelly.activation_based import layer
 
         super().__init__()
-        self.conv1, self.lif1 = layer.Conv2d(1, 8, 3, padding=1), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())
-        self.conv2, self.lif2 = layer.Conv2d(8, 8, 3, padding=1), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan())
+        self.conv1, self.lif1 = layer.Conv2d(1, 8, 3, padding=1), _sj_lif()
+        self.conv2, self.lif2 = layer.Conv2d(8, 8, 3, padding=1), _sj_lif()
         self.pool, self.flat, self.fc = layer.AvgPool2d(2), layer.Flatten(), layer.Linear(8 * 4 * 4, 10)
 
     def forward(self, x):
@@ -106,21 +85,46 @@ class _SJResidual(torch.nn.Module):
         return self.fc(self.flat(self.pool(self.lif2(self.conv2(a) + a))))
 
 
-@pytest.fixture(scope="module")
-def sj_residual(tmp_path_factory):
+SJ_MODELS = {"sj_conv": sj_conv_net, "sj_dense": sj_dense_net, "sj_residual": SJResidual}
+
+
+def train_and_write_sj(name: str, train, path: Path, epochs: int = 4, seed: int = 0):
+    """``SJ_MODELS[name]`` in multi-step mode, trained on ``train``, written to ``path`` by
+    SpikingJelly's own NIR exporter; the trained net."""
     from spikingjelly.activation_based import functional
     from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
 
-    train, test = load_dataset("digits")
-    torch.manual_seed(0)
-    net = _SJResidual()
+    torch.manual_seed(seed)
+    net = SJ_MODELS[name]()
     functional.set_step_mode(net, "m")
-    _train_sj(net, train, epochs=4)
-    path = tmp_path_factory.mktemp("sj") / "sj_residual.nir"
+    _train_sj(net, train, epochs=epochs, seed=seed)
     with torch.no_grad():
         export_to_nir(net, torch.zeros(T, 2, 1, 8, 8), path)
     functional.reset_net(net)
-    return net, path, test
+    return net
+
+
+def _sj_fixture(name, tmp_path_factory):
+    train, test = load_dataset("digits")
+    path = tmp_path_factory.mktemp("sj") / f"{name}.nir"
+    return train_and_write_sj(name, train, path), path, test
+
+
+@pytest.fixture(scope="module")
+def sj_conv(tmp_path_factory):
+    """The conv net, trained 4 epochs on digits, written by SpikingJelly's NIR exporter."""
+    return _sj_fixture("sj_conv", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sj_dense(tmp_path_factory):
+    """The dense-only net, trained 4 epochs on digits, written by SpikingJelly's NIR exporter."""
+    return _sj_fixture("sj_dense", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sj_residual(tmp_path_factory):
+    return _sj_fixture("sj_residual", tmp_path_factory)
 
 
 def _sj_run(net, x_tb: torch.Tensor) -> torch.Tensor:
