@@ -10,7 +10,7 @@ model the median, minimum and maximum agreement, how many seeds reach 99 %, and 
 (float − fixed point, points). The models, training (Adam, BPTT over T = 4) and runs are the
 tests' own, imported from there: tests/test_third_party.py (snnTorch/Norse conv, dense, residual;
 8 epochs) and tests/test_nir_in.py (SpikingJelly ``sj_conv``, ``sj_dense``, ``sj_residual``;
-4 epochs). ``--epochs`` sets one count for all.
+4, 8, 4 epochs). ``--epochs`` sets one count for all.
 
 Run: ``python bench/third_party_agreement.py [--seeds 5] [--epochs N] [--models snntorch_conv
 norse_conv snntorch_dense norse_dense sj_dense ...] [--json out.json]``.
@@ -52,7 +52,7 @@ def _models(tp, sj):
     def spikingjelly(name):
         def train_write(train, epochs, seed, path):
             return sj.train_and_write_sj(name, train, path, epochs=epochs, seed=seed)
-        return train_write, sj._sj_run, 1e-4, 4
+        return train_write, sj._sj_run, 1e-4, sj.SJ_EPOCHS[name]
 
     return {**{n: third_party(n) for n in tp.MODELS}, **{n: spikingjelly(n) for n in sj.SJ_MODELS}}
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models = _models(tp, sj)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each model's test's, 8 or 4)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each model's test's)")
     p.add_argument("--models", nargs="+", default=list(models), choices=list(models))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
