@@ -12,8 +12,16 @@ tests' own, imported from there: tests/test_third_party.py (snnTorch/Norse conv,
 8 epochs) and tests/test_nir_in.py (SpikingJelly ``sj_conv``, ``sj_dense``, ``sj_residual``;
 4, 8, 4 epochs). ``--epochs`` sets one count for all.
 
+``--explain`` says per model and seed where the disagreements come from: the decisions of our
+float graph with every conv/dense weight and bias replaced by its dequantised fixed-point value
+(8-bit mantissa · 2^weight_exp / gain; identity skips keep weight 1), with and without the 8-bit
+pixels, compared with the emulator's (all equal: the weights' rounding is the whole difference,
+not the integer arithmetic); how many decisions the 8-bit pixels alone change; the fraction of
+near-ties (framework top-1 − top-2 mean logit < 5 % of its largest |logit|); and where the flipped
+images' margins rank among all 360 (percentile).
+
 Run: ``python bench/third_party_agreement.py [--seeds 5] [--epochs N] [--models snntorch_conv
-norse_conv snntorch_dense norse_dense sj_dense ...] [--json out.json]``.
+norse_conv snntorch_dense norse_dense sj_dense ...] [--explain] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,46 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def _dequantised(q):
+    """A copy of ``q.graph`` whose conv/dense weights and biases are their fixed-point values."""
+    import copy
+
+    g = copy.deepcopy(q.graph)
+    given = set()
+    for c in q.connections:
+        if c.identity:
+            continue
+        neuron = g.nodes[c.target].loihi()
+        gain = q.targets[c.target].scale / (neuron.v_threshold * neuron.input_divisor)
+        factor = (q.input_scale if g.role(c.path.source) == "input" else 1.0) / c.path.divisor
+        node, t = g.nodes[c.node], q.targets[c.target]
+        node.weight = c.weight_mant * 2.0**c.weight_exp / gain / factor
+        # the target's summed bias, on its first connection (the quantiser sums them per target)
+        first = c.target not in given
+        node.bias = (t.bias_mant << t.bias_exp) / (gain * 64.0 / neuron.f_du) if first else np.zeros_like(node.bias)
+        given.add(c.target)
+    return g
+
+
+def _explain(g, q, fw_logits, emu_pred, x_tb) -> dict:
+    from htakl_deploy.export.graph import run_float
+
+    fw_mean = fw_logits.mean(0)
+    fw = fw_mean.argmax(-1)
+    xd = x_tb.double()
+    x8 = torch.from_numpy(np.rint(xd.numpy() * 255.0) / 255.0)
+    deq = _dequantised(q)
+    pred = lambda graph, x: run_float(graph, x).numpy().mean(0).argmax(-1)  # noqa: E731
+    top = np.sort(fw_mean, -1)
+    margin = top[:, -1] - top[:, -2]
+    flipped = np.flatnonzero(fw != emu_pred)
+    return {"dequantised_same_as_emulator": int((pred(deq, xd) == emu_pred).sum()),
+            "dequantised_8bit_pixels_same_as_emulator": int((pred(deq, x8) == emu_pred).sum()),
+            "8bit_pixels_alone_changed": int((pred(g, x8) != fw).sum()),
+            "near_ties": float((margin < 0.05 * np.abs(fw_mean).max(-1)).mean()),
+            "flipped_margin_percentiles": [int(100 * (margin < margin[i]).mean()) for i in flipped]}
 
 
 def _models(tp, sj):
@@ -72,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each model's test's)")
     p.add_argument("--models", nargs="+", default=list(models), choices=list(models))
+    p.add_argument("--explain", action="store_true", help="where the disagreements come from (see above)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     if args.seeds < 1:
@@ -94,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / f"{name}.nir"
                 net = train_write(train, epochs[name], seed, path)
-                _, q = load_nir_graph(path, dt)
+                g, q = load_nir_graph(path, dt)
                 with torch.no_grad():
-                    fw = run(net, x_tb).mean(0).argmax(-1).numpy()
+                    fw_logits = run(net, x_tb).numpy()
+            fw = fw_logits.mean(0).argmax(-1)
             emu = emulate(plan_from_quantized(q), x_tb.double().numpy()).logits.mean(0).argmax(-1)
             row = {"model": name, "seed": seed, "epochs": epochs[name], "agreement": float((fw == emu).mean()),
                    "float_acc": float((fw == y).mean()), "fixed_acc": float((emu == y).mean()),
@@ -104,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"  {name:<18} seed {seed}: agreement {row['agreement']:.4f}, accuracy {row['float_acc']:.4f} -> "
                   f"{row['fixed_acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
+            if args.explain:
+                row["explain"] = e = _explain(g, q, fw_logits, emu, x_tb)
+                print(f"    dequantised float = emulator on {e['dequantised_same_as_emulator']}/{len(y)} decisions "
+                      f"({e['dequantised_8bit_pixels_same_as_emulator']} with 8-bit pixels); 8-bit pixels alone "
+                      f"change {e['8bit_pixels_alone_changed']}; near-ties {100 * e['near_ties']:.1f} %; flipped "
+                      f"images' margin percentiles {e['flipped_margin_percentiles']}", flush=True)
     print(f"\nload {os.getloadavg()[0]:.1f}\n")
     print("| model | seeds | agreement median (min–max) | seeds ≥ 99 % | accuracy float → fixed, median | "
           "max |gap| (points) |")
