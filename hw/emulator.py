@@ -207,11 +207,18 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
     if dev.type == "cpu":  # see hw.kernels: tensors under glibc's mmap ceiling, their pages reused
         kernels.keep_freed_memory()
         batch_size = kernels.chunk_samples(plan, x_int.shape[0], batch_size)
+    n = x_int.shape[1]
+    spikes: dict[str, np.ndarray] = {}
+    readout_u = None
     with kernels.exact_device(dev), torch.no_grad():
-        parts = [_emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast)
-                 for i in range(0, x_int.shape[1], batch_size)]
-    spikes = {k: np.concatenate([p[0][k] for p in parts], axis=1) for k in parts[0][0]}
-    readout_u = np.concatenate([p[1] for p in parts], axis=1)
+        for i in range(0, n, batch_size):  # each chunk written into the whole result: no second copy
+            part, u = _emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast)
+            if readout_u is None:
+                spikes = {k: np.empty((v.shape[0], n, *v.shape[2:]), v.dtype) for k, v in part.items()}
+                readout_u = np.empty((u.shape[0], n, *u.shape[2:]), u.dtype)
+            for k, v in part.items():
+                spikes[k][:, i:i + v.shape[1]] = v
+            readout_u[:, i:i + u.shape[1]] = u
     return EmulatorResult(spikes, readout_u, readout_logits(plan.readout, readout_u), x_int)
 
 
