@@ -3,7 +3,7 @@ emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream
 train_memory.py and torch_float.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
-[--counter C.json] [--scale S.json ...] [--roof R.json] [--stream S.json ...] [--train-memory M.json]
+[--counter C.json] [--scale S.json ...] [--roof R.json ...] [--stream S.json ...] [--train-memory M.json]
 [--torch-float F.json] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
@@ -307,32 +307,40 @@ def scale_section(runs: list[dict]) -> list[str]:
     return out
 
 
-def roof_section(r: dict) -> list[str]:
-    rows = r["rows"]
-    out = [
-        "## Emulator vs float32 forward and roof",
-        "",
-        f"`python bench/emulator_roof.py --json …` — {r['model']}, 3×32×32, T={r['timesteps']}, {r['images']} images "
-        f"(firing rate {100 * r['firing_rate']:.3g} %), {r['reps']} interleaved reps (medians), {r['threads']} threads; "
-        f"load average {load(r['load_before'])} → {load(r['load_after'])}. GMAC/s are dense-equivalent: the ANN "
-        f"twin's {r['dense_macs_per_step'] / 1e6:.1f} M MACs per image per step × T × images / time.",
-        "",
-        "| variant | s (median) | images/s | dense-equivalent GMAC/s |",
-        "|---|---|---|---|",
-    ]
+def roof_section(runs: list[dict]) -> list[str]:
+    """One summary row per model, then each model's variants."""
     names = {"emulator": "emulator (hw/kernels fast path)", "emulator-general": "emulator, general int64/float64 path",
              "float32-forward": "float student, float32 forward (SpikingJelly)",
              "roof": "roof: the network's float32 convs/matmuls alone"}
-    for k, row in rows.items():
-        out.append(f"| {names.get(k, k)} | {row['s']:.2f} | {row['images_per_s']:.2f} | {row['gmac_per_s']:.2f} |")
-    out += ["", f"The emulator reaches **{100 * r['emulator_share_of_roof']:.0f} %** of the roof and takes "
-            f"{r['emulator_vs_float32_forward']:.2f}× the float32 forward's time; the general path is "
-            f"{r['general_vs_emulator']:.2f}× slower than the fast one. Integers identical on every rep: "
-            f"{r['identical_integers']}."]
-    if "machine_roof_gmac_per_s" in r:
-        out.append(f"One large float32 conv (128→128, 3×3, 32×32, batch 64) runs at "
-                   f"{r['machine_roof_gmac_per_s']:.1f} GMAC/s here at this load: the network's own convs "
-                   "(small maps, many shapes) reach less, and that is the roof an exact emulator can reach.")
+    out = [
+        "## Emulator vs float32 forward and roof",
+        "",
+        "`python bench/emulator_roof.py --model M --images N --json …` — the bit-exact emulator, the float "
+        "student's float32 forward and the roof (the network's float32 convolutions and matrix products alone, "
+        "on inputs of the emulator's shapes) on the same direct-encoded images, 3×32×32, interleaved reps "
+        "(medians), one process. GMAC/s are dense-equivalent: the ANN twin's MACs per image per step × T × "
+        "images / time. The students are `paper_runs.make_run(…, firing=…)`'s (their BN set so that the mean "
+        "firing rate is a trained network's; the rate measured by the emulator is in the table).",
+        "",
+        "| model | images | firing rate | emulator (s) | roof (s) | **emulator / roof (GMAC/s)** | emulator / float32 forward (time) | general path / fast path (time) | integers identical | threads | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        rows = r["rows"]
+        out.append(f"| {r['model']} | {r['images']} | {100 * r['firing_rate']:.3g} % | {rows['emulator']['s']:.2f} | "
+                   f"{rows['roof']['s']:.2f} | **{100 * r['emulator_share_of_roof']:.0f} %** | "
+                   f"×{r['emulator_vs_float32_forward']:.2f} | ×{r['general_vs_emulator']:.2f} | "
+                   f"{r['identical_integers']} | {r['threads']} | {load(r['load_before'])} → {load(r['load_after'])} |")
+    for r in runs:
+        out += ["", f"**{r['model']}**, T={r['timesteps']}, {r['images']} images, {r['reps']} reps, "
+                f"{r['dense_macs_per_step'] / 1e6:.1f} M dense MACs per image per step:", "",
+                "| variant | s (median) | images/s | dense-equivalent GMAC/s |", "|---|---|---|---|"]
+        for k, row in r["rows"].items():
+            out.append(f"| {names.get(k, k)} | {row['s']:.2f} | {row['images_per_s']:.2f} | {row['gmac_per_s']:.2f} |")
+        if "machine_roof_gmac_per_s" in r:
+            out += ["", f"One large float32 conv (128→128, 3×3, 32×32, batch 64) runs at "
+                    f"{r['machine_roof_gmac_per_s']:.1f} GMAC/s here at this load: the network's own convs "
+                    "(small maps, many shapes) reach less, and that is the roof an exact emulator can reach."]
     return out + [""]
 
 
@@ -439,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lava", help="JSON of bench/emulator_vs_lava.py (section: emulator vs Lava)")
     p.add_argument("--counter", help="JSON of bench/counter_overhead.py")
     p.add_argument("--scale", action="append", default=[], help="JSON of bench/scale_out.py (repeatable)")
-    p.add_argument("--roof", help="JSON of bench/emulator_roof.py")
+    p.add_argument("--roof", action="append", default=[], help="JSON of bench/emulator_roof.py (repeatable: one per model)")
     p.add_argument("--stream", action="append", default=[], help="JSON of bench/stream_memory.py (repeatable)")
     p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
     p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
@@ -452,12 +460,13 @@ def main(argv: list[str] | None = None) -> None:
 
     t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
     scales = [read(x) for x in args.scale]
-    roof, tmem, tfl = read(args.roof), read(args.train_memory), read(args.torch_float)
+    roofs = [read(x) for x in args.roof]
+    tmem, tfl = read(args.train_memory), read(args.torch_float)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
              "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None,
-             "roof": roof_section(roof) if roof else None, "stream": stream_section(streams) if streams else None,
+             "roof": roof_section(roofs) if roofs else None, "stream": stream_section(streams) if streams else None,
              "train_memory": train_memory_section(tmem) if tmem else None,
              "torch_float": torch_float_section(tfl) if tfl else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
@@ -484,13 +493,13 @@ def main(argv: list[str] | None = None) -> None:
     loads = [*([t["loadavg_before"][0]] if t else []), *([loss[0]["loadavg_before"][0]] if loss else []),
              *([meth["loadavg_before"][0]] if meth and "loadavg_before" in meth else []),
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
-             *(s["loadavg_before"][0] for s in scales), *([roof["load_before"][0]] if roof else []),
+             *(s["loadavg_before"][0] for s in scales), *(x["load_before"][0] for x in roofs),
              *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
              *(x["load_before"][0] for x in (tfl["runs"] if tfl else []))]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
-               *(["emulator_roof.py"] if roof else []), *(["stream_memory.py"] if streams else []),
+               *(["emulator_roof.py"] if roofs else []), *(["stream_memory.py"] if streams else []),
                *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")

@@ -331,3 +331,20 @@ def _is_bn(model, key: str) -> bool:
 
     module = model.get_submodule(key.rsplit(".", 1)[0])
     return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def test_perf_md_roof_section_one_row_per_model():
+    """``--roof`` is repeatable: one summary row per model (its firing rate, the emulator's share
+    of the roof), then each model's variants."""
+    def roof(model, share):
+        rows = {k: {"s": s, "images_per_s": 64 / s, "gmac_per_s": 10 / s}
+                for k, s in (("emulator", 1.0), ("emulator-general", 2.0), ("float32-forward", 1.5), ("roof", share))}
+        return {"model": model, "images": 64, "timesteps": 4, "reps": 5, "dense_macs_per_step": 2.0e8, "rows": rows,
+                "identical_integers": True, "firing_rate": 0.1, "emulator_share_of_roof": share,
+                "emulator_vs_float32_forward": 1 / 1.5, "general_vs_emulator": 2.0, "threads": 2,
+                "load_before": [0.5], "load_after": [0.6]}
+
+    lines = load("perf_md").roof_section([roof("resnet20", 0.6), roof("vgg16", 0.77)])
+    rows = [line for line in lines if line.startswith("| resnet20 |") or line.startswith("| vgg16 |")]
+    assert len(rows) == 2 and "**60 %**" in rows[0] and "**77 %**" in rows[1] and "| 10 % |" in rows[0], rows
+    assert sum(line.startswith("**") for line in lines) == 2  # a variants table per model

@@ -182,33 +182,15 @@ def _model(name, digits, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def snntorch_conv_model(digits, tmp_path_factory):
-    return _model("snntorch_conv", digits, tmp_path_factory)
+def trained(digits, tmp_path_factory):
+    """``trained(name)``: the model of ``MODELS[name]`` trained and written once per module."""
+    cache: dict = {}
 
-
-@pytest.fixture(scope="module")
-def norse_conv_model(digits, tmp_path_factory):
-    return _model("norse_conv", digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def snntorch_dense_model(digits, tmp_path_factory):
-    return _model("snntorch_dense", digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def norse_dense_model(digits, tmp_path_factory):
-    return _model("norse_dense", digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def snntorch_residual_model(digits, tmp_path_factory):
-    return _model("snntorch_residual", digits, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def norse_residual_model(digits, tmp_path_factory):
-    return _model("norse_residual", digits, tmp_path_factory)
+    def get(name):
+        if name not in cache:
+            cache[name] = _model(name, digits, tmp_path_factory)
+        return cache[name]
+    return get
 
 
 ALL = ["snntorch_conv", "norse_conv", "snntorch_dense", "norse_dense",
@@ -216,11 +198,11 @@ ALL = ["snntorch_conv", "norse_conv", "snntorch_dense", "norse_dense",
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_export_is_read_exactly(name, request):
+def test_export_is_read_exactly(name, trained):
     """Our float64 run of the framework's file = the framework's own float32 run (snnTorch's
     surrogate spikes are float32 whatever the input): logits equal to 1e-5, so a mismatch in tau,
     r, reset or an edge shows at once."""
-    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    net, run, path, dt, test = trained(name)
     g = read_nir(path)
     if "residual" in name:  # the join is two edges into the second LIF
         lifs = [k for k, n in g.nodes.items() if isinstance(n, nir.LIF)]
@@ -235,10 +217,10 @@ def test_export_is_read_exactly(name, request):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_export_deploys(name, request, tmp_path, capsys):
+def test_export_deploys(name, trained, tmp_path, capsys):
     """``export --target nir lava (netx)``: Lava = emulator on every spike of 20 samples; the
     framework's float run vs our fixed point on all 360 digits test images."""
-    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    net, run, path, dt, test = trained(name)
     out = tmp_path / "out"
     targets = ["nir", "lava"] + ([] if "residual" in name else ["netx"])  # netx: feed-forward chains only
     rc = main(["export", "--json", str(path), "--target", *targets, "--dt", str(dt), "--data", "digits",
@@ -270,11 +252,11 @@ def test_export_deploys(name, request, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["snntorch_conv", pytest.param("norse_conv", marks=pytest.mark.slow)])
-def test_run_from_nir_on_the_framework_file(name, request, tmp_path, capsys):
+def test_run_from_nir_on_the_framework_file(name, trained, tmp_path, capsys):
     """``run --from-nir`` on the framework's file: export → simulate (emulator on all 360 test
     images, Lava fixed_pt on 20) → energy → map → report; the emulator's accuracy is the fixed
     point's of the export comparison, and Lava equals the emulator on every spike of its 20 images."""
-    net, run, path, dt, test = request.getfixturevalue(f"{name}_model")
+    net, run, path, dt, test = trained(name)
     assert main(["run", "--json", "--from-nir", str(path), "--data", "digits", "--dt", str(dt),
                  "--backends", "emulator", "lava-fixed_pt", "--lava-samples", "20", "--lava-check", "0",
                  "--out-dir", str(tmp_path), "--run-name", name, "--no-progress"]) == 0
