@@ -354,8 +354,10 @@ def stream_section(runs: list[dict]) -> list[str]:
         if r.get("stopped"):
             out += stopped_lines(r)
             continue
+        rates = [x["firing_rate"] for x in r["rows"] if "firing_rate" in x]
+        fires = f", firing rate {100 * rates[-1]:.3g} %" if rates else ""
         out += [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, NeuroBench "
-                f"{'on' if r['neurobench'] else 'off'}, {r['threads']} threads, load {load(r['load_before'])} → "
+                f"{'on' if r['neurobench'] else 'off'}{fires}, {r['threads']} threads, load {load(r['load_before'])} → "
                 f"{load(r['load_after'])}:", "",
                 "| samples | simulate peak (MB) | simulate wall (s) | emulator (s) | images/s | spikes.h5 (MB) | energy peak (MB) | energy wall (s) |",
                 "|---|---|---|---|---|---|---|---|"]
