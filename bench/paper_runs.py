@@ -6,8 +6,8 @@ one epoch on 8 images (T=4) and exports NIR + the Lava artefact; reused when it 
 student hardly spikes (ResNet-20: 54 spikes over 2 images and all layers), so speed, spike-file
 size, energy and agreement with Lava measured on it say little about a trained network; with
 ``firing`` (a mean rate, e.g. 0.1) its BatchNorm layers are set by ``set_firing`` before export so
-that every layer fires at a trained network's rates (5-20 % per layer at 0.1; the run's
-``firing.json`` lists them). The weights stay random: accuracy means nothing here.
+that its layers fire at a trained network's rates (7-19 % per layer at 0.1; ResNet-19's ``act1``,
+after fc1, which has no BN, stays silent; the run's ``firing.json`` lists them). The weights stay random: accuracy means nothing here.
 """
 
 from __future__ import annotations
