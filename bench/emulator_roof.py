@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from htakl_deploy.atomic import write_json
-from paper_runs import data_root, make_run
+from paper_runs import add_firing_flag, data_root, make_run
 
 
 def roof_fn(plan, x_int: np.ndarray):
@@ -135,12 +135,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--root", help="where the generated run is kept (default: $TMPDIR/htakl_bench)")
     ap.add_argument("--no-machine-roof", dest="machine_roof", action="store_false")
-    ap.add_argument("--firing", type=float, default=0.1, help="the student's mean firing rate (paper_runs.set_firing; "
-                    "default 0.1); --firing -1: the one-epoch student as trained (hardly spikes)")
+    add_firing_flag(ap)
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
-    r = bench(args.model, args.images, args.reps, args.root, args.machine_roof,
-              None if args.firing < 0 else args.firing)
+    r = bench(args.model, args.images, args.reps, args.root, args.machine_roof, args.firing)
     for k, row in r["rows"].items():
         print(f"{k:<17} {row['s']:8.2f} s  {row['images_per_s']:7.2f} images/s  {row['gmac_per_s']:6.2f} GMAC/s")
     print(f"emulator = {100 * r['emulator_share_of_roof']:.0f} % of the float32 roof, "

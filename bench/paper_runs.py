@@ -7,7 +7,8 @@ student hardly spikes (ResNet-20: 54 spikes over 2 images and all layers), so sp
 size, energy and agreement with Lava measured on it say little about a trained network; with
 ``firing`` (a mean rate, e.g. 0.1) its BatchNorm layers are set by ``set_firing`` before export so
 that its layers fire at a trained network's rates (7-19 % per layer at 0.1; ResNet-19's ``act1``,
-after fc1, which has no BN, stays silent; the run's ``firing.json`` lists them). The weights stay random: accuracy means nothing here.
+after fc1, which has no BN, stays silent; the run's ``firing.json`` lists them). The weights stay
+random: accuracy means nothing here. ``add_firing_flag`` gives a benchmark its ``--firing``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def set_firing(model, x_tb, rate: float, iters: int = 10) -> dict:
     from spikingjelly.activation_based import functional, neuron
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
     lifs = {n: m for n, m in model.named_modules() if isinstance(m, neuron.BaseNode)}
     counts: dict = {}
 
@@ -76,9 +78,17 @@ def set_firing(model, x_tb, rate: float, iters: int = 10) -> dict:
     r = rates_at((lo + hi) / 2)
     for h in handles:
         h.remove()
-    for bn in bns:
-        bn.momentum = 0.1
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
     return {"beta": (lo + hi) / 2, "mean_rate": sum(r.values()) / len(r), "rates": r}
+
+
+def add_firing_flag(ap) -> None:
+    """``--firing RATE`` (default 0.1) on a benchmark's parser; a negative rate gives None: the
+    one-epoch student as trained, which hardly spikes."""
+    ap.add_argument("--firing", type=lambda v: None if float(v) < 0 else float(v), default=0.1,
+                    help="the student's mean firing rate (set_firing; default 0.1); --firing -1: the one-epoch "
+                    "student as trained (hardly spikes)")
 
 
 def _give_activity(run_dir: Path, data: Path, rate: float) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from htakl_deploy.atomic import write_json
 from htakl_deploy.memory import in_fresh_process, peak_memory
-from paper_runs import data_root, make_run
+from paper_runs import add_firing_flag, data_root, make_run
 
 
 def _logger(path: str | None, t0: float):
@@ -108,8 +108,7 @@ def main() -> None:
     ap.add_argument("--record", default="spikes")
     ap.add_argument("--neurobench", action="store_true", help="also the NeuroBench counts in energy (slow)")
     ap.add_argument("--root")
-    ap.add_argument("--firing", type=float, default=0.1, help="the student's mean firing rate (paper_runs.set_firing; "
-                    "default 0.1); --firing -1: the one-epoch student as trained (hardly spikes)")
+    add_firing_flag(ap)
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--progress-log", metavar="FILE", help="simulate appends a JSON line per batch here")
     ap.add_argument("--stopped", metavar="LOG", help="write --json for a run stopped early, from its --progress-log "
@@ -132,7 +131,7 @@ def main() -> None:
                              args.progress_log)))
         return
     r = bench(args.model, [int(s) for s in args.samples.split(",")], args.batch_size, args.record,
-              args.neurobench, args.root, args.progress_log, None if args.firing < 0 else args.firing)
+              args.neurobench, args.root, args.progress_log, args.firing)
     print(f"load {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}, {r['threads']} threads")
     if args.json:
         write_json(args.json, r)

@@ -138,18 +138,13 @@ def cifar_tree(batch_content, bad: str = "data_batch_1", folder: str = "cifar-10
 
 
 def fashion_tree(folder: str):
-    """A valid Fashion-MNIST folder (the four idx files, 28×28 images) of a few images: where the
-    case needs the data set to be there, whether or not this machine has it installed."""
-    def idx(arr: np.ndarray, magic: int) -> bytes:
-        head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
-        return head + arr.astype(np.uint8).tobytes()
-
+    """A valid Fashion-MNIST folder (``test_data.make_fashion``: the four idx files, 28×28 images),
+    for a case that needs the data set there whether or not this machine has it installed."""
     def setup(ws: Path) -> None:
-        root = ws / folder
-        root.mkdir(parents=True, exist_ok=True)
-        for prefix, n in (("train", 128), ("t10k", 4)):  # more than the run's batch size
-            (root / f"{prefix}-images-idx3-ubyte").write_bytes(idx(np.zeros((n, 28, 28)), 2051))
-            (root / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(np.arange(n) % 10, 2049))
+        from test_data import make_fashion
+
+        (ws / folder).mkdir(parents=True, exist_ok=True)
+        make_fashion(ws / folder, n_train=128, n_test=4)  # more training images than the run's batch size
     return setup
 
 
