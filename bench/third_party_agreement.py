@@ -14,7 +14,7 @@ tests' own, imported from there: tests/test_third_party.py (snnTorch/Norse conv,
 
 ``--explain`` says per model and seed where the disagreements come from: the decisions of our
 float graph with every conv/dense weight and bias replaced by its dequantised fixed-point value
-(8-bit mantissa · 2^weight_exp / gain; identity skips keep weight 1), with and without the 8-bit
+(our quantised NIR file read back: 8-bit mantissa · 2^weight_exp / gain), with and without the 8-bit
 pixels, compared with the emulator's (all equal: the weights' rounding is the whole difference,
 not the integer arithmetic); how many decisions the 8-bit pixels alone change; the fraction of
 near-ties (framework top-1 − top-2 mean logit < 5 % of its largest |logit|); and where the flipped
@@ -43,35 +43,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
-def _dequantised(q):
-    """A copy of ``q.graph`` whose conv/dense weights and biases are their fixed-point values."""
-    import copy
-
-    g = copy.deepcopy(q.graph)
-    given = set()
-    for c in q.connections:
-        if c.identity:
-            continue
-        neuron = g.nodes[c.target].loihi()
-        gain = q.targets[c.target].scale / (neuron.v_threshold * neuron.input_divisor)
-        factor = (q.input_scale if g.role(c.path.source) == "input" else 1.0) / c.path.divisor
-        node, t = g.nodes[c.node], q.targets[c.target]
-        node.weight = c.weight_mant * 2.0**c.weight_exp / gain / factor
-        # the target's summed bias, on its first connection (the quantiser sums them per target)
-        first = c.target not in given
-        node.bias = (t.bias_mant << t.bias_exp) / (gain * 64.0 / neuron.f_du) if first else np.zeros_like(node.bias)
-        given.add(c.target)
-    return g
-
-
 def _explain(g, q, fw_logits, emu_pred, x_tb) -> dict:
     from htakl_deploy.export.graph import run_float
+    from htakl_deploy.export.nir_io import from_nir, to_nir
 
     fw_mean = fw_logits.mean(0)
     fw = fw_mean.argmax(-1)
     xd = x_tb.double()
     x8 = torch.from_numpy(np.rint(xd.numpy() * 255.0) / 255.0)
-    deq = _dequantised(q)
+    deq = from_nir(to_nir(g, quantized=q)).graph  # our quantised NIR read back: the dequantised float graph
     pred = lambda graph, x: run_float(graph, x).numpy().mean(0).argmax(-1)  # noqa: E731
     top = np.sort(fw_mean, -1)
     margin = top[:, -1] - top[:, -2]
