@@ -33,10 +33,8 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-import nir
 import numpy as np
 import torch
 
@@ -66,16 +64,9 @@ def _explain(g, q, fw_logits, emu_pred, x_tb) -> dict:
 def _models(tp, sj):
     """name: (train(train_set, epochs, seed, path) -> net written to path, float run, --dt, test epochs)."""
     def third_party(name):
-        build, run, write, dt = tp.MODELS[name]
-
         def train_write(train, epochs, seed, path):
-            torch.manual_seed(seed)
-            net = tp._train(build(), run, train, epochs=epochs, seed=seed)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
-            return net
-        return train_write, run, dt, 8
+            return tp.train_and_write(name, train, path, epochs=epochs, seed=seed)
+        return train_write, tp.MODELS[name][1], tp.MODELS[name][3], tp.EPOCHS
 
     def spikingjelly(name):
         def train_write(train, epochs, seed, path):

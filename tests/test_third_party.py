@@ -169,16 +169,26 @@ def digits():
     return load_dataset("digits")
 
 
-def _model(name, digits, tmp_path_factory):
-    build, run, write, dt = MODELS[name]
-    train, test = digits
-    torch.manual_seed(0)
-    net = _train(build(), run, train, epochs=8)
-    path = tmp_path_factory.mktemp("third_party") / f"{name}.nir"
+EPOCHS = 8
+
+
+def train_and_write(name: str, train, path, epochs: int = EPOCHS, seed: int = 0):
+    """``MODELS[name]`` trained on ``train`` and written to ``path`` by the framework's exporter
+    (``MODELS[name]``'s writer); the trained net. bench/third_party_agreement.py uses it too."""
+    build, run, write, _ = MODELS[name]
+    torch.manual_seed(seed)
+    net = _train(build(), run, train, epochs=epochs, seed=seed)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nir.write(path, write(net, torch.zeros(2, 1, 8, 8)))
-    return net, run, path, dt, test
+    return net
+
+
+def _model(name, digits, tmp_path_factory):
+    _, run, _, dt = MODELS[name]
+    train, test = digits
+    path = tmp_path_factory.mktemp("third_party") / f"{name}.nir"
+    return train_and_write(name, train, path), run, path, dt, test
 
 
 @pytest.fixture(scope="module")
