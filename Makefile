@@ -21,6 +21,10 @@ install: $(STAMP)
 # lava-dl 0.6.0 (netx: tests/test_netx.py runs our netx HDF5 in Lava with it) declares Python <3.11
 # like lava-nc: --no-deps --ignore-requires-python; its import chain needs cv2 (opencv-python-headless,
 # real) and torchvision (not installable against the CPU torch; the test says how it stands in).
+# tonic (with its dependencies; none pulls torch) reads event recordings for --input (an optional
+# dependency of the package: the 'events' extra; tests/test_inputs.py needs it). sinabs 3.1.3 (declares
+# nir<=1.0.4 and samna, the Speck driver, neither needed for its NIR export) and rockpool 3.1.0 go in with
+# --no-deps: their own NIR exporters write the Sinabs and Rockpool graphs tests/test_wild.py deploys.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -32,6 +36,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 nirtorch==2.6 norse==1.1.0
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-dl==0.6.0
 	$(PY) -m pip install --quiet --no-deps opencv-python-headless==4.14.0.94
+	$(PY) -m pip install --quiet tonic==1.7.0
+	$(PY) -m pip install --quiet --no-deps sinabs==3.1.3 rockpool==3.1.0 pbr==7.1.3
 	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
 	$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models; print('lava-nc imports on Python 3.11')"
 	touch $(STAMP)

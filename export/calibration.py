@@ -14,118 +14,85 @@ currents cannot change what 8 bits of weight can hold. What the weights cannot t
    graph (``graph.run_float``) and of the integer network on the calibration inputs.
 
 ``SRC`` is a data set name (its *training* split, the first ``max_samples`` images: calibration
-must not look at the test images the accuracy is measured on) or a file of inputs in the graph's
-range: ``.npy`` (read with ``allow_pickle=False``) or ``.h5``/``.hdf5`` (one dataset, or the one
-named ``inputs``; no external links), shaped ``[T, B, *input]`` or ``[B, *input]`` (then the same
-frame every step: direct encoding), finite, in [0, 1] (the first layer takes 8-bit pixels
-``round(255·x)``). Anything else is a one-line ``UserError``.
+must not look at the test images the accuracy is measured on) or inputs the user gives, read as
+``--input`` reads them (``distill.data.inputfile``: ``.npy``/``.npz``/``.h5`` of ``[T, B, *input]``
+sequences — event frames, T from the data — or ``[B, *input]`` static inputs, or a folder of event
+recordings). Anything else is a one-line ``UserError``.
+
+Memory: the samples run a few at a time (``BATCH_BYTES`` of recorded state), and the file is read
+batch by batch, so a 64-sample, 300-step event calibration of the NIR paper's CNN stays small
+(docs/NIR.md has the measured peak).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from htakl_deploy.distill.data.inputfile import Inputs, from_dataset, is_input_file, open_inputs
 from htakl_deploy.errors import UserError
 
 MAX_SAMPLES = 256
-H5_KEY = "inputs"
+BATCH_BYTES = 256 << 20  # calibration runs this much of recorded integer state at a time (bounded memory)
 
 
 def load_calibration(source: str, in_shape: tuple[int, ...], timesteps: int, *, data_root: str | None = None,
-                     max_samples: int = MAX_SAMPLES) -> np.ndarray:
-    """The calibration inputs as float64 ``[T, B, *in_shape]`` (see the module docstring)."""
-    path = Path(source)
-    if path.suffix.lower() in (".npy", ".h5", ".hdf5"):
-        x = _read_file(path)
-        where = f"--calibration {path}"
-    else:
-        from htakl_deploy.distill.data import encode
-        from htakl_deploy.distill.data.registry import load_dataset
+                     max_samples: int = MAX_SAMPLES) -> Inputs:
+    """The calibration inputs, at most ``max_samples`` of them (see the module docstring): a data set's
+    training images (direct encoding over ``timesteps``) or a file / event folder
+    (``distill.data.inputfile``: sequences keep their own T, static inputs get ``timesteps``)."""
+    if is_input_file(source):
+        return open_inputs(source, in_shape, default_timesteps=timesteps, flag="--calibration").head(max_samples)
+    from htakl_deploy.distill.data.registry import load_dataset
 
-        kwargs = {} if data_root is None else {"root": data_root}
-        train, _ = load_dataset(source, **kwargs)  # unknown names: its own one-line UserError
-        if tuple(train.in_shape) != tuple(in_shape):
-            raise UserError(f"--calibration {source}: images are {tuple(train.in_shape)}, the graph's input is "
-                            f"{tuple(in_shape)}")
-        xb, _ = train.batch(torch.arange(min(max_samples, len(train))))
-        return encode(xb, timesteps, "direct").double().numpy()
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise UserError(f"{where}: holds {x.dtype} values, expected real numbers")
-    n = len(in_shape)
-    if x.ndim == n + 1:
-        x = np.repeat(x[None], timesteps, axis=0)
-    elif x.ndim != n + 2:
-        raise UserError(f"{where}: shape {x.shape}, expected [T, B, {', '.join(map(str, in_shape))}] or "
-                        f"[B, {', '.join(map(str, in_shape))}]")
-    if tuple(x.shape[2:]) != tuple(in_shape):
-        raise UserError(f"{where}: inputs are {tuple(x.shape[2:])}, the graph's input is {tuple(in_shape)}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise UserError(f"{where}: no inputs (shape {x.shape})")
-    x = x[:, :max_samples].astype(np.float64)
-    if not np.isfinite(x).all():
-        raise UserError(f"{where}: holds NaN or infinite values")
-    if x.min() < 0 or x.max() > 1:
-        raise UserError(f"{where}: values span [{x.min():.4g}, {x.max():.4g}], expected [0, 1] (the first layer "
-                        "takes 8-bit pixels round(255·x))")
-    return x
+    kwargs = {} if data_root is None else {"root": data_root}
+    train, _ = load_dataset(source, **kwargs)  # unknown names: its own one-line UserError
+    if tuple(train.in_shape) != tuple(in_shape):
+        raise UserError(f"--calibration {source}: images are {tuple(train.in_shape)}, the graph's input is "
+                        f"{tuple(in_shape)}")
+    return from_dataset(train.subset(min(max_samples, len(train))), timesteps)
 
 
-def _read_file(path: Path) -> np.ndarray:
-    from htakl_deploy.readers import check_h5_self_contained, describe_missing
-
-    if not path.is_file():
-        raise describe_missing(path, "--calibration", "calibration file")
-    where = f"--calibration {path}"
-    try:
-        if path.suffix.lower() == ".npy":
-            x = np.load(path, allow_pickle=False)
-        else:
-            import h5py
-
-            check_h5_self_contained(path, "--calibration")
-            with h5py.File(path, "r") as f:
-                sets = [k for k in f if isinstance(f[k], h5py.Dataset)]
-                key = H5_KEY if H5_KEY in sets else (sets[0] if len(sets) == 1 else None)
-                if key is None:
-                    raise UserError(f"{where}: expected one dataset (or one named {H5_KEY!r}), found {sorted(sets)}")
-                x = f[key][()]
-    except UserError:
-        raise
-    except Exception as e:  # numpy/h5py raise ValueError/OSError/KeyError on bad files
-        raise UserError(f"{where}: not a readable input array: {type(e).__name__}: {str(e)[:160]}") from None
-    if not isinstance(x, np.ndarray):
-        raise UserError(f"{where}: holds a scalar, expected an array of inputs")
-    return x
-
-
-def calibrate(graph, q, x_tb: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+def calibrate(graph, q, inputs: Inputs) -> tuple[dict[str, Any], list[str]]:
     """(report, warnings): decision agreement of the float graph and the integer network on
-    ``x_tb``, and each neuron layer's / the readout's 24-bit headroom (module docstring)."""
+    ``inputs``, and each neuron layer's / the readout's 24-bit headroom (module docstring). The
+    samples run a few at a time (``BATCH_BYTES`` of recorded int64 state), so memory stays bounded
+    however long the sequences are."""
     from htakl_deploy.export.graph import run_float
     from htakl_deploy.export.quantize import logits_from_int, run_int
 
-    x = torch.from_numpy(x_tb)
-    out_int, vals = run_int(q, x, record=True)
-    pred_int = logits_from_int(q, out_int).mean(0).argmax(-1)
-    with torch.no_grad():
-        pred_float = run_float(graph, x).mean(0).argmax(-1).numpy()
+    n, t = len(inputs), inputs.timesteps
+    per_sample = 8 * t * sum(int(np.prod(s)) for s in graph.shapes.values())
+    step = max(1, BATCH_BYTES // max(per_sample, 1))
+    same, peaks = 0, {}
+    for s0 in range(0, n, step):
+        x = torch.from_numpy(inputs.batch(s0, s0 + step))
+        out_int, vals = run_int(q, x, record=True)
+        pred_int = logits_from_int(q, out_int).mean(0).argmax(-1)
+        del out_int
+        for name, h in _headroom(q, vals, x.shape).items():
+            for k, v in h.items():
+                peaks.setdefault(name, {}).setdefault(k, 0)
+                peaks[name][k] = max(peaks[name][k], v)
+        del vals
+        with torch.no_grad():
+            pred_float = run_float(graph, x).mean(0).argmax(-1).numpy()
+        same += int((pred_float == pred_int).sum())
     layers, warnings = {}, []
-    for name, h in _headroom(q, vals, x_tb.shape).items():
-        layers[name] = h
+    for name, h in peaks.items():
+        layers[name] = {**h, "u_headroom": h["max_abs_u"] / float(1 << 23), "v_headroom": h["max_abs_v"] / float(1 << 23)}
         for what in ("u", "v"):
             if h[f"max_abs_{what}"] >= 1 << 23:
                 warnings.append(f"calibration: layer {name!r}: |{what}| reaches {h[f'max_abs_{what}']} on the calibration "
                                 f"inputs, past Loihi's 24-bit limit 2^23 ({'wraps' if what == 'u' else 'saturates'})")
-    report = {"samples": int(x_tb.shape[1]), "timesteps": int(x_tb.shape[0]),
-              "decision_agreement": float((pred_float == pred_int).mean()), "layers": layers}
+    report = {"samples": int(n), "timesteps": int(t), "inputs": inputs.kind,
+              "decision_agreement": same / n, "layers": layers}
     return report, warnings
 
 
-def _headroom(q, vals: dict[str, np.ndarray], shape) -> dict[str, dict[str, Any]]:
+def _headroom(q, vals: dict[str, np.ndarray], shape) -> dict[str, dict[str, int]]:
     """Per target (neuron layer or readout): the largest |u| and |v| before Lava's wrap/clip,
     stepping the real (wrapped) state so the numbers are those of the network as it runs."""
     from htakl_deploy.export.quantize import _shift
@@ -152,6 +119,5 @@ def _headroom(q, vals: dict[str, np.ndarray], shape) -> dict[str, dict[str, Any]
                 v_free = trunc_decay(v, 4096 - tq.dv) + u_free + bias
                 max_v = max(max_v, int(np.abs(v_free).max(initial=0)))
             _, u, v = node.int_step(u, v, a[t], tq, bias)
-        out[name] = {"max_abs_u": max_u, "max_abs_v": max_v, "u_headroom": max_u / float(1 << 23),
-                     "v_headroom": max_v / float(1 << 23)}
+        out[name] = {"max_abs_u": max_u, "max_abs_v": max_v}
     return out

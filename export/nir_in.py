@@ -13,10 +13,12 @@ this command created is removed again if a later step fails: a refused graph lea
 
 Time: NIR's neurons have continuous time constants; the step ``dt`` an exporter divided by is
 not in the file. ``--dt`` gives it (default 1e-4 s, what SpikingJelly's and snnTorch's exporters
-use; Norse 1.1.0's writes ``tau = dt/tau_mem_inv`` with its dt = 1e-3 s, see the README). With ``--data NAME`` the float graph and the integer network
-are compared on that data set's test split (direct encoding, ``--timesteps`` steps), and the Lava
-check runs its first images; without it the Lava check runs uniform random inputs in [0, 1].
-``--calibration SRC`` (a data set name or an ``.npy``/``.h5`` of inputs) adds the 24-bit
+use; Norse 1.1.0's writes ``tau = dt/tau_mem_inv`` with its dt = 1e-3 s, see docs/NIR.md). With
+``--data NAME`` the float graph and the integer network are compared on that data set's test split
+(direct encoding, ``--timesteps`` steps), with ``--input FILE`` on the user's own inputs (event
+frames, sequences or static inputs: ``distill.data.inputfile``), and the Lava check runs their
+first samples; without either it runs uniform random inputs in [0, 1].
+``--calibration SRC`` (a data set name, or inputs as ``--input`` reads them) adds the 24-bit
 headroom of every layer and the float-vs-integer agreement on those inputs
 (``export.calibration``; the scales stay the weights').
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,19 @@ def load_nir_graph(path: str | Path, dt_s: float | None = None) -> tuple[Student
         raise UserError(f"{path}: cannot map this graph to Loihi fixed point: {e}") from None
 
 
-def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, samples: int | None):
-    """The test split of ``data`` (checked against the graph's input shape), or None."""
+def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, samples: int | None,
+            input_file: str | None = None, timesteps: int | None = None):
+    """What the float graph and the integer network are compared on (and the Lava check runs): the
+    test split of ``data`` (checked against the graph's input shape; direct encoding over
+    ``timesteps``) or the user's ``input_file`` (``distill.data.inputfile``), as ``Inputs``; or None."""
+    from htakl_deploy.distill.data.inputfile import from_dataset, open_inputs
+
+    if data is not None and input_file is not None:
+        raise UserError("--data and --input: give one (a data set's test images, or your own inputs)")
+    want = graph.shapes[graph.input_name]
+    if input_file is not None:
+        inputs = open_inputs(input_file, want, timesteps=timesteps, default_timesteps=DEFAULT_TIMESTEPS)
+        return inputs.head(samples) if samples else inputs
     if data is None:
         return None
     from htakl_deploy.distill.data.registry import load_dataset
@@ -66,16 +80,16 @@ def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, sample
     _, test = load_dataset(data, **kwargs)
     if samples:
         test = test.subset(samples)
-    want = graph.shapes[graph.input_name]
     if tuple(test.in_shape) != tuple(want):
         raise UserError(f"--data {data}: images are {tuple(test.in_shape)}, the NIR graph's input is {want}")
-    return test
+    return from_dataset(test, timesteps or DEFAULT_TIMESTEPS)
 
 
 def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None = None, *,
                     timesteps: int | None = None, samples: int | None = None, data: str | None = None,
                     data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
-                    dt_s: float | None = None, calibration: str | None = None) -> dict[str, Any]:
+                    dt_s: float | None = None, calibration: str | None = None,
+                    input_file: str | None = None) -> dict[str, Any]:
     """Export a NIR file (see the module docstring); returns the report also written as
     ``export_report.json``."""
     from htakl_deploy.export.netx_hdf5 import _layers
@@ -88,7 +102,6 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
     for flag, value, low in (("--timesteps", timesteps, 1), ("--samples", samples, 1), ("--lava-check", lava_check, 0)):
         if value is not None and value < low:
             raise UserError(f"{flag}: got {value}, expected an integer >= {low}")
-    t_steps = timesteps or DEFAULT_TIMESTEPS
     graph, q = load_nir_graph(path, dt_s)
     plan = None
     if "lava" in targets:
@@ -101,38 +114,40 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
             _layers(q, strict=False)
         except ValueError as e:
             raise UserError(f"--target netx: {e}") from None
-    test = _inputs(graph, data, data_root, samples)
-    calib_x = None
-    if calibration is not None:  # read and checked before anything is written
-        from htakl_deploy.export.calibration import load_calibration
+    with ExitStack() as opened:  # input files stay open while they stream; closed however this ends
+        test = _inputs(graph, data, data_root, samples, input_file, timesteps)
+        if test is not None:
+            opened.callback(test.close)
+        t_steps = test.timesteps if test is not None else (timesteps or DEFAULT_TIMESTEPS)
+        calib = None
+        if calibration is not None:  # read and checked before anything is written
+            from htakl_deploy.export.calibration import load_calibration
 
-        calib_x = load_calibration(calibration, graph.shapes[graph.input_name], timesteps or DEFAULT_TIMESTEPS,
-                                   data_root=data_root)
-
-    out = Path(out_dir) if out_dir else path.parent / f"{path.stem}-export"
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        report = _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
-                        lava_check, DT if dt_s is None else float(dt_s), calibration, calib_x)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    return report
+            calib = load_calibration(calibration, graph.shapes[graph.input_name], t_steps, data_root=data_root)
+            opened.callback(calib.close)
+        out = Path(out_dir) if out_dir else path.parent / f"{path.stem}-export"
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            return _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
+                          lava_check, DT if dt_s is None else float(dt_s), calibration, calib)
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate, lava_check,
-           dt, calibration=None, calib_x=None) -> dict[str, Any]:
+           dt, calibration=None, calib=None) -> dict[str, Any]:
     from htakl_deploy.export.pipeline import compare_float_int, lava_check as run_lava_check, write_netx_target
     from htakl_deploy.hw.simulate import ARTEFACT_NAME
 
     report: dict[str, Any] = {"source_nir": str(path), "dt_s": dt, "timesteps": t_steps, "data": data,
                               "warnings": q.warnings()}
-    if calib_x is not None:
+    if calib is not None:
         from htakl_deploy.export.calibration import calibrate
 
-        report["calibration"], calib_warnings = calibrate(graph, q, calib_x)
+        report["calibration"], calib_warnings = calibrate(graph, q, calib)
         report["calibration"]["source"] = str(calibration)
         report["warnings"] = report["warnings"] + calib_warnings
     if "nir" in targets or "lava" in targets:
@@ -146,7 +161,7 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
             def run(x_tb: torch.Tensor) -> torch.Tensor:
                 return run_float(graph, x_tb.double())
 
-            report["nir"]["accuracy"] = compare_float_int(run, q, test, t_steps)
+            report["nir"]["accuracy"] = compare_float_int(run, q, test)
     if plan is not None:
         t0 = time.perf_counter()
         config = None
@@ -164,10 +179,7 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
         }
         if lava_check:
             if test is not None:
-                from htakl_deploy.distill.data import encode
-
-                x, _ = test.batch(torch.arange(min(lava_check, len(test))))
-                x_tb = encode(x, t_steps, "direct").double().numpy()
+                x_tb = test.batch(0, lava_check)
             else:
                 gen = np.random.default_rng(0)
                 x_tb = np.repeat(gen.random((1, lava_check, *plan.input_shape)), t_steps, axis=0)

@@ -30,7 +30,7 @@ import torch
 from htakl_deploy.atomic import check_writable_dir, make_dir, write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import MAX_TIMESTEPS, config_from_dict, data_config
-from htakl_deploy.distill.data import ArrayDataset, encode
+from htakl_deploy.distill.data.inputfile import Inputs, from_dataset
 from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.recipe import load_data, model_from_checkpoint
 from htakl_deploy.distill.train import predict
@@ -58,26 +58,25 @@ def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:
     return model, ckpt, ckpt_path
 
 
-def compare_float_int(model: Callable[[torch.Tensor], torch.Tensor], q, data: ArrayDataset, timesteps: int,
+def compare_float_int(model: Callable[[torch.Tensor], torch.Tensor], q, data: Inputs,
                       batch_size: int = 256) -> dict[str, Any]:
-    """Float student (``model``: ``[T, B, ...]`` → logits ``[T, B, K]``, a Classifier or a float
-    graph runner) vs integer network on every image of ``data`` (direct encoding)."""
-    float_logits, int_logits, labels = [], [], []
+    """Float student (``model``: float64 ``[T, B, ...]`` → logits ``[T, B, K]``, in the dtype it runs in)
+    vs integer network on every sample of ``data`` (a data set's images, direct
+    encoding, or the user's inputs: ``distill.data.inputfile``); accuracies None without labels."""
+    float_logits, int_logits = [], []
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            x, y = data.batch(torch.arange(start, min(start + batch_size, len(data))))
-            x_tb = encode(x, timesteps, "direct")
+            x_tb = torch.from_numpy(data.batch(start, start + batch_size))
             float_logits.append(model(x_tb).numpy())
-            int_logits.append(logits_from_int(q, run_int(q, x_tb.double())))
-            labels.append(y)
-    y = torch.cat(labels)
+            int_logits.append(logits_from_int(q, run_int(q, x_tb)))
     pred_float = predict(torch.from_numpy(np.concatenate(float_logits, 1)))
     pred_int = predict(torch.from_numpy(np.concatenate(int_logits, 1)))
+    y = None if data.labels is None else torch.from_numpy(data.labels)
     return {
-        "samples": len(y), "timesteps": timesteps,
-        "float_acc": float((pred_float == y).double().mean()),
-        "int_acc": float((pred_int == y).double().mean()),
+        "samples": len(data), "timesteps": data.timesteps, "inputs": data.source,
+        "float_acc": None if y is None else float((pred_float == y).double().mean()),
+        "int_acc": None if y is None else float((pred_int == y).double().mean()),
         "decision_agreement": float((pred_float == pred_int).double().mean()),
         "eval_s": time.perf_counter() - t0,
     }
@@ -100,7 +99,8 @@ def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dic
         cfg = data_config(ckpt["config"], "CHECKPOINT's config", opts["data_root"])
         cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=opts["samples"])
         _, test = load_data(cfg)
-        report["accuracy"] = compare_float_int(model, q, test, opts["timesteps"] or cfg.timesteps)
+        report["accuracy"] = compare_float_int(lambda x: model(x.float()), q,  # images: float32, exact
+                                               from_dataset(test, opts["timesteps"] or cfg.timesteps))
     return report
 
 
@@ -236,7 +236,8 @@ NETX_NAME = "student.netx.h5"
 def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path | None = None, *,
                timesteps: int | None = None, samples: int | None = None,
                data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
-               data: str | None = None, dt_s: float | None = None, calibration: str | None = None) -> dict[str, Any]:
+               data: str | None = None, dt_s: float | None = None, calibration: str | None = None,
+               input_file: str | None = None) -> dict[str, Any]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
@@ -255,10 +256,10 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
 
         return export_from_nir(Path(checkpoint), targets, out_dir, timesteps=timesteps, samples=samples,
                                data=data, data_root=data_root, evaluate=evaluate, lava_check=lava_check, dt_s=dt_s,
-                               calibration=calibration)
-    if data is not None or dt_s is not None or calibration is not None:
-        raise UserError("--data, --dt and --calibration apply to a NIR file (MODEL.nir) only: a checkpoint knows "
-                        "its data set")
+                               calibration=calibration, input_file=input_file)
+    if data is not None or dt_s is not None or calibration is not None or input_file is not None:
+        raise UserError("--data, --input, --dt and --calibration apply to a NIR file (MODEL.nir) only: a checkpoint "
+                        "knows its data set")
     model, ckpt, ckpt_path = load_student(checkpoint)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"

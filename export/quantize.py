@@ -52,6 +52,7 @@ from htakl_deploy.export.graph import TARGETS, Connection, StudentGraph, connect
 from htakl_deploy.export.nodes.intops import exact as _exact, shift as _shift
 
 INPUT_SCALE = 1.0 / 255.0  # pixel = x_int · INPUT_SCALE, x_int in 0..255
+MAX_COUNT = 255  # an input value above 1 is an event count (whole number, at most this many per bin)
 MANT_MAX = 254
 EXP_RANGE = (-8, 7)
 S_MIN, S_MAX = 16, 4096
@@ -295,9 +296,11 @@ def quantize(graph: StudentGraph, *, input_scale: float = INPUT_SCALE) -> Quanti
 
 
 def quantize_input(x_tb, input_scale: float = INPUT_SCALE) -> np.ndarray:
-    """Analog input (pixels in [0, 1]) → int64 ``round(x / input_scale)``, clipped to 0..255."""
+    """Input → int64 ``round(x / input_scale)``: analog values (pixels in [0, 1]) become 0..255, an
+    event count ``c`` (whole number up to ``MAX_COUNT``: ``distill.data.inputfile`` checks) ``255·c``
+    — the off-chip first layer multiplies exact integers either way. Clipped to that range."""
     x = np.asarray(x_tb, dtype=np.float64)
-    return np.clip(np.rint(x / input_scale), 0, round(1.0 / input_scale)).astype(np.int64)
+    return np.clip(np.rint(x / input_scale), 0, MAX_COUNT * round(1.0 / input_scale)).astype(np.int64)
 
 
 def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):

@@ -18,6 +18,7 @@ examples:
   htakl-deploy export runs/demo --target netx           # student.netx.h5 for lava-dl's netx
   htakl-deploy export model.nir --target nir lava netx --data digits   # a NIR graph from any framework
   htakl-deploy export model.nir --target lava --dt 1e-3                # its exporter assumed dt = 1 ms
+  htakl-deploy export cnn_sinabs.nir --target lava --dt 1 --input events.npy   # Sinabs: one unit per step
 """
 
 
@@ -34,12 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/export; for MODEL.nir: MODEL-export/ next to it)")
     p.add_argument("--data", help="MODEL.nir only: data set to compare the float graph and the integer network "
                                   "on, and to run the Lava check with (default: none; random inputs for the check)")
+    p.add_argument("--input", dest="input_file", metavar="FILE",
+                   help="MODEL.nir only: your own inputs to compare the float graph and the integer network on and "
+                        "to run the Lava check with (instead of --data): .npy/.npz/.h5 of [T, B, ...] sequences "
+                        "(event frames; T from the data) or [B, ...] static inputs, labels optional; or a folder of "
+                        "N-MNIST-format .bin event recordings")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4: SpikingJelly, "
                         "snnTorch; NIR files do not record it)")
     p.add_argument("--calibration", metavar="SRC",
                    help="MODEL.nir only: inputs to check the quantised graph with — a data set name (its training "
-                        "split) or an .npy/.h5 of inputs [T, B, ...] or [B, ...] in [0, 1]: per-layer 24-bit "
+                        "split) or inputs as --input reads them (first 256 samples): per-layer 24-bit "
                         "headroom of u and v, and float vs integer decisions (the scales come from the weights)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
     p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
@@ -58,7 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
-                        lava_check=args.lava_check, data=args.data, dt_s=args.dt_s, calibration=args.calibration)
+                        lava_check=args.lava_check, data=args.data, dt_s=args.dt_s, calibration=args.calibration,
+                        input_file=args.input_file)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     emit(report, args.json, summary_lines(report))
@@ -73,8 +80,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"nir: {nir['quant_nir']} (float graph {nir['float_nir']}; {nir['clipped_weights']} weights clipped)")
         acc = nir.get("accuracy")
         if acc is not None:
-            lines.append(f"  accuracy float {pct(acc['float_acc'])}, Loihi fixed point {pct(acc['int_acc'])} "
-                         f"(of {acc['samples']} images, T={acc['timesteps']}); decisions agree on "
+            acc_s = ("no labels" if acc["float_acc"] is None else
+                     f"accuracy float {pct(acc['float_acc'])}, Loihi fixed point {pct(acc['int_acc'])}")
+            lines.append(f"  {acc_s} (of {acc['samples']} samples, T={acc['timesteps']}); decisions agree on "
                          f"{pct(acc['decision_agreement'])}")
     onnx = report.get("onnx")
     if onnx is not None:

@@ -67,13 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     g.add_argument("--from-nir", metavar="MODEL.nir", dest="from_nir",
                    help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand): no teacher, no "
-                        "distillation; export → simulate → energy → map → report. Needs --data and --dt")
+                        "distillation; export → simulate → energy → map → report. Needs --dt and --data or --input")
     g.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="--from-nir only: the time step the NIR file's exporter divided by (1e-4 for "
                         "SpikingJelly/snnTorch, 1e-6 for Norse 1.1.0)")
     g.add_argument("--calibration", metavar="SRC",
-                   help="--from-nir only: calibration inputs (a data set name or an .npy/.h5 of inputs), as "
+                   help="--from-nir only: calibration inputs (a data set name, or inputs as --input reads them), as "
                         "`export --calibration`")
+    g.add_argument("--input", dest="input_file", metavar="FILE",
+                   help="--from-nir only: run your own inputs instead of --data: .npy/.npz/.h5 of [T, B, ...] "
+                        "sequences (event frames; T from the data) or [B, ...] static inputs, labels optional; or a "
+                        "folder of N-MNIST-format .bin event recordings")
     add_pipeline_flags(p)
     _add_config_flags(p.add_argument_group("training (as `htakl-deploy distill`; fixed by --resume)"),
                       with_config=False)
@@ -105,11 +109,12 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.from_nir is not None:
         return _run_from_nir(args)
-    if args.dt_s is not None or args.calibration is not None:
+    given = [f for f, v in (("--dt", args.dt_s), ("--calibration", args.calibration), ("--input", args.input_file))
+             if v is not None]
+    if given:
         from htakl_deploy.errors import UserError
 
-        raise UserError(f"{'--dt' if args.dt_s is not None else '--calibration'} applies to --from-nir only "
-                        "(a trained run knows its own time step and data)")
+        raise UserError(f"{given[0]} applies to --from-nir only (a trained run knows its own time step and data)")
     if args.resume:
         config_from_args(args)  # refuses training flags and --config with --resume
         settings, changed = pipeline_settings(args, {})
@@ -155,6 +160,7 @@ def _run_from_nir(args: argparse.Namespace) -> int:
     result = run_from_nir(args.from_nir, data=args.data, dt_s=args.dt_s, settings=settings, timesteps=args.timesteps,
                           run_name=args.run_name, out_dir=args.out_dir or "runs", data_root=args.data_root,
                           limit_test=args.limit_test, calibration=args.calibration, say=say,
+                          input_file=args.input_file,
                           progress=True if args.progress is None else bool(args.progress))
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -16,6 +16,8 @@ examples:
   htakl-deploy simulate runs/demo/export/student.lava.npz --samples 100 --out sim/
   htakl-deploy simulate runs/demo --backend emulator --record counts --batch-size 128   # 10k images, flat memory
   htakl-deploy simulate model.nir --data digits --backend emulator   # a NIR graph from any framework
+  htakl-deploy simulate cnn-export --input events.npy      # your own inputs: [T, B, ...] event frames, labels optional
+  htakl-deploy simulate cnn-export --input nmnist/Test/ --samples 100   # N-MNIST .bin recordings (read with tonic)
 
 Class decision: argmax over classes of the mean over T of the readout's logits (the last layer
 has no neuron; its current is read each step). Outputs: OUT/spikes.h5 (every layer's spikes,
@@ -47,7 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "step summed over samples: enough for `energy`, not for its NeuroBench counts), or "
                         "LAYER[,LAYER...] (full spikes of those layers, counts of all)")
     p.add_argument("--device", metavar="DEV", help="emulator only: 'cpu' (default) or 'cuda' (bit-exact: no TF32, no cuDNN)")
-    p.add_argument("--data", help="MODEL.nir only: the data set to run (required there)")
+    p.add_argument("--input", dest="input_file", metavar="FILE",
+                   help="run these inputs instead of a data set: .npy/.npz/.h5 of [T, B, ...] sequences (event "
+                        "frames: T comes from the data) or [B, ...] static inputs, values in [0, 1] or whole event "
+                        "counts, labels optional ('labels' in .npz/.h5); or a folder of N-MNIST-format .bin "
+                        "event recordings (1 ms frames, read with tonic)")
+    p.add_argument("--data", help="MODEL.nir only: the data set to run (or --input)")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
@@ -61,8 +68,10 @@ def _export_nir(args: argparse.Namespace) -> Path:
     from htakl_deploy.errors import UserError
     from htakl_deploy.export.nir_in import export_from_nir
 
-    if args.data is None:
-        raise UserError("simulate MODEL.nir needs --data NAME: the data set whose test images to run")
+    if args.data is None and args.input_file is None:
+        raise UserError("simulate MODEL.nir needs --data NAME (the data set whose test images to run) or --input FILE")
+    if args.data is not None and args.input_file is not None:
+        raise UserError("--data and --input: give one (a data set's test images, or your own inputs)")
     report = export_from_nir(Path(args.artefact), ["nir", "lava"], timesteps=args.timesteps, data=args.data,
                              data_root=args.data_root, evaluate=False, lava_check=0, dt_s=args.dt_s)
     for warning in report["warnings"]:
@@ -97,7 +106,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         report = simulate(artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
-                          batch_size=args.batch_size, record=args.record, device=args.device)
+                          batch_size=args.batch_size, record=args.record, device=args.device,
+                          input_file=args.input_file)
     finally:
         bar.close()
     emit(report, args.json, summary_lines(report))
@@ -107,7 +117,8 @@ def run_command(args: argparse.Namespace) -> int:
 def summary_lines(report: dict) -> list[str]:
     """The human summary of a ``simulate`` result (``--json`` prints it whole)."""
     n = report["samples"]
-    lines = [f"{report['backend']}: accuracy {pct(report['accuracy'], n)}, T={report['timesteps']}, "
+    acc = f"no labels ({n} samples)" if report["accuracy"] is None else f"accuracy {pct(report['accuracy'], n)}"
+    lines = [f"{report['backend']}: {acc}, T={report['timesteps']}, "
              f"{report['wall_s']:.1f} s ({report['samples_per_s'] or 0:.1f} samples/s)",
              f"spikes: {report['out_dir']}/{report['spikes_file']} (record {report['record']}); "
              f"summary {report['out_dir']}/simulate.json"]
@@ -117,5 +128,6 @@ def summary_lines(report: dict) -> list[str]:
                      f"{pct(agree['decision_agreement'])}, readout identical: {agree['readout_identical']}")
     fl = report.get("float_student")
     if fl is not None:
-        lines.append(f"float student: accuracy {pct(fl['accuracy'], n)}, decisions agree {pct(fl['decision_agreement'])}")
+        acc = "" if fl["accuracy"] is None else f"accuracy {pct(fl['accuracy'], n)}, "
+        lines.append(f"float student: {acc}decisions agree {pct(fl['decision_agreement'])}")
     return lines

@@ -277,7 +277,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = ["", f"run finished in {_duration(result['timings']['total_s'])}: {result['run_dir']}"]
     for backend, acc in result["accuracy"].items():
         energy = result["energy_per_sample_uj"].get(backend)
-        lines.append(f"  {backend:<16} accuracy {100 * acc:6.2f} % on {result['samples'][backend]:>5} samples"
+        acc_s = "no labels        " if acc is None else f"accuracy {100 * acc:6.2f} %"
+        lines.append(f"  {backend:<16} {acc_s} on {result['samples'][backend]:>5} samples"
                      + (f"   {energy:.4f} µJ/sample" if energy is not None else ""))
     if result.get("ann_teacher_energy_per_sample_uj") is not None:
         lines.append(f"  {'ANN teacher':<16} {result['ann_teacher_energy_per_sample_uj']:.4f} µJ/sample (MACs only)")
@@ -334,14 +335,16 @@ class _progress_bar:
 def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, settings: PipelineConfig | None = None,
                  timesteps: int | None = None, run_name: str | None = None, out_dir: str = "runs",
                  data_root: str | None = None, limit_test: int | None = None, calibration: str | None = None,
-                 say: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+                 say: Callable[[str], None] = print, progress: bool = True,
+                 input_file: str | None = None) -> dict[str, Any]:
     """``run --from-nir MODEL.nir``: no teacher, no distillation — export the foreign float graph
     (``export.nir_in``; ONNX needs a trained checkpoint and is left out) → simulate → energy →
     map → report, in a new run directory, with ``settings``' backends, preset and map target.
 
-    The data set and ``--dt`` are required: the graph's test images come from ``data`` (its input
-    shape is checked against the graph's), and NIR files do not record the step their exporter
-    divided by. Everything that can be refused is checked before the run directory is created, and
+    ``--dt`` and the inputs are required: the graph's test images come from ``data`` (its input
+    shape is checked against the graph's) or the user's ``input_file`` (``distill.data.inputfile``:
+    event frames, sequences or static inputs, labels optional), and NIR files do not record the step
+    their exporter divided by. Everything that can be refused is checked before the run directory is created, and
     a directory this call created is removed again if a stage fails."""
     import shutil
     from datetime import datetime, timezone
@@ -355,22 +358,25 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
 
     settings = settings or PipelineConfig()
     path = Path(nir_path)
-    if data is None:
-        raise UserError("run --from-nir needs --data NAME: the data set whose test images the graph runs on")
+    if (data is None) == (input_file is None):
+        raise UserError("run --from-nir needs --data NAME (the data set whose test images the graph runs on) or "
+                        "--input FILE (your own inputs), one of them")
     if dt_s is None:
         raise UserError("run --from-nir needs --dt SECONDS: the time step the NIR file's exporter divided by "
                         "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see the README)")
     model = load_preset(settings.preset)
     graph, _ = load_nir_graph(path, dt_s)  # refusals (bad file, unknown node, wrong dt) before any folder
-    _inputs(graph, data, data_root, 1)  # the data set exists and fits the graph's input
+    probe = _inputs(graph, data, data_root, 1, input_file, timesteps)  # the inputs exist and fit the graph
+    probe.close()
     if calibration is not None:  # a bad calibration source is refused before the run directory exists
         from htakl_deploy.export.calibration import load_calibration
 
         load_calibration(calibration, graph.shapes[graph.input_name], timesteps or DEFAULT_TIMESTEPS,
-                         data_root=data_root, max_samples=1)
-    t_steps = timesteps or DEFAULT_TIMESTEPS
+                         data_root=data_root, max_samples=1).close()
+    t_steps = probe.timesteps if input_file is not None else (timesteps or DEFAULT_TIMESTEPS)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out_dir) / (run_name or f"{data}-{path.stem}-nir-T{t_steps}-{stamp}")
+    source = data if input_file is None else Path(input_file).stem
+    run_dir = Path(out_dir) / (run_name or f"{source}-{path.stem}-nir-T{t_steps}-{stamp}")
     if (run_dir / "config.json").exists():
         raise UserError(f"run directory {run_dir} already holds a run; choose another --run-name")
     targets = [t for t in settings.export_targets if t in NIR_TARGETS]
@@ -384,7 +390,8 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "provenance.json", provenance(0, 1))
         write_json(run_dir / "config.json", {
-            "from_nir": str(path), "dt_s": float(dt_s), "data": data, "timesteps": t_steps, "encoding": "direct",
+            "from_nir": str(path), "dt_s": float(dt_s), "data": data, "input": input_file, "timesteps": t_steps,
+            "encoding": "direct" if input_file is None else probe.kind,
             "model": f"NIR graph {path.name}", "method": "none (imported from NIR, not trained here)",
             "limit_test": limit_test, "calibration": calibration, "teacher_only": False})
         record = _Record(run_dir, settings, None)
@@ -394,30 +401,32 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         t = time.perf_counter()
         exported = export_from_nir(path, targets, run_dir / "export", timesteps=t_steps, samples=limit_test,
                                    data=data, data_root=data_root, lava_check=settings.effective_lava_check,
-                                   dt_s=dt_s, calibration=calibration)
+                                   dt_s=dt_s, calibration=calibration, input_file=input_file)
         warnings = exported["warnings"]
         timings["export_s"] = time.perf_counter() - t
         record.mark("export", {"export_targets": targets, "lava_check": settings.effective_lava_check},
                     timings["export_s"])
         acc = exported.get("nir", {}).get("accuracy")
         say(f"      done in {_duration(timings['export_s'])}" + (
-            f" — float {100 * acc['float_acc']:.2f} %, fixed point {100 * acc['int_acc']:.2f} %, decisions agree "
-            f"on {100 * acc['decision_agreement']:.2f} %" if acc else ""))
+            (f" — float {100 * acc['float_acc']:.2f} %, fixed point {100 * acc['int_acc']:.2f} %,"
+             if acc["float_acc"] is not None else " —") + f" decisions agree on {100 * acc['decision_agreement']:.2f} %"
+            if acc else ""))
         for warning in warnings:
             say(f"      warning: {warning}")
 
         sims: dict[str, dict[str, Any]] = {}
         for i, backend in enumerate(settings.sim_backends, start=2):
             samples = settings.lava_samples if backend.startswith("lava") else limit_test
-            say(f"[{i}/{n}] simulate:{backend}: " + (f"{samples} samples" if samples else "every test image"))
+            say(f"[{i}/{n}] simulate:{backend}: " + (f"{samples} samples" if samples else ("every test image" if input_file is None else f"every sample of {input_file}")))
             t = time.perf_counter()
             with _progress_bar(progress, backend, samples) as bar:
                 sims[backend] = simulate(run_dir / "export" / "student.lava.npz", backend=backend, samples=samples,
-                                         progress=bar, data_root=data_root)
+                                         progress=bar, data_root=data_root, input_file=input_file)
             timings[f"simulate_{backend}_s"] = time.perf_counter() - t
             record.mark(f"simulate:{backend}", {"samples": samples}, timings[f"simulate_{backend}_s"])
-            say(f"      done in {_duration(timings[f'simulate_{backend}_s'])} — accuracy "
-                f"{100 * sims[backend]['accuracy']:.2f} % on {sims[backend]['samples']} samples")
+            acc = sims[backend]["accuracy"]
+            say(f"      done in {_duration(timings[f'simulate_{backend}_s'])} — "
+                + ("no labels" if acc is None else f"accuracy {100 * acc:.2f} %") + f" on {sims[backend]['samples']} samples")
 
         i = 2 + len(sims)
         say(f"[{i}/{n}] energy: ACs/MACs from every spike, priced with {settings.preset}")

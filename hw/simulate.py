@@ -41,6 +41,7 @@ import torch
 from htakl_deploy.atomic import check_writable_dir, write_json
 from htakl_deploy.distill.config import MAX_TIMESTEPS, data_config
 from htakl_deploy.distill.data import encode
+from htakl_deploy.distill.data.inputfile import Inputs, from_dataset, open_inputs
 from htakl_deploy.distill.recipe import load_data
 from htakl_deploy.errors import UserError
 from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
@@ -109,7 +110,9 @@ def test_split(plan: DeploymentPlan, samples: int | None, data_root: str | None)
     cut to its first ``samples`` images (default: the test images the run was evaluated on)."""
     cfg_dict = plan.metadata.get("config")
     if not cfg_dict:
-        raise UserError("ARTEFACT has no training config: re-export it with `htakl-deploy export --target lava`")
+        raise UserError("ARTEFACT has no data set (exported from a NIR file without --data): give it inputs with "
+                        "--input FILE (.npy/.npz/.h5 of [T, B, ...] event frames or [B, ...] static inputs, "
+                        "labels optional) or a folder of event recordings")
     cfg = data_config(cfg_dict, "ARTEFACT's embedded config", data_root)  # never its own data folder
     cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=samples or cfg.limit_test)
     _, test = load_data(cfg)
@@ -117,6 +120,18 @@ def test_split(plan: DeploymentPlan, samples: int | None, data_root: str | None)
         raise UserError(f"ARTEFACT: its network takes inputs {tuple(plan.input_shape)}, but its data set "
                         f"{cfg.data!r} has images {tuple(test.in_shape)}")
     return test
+
+
+def open_samples(plan: DeploymentPlan, input_file: str | Path | None, samples: int | None, timesteps: int | None,
+                 data_root: str | None) -> Inputs:
+    """What ``simulate`` runs: the user's ``input_file`` (``distill.data.inputfile``; T from the data or
+    ``timesteps``), else the artefact's test split (direct encoding over ``timesteps`` or the
+    artefact's T); the first ``samples`` of either."""
+    t_default = int(plan.metadata.get("timesteps", 4))
+    if input_file is not None:
+        inputs = open_inputs(input_file, plan.input_shape, timesteps=timesteps, default_timesteps=t_default)
+        return inputs.head(samples) if samples else inputs
+    return from_dataset(test_split(plan, samples, data_root), timesteps or t_default)
 
 
 def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -192,7 +207,10 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None,
 def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
              timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
              progress: Callable[[int], None] | None = None, compare: bool = True,
-             batch_size: int | None = None, record="spikes", device: str | None = None) -> dict[str, Any]:
+             batch_size: int | None = None, record="spikes", device: str | None = None,
+             input_file: str | Path | None = None) -> dict[str, Any]:
+    """Run ``backend`` on the artefact's test split or on ``input_file`` (see the module docstring);
+    returns the report also written as ``simulate.json``."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
@@ -218,9 +236,15 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         record = parse_record(record, names)
     except ValueError as e:
         raise UserError(f"--record: {e}") from None
-    t = timesteps or int(plan.metadata.get("timesteps", 4))
-    test = test_split(plan, samples, data_root)  # images converted batch by batch below
-    n = len(test)
+    inputs = open_samples(plan, input_file, samples, timesteps, data_root)  # converted batch by batch below
+    try:
+        return _simulate(plan, path, inputs, backend, out_dir, progress, compare, batch_size, record, device)
+    finally:
+        inputs.close()
+
+
+def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, batch_size, record, device):
+    t, n, labels = inputs.timesteps, len(inputs), inputs.labels
     if callable(getattr(progress, "set_total", None)):
         progress.set_total(n)  # a bar that did not know the sample count can show an ETA
     batch = batch_size or BATCH_SIZES.get(backend, DEFAULT_BATCH)
@@ -233,20 +257,20 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     vs_emu, vs_float = Agreement(), Agreement()
     correct = emu_same = float_correct = float_same = 0
     readout_identical = True
+    in_dtype = np.uint8 if inputs.max_value <= 1 else np.uint16  # event counts c > 1 are 255·c
     wall_s = 0.0
     t_start = time.perf_counter()
     writer = None
     try:
         for s0 in range(0, n, batch):
-            x, y = test.batch(torch.arange(s0, min(s0 + batch, n)))
-            x_tb, y = encode_batch(x, t), y.numpy()
-            del x
+            x_tb = inputs.batch(s0, min(s0 + batch, n))
+            y = None if labels is None else labels[s0:s0 + x_tb.shape[1]]
             t0 = time.perf_counter()
             in_batch = None if progress is None else (lambda done, s0=s0: progress(s0 + done))  # Lava: per chunk
             result = BACKENDS[backend](plan, path, x_tb, in_batch, **({"device": device} if backend == "emulator" else {}))
             wall_s += time.perf_counter() - t0
             pred = result.logits.mean(0).argmax(-1)
-            correct += int((pred == y).sum())
+            correct += 0 if y is None else int((pred == y).sum())
             if compare_lava:
                 emu = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]))
                 vs_emu.add(result.spikes, emu.spikes)
@@ -255,7 +279,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
             if f_graph is not None:
                 f_spikes, f_logits = float_student_spikes(path, x_tb, f_graph)
                 f_pred = f_logits.mean(0).argmax(-1)
-                float_correct += int((f_pred == y).sum())
+                float_correct += 0 if y is None else int((f_pred == y).sum())
                 float_same += int((f_pred == pred).sum())
                 vs_float.add(f_spikes, result.spikes)
             if writer is None:
@@ -263,7 +287,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
                                      timesteps=t, record=record,
                                      attrs={"backend": backend, "artefact": str(path), "timesteps": t,
                                             "input_scale": plan.input_scale, "readout": readout})
-            x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(np.uint8)
+            x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(in_dtype)
             writer.append(layers=result.spikes, input=x_rec, labels=y, predictions=pred)
             del result, x_tb
             if progress is not None:
@@ -274,8 +298,8 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
             writer.abort()
         raise
     report: dict[str, Any] = {
-        "backend": backend, "artefact": str(path), "samples": int(n), "timesteps": t,
-        "accuracy": correct / n, "wall_s": wall_s, "total_wall_s": time.perf_counter() - t_start,
+        "backend": backend, "artefact": str(path), "inputs": inputs.source, "input_kind": inputs.kind,
+        "samples": int(n), "timesteps": t, "accuracy": None if labels is None else correct / n, "wall_s": wall_s, "total_wall_s": time.perf_counter() - t_start,
         "samples_per_s": n / wall_s if wall_s > 0 else None, "spikes_file": "spikes.h5",
         "batch_size": batch, "record": record, "readout": readout,
         "firing_rate": {k: float(c.sum()) / c.size / n for k, c in writer.counts.items()},
@@ -284,7 +308,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         report["agreement"] = {"vs": "emulator", "spike_agreement": vs_emu.result(),
                                "decision_agreement": emu_same / n, "readout_identical": readout_identical}
     if f_graph is not None:
-        report["float_student"] = {"accuracy": float_correct / n, "decision_agreement": float_same / n,
+        report["float_student"] = {"accuracy": None if labels is None else float_correct / n, "decision_agreement": float_same / n,
                                    "spike_agreement": vs_float.result()}
     write_json(out / "simulate.json", report)
     report["out_dir"] = str(out)

@@ -35,7 +35,7 @@ def test_calibration_report(model, tmp_path, capsys):
     assert set(cal["layers"]) == {"lif", "output"} and 0 <= cal["decision_agreement"] <= 1
     # by hand: the LIF has no current memory (du = 4095), so its u each step is the conv's current << 6
     graph, q = load_nir_graph(model)
-    x = load_calibration("digits", (1, 8, 8), 4)
+    x = load_calibration("digits", (1, 8, 8), 4).batch(0, 256)
     _, vals = run_int(q, torch.from_numpy(x), record=True)
     assert cal["layers"]["lif"]["max_abs_u"] == int(np.abs(vals["conv"]).max()) << 6 > 0
     assert 0 < cal["layers"]["lif"]["u_headroom"] < 1 and report["warnings"] == []
@@ -67,14 +67,17 @@ def _h5(path, **sets):
 
 
 BAD = {
-    "missing.npy": (None, "calibration file"),
+    "missing.npy": (None, "no such input file"),
     "nan.npy": (np.full((2, 1, 8, 8), np.nan), "NaN"),
-    "range.npy": (np.full((2, 1, 8, 8), 2.0), "expected [0, 1]"),
-    "shape.npy": (np.zeros((2, 1, 7, 8)), "the graph's input is (1, 8, 8)"),
+    "range.npy": (np.full((2, 1, 8, 8), 2.5), "expected analog values in [0, 1]"),
+    "negative.npy": (np.full((2, 1, 8, 8), -0.5), "negative values"),
+    "counts.npy": (np.full((2, 1, 8, 8), 300.0), "more than 255"),
+    "labels.npz": ("labels", "labels have shape (3,), expected [2]"),
+    "shape.npy": (np.zeros((2, 1, 7, 8)), "the network's input is (1, 8, 8)"),
     "ndim.npy": (np.zeros((8, 8)), "expected [T, B, 1, 8, 8]"),
     "text.npy": (np.array([["a"] * 8] * 8), "expected real numbers"),
     "objects.npy": (np.array([{"a": 1}], dtype=object), "not a readable input array"),
-    "two.h5": ("h5", "expected one dataset"),
+    "two.h5": ("h5", "expected one array of inputs"),
     "junk.h5": ("junk", "not a readable input array"),
 }
 
@@ -92,6 +95,8 @@ def test_bad_calibration_is_one_line_exit_2_and_writes_nothing(name, model, tmp_
             _h5(src, a=np.zeros((2, 1, 8, 8)), b=np.zeros((2, 1, 8, 8)))
         elif value == "junk":
             src.write_bytes(b"not hdf5")
+        elif value == "labels":
+            np.savez(src, inputs=np.zeros((2, 1, 8, 8)), labels=np.zeros(3))
     out = tmp_path / "out"
     assert main(["export", str(model), "--target", "nir", "lava", "--calibration", str(src), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -100,7 +105,7 @@ def test_bad_calibration_is_one_line_exit_2_and_writes_nothing(name, model, tmp_
 
 
 def test_h5_named_inputs_and_run_from_nir(model, tmp_path, capsys):
-    x = load_calibration("digits", (1, 8, 8), 4, max_samples=8)
+    x = load_calibration("digits", (1, 8, 8), 4, max_samples=8).batch(0, 8)
     src = _h5(tmp_path / "cal.h5", inputs=x, labels=np.zeros(8))
     assert main(["run", "--json", "--from-nir", str(model), "--data", "digits", "--dt", "1e-4", "--calibration",
                  str(src), "--limit-test", "20", "--backends", "emulator", "--lava-check", "0", "--map-target", "none",

@@ -733,3 +733,50 @@ add("export-refused-part-way", ("export", "{run}", "--out", "new", "--data-root"
 add("export-refused-part-way-into-run", ("export", "{run}", "--data-root", "d"), "root",
     chain(mkdir("d"), lambda ws: __import__("shutil").rmtree(ws / "run/export")))
 add("sim-data-root-for-digits", ("simulate", "{run}", "--backend", "emulator", "--data-root", "d"), "root", mkdir("d"))
+
+
+# ------------------------------------------------------------------ --input FILE (distill.data.inputfile)
+def npy(name: str, value, allow_pickle: bool = False):
+    def setup(ws: Path) -> None:
+        np.save(ws / name, value, allow_pickle=allow_pickle)
+    return setup
+
+
+def _h5_inputs_external(ws: Path) -> None:
+    import h5py
+
+    (ws / "secret.bin").write_bytes(bytes(256) * 8)
+    with h5py.File(ws / "in.h5", "w") as f:
+        f.create_dataset("inputs", shape=(2, 1, 8, 8), dtype="u1", external=[(str(ws / "secret.bin"), 0, 128)])
+
+
+SIM_IN = ("simulate", "{run}", "--backend", "emulator", "--input")
+add("input-missing", (*SIM_IN, "nope.npy"), "no such input file")
+add("input-suffix", (*SIM_IN, "x.csv"), "expected a .npy", put("x.csv", "1,2\n"))
+add("input-pickle-payload", (*SIM_IN, "x.npy"), "not a readable input array",
+    lambda ws: np.save(ws / "x.npy", np.array([Payload(ws)], dtype=object), allow_pickle=True))
+add("input-shape", (*SIM_IN, "x.npy"), "the network's input is (1, 8, 8)", npy("x.npy", np.zeros((3, 2, 8, 8))))
+add("input-ndim", (*SIM_IN, "x.npy"), "expected [T, B, 1, 8, 8]", npy("x.npy", np.zeros((8, 8))))
+add("input-nan", (*SIM_IN, "x.npy"), "NaN", npy("x.npy", np.full((2, 3, 1, 8, 8), np.nan)))
+add("input-negative", (*SIM_IN, "x.npy"), "negative", npy("x.npy", np.full((3, 1, 8, 8), -1.0)))
+add("input-fractional-above-1", (*SIM_IN, "x.npy"), "expected analog values in [0, 1]", npy("x.npy", np.full((3, 1, 8, 8), 1.5)))
+add("input-count-too-high", (*SIM_IN, "x.npy"), "bin the events more finely", npy("x.npy", np.full((2, 3, 1, 8, 8), 1000)))
+add("input-empty", (*SIM_IN, "x.npy"), "no inputs", npy("x.npy", np.zeros((0, 1, 8, 8))))
+add("input-timesteps-mismatch", (*SIM_IN, "x.npy", "--timesteps", "3"), "T comes from the data",
+    npy("x.npy", np.zeros((5, 2, 1, 8, 8))))
+add("input-labels-length", (*SIM_IN, "x.npz"), "labels have shape",
+    lambda ws: np.savez(ws / "x.npz", inputs=np.zeros((2, 1, 8, 8)), labels=np.zeros(5)))
+add("input-labels-negative", (*SIM_IN, "x.npz"), "labels must be whole numbers",
+    lambda ws: np.savez(ws / "x.npz", inputs=np.zeros((2, 1, 8, 8)), labels=np.array([-1, 0])))
+add("input-npz-two-arrays", (*SIM_IN, "x.npz"), "expected one array of inputs",
+    lambda ws: np.savez(ws / "x.npz", a=np.zeros((2, 1, 8, 8)), b=np.zeros((2, 1, 8, 8))))
+add("input-h5-external-storage", (*SIM_IN, "in.h5"), "external", _h5_inputs_external)
+add("input-h5-junk", (*SIM_IN, "in.h5"), "not a readable input array", put("in.h5", RANDOM))
+add("input-folder-empty", (*SIM_IN, "ev"), "no event recordings", mkdir("ev"))
+add("input-folder-wrong-network", (*SIM_IN, "ev"), "(2, 34, 34)", put("ev/3/a.bin", bytes(10)))
+add("input-with-data", ("simulate", "m.nir", "--data", "digits", "--input", "x.npy"), "give one",
+    chain(put("m.nir", b""), npy("x.npy", np.zeros((2, 1, 8, 8)))))
+add("export-input-checkpoint", ("export", "{run}", "--input", "x.npy"), "apply to a NIR file",
+    npy("x.npy", np.zeros((2, 1, 8, 8))))
+add("run-input-without-from-nir", ("run", "--input", "x.npy", *QUICK), "applies to --from-nir only",
+    npy("x.npy", np.zeros((2, 1, 8, 8))))
