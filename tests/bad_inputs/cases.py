@@ -529,7 +529,7 @@ add("sim-timesteps-zero-meta", ("simulate", "{run}", "--backend", "emulator"), "
 add("sim-timesteps-string-meta", ("simulate", "{run}", "--backend", "emulator"), "timesteps",
     npz_edit(lambda h, a, ws: h["metadata"].update(timesteps="four")))
 add("sim-metadata-list", ("simulate", "{run}", "--backend", "emulator"), "metadata", npz_edit(lambda h, a, ws: h.update(metadata=[1])))
-add("sim-no-config", ("simulate", "{run}", "--backend", "emulator"), "config", npz_edit(lambda h, a, ws: h["metadata"].pop("config")))
+add("sim-no-config", ("simulate", "{run}", "--backend", "emulator"), "--input FILE", npz_edit(lambda h, a, ws: h["metadata"].pop("config")))
 add("sim-config-bad-value", ("simulate", "{run}", "--backend", "emulator"), "batch_size",
     cfg_edit(lambda c, ws: c.update(batch_size=-1)))
 add("sim-config-unknown-key", ("simulate", "{run}", "--backend", "emulator"), "evil", cfg_edit(lambda c, ws: c.update(evil=1)))
