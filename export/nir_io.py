@@ -109,6 +109,11 @@ FROM_NIR: dict[type, Callable] = {
 }
 
 
+# node families written as a NIR type they share with another family (a netx LOIHI neuron is a CubaLIF
+# with its integers in metadata): read by the ``family`` tag in the node's metadata
+FAMILY_READERS: dict[str, Callable] = {t.FAMILY: t.read_nir for t in NODE_TYPES if getattr(t, "FAMILY", None)}
+
+
 # NIR node types that have a well-defined meaning but no exact Loihi mapping: refused naming the node, with why
 NO_LOIHI_MAPPING: dict[type, str] = {
     nir.Threshold: "a stateless threshold (spike iff x > θ, nothing kept between steps) has no exact Loihi "
@@ -231,9 +236,13 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
         n = flat_nodes[name]
         if type(n) in NO_LOIHI_MAPPING:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {NO_LOIHI_MAPPING[type(n)]}")
-        fn = FROM_NIR.get(type(n))
-        if fn is not None:
-            _check_finite(name, n)
+        family = (n.metadata or {}).get("family") if isinstance(getattr(n, "metadata", None), dict) else None
+        family = family.decode() if isinstance(family, bytes) else family
+        fn = FAMILY_READERS.get(str(family)) if family is not None else None
+        if fn is None:  # a family tag (a netx neuron written as its NIR type) decides first; else the type
+            fn = FROM_NIR.get(type(n))
+            if fn is not None:
+                _check_finite(name, n)
         if fn is None:
             raise UserError(f"NIR node {name!r} has type {type(n).__name__}, which htakl-deploy cannot "
                             f"import (supported: {sorted(c.__name__ for c in FROM_NIR)})")

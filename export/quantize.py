@@ -75,11 +75,18 @@ class QuantConnection:
     max_abs_err: float  # max |W_int·2^exp/gain·pool·(1/in_scale) − W| in the float weights' units
     n_zeroed: int = 0  # non-zero float weights whose mantissa rounds to 0 (lost to the 8-bit range)
     path: Connection | None = None  # the graph's connection (source, pools/flatten, divisor); filled in
+    weight_bits: int = 8  # Lava's num_weight_bits for these mantissas (lava-dl's netx passes up to 9)
 
     def __post_init__(self):
+        from htakl_deploy.hw.lif_ref import effective_weights
+
         self.weight_mant = np.asarray(self.weight_mant, dtype=np.int64)
-        if np.abs(self.weight_mant).max(initial=0) > MANT_MAX or (self.weight_mant % 2).any():
-            raise ValueError(f"connection {self.node!r}: mantissas must be even in [-{MANT_MAX}, {MANT_MAX}]")
+        self.weight_bits = int(self.weight_bits)
+        m = self.weight_mant.reshape(1, -1)
+        if np.abs(m).max(initial=0) > 256 or not np.array_equal(effective_weights(m, self.weight_bits), m):
+            # ours are even in [-254, 254]; netx's are what Lava keeps with its num_weight_bits
+            raise ValueError(f"connection {self.node!r}: mantissas outside what Lava keeps with "
+                             f"{self.weight_bits} weight bits (ours: even, in [-{MANT_MAX}, {MANT_MAX}])")
         if not EXP_RANGE[0] <= int(self.weight_exp) <= EXP_RANGE[1]:
             raise ValueError(f"connection {self.node!r}: weight_exp {self.weight_exp} outside {EXP_RANGE}")
         self.weight_exp = int(self.weight_exp)
@@ -102,7 +109,7 @@ class QuantTarget:
         self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
         if np.abs(self.bias_mant).max(initial=0) > BIAS_MANT_MAX:
             raise ValueError(f"target {self.name!r}: bias_mant beyond 13 bits")
-        for k, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("bias_exp", 0, 24), ("scale", 1, 2**17 - 1)):
+        for k, lo, hi in (("du", -1, 4095), ("dv", 0, 4096), ("bias_exp", 0, 24), ("scale", 1, 2**17 - 1)):
             if not lo <= int(getattr(self, k)) <= hi:
                 raise ValueError(f"target {self.name!r}: {k}={getattr(self, k)} outside [{lo}, {hi}]")
 

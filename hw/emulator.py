@@ -80,7 +80,11 @@ def _conv_bound(link: Link) -> float:
 
 
 def _input_currents_t(plan: DeploymentPlan, x_int: torch.Tensor) -> torch.Tensor:
+    """What the input link sends its population: currents (``input``), or the bias mantissas the
+    input adds each step (``bias``: the netx input layer, ``x`` itself)."""
     link = plan.input_link
+    if link.kind == "bias":
+        return x_int
     if link.conv is None:  # a dense first layer: its integer matrix on the flat input (exact int64)
         t, b = x_int.shape[:2]
         m = link.matrix.tocsr().astype(np.int64)
@@ -97,9 +101,10 @@ def input_currents(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
 
 
 def lava_matrix(link: Link, src_shape: tuple[int, ...]) -> sp.csr_matrix:
-    """The link's int64 matrix after Lava's 8-bit clipping/truncation for its sign mode."""
+    """The link's int64 matrix after Lava's 8-bit clipping and its ``num_weight_bits`` truncation
+    for its sign mode."""
     m = link.matrices(src_shape)[0].tocsr().astype(np.int64)
-    m.data = effective_weights(m.data[None, :])[0] if m.nnz else m.data
+    m.data = effective_weights(m.data[None, :], link.num_weight_bits)[0] if m.nnz else m.data
     return m
 
 
@@ -110,7 +115,7 @@ def _kernel_is_exact(link: Link) -> bool:
     keeps = link.__dict__.get("_kernel_is_exact")
     if keeps is None:
         w = np.asarray(link.conv["weight"]).reshape(1, -1)
-        keeps = link.__dict__["_kernel_is_exact"] = bool(np.array_equal(effective_weights(w), w))
+        keeps = link.__dict__["_kernel_is_exact"] = bool(np.array_equal(effective_weights(w, link.num_weight_bits), w))
     return keeps
 
 
@@ -153,9 +158,10 @@ def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...])
 @dataclass
 class EmulatorResult:
     spikes: dict[str, np.ndarray]  # population → bool [T, B, *shape] (torch layout)
-    readout_u: np.ndarray  # int64 [T, B, K]: the readout's current u each step
-    logits: np.ndarray  # float64 [T, B, K] = (u + bias) / (64·S)
+    readout_u: np.ndarray  # int64 [T, B, K]: the readout's value each step (its current u; netx: v or spikes)
+    logits: np.ndarray  # float64 [T, B, K] = (u + bias) / (64·S); netx: v / 64, or the spikes
     input_int: np.ndarray  # int64 [T, B, C, H, W]: the 8-bit pixels
+    state: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # population → (u, v) [T, B, *shape]
 
 
 def population_bias(pop: Population) -> np.ndarray:
@@ -164,39 +170,71 @@ def population_bias(pop: Population) -> np.ndarray:
 
 
 def readout_logits(pop: Population, readout_u: np.ndarray) -> np.ndarray:
+    """The readout as numbers: ours ``(u + bias) / (64·S)``; a netx last layer's ``v / 64`` (Lava's
+    floating_pt units) or its spikes."""
+    if pop.read == "v":
+        return readout_u / 64.0
+    if pop.read == "spikes":
+        return readout_u.astype(np.float64)
     return (readout_u + population_bias(pop)) / (64.0 * pop.scale)
 
 
-def _run_population_t(pop: Population, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The population's neurons over the ``T`` steps of ``a_in`` ``[T, B, *shape]``: spikes and
-    u. The update is ``hw.lif_ref.lif_int_step``; its wraps are skipped where they cannot
-    trigger: the int32 ones when |a_in| < 2^25 (``a_in << 6`` fits int32) and |bias| < 2^29 (u, v
-    stay 24-bit); the 24-bit one of u when it has no memory (du = 4095) and |a_in| < 2^17."""
-    bias_np = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
+def general_only(plan: DeploymentPlan, name: str, pop: Population) -> bool:
+    """Whether the population needs the general path (``hw.kernels``' fused loop has no per-sample
+    bias, refractory state or v readout)."""
+    return pop.ref_delay != 1 or pop.read != "current" or any(k.kind == "bias" for k in plan.links_into(name))
+
+
+def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch.Tensor | None = None,
+                      shape: tuple[int, ...] | None = None, want_v: bool = False):
+    """The population's neurons over the ``T`` steps of ``a_in`` ``[T, B, *shape]`` (None: no
+    synaptic input, a netx input layer) with, from a ``bias`` link, ``bias_in`` ``[T, B, *shape]``
+    added to the bias mantissas each step: spikes, u (and v with ``want_v``). The update is
+    ``hw.lif_ref.lif_int_step`` (with the refractory state where ``ref_delay > 1``); its wraps are
+    skipped where they cannot trigger: the int32 ones when |a_in| < 2^25 (``a_in << 6`` fits
+    int32) and |bias| < 2^29 (u, v stay 24-bit); the 24-bit one of u when it has no memory
+    (du = 4095) and |a_in| < 2^17."""
+    plain = pop.readout and pop.read == "current"  # our readout: its bias is added when read
+    shape = tuple(a_in.shape) if a_in is not None else tuple(bias_in.shape)
+    bias_np = np.zeros(pop.shape, np.int64) if plain else population_bias(pop)
     bias = torch.from_numpy(np.ascontiguousarray(bias_np))
+    mant = torch.from_numpy(np.array(pop.per_neuron(pop.bias_mant)))
+    if a_in is None:
+        a_in = torch.zeros(shape, dtype=torch.int64)
     a_max = _abs_max(a_in)
-    i32_wraps = not (a_max < 2**25 and int(np.abs(bias_np).max(initial=0)) < 2**29)
+    b_max = int(np.abs(bias_np).max(initial=0)) if bias_in is None else max(
+        int(np.abs(bias_np).max(initial=0)), (_abs_max(bias_in) + int(np.abs(pop.bias_mant).max(initial=0))) << max(pop.bias_exp, 0))
+    i32_wraps = not (a_max < 2**25 and b_max < 2**29)
     u_wraps = i32_wraps or pop.du != 4095 or a_max >= 2**17
-    u = torch.zeros(a_in.shape[1:], dtype=torch.int64)
+    u = torch.zeros(shape[1:], dtype=torch.int64)
     v = torch.zeros_like(u)
-    spikes = torch.zeros(a_in.shape, dtype=torch.bool)
-    us = torch.zeros(a_in.shape, dtype=torch.int64)
-    for t in range(a_in.shape[0]):
-        spikes[t], u, v = lif_int_step(u, v, a_in[t], du=pop.du, dv=pop.dv, bias_v=bias, vth=pop.vth,
-                                       i32_wraps=i32_wraps, u_wraps=u_wraps)
+    ref = torch.zeros_like(u) if pop.ref_delay != 1 else None
+    spikes = torch.zeros(shape, dtype=torch.bool)
+    us = torch.zeros(shape, dtype=torch.int64)
+    vs = torch.zeros(shape, dtype=torch.int64) if want_v else None
+    for t in range(shape[0]):
+        b = bias if bias_in is None else wrap_i32(_t_shift(mant + bias_in[t], pop.bias_exp))
+        out = lif_int_step(u, v, a_in[t], du=pop.du, dv=pop.dv, bias_v=b, vth=pop.vth, i32_wraps=i32_wraps,
+                           u_wraps=u_wraps, ref_delay=pop.ref_delay, ref=ref)
+        spikes[t], u, v = out[:3]
+        ref = out[3] if ref is not None else None
         us[t] = u
-    return spikes, us
+        if want_v:
+            vs[t] = v
+    return (spikes, us, vs) if want_v else (spikes, us)
 
 
 def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512,
-            device: str | None = None, fast: bool = True) -> EmulatorResult:
+            device: str | None = None, fast: bool = True, record_state: bool = False) -> EmulatorResult:
     """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``),
     ``batch_size`` samples at a time (memory grows with it; samples are independent; on the CPU
     fewer, ``kernels.chunk_samples``, where the network is large).
 
     ``fast``: populations whose currents provably stay exact in float32 and wrap-free take
     ``hw.kernels`` (float32 currents, fused neuron kernel), the others the general path below;
-    the integers are the same (tests/test_kernels.py). ``device``: "cpu" (default) or "cuda"."""
+    the integers are the same (tests/test_kernels.py). ``device``: "cpu" (default) or "cuda".
+    ``record_state``: also every population's ``u`` and ``v`` (after reset) each step, in
+    ``EmulatorResult.state`` (the general path for all: for comparisons with Lava, not for speed)."""
     x = np.asarray(x_tb)
     if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
@@ -210,20 +248,23 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
     n = x_int.shape[1]
     spikes: dict[str, np.ndarray] = {}
     readout_u = None
+    state = {} if record_state else None
     with kernels.exact_device(dev), torch.no_grad():
         for i in range(0, n, batch_size):  # each chunk written into the whole result: no second copy
-            part, u = _emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast)
+            part, u = _emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast and not record_state, state)
             if readout_u is None:
                 spikes = {k: np.empty((v.shape[0], n, *v.shape[2:]), v.dtype) for k, v in part.items()}
                 readout_u = np.empty((u.shape[0], n, *u.shape[2:]), u.dtype)
             for k, v in part.items():
                 spikes[k][:, i:i + v.shape[1]] = v
             readout_u[:, i:i + u.shape[1]] = u
-    return EmulatorResult(spikes, readout_u, readout_logits(plan.readout, readout_u), x_int)
+    if state is not None:
+        state = {k: (np.concatenate(us, 1), np.concatenate(vs, 1)) for k, (us, vs) in state.items()}
+    return EmulatorResult(spikes, readout_u, readout_logits(plan.readout, readout_u), x_int, state)
 
 
 def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device = torch.device("cpu"),
-                   fast: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                   fast: bool = True, state: dict | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     spikes: dict[str, torch.Tensor] = {}
     spikes_f32: dict[str, torch.Tensor] = {}  # the same spikes as float32, for the fast path's convolutions
     readout_u = None
@@ -235,18 +276,33 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
         last_use[link.src] = max(last_use.get(link.src, -1), order[link.dst])
     for i, (name, pop) in enumerate(plan.populations.items()):
         bias = np.zeros(pop.shape, np.int64) if pop.readout else population_bias(pop)
-        quick = kernels.population_currents(plan, name, pop, spikes_f32, x_dev, x_max, device) if fast else None
+        quick = None
+        if fast and not general_only(plan, name, pop):
+            quick = kernels.population_currents(plan, name, pop, spikes_f32, x_dev, x_max, device)
         if quick is not None and int(np.abs(bias).max(initial=0)) < 2**29:
             b = quick[1]
             s, spikes_f32[name], u = kernels.lif_fused(pop, quick[0], bias, b["bound"], want_u=pop.readout,
                                                        exp=b["exps"][0], second=b["second"], exp2=b["exps"][1])
         else:  # the general path (int64 / float64, every wrap checked), on the CPU
-            a = None
+            a, bias_in = None, None
             for link in plan.links_into(name):
                 out = (_input_currents_t(plan, torch.from_numpy(x_int)) if link.src == INPUT
                        else _link_output_t(link, spikes[link.src].cpu(), pop.shape))
+                if link.kind == "bias":
+                    bias_in = out
+                    continue
                 a = out if a is None else _t_wrap(a + out, 32)
-            s, u = _run_population_t(pop, a)
+            want_v = state is not None or pop.read == "v"
+            got = _run_population_t(pop, a, bias_in, want_v=want_v)
+            s, u = got[:2]
+            if state is not None:
+                us, vs = state.setdefault(name, ([], []))
+                us.append(u.numpy())
+                vs.append(got[2].numpy())
+            if pop.read == "v":
+                u = got[2]
+            elif pop.read == "spikes":
+                u = s.to(torch.int64)
             s = s.to(device)
             spikes_f32[name] = s.to(torch.float32)
         if pop.readout:

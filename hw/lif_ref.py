@@ -68,18 +68,24 @@ def trunc_decay(x, decay):
     return (p + (p < 0) * ((1 << _DECAY_SHIFT) - 1)) >> _DECAY_SHIFT
 
 
-def effective_weights(weights: np.ndarray) -> np.ndarray:
-    """Weights as lava's fixed_pt Dense uses them (8-bit, ``num_weight_bits=8``), int64 [M, N].
+def effective_weights(weights: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
+    """Weights as lava's fixed_pt Dense / Sparse use them, int64 [M, N]: clipped to 8 bits for
+    their sign mode, then truncated to ``num_weight_bits`` (``lava.utils.weightutils``).
 
-    Mixed signs: clip to [-256, 255], then drop the lowest bit (``(w >> 1) << 1``, toward
-    -inf). All >= 0: clip to [0, 255]. All <= 0: clip to [-255, 0].
+    Mixed signs: clip to [-256, 255], then drop the lowest ``9 - num_weight_bits`` bits (8 bits:
+    ``(w >> 1) << 1``, toward -inf). All >= 0: clip to [0, 255]; all <= 0: to [-255, 0]; then drop
+    ``8 - num_weight_bits`` bits of the magnitude. lava-dl's netx passes ``num_weight_bits`` up to 9
+    for its dense layers (``netx.utils.optimize_weight_bits``), which keeps odd mixed-sign weights.
     """
     w = np.asarray(weights).astype(np.int64)
     if w.min(initial=0) >= 0:
-        return np.clip(w, 0, 255)
+        drop = max(0, 8 - num_weight_bits)
+        return (np.clip(w, 0, 255) >> drop) << drop
     if w.max(initial=0) <= 0:
-        return np.clip(w, -255, 0)
-    return (np.clip(w, -256, 255) >> 1) << 1
+        drop = max(0, 8 - num_weight_bits)
+        return -((np.clip(-w, 0, 255) >> drop) << drop)
+    drop = max(0, 9 - num_weight_bits)
+    return (np.clip(w, -256, 255) >> drop) << drop
 
 
 def dense_lif_fixed_pt(
@@ -101,8 +107,8 @@ def dense_lif_fixed_pt(
             exactly as Lava does, see ``effective_weights``).
         weight_exp: Dense ``weight_exp``; the summed input is shifted left by it (right,
             arithmetically, if negative).
-        du, dv: 12-bit current / voltage decays in [0, 4095], in units of 1/4096
-            (u decays by (du+1)/4096, v by dv/4096 per step).
+        du, dv: current / voltage decays in units of 1/4096 (u decays by (du+1)/4096, v by
+            dv/4096 per step): du in [-1, 4095], dv in [0, 4096].
         bias_mant, bias_exp: scalar or [M] integers; bias = bias_mant << bias_exp, added to v
             each step in v's units (not shifted by 6).
         vth: integer threshold; a neuron spikes when v > vth << 6 (strictly).
@@ -122,9 +128,9 @@ def dense_lif_fixed_pt(
         raise ValueError(f"weights must be [M, N={s.shape[1]}], got shape {w.shape}")
     if not np.issubdtype(w.dtype, np.integer):
         raise ValueError(f"weights must be integers, got dtype {w.dtype}")
-    for name, d in (("du", du), ("dv", dv)):
-        if not 0 <= int(d) <= 4095:
-            raise ValueError(f"{name} must be in [0, 4095], got {d}")
+    for name, d, lo, hi in (("du", du, -1, 4095), ("dv", dv, 0, 4096)):
+        if not lo <= int(d) <= hi:
+            raise ValueError(f"{name} must be in [{lo}, {hi}], got {d}")
     n_t, n_m = s.shape[0], w.shape[0]
 
     w_eff = effective_weights(w)
@@ -178,16 +184,48 @@ def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
 
 
 def lif_int_step(u, v, a_in, *, du: int, dv: int, bias_v, vth: int, i32_wraps: bool = True,
-                 u_wraps: bool = True):
+                 u_wraps: bool = True, ref_delay: int = 1, ref=None):
     """``lif_update`` on arrays of any shape, int64, all numpy or all torch: (spikes bool, u, v
     after reset). ``i32_wraps`` / ``u_wraps``: see ``lif_update``. On the CPU with numba the
     update runs compiled, one pass over the neurons (``lif_elementwise``); elsewhere (a CUDA
     tensor, no numba) as array operations — the same source, the same integers
-    (tests/test_kernels.py compares the two forms)."""
+    (tests/test_kernels.py compares the two forms).
+
+    ``du`` is in -1..4095 (Loihi's ``iDecay - 1``: -1 keeps all of ``u``, 4095 none of it) and
+    ``dv`` in 0..4096 (Loihi's ``vDecay``: 4096 keeps none of ``v``).
+
+    Refractory period (Loihi's ``refDelay``, ``ref_delay`` >= 1 steps counting the spike's own
+    step, see ``refractory_hold``): with ``ref_delay > 1`` pass ``ref`` (int64, the steps each
+    neuron is still held, 0 at the start) and get ``(spikes, u, v, ref)`` back. ``ref_delay = 1``
+    (every file slayer writes) is the plain update."""
     args = (int(du), int(dv), bias_v, int(vth), bool(i32_wraps), bool(u_wraps))
     if numba is not None and _cpu_int64(u, v, a_in, bias_v):
-        return lif_elementwise(u, v, a_in, *args)
-    return lif_update(u, v, a_in, args[0], args[1], args[2], args[3], args[4], args[5])
+        s, u, v = lif_elementwise(u, v, a_in, *args)
+    else:
+        s, u, v = lif_update(u, v, a_in, args[0], args[1], args[2], args[3], args[4], args[5])
+    if ref is None:
+        if ref_delay != 1:
+            raise ValueError(f"ref_delay {ref_delay} > 1 needs the refractory state ref")
+        return s, u, v
+    s, v, ref = refractory_hold(s, v, ref, int(ref_delay))
+    return s, u, v, ref
+
+
+@_jitable
+def refractory_hold(s, v, ref, ref_delay):
+    """Loihi's refractory delay applied to one step's result (``s``, ``v`` after reset): a neuron
+    with ``ref > 0`` (held since its spike) neither integrates nor fires — ``v`` stays 0, the
+    value the reset left; ``u`` integrates as always. A spike holds the neuron for the next
+    ``ref_delay - 1`` steps. So ``ref_delay = 1`` is no hold at all: a neuron may fire on
+    consecutive steps, as it does in Intel's PilotNet LIF traces (refDelay 1 everywhere; Loihi 2
+    reports ``v = 128`` at a spike's own step, the register holding the refractory state, and the
+    next step's ``v`` starts from 0 — docs/NETX.md). lava-nc's float ``LIFRefractory`` holds ``v``
+    the same way for ``refractory_period = ref_delay - 1`` steps. Returns (spikes, v, ref)."""
+    held = ref > 0
+    s = s & ~held
+    v = v * ~held
+    ref = (ref - 1) * held + s * (ref_delay - 1)
+    return s, v, ref
 
 
 def _cpu_int64(*xs) -> bool:

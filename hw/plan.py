@@ -65,7 +65,9 @@ def __getattr__(name: str):
 
 FORMAT = "htakl-lava-plan/1"
 INPUT = "input"
-LINK_KINDS = ("input", "conv", "dense", "sparse")
+LINK_KINDS = ("input", "bias", "conv", "dense", "sparse")
+INPUT_KINDS = ("input", "bias")  # the links that read the graph's input
+READS = ("current", "v", "spikes")
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
 
@@ -86,9 +88,15 @@ class Population:
     f_dv: float
     f_vth: float
     f_bias: np.ndarray  # float64 per channel
+    ref_delay: int = 1  # Loihi's refractory delay (hw.lif_ref.refractory_hold); 1: none beyond the spike's step
+    read: str = "current"  # the readout: "current" (ours: u + bias, never fires), or a netx last layer's "v" / "spikes"
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
+        if self.read not in READS:
+            raise ValueError(f"population {self.name!r}: read {self.read!r} not in {READS}")
+        if self.read != "current" and not self.readout:
+            raise ValueError(f"population {self.name!r}: only the readout has a read mode")
         self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
         self.f_bias = np.asarray(self.f_bias, dtype=np.float64)
         if self.depth < 0:
@@ -120,6 +128,7 @@ class Link:
     # into one kernel: weight, f_weight, stride, padding, dilation, groups. The emulator convolves;
     # matrices are built from it only for Lava's Sparse (``matrices``).
     conv: dict | None = None
+    num_weight_bits: int = 8  # Lava's Dense/Sparse truncation (hw.lif_ref.effective_weights); netx: up to 9
 
     def matrices(self, src_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(int64 mantissas, float64) ``[N_dst, N_src]`` in torch flat order: stored, or built from
@@ -142,6 +151,8 @@ class Link:
             raise ValueError(f"link {self.name!r}: a Lava Conv link needs weight_exp 0, no delay and a kernel")
         if self.kind in ("dense", "sparse") and self.conv is None and (self.matrix is None or self.f_matrix is None):
             raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrices or a kernel")
+        if self.kind == "bias" and (self.src != INPUT or self.delay or self.weight_exp != 0):
+            raise ValueError(f"link {self.name!r}: a bias link reads the input, with no delay or exponent")
 
 
 @dataclass(eq=False)
@@ -160,7 +171,7 @@ class DeploymentPlan:
         for link in self.links:
             if link.dst not in self.populations or (link.src != INPUT and link.src not in self.populations):
                 raise ValueError(f"link {link.name!r}: unknown population {link.src!r} → {link.dst!r}")
-        if sum(link.kind == "input" for link in self.links) != 1:
+        if sum(link.kind in INPUT_KINDS for link in self.links) != 1:
             raise ValueError("a plan needs exactly one input link")
 
     @property
@@ -173,7 +184,9 @@ class DeploymentPlan:
 
     @property
     def input_link(self) -> Link:
-        return next(link for link in self.links if link.kind == "input")
+        """The link that reads the graph's input: currents into a population (``input``) or, for a
+        netx input layer, its bias (``bias``: ``x << 6`` added to ``v`` each step)."""
+        return next(link for link in self.links if link.kind in INPUT_KINDS)
 
     def links_into(self, name: str) -> list[Link]:
         return [link for link in self.links if link.dst == name]
@@ -194,6 +207,8 @@ class DeploymentPlan:
         for i, link in enumerate(self.links):
             d = {"name": link.name, "src": link.src, "dst": link.dst, "kind": link.kind,
                  "delay": link.delay, "weight_exp": link.weight_exp, "has_matrix": link.matrix is not None}
+            if link.num_weight_bits != 8:
+                d["num_weight_bits"] = link.num_weight_bits
             for tag, m in (("m", link.matrix), ("f", link.f_matrix)):
                 if m is not None and link.conv is None:  # a kernel is enough to rebuild it
                     arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"] = m.data, m.indices
@@ -241,7 +256,7 @@ def plan_from_arrays(arrays: dict[str, np.ndarray]) -> DeploymentPlan:
             conv = {k: tuple(v) if isinstance(v, list) else v for k, v in d["conv"].items()}
             conv["weight"], conv["f_weight"] = arrays[f"link{i}.weight"], arrays[f"link{i}.f_weight"]
         links.append(Link(d["name"], d["src"], d["dst"], d["kind"], d["delay"], d["weight_exp"],
-                          mats.get("m"), mats.get("f"), conv))
+                          mats.get("m"), mats.get("f"), conv, d.get("num_weight_bits", 8)))
     return DeploymentPlan(tuple(header["input_shape"]), header["input_scale"], pops, links, header["metadata"])
 
 
@@ -336,6 +351,9 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if src_pop == INPUT and delay:
                 raise ValueError(f"node {name!r}: the input feeds a population that also has deeper inputs")
             link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
+            if src_pop == INPUT and conn.identity and getattr(node, "bias_input", False):
+                links.append(Link(link_name, INPUT, name, "bias", 0, 0))  # a netx input layer: x is its bias
+                continue
             spec = None
             if not conn.identity:  # the synapse's kernel, if it is a convolution (None: a matrix)
                 spec = wnode.kernel(conn.weight_mant, np.asarray(wnode.weight, dtype=np.float64) * fgain)
@@ -362,7 +380,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 fits_conv = not conn.identity and sum_abs < CONV_SUM_LIMIT
                 kind = "conv" if conn.weight_exp == 0 and delay == 0 and fits_conv else "sparse"
                 links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp if kind == "sparse" else 0,
-                                  conv=spec))
+                                  conv=spec, num_weight_bits=conn.weight_bits))
                 continue
             # no kernel: compose matrices (dense layers; overlapping/padded pools)
             pmap = _pool_map(g, source, chain)
@@ -382,22 +400,33 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
             if src_pop == INPUT:  # a dense first layer: its matrix, computed off-chip like the first conv
                 kind = "input"
-            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m))
+            links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m,
+                              num_weight_bits=conn.weight_bits))
         b_float = _bias_float(g, name)
         neuron = node.loihi()
-        if node.ROLE == "output":  # the readout: its current u is read, it never spikes
+        read = getattr(node, "read", None)
+        if read is not None:  # a netx last layer: a full neuron, read as its v or its spikes
+            pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=t.dv, vth=t.vth,
+                             bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
+                             f_vth=neuron.v_threshold, f_bias=b_float, ref_delay=node.ref_delay, read=read)
+        elif node.ROLE == "output":  # the readout: its current u is read, it never spikes
             pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=4095, vth=READOUT_VTH,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=1.0, f_vth=1e30,
                              f_bias=b_float * fgain / neuron.f_du)
         else:
+            own = getattr(node, "OWN_BIAS", False)  # a netx neuron's bias is on v already, in float units
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
-                             f_vth=neuron.v_threshold, f_bias=b_float * fgain / neuron.f_du)
+                             f_vth=neuron.v_threshold, f_bias=b_float if own else b_float * fgain / neuron.f_du,
+                             ref_delay=getattr(node, "ref_delay", 1))
         pops[name] = pop
     return DeploymentPlan(g.shapes[g.input_name], q.input_scale, pops, links, dict(q.metadata))
 
 
 def _bias_float(g: StudentGraph, target: str) -> np.ndarray:
+    node = g.nodes[target]
+    if getattr(node, "OWN_BIAS", False):  # a netx neuron holds its bias itself (export/nodes/loihi_cuba.py)
+        return np.broadcast_to(node.bias, (g.shapes[target][0],)).astype(np.float64)
     total = np.zeros(g.shapes[target][0])
     for src in g.predecessors(target):
         if g.role(src) == "synapse":

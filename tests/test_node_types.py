@@ -29,10 +29,13 @@ def test_every_node_type_offers_what_its_role_needs(node_type):
     assert node_type.ROLE in ROLES
     missing = [m for m in NEEDS[node_type.ROLE] if not hasattr(node_type, m)]
     assert not missing, f"{node_type.__name__} ({node_type.ROLE}) lacks {missing}"
-    assert node_type.NIR_TYPES, node_type.__name__
+    family = getattr(node_type, "FAMILY", None)  # written as a NIR type shared with another family
+    assert node_type.NIR_TYPES or family, node_type.__name__
     assert node_type in nir_io.TO_NIR
     for nt in node_type.NIR_TYPES:
         assert nir_io.FROM_NIR[nt].__self__ is node_type  # read by the type's own classmethod
+    if family:  # read back by its metadata tag, by its own classmethod
+        assert nir_io.FAMILY_READERS[family].__self__ is node_type
     assert set(FAMILIES) <= set(NODE_TYPES)
 
 

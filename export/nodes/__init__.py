@@ -14,8 +14,10 @@ route      moves a neuron's values to the next synapses         ``PoolNode`` (po
            (folded into them on Loihi)                          ``FlattenNode`` (flatten.py)
 neuron     a spiking neuron layer (lava-nc's LIF)               ``LIFNode`` (lif.py), ``IFNode``
                                                                 (if_node.py), ``CubaLIFNode``
-                                                                (cuba_lif.py)
-output     the logits: the readout population                   ``OutputNode`` (io.py)
+                                                                (cuba_lif.py), ``LoihiCubaNode``
+                                                                (loihi_cuba.py: netx's LOIHI/CUBA)
+output     the logits: the readout population                   ``OutputNode`` (io.py),
+                                                                ``LoihiCubaOutput`` (loihi_cuba.py)
 =========  ===================================================  ================================
 
 What every node type holds (the callers dispatch through these methods, never on the type):
@@ -70,9 +72,11 @@ class LoihiNeuron:
     v_threshold: float
 
     def __post_init__(self):
-        for k in ("du", "dv"):
-            if not 0 <= getattr(self, k) <= 4095:
-                raise ValueError(f"{k} = {getattr(self, k)} outside Loihi's 12-bit [0, 4095]")
+        # du = iDecay - 1 and dv = vDecay, Loihi's decays in 4096ths: iDecay 0 (du = -1) keeps all of u,
+        # vDecay 4096 none of v (lava-dl's netx writes and runs both; lava-nc computes with them as integers)
+        for k, lo, hi in (("du", -1, 4095), ("dv", 0, 4096)):
+            if not lo <= getattr(self, k) <= hi:
+                raise ValueError(f"{k} = {getattr(self, k)} outside Loihi's [{lo}, {hi}]")
         if not (self.input_divisor > 0 and np.isfinite(self.input_divisor)):
             raise ValueError(f"input divisor {self.input_divisor} must be a positive number")
 
@@ -161,8 +165,9 @@ def _families() -> tuple[type, ...]:
     from htakl_deploy.export.nodes.cuba_lif import CubaLIFNode
     from htakl_deploy.export.nodes.if_node import IFNode
     from htakl_deploy.export.nodes.lif import LIFNode
+    from htakl_deploy.export.nodes.loihi_cuba import LoihiCubaNode
 
-    return (LIFNode, IFNode, CubaLIFNode)
+    return (LIFNode, IFNode, CubaLIFNode, LoihiCubaNode)
 
 
 FAMILIES: tuple[type, ...] = _families()  # every neuron family, each NIR_TYPE mapped both ways
@@ -174,9 +179,11 @@ def _node_types() -> tuple[type, ...]:
     from htakl_deploy.export.nodes.dense import DenseNode
     from htakl_deploy.export.nodes.flatten import FlattenNode
     from htakl_deploy.export.nodes.io import InputNode, OutputNode
+    from htakl_deploy.export.nodes.loihi_cuba import LoihiCubaOutput
     from htakl_deploy.export.nodes.pool import PoolNode
 
-    return (InputNode, Conv2dNode, Conv1dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode)
+    return (InputNode, Conv2dNode, Conv1dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode,
+            LoihiCubaOutput)
 
 
 NODE_TYPES: tuple[type, ...] = _node_types()  # every node type a StudentGraph may hold
