@@ -97,8 +97,11 @@ class _Layer:
             return default
         return self.fields[key]
 
-    def ints(self, key: str, *, required: bool = True, default=None, ndim: int | None = None) -> np.ndarray | None:
-        """An integer array (floats holding integers, as slayer writes them); NetxError otherwise."""
+    def ints(self, key: str, *, required: bool = True, default=None, ndim: int | None = None,
+             warnings: list[str] | None = None) -> np.ndarray | None:
+        """An integer array (floats holding integers, as slayer writes them); NetxError otherwise.
+        With ``warnings`` (weights, biases), fractions are truncated toward zero as lava-dl's netx
+        does (``NetDict``: ``astype(int)``) and the truncation is reported there."""
         raw = self.get(key, required=required, default=default)
         if raw is None:
             return None
@@ -108,10 +111,14 @@ class _Layer:
         if a.dtype.kind == "f":
             if not np.isfinite(a).all():
                 raise self.error(f"{key!r} holds NaN or infinite values")
-            if not np.array_equal(a, np.round(a)):
-                raise self.error(f"{key!r} must hold integers (Loihi's fixed point), got fractions")
             if np.abs(a).max(initial=0) >= 2**31:
                 raise self.error(f"{key!r} holds values beyond 32 bits")
+            if not np.array_equal(a, np.trunc(a)):
+                if warnings is None:
+                    raise self.error(f"{key!r} must hold integers, got fractions")
+                warnings.append(f"layer {self.index} ({self.type}): {int((a != np.trunc(a)).sum())} {key} values have "
+                                "fractions, truncated toward zero as lava-dl's netx does")
+            a = np.trunc(a)
         a = a.astype(np.int64)
         if ndim is not None and a.ndim != ndim:
             raise self.error(f"{key!r} must have {ndim} dimension(s), got shape {a.shape}")
@@ -194,6 +201,7 @@ class _Builder:
         self.prev: str | None = None  # the node the next layer reads from
         self.shape: tuple[int, ...] | None = None  # its output shape
         self.metadata: dict = {}
+        self.warnings: list[str] = []  # what netx itself would do silently (truncated fractions)
 
     def add(self, name: str, node, shape) -> None:
         self.nodes[name] = node
@@ -216,8 +224,8 @@ class _Builder:
                                          node.bias_mant(shape[0]), BIAS_SHIFT, 0.0)
 
 
-def _bias(layer: _Layer, channels: int) -> np.ndarray:
-    b = layer.ints("bias", required=False)
+def _bias(layer: _Layer, channels: int, warnings: list[str]) -> np.ndarray:
+    b = layer.ints("bias", required=False, warnings=warnings)
     if b is None:
         return np.zeros(channels, np.int64)
     b = b.reshape(-1)
@@ -251,8 +259,8 @@ def _read_input(b: _Builder, layer: _Layer, last: bool) -> None:
     b.add_neuron(layer, f"layer{layer.index}", node, shape, None)
 
 
-def _weights(layer: _Layer, ndim: int) -> np.ndarray:
-    w = layer.ints("weight")
+def _weights(layer: _Layer, ndim: int, warnings: list[str]) -> np.ndarray:
+    w = layer.ints("weight", warnings=warnings)
     while w.ndim > ndim and w.shape[-1] == 1:  # slayer's trailing time axis of length 1
         w = w[..., 0]
     if w.ndim != ndim:
@@ -274,14 +282,14 @@ def _conv_like(b: _Builder, layer: _Layer, last: bool, weight: np.ndarray, group
     _check_shape(layer, shape)
     wname = f"layer{layer.index}.{kind}"
     b.add(wname, node, shape)
-    bias = _bias(layer, shape[0])
+    bias = _bias(layer, shape[0], b.warnings)
     neuron = _neuron(layer, layer.neuron, bias, last=last)
     mixed = weight.min(initial=0) < 0 < weight.max(initial=0)
     b.add_neuron(layer, f"layer{layer.index}", neuron, shape, wname, weight, 0, 9 if mixed else 8)
 
 
 def _read_conv(b: _Builder, layer: _Layer, last: bool) -> None:
-    w = _weights(layer, 4)
+    w = _weights(layer, 4, b.warnings)
     groups = int(layer.ints("groups", required=False, default=1).reshape(-1)[0])
     _conv_like(b, layer, last, w, groups, layer.pair("stride", 1), layer.pair("padding", 0),
                layer.pair("dilation", 1), "conv")
@@ -297,7 +305,7 @@ def _read_pool(b: _Builder, layer: _Layer, last: bool) -> None:
     if h % kernel[0] or w % kernel[1]:
         raise layer.error(f"input {h}×{w} is not a multiple of the pool kernel {kernel}: slayer pads such inputs at "
                           "the bottom/right only, which a convolution with symmetric padding cannot express")
-    tap = _weights(layer, 4).reshape(-1)
+    tap = _weights(layer, 4, b.warnings).reshape(-1)
     if tap.size != kernel[0] * kernel[1]:
         raise layer.error(f"pool weight has {tap.size} taps, kernel {kernel} needs {kernel[0] * kernel[1]}")
     weight = np.broadcast_to(tap.reshape(1, 1, *kernel), (c, 1, *kernel)).copy()
@@ -336,7 +344,7 @@ def netx_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int, int]:
 def _read_dense(b: _Builder, layer: _Layer, last: bool) -> None:
     if b.shape is None or len(b.shape) != 1:
         raise layer.error(f"a dense layer needs a flat input (a flatten layer before it), got {b.shape}")
-    w = layer.ints("weight")
+    w = layer.ints("weight", warnings=b.warnings)
     n_out = int(np.prod(layer.shape()))
     w = w.reshape(n_out, -1) if w.ndim == 1 else w
     if w.ndim != 2 or w.shape[1] != b.shape[0]:
@@ -348,7 +356,7 @@ def _read_dense(b: _Builder, layer: _Layer, last: bool) -> None:
     node = DenseNode(w.astype(np.float64), np.zeros(w.shape[0]))
     wname = f"layer{layer.index}.dense"
     b.add(wname, node, (w.shape[0],))
-    neuron = _neuron(layer, layer.neuron, _bias(layer, w.shape[0]), last=last)
+    neuron = _neuron(layer, layer.neuron, _bias(layer, w.shape[0], b.warnings), last=last)
     b.add_neuron(layer, f"layer{layer.index}", neuron, (w.shape[0],), wname, mant, exp, bits)
 
 
@@ -435,4 +443,5 @@ def read_netx(path: str | os.PathLike) -> QuantizedGraph:
         graph = StudentGraph(b.nodes, b.edges, metadata={"source_netx": str(p), **b.metadata})
     except ValueError as e:
         raise NetxError(f"{p}: not a valid network: {e}") from None
-    return QuantizedGraph(graph, b.conns, b.targets, INPUT_SCALE, {"format": FORMAT, **b.metadata})
+    return QuantizedGraph(graph, b.conns, b.targets, INPUT_SCALE,
+                          {"format": FORMAT, **b.metadata, "read_warnings": b.warnings})

@@ -159,8 +159,10 @@ class QuantizedGraph:
     def warnings(self) -> list[str]:
         """Connections that lose much to the 8-bit mantissa: clipped weights, or ≥ ``ZEROED_WARN``
         of the weights rounding to 0 (their range is wider than 254 steps of the scale the
-        largest weight sets). Empty for a network the fixed point represents well."""
-        out = []
+        largest weight sets). Empty for a network the fixed point represents well. A graph read from
+        a file adds what its reader reported (``metadata['read_warnings']``: a netx file's truncated
+        fractions)."""
+        out = list(self.metadata.get("read_warnings", []))
         for row, c in zip(self.report(), self.connections):
             if c.n_clipped:
                 out.append(f"{row['connection']} → {c.target}: {c.n_clipped} of {c.n_weights} weights clipped "

@@ -32,10 +32,11 @@ from htakl_deploy.errors import UserError
 
 HEADER_KEYS = {"format", "input_shape", "input_scale", "metadata", "populations", "links"}
 LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp", "has_matrix"}
-LINK_OPTIONAL = {"conv", "m_shape", "f_shape"}
+LINK_OPTIONAL = {"conv", "m_shape", "f_shape", "num_weight_bits"}
 CONV_KEYS = {"stride", "padding", "dilation", "groups"}
-INT_RANGES = {"du": (0, 4095), "dv": (0, 4095), "vth": (1, 2**17), "bias_exp": (0, 24),
-              "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7)}
+INT_RANGES = {"du": (-1, 4095), "dv": (0, 4096), "vth": (1, 2**17), "bias_exp": (0, 24),
+              "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7),
+              "ref_delay": (1, 63), "num_weight_bits": (1, 9)}
 MAX_NEURONS = 2**26
 MAX_MANTISSA = 2**24  # Lava's synaptic sums wrap at 24 bits
 
@@ -91,7 +92,7 @@ def _pop_keys() -> set[str]:
 
 
 def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
-    from htakl_deploy.hw.plan import FORMAT, LINK_KINDS
+    from htakl_deploy.hw.plan import FORMAT, LINK_KINDS, READS
 
     POP_KEYS = _pop_keys()
 
@@ -123,7 +124,10 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
             raise bad(f"{who}: shape must be positive integers (at most {MAX_NEURONS} neurons), got {d['shape']!r}")
         if not isinstance(d["readout"], bool):
             raise bad(f"{who}: readout must be true or false")
-        for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp") if k in POP_KEYS):
+        if d["read"] not in READS or (d["read"] != "current" and not d["readout"]):
+            raise bad(f"{who}: read must be one of {', '.join(READS)} (not 'current' only for the readout), "
+                      f"got {d['read']!r}")
+        for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp", "ref_delay") if k in POP_KEYS):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
@@ -144,7 +148,7 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
                 raise bad(f"{who}: {k} must be a non-empty string")
         if d["kind"] not in LINK_KINDS:
             raise bad(f"{who}: kind {d['kind']!r} is not one of {', '.join(LINK_KINDS)}")
-        for k in ("delay", "weight_exp"):
+        for k in (k for k in ("delay", "weight_exp", "num_weight_bits") if k in d):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
@@ -208,7 +212,7 @@ def _array(path: Path, arrays: dict, name: str, kind: str, shape, who: str, ndim
 
 def check_plan(path: Path, plan) -> None:
     """Whole-graph consistency of a loaded plan: sizes, acyclic order, depths and delays."""
-    from htakl_deploy.hw.plan import INPUT
+    from htakl_deploy.hw.plan import INPUT, INPUT_KINDS
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {what}")
@@ -229,7 +233,7 @@ def check_plan(path: Path, plan) -> None:
         if depth[link.dst] != depth[link.src] + 1 + link.delay:
             raise bad(f"{who}: depth of {link.dst!r} ({depth[link.dst]}) must be the depth of {link.src!r} "
                       f"({depth[link.src]}) + 1 + delay ({link.delay})")
-        if (link.src == INPUT) != (link.kind == "input"):
+        if (link.src == INPUT) != (link.kind in INPUT_KINDS):
             raise bad(f"{who}: only the input link (kind 'input') may read the input")
         n_src, n_dst = math.prod(shapes[link.src]), math.prod(shapes[link.dst])
         if link.conv is not None:

@@ -171,7 +171,7 @@ def _conv_exact(link: Link) -> bool:
 
     w = np.asarray(link.conv["weight"]).astype(np.int64)
     mode = determine_sign_mode(w)
-    if not np.array_equal(truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8), w):
+    if not np.array_equal(truncate_weights(clip_weights(w, mode, num_bits=8), mode, link.num_weight_bits), w):
         return False
     sum_abs = int(np.abs(w).reshape(len(w), -1).sum(1).max(initial=0))
     return sum_abs * 2 ** max(0, link.weight_exp) < CONV_SUM_LIMIT
@@ -213,7 +213,8 @@ def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
 
     m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape).toarray()
     if fixed:
-        return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, name=link.name), True
+        return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, num_weight_bits=link.num_weight_bits,
+                     name=link.name), True
     return Dense(weights=m.astype(np.float64), name=link.name), True
 
 
@@ -228,7 +229,7 @@ def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
         m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape)
     m.eliminate_zeros()
     m = m.astype(np.int32) if fixed else m.astype(np.float64)
-    kwargs = {"weight_exp": link.weight_exp} if fixed else {}
+    kwargs = {"weight_exp": link.weight_exp, "num_weight_bits": link.num_weight_bits} if fixed else {}
     if link.delay == 0:
         return Sparse(weights=m, name=link.name, num_message_bits=GRADED_BITS, **kwargs), True
     delays = m.copy().astype(int)  # Lava checks for exactly the default int dtype
@@ -248,26 +249,36 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
 
     shape = lava_shape(pop.shape)
     to_lava = (lambda a: a.transpose(2, 1, 0)) if len(pop.shape) == 3 else (lambda a: a)
+    plain = pop.readout and pop.read == "current"  # our readout: its bias is added when read
     if fixed:
-        bias = np.zeros(pop.shape, np.int64) if pop.readout else pop.per_neuron(pop.bias_mant)
+        bias = np.zeros(pop.shape, np.int64) if plain else pop.per_neuron(pop.bias_mant)
         params = dict(du=pop.du, dv=pop.dv, vth=pop.vth, bias_mant=to_lava(bias).astype(np.int32),
-                      bias_exp=0 if pop.readout else pop.bias_exp)
+                      bias_exp=0 if plain else pop.bias_exp)
     else:
-        bias = np.zeros(pop.shape) if pop.readout else pop.per_neuron(pop.f_bias)
+        bias = np.zeros(pop.shape) if plain else pop.per_neuron(pop.f_bias)
         params = dict(du=pop.f_du, dv=pop.f_dv, vth=pop.f_vth, bias_mant=to_lava(bias).astype(np.float64),
                       bias_exp=0)
-    return LIFReset(shape=shape, reset_interval=timesteps, reset_offset=(1 + pop.depth) % timesteps,
-                    name=pop.name, **params)
+    kwargs = dict(shape=shape, reset_interval=timesteps, reset_offset=(1 + pop.depth) % timesteps, name=pop.name,
+                  **params)
+    if pop.ref_delay != 1:
+        if not fixed:
+            raise ValueError(f"population {pop.name!r}: refractory delay {pop.ref_delay} is built for fixed_pt only")
+        from htakl_deploy.hw.lava_procs.refractory import LIFResetRefractory
+
+        return LIFResetRefractory(ref_delay=pop.ref_delay, **kwargs)
+    return LIFReset(**kwargs)
 
 
 def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt",
-                  record: str = "shared") -> LavaNetwork:
-    """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]``.
+                  record: str = "shared", record_state: bool = False) -> LavaNetwork:
+    """Processes for ``plan`` fed with the first population's currents ``[T, B, *shape]`` (a
+    ``bias`` input link: the bias mantissas the input adds, written by a ``BiasWriter``).
 
     Recording (``record``): ``"shared"``, a ``SpikeRecorder`` / ``VarRecorder`` per population
     writing into an array in shared memory (``hw.lava_procs.recorder``: read at once after the
     run; ``release_recordings`` frees them); ``"monitor"``, Lava's ``Monitor`` (read back
-    through ``Var.get``, one value per message — the old, slow path)."""
+    through ``Var.get``, one value per message — the old, slow path). ``record_state`` (shared
+    only): every population's ``u`` and ``v`` too, under ``NAME#u`` / ``NAME#v``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
     ensure_lava()
@@ -282,13 +293,26 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
     series = _to_lava_order(currents_tb)
     pad = np.zeros((*series.shape[:-1], steps - series.shape[-1]), series.dtype)
     data = np.concatenate([series, pad], axis=-1)
-    source = RingBuffer(data=data.astype(np.int32) if fixed else data.astype(np.float64))
     pops = {name: _build_population(p, timesteps, fixed) for name, p in plan.populations.items()}
+    link_in = plan.input_link
+    if link_in.kind == "bias":  # the input is the first population's bias mantissa, step by step
+        from htakl_deploy.hw.lava_procs.bias import BiasWriter
+
+        dst = plan.populations[link_in.dst]
+        mant = (dst.per_neuron(dst.bias_mant) if fixed else dst.per_neuron(dst.f_bias))
+        lava_mant = mant.transpose(2, 1, 0) if len(dst.shape) == 3 else mant
+        data = data + np.expand_dims(np.broadcast_to(lava_mant, data.shape[:-1]), -1)
+        data = data.astype(np.int32) if fixed else data.astype(np.float64)
+        pops[link_in.dst].bias_mant.init = data[..., 0]
+        source = BiasWriter(var=pops[link_in.dst].bias_mant, data=data)
+    else:
+        source = RingBuffer(data=data.astype(np.int32) if fixed else data.astype(np.float64))
     links = {}
     for link in plan.links:
         dst = plan.populations[link.dst]
         if link.src == INPUT:
-            source.s_out.connect(pops[link.dst].a_in)
+            if link.kind == "input":
+                source.s_out.connect(pops[link.dst].a_in)
             continue
         src = plan.populations[link.src]
         kind = "conv" if _as_lava_conv(link, dst.shape) else link.kind
@@ -299,19 +323,25 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
             pops[link.dst].a_in)
         links[link.name] = proc
     recorders = {}
+    var_type = np.int64 if fixed else np.float64
     for name, pop in plan.populations.items():
+        read_var = {"current": "u", "v": "v"}.get(pop.read) if pop.readout else None
         if record != "shared":  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
             recorders[name] = Monitor()
-            recorders[name].probe(pops[name].u if pop.readout else pops[name].s_out, steps)
+            recorders[name].probe(getattr(pops[name], read_var) if read_var else pops[name].s_out, steps)
             continue
         shape = lava_shape(pop.shape)
-        if pop.readout:
-            key, _ = create_recording(shape, steps, np.int64 if fixed else np.float64)
-            recorders[name] = VarRecorder(var=pops[name].u, key=key)
+        if read_var:
+            key, _ = create_recording(shape, steps, var_type)
+            recorders[name] = VarRecorder(var=getattr(pops[name], read_var), key=key)
         else:
             key, _ = create_recording(shape, steps, np.uint8)
             recorders[name] = SpikeRecorder(shape=shape, key=key)
             pops[name].s_out.connect(recorders[name].a_in)
+        if record_state:
+            for var in ("u", "v"):
+                key, _ = create_recording(shape, steps, var_type)
+                recorders[f"{name}#{var}"] = VarRecorder(var=getattr(pops[name], var), key=key)
     return LavaNetwork(source, pops, links, recorders, steps)
 
 
@@ -329,12 +359,13 @@ def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
     from htakl_deploy.hw.lava_procs.recorder import _SHARED, SpikeRecorder, VarRecorder
 
     out = {}
-    for name, pop in plan.populations.items():
-        rec = net.monitors[name]
+    for name, rec in net.monitors.items():
         if isinstance(rec, (SpikeRecorder, VarRecorder)):
             out[name] = _SHARED[rec.proc_params["key"]].copy()
         else:
-            out[name] = np.asarray(rec.get_data()[name]["u" if pop.readout else "s_out"])
+            pop = plan.populations[name]
+            var = {"current": "u", "v": "v"}.get(pop.read) if pop.readout else None
+            out[name] = np.asarray(rec.get_data()[name][var or "s_out"])
     return out
 
 
@@ -366,6 +397,9 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
     links = []
     for link in plan.links:
         conv, matrix, f_matrix, kind = link.conv, None, None, link.kind
+        if kind == "bias":  # no synapses: the input itself, folded with the copies
+            links.append(link)
+            continue
         if conv is not None:  # a kernel (conv, pooled conv, identity skip): k times more groups
             conv = {**conv, "weight": np.concatenate([conv["weight"]] * k), "copies": conv.get("copies", 1) * k,
                     "f_weight": np.concatenate([conv["f_weight"]] * k), "groups": conv["groups"] * k}
@@ -373,13 +407,14 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
             matrix = sp.block_diag([link.matrix] * k, format="csr")
             f_matrix = sp.block_diag([link.f_matrix] * k, format="csr")
             kind = "sparse" if kind == "dense" else kind  # block-diagonal: Sparse, not a dense matrix
-        links.append(Link(link.name, link.src, link.dst, kind, link.delay, link.weight_exp, matrix, f_matrix, conv))
+        links.append(Link(link.name, link.src, link.dst, kind, link.delay, link.weight_exp, matrix, f_matrix, conv,
+                          link.num_weight_bits))
     return DeploymentPlan(plan.input_shape, plan.input_scale, pops, links, plan.metadata)
 
 
 def _link_nnz(plan: DeploymentPlan, link: Link) -> int:
     """Synapses of a link built as Sparse/Dense (0 for a Lava Conv or the off-chip input)."""
-    if link.kind == "input" or _as_lava_conv(link, plan.populations[link.dst].shape):
+    if link.kind in ("input", "bias") or _as_lava_conv(link, plan.populations[link.dst].shape):
         return 0
     if link.conv is None:
         return int(link.matrix.nnz)
@@ -415,7 +450,7 @@ def _unfold(a: np.ndarray, k: int, samples: int) -> np.ndarray:
 def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt", copies: int = 1,
                 record: str = "shared", progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
                 timings: dict[str, Any] | None = None,
-                before_stop: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+                before_stop: Callable[[], None] | None = None, record_state: bool = False) -> dict[str, np.ndarray]:
     """Build and run ``plan`` in Lava, in this process, on the first population's currents
     ``[T, B, *shape]``, ``copies`` samples side by side; return each population's recording in
     torch layout ``[T, B, *shape]``: spikes (bool), the readout's ``u`` (int64, or float64 for
@@ -434,7 +469,8 @@ def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str =
     timesteps, samples = currents_tb.shape[:2]
     groups = -(-samples // k)
     clock = {"t0": time.perf_counter()}
-    net = build_network(tile_plan(plan, k), _fold(currents_tb, k), backend=backend, record=record)
+    net = build_network(tile_plan(plan, k), _fold(currents_tb, k), backend=backend, record=record,
+                        record_state=record_state)
     clock["built"] = time.perf_counter()
     run_cfg = Loihi2SimCfg(select_tag=backend)
     max_groups = max(1, chunk_samples // k)
@@ -469,16 +505,20 @@ def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str =
                        readback_s=clock["read"] - clock["stepped"], steps=net.steps, copies=k,
                        processes=processes)
     out = {}
+    values = np.int64 if backend == "fixed_pt" else np.float64
     for name, pop in plan.populations.items():
         rec = _unfold(_from_lava_record(data.pop(name), pop.depth, groups, timesteps), k, samples)
-        out[name] = rec.astype((np.int64 if backend == "fixed_pt" else np.float64) if pop.readout else bool)
+        out[name] = rec.astype(values if pop.readout else bool)
+        for var in ("u", "v") if record_state else ():
+            state = _unfold(_from_lava_record(data.pop(f"{name}#{var}"), pop.depth, groups, timesteps), k, samples)
+            out[f"{name}#{var}"] = state.astype(values)
     return out
 
 
 def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int: bool = False,
              progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
              record: str = "shared", copies: int | None = None,
-             timings: dict[str, float] | None = None, worker: bool = True):
+             timings: dict[str, float] | None = None, worker: bool = True, record_state: bool = False):
     """Run samples ``x`` ``[T, B, C, H, W]`` (pixels in [0, 1]) back to back in Lava,
     ``copies`` at a time side by side (``tile_plan``; default ``choose_copies``); return an
     ``EmulatorResult``.
@@ -498,7 +538,8 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     ``start_s`` (Lava compiles, forks its processes and runs the first step), ``step_s`` (each
     further step, mean), ``readback_s``, and ``steps``, ``copies``, ``processes`` (OS processes
     Lava forked); with a worker also ``worker_s`` (the worker's whole life, from start to its
-    results read here)."""
+    results read here). ``record_state``: every population's ``u`` and ``v`` each step too, in the
+    result's ``state`` (as ``emulate(..., record_state=True)``)."""
     from htakl_deploy.export.quantize import quantize_input
     from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
 
@@ -511,7 +552,9 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
     samples = x.shape[1]
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
-    if backend == "fixed_pt":
+    if plan.input_link.kind == "bias":  # the input is added to a bias mantissa (a netx input layer)
+        currents = x_int
+    elif backend == "fixed_pt":
         currents = input_currents(plan, x_int)
     else:
         currents = _float_input_currents(plan, x_int * plan.input_scale)
@@ -519,19 +562,22 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     if k < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     kwargs = dict(backend=backend, copies=k, record=record, progress=progress, chunk_samples=chunk_samples,
-                  timings=timings)
+                  timings=timings, record_state=record_state)
     if worker:
         from htakl_deploy.hw.lava_worker import run_in_worker
 
         rec = run_in_worker(plan, currents, **kwargs)
     else:
         rec = run_network(plan, currents, **kwargs)
+    state = {name: (rec.pop(f"{name}#u"), rec.pop(f"{name}#v")) for name in plan.populations} if record_state else None
     readout_u = rec.pop(plan.readout.name)
     if backend == "fixed_pt":
         logits = readout_logits(plan.readout, readout_u)
-    else:
+    elif plan.readout.read == "current":
         logits = readout_u + plan.readout.per_neuron(plan.readout.f_bias)
-    return EmulatorResult(rec, readout_u, logits, x_int)
+    else:
+        logits = readout_u.astype(np.float64)
+    return EmulatorResult(rec, readout_u, logits, x_int, state)
 
 
 def _float_input_currents(plan: DeploymentPlan, x: np.ndarray) -> np.ndarray:

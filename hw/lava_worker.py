@@ -66,7 +66,7 @@ class LavaWorkerError(UserError):
 
 def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, record: str = "shared",
                   progress: Callable[[int], None] | None = None, chunk_samples: int = 50,
-                  timings: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                  timings: dict[str, Any] | None = None, record_state: bool = False) -> dict[str, np.ndarray]:
     """``lava_net.run_network`` in a fresh worker process; the same return value."""
     t0 = time.perf_counter()
     with _unnamed_file(lambda path: plan.save(path)) as plan_f, tempfile.TemporaryFile() as cur_f, \
@@ -74,6 +74,7 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
         np.save(cur_f, np.ascontiguousarray(currents_tb))
         cur_f.flush()
         job = {"backend": backend, "copies": int(copies), "record": record, "chunk_samples": int(chunk_samples),
+               "record_state": bool(record_state),
                "parent_pid": os.getpid(), "plan_fd": plan_f.fileno(), "currents_fd": cur_f.fileno(),
                "out_fd": out_f.fileno()}
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -112,7 +113,10 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
     if timings is not None:
         timings.update(json.loads(got.pop("timings").tobytes().decode()))
         timings["worker_s"] = time.perf_counter() - t0
-    return {name: got[f"rec{i}"] for i, name in enumerate(plan.populations)}
+    out = {name: got[f"rec{i}"] for i, name in enumerate(plan.populations)}
+    for i, name in enumerate(plan.populations if record_state else ()):
+        out[f"{name}#u"], out[f"{name}#v"] = got[f"state{i}.u"], got[f"state{i}.v"]
+    return out
 
 
 @contextmanager
@@ -245,11 +249,16 @@ def main(argv: list[str]) -> int:
     try:
         rec = run_network(plan, currents, backend=cfg["backend"], copies=cfg["copies"], record=cfg["record"],
                           progress=progress, chunk_samples=cfg["chunk_samples"], timings=timings,
-                          before_stop=watchdog.stop)  # Lava's children exit normally from there on
+                          before_stop=watchdog.stop,  # Lava's children exit normally from there on
+                          record_state=bool(cfg.get("record_state", False)))
     finally:
         watchdog.stop()
     timings["worker_imported_torch"] = "torch" in sys.modules  # checked by the tests: never
     out = {f"rec{i}": rec.pop(name) for i, name in enumerate(plan.populations)}
+    for i, name in enumerate(plan.populations):
+        for var in ("u", "v"):
+            if f"{name}#{var}" in rec:
+                out[f"state{i}.{var}"] = rec.pop(f"{name}#{var}")
     with os.fdopen(cfg["out_fd"], "wb") as f:
         np.savez(f, timings=np.frombuffer(json.dumps(timings).encode(), np.uint8), **out)
     print(f"{TAG}done", flush=True)
