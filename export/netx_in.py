@@ -53,11 +53,12 @@ from htakl_deploy.export.nodes.dense import DenseNode
 from htakl_deploy.export.nodes.flatten import FlattenNode
 from htakl_deploy.export.nodes.io import InputNode
 from htakl_deploy.export.nodes.loihi_cuba import BIAS_SHIFT, LoihiCubaNode, LoihiCubaOutput
-from htakl_deploy.export.quantize import INPUT_SCALE, QuantConnection, QuantizedGraph, QuantTarget
+from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
 FORMAT = "lava-dl-netx"
 NEVER_FIRES_VTH = 2**17 - 1  # v > vth << 6 needs v above 2^23 - 64: a readout (netx's default: 2^17)
 BIAS_MANT_MAX = 4095  # Lava's LIF bias_mant is 13-bit signed
+NETX_INPUT_SCALE = 1.0  # a netx network takes integers (biases, spikes, graded values): used as they are
 
 
 class NetxError(UserError):
@@ -443,5 +444,5 @@ def read_netx(path: str | os.PathLike) -> QuantizedGraph:
         graph = StudentGraph(b.nodes, b.edges, metadata={"source_netx": str(p), **b.metadata})
     except ValueError as e:
         raise NetxError(f"{p}: not a valid network: {e}") from None
-    return QuantizedGraph(graph, b.conns, b.targets, INPUT_SCALE,
+    return QuantizedGraph(graph, b.conns, b.targets, NETX_INPUT_SCALE,
                           {"format": FORMAT, **b.metadata, "read_warnings": b.warnings})
