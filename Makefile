@@ -6,12 +6,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+LOG     = $(VENV)/install.log
+EXTRAS  = test,docs
+# extra pip arguments for the torch step: empty = pip's configured sources (the CPU build on the
+# project's machines); a CUDA build or the CPU build elsewhere: docs/INSTALL.md
+TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test bench clean
+# one install step: a line saying what it installs, pip's output appended to $(LOG); on failure the
+# log's last lines and its path, and make stops
+step = echo "  $(1)"; $(2) >> $(LOG) 2>&1 || { echo "install failed at: $(1); the end of $(LOG):"; tail -n 15 $(LOG); echo "whole log: $(LOG)"; exit 1; }
+
+.PHONY: install demo test docs bench clean
 
 install: $(STAMP)
 
-# torch is pinned to the CPU build (an unpinned torch pulls ~5 GB of CUDA wheels);
+# torch is pinned to 2.13.0; which build (CPU or CUDA) comes from pip's sources and TORCH_PIP_ARGS;
 # spikingjelly goes in with --no-deps because it declares torchvision/torchaudio, whose PyPI wheels
 # cannot load against a CPU torch; its real run-time dependencies are in pyproject.toml.
 # lava-nc 0.10 declares Python <3.11 and numpy<2 but runs here: --no-deps --ignore-requires-python,
@@ -26,31 +35,40 @@ install: $(STAMP)
 # nir<=1.0.4 and samna, the Speck driver, neither needed for its NIR export) and rockpool 3.1.0 go in with
 # --no-deps: their own NIR exporters write the Sinabs and Rockpool graphs tests/test_wild.py deploys.
 $(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0
-	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
-	$(PY) -m pip install --quiet --no-deps asteval==1.0.10 networkx==2.8.7
-	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 nirtorch==2.6 norse==1.1.0
-	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-dl==0.6.0
-	$(PY) -m pip install --quiet --no-deps opencv-python-headless==4.14.0.94
-	$(PY) -m pip install --quiet tonic==1.7.0
-	$(PY) -m pip install --quiet --no-deps sinabs==3.1.3 rockpool==3.1.0 pbr==7.1.3
-	$(PY) -c "import torch, spikingjelly.activation_based, htakl_deploy; print('installed torch', torch.__version__)"
-	$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models; print('lava-nc imports on Python 3.11')"
-	touch $(STAMP)
+	@echo "installing into $(VENV); pip's output goes to $(LOG)"
+	@$(PYTHON) -m venv $(VENV) && : > $(LOG)
+	@$(call step,pip,$(PY) -m pip install --upgrade pip)
+	@$(call step,torch 2.13.0 $(TORCH_PIP_ARGS),$(PY) -m pip install $(TORCH_PIP_ARGS) torch==2.13.0)
+	@$(call step,htakl-deploy (editable) + its dependencies + test and docs tools,$(PY) -m pip install -e '.[$(EXTRAS)]')
+	@$(call step,spikingjelly 2.0.0 (--no-deps),$(PY) -m pip install --no-deps spikingjelly==2.0.0)
+	@$(call step,lava-nc 0.10.0 + asteval + networkx (--no-deps),$(PY) -m pip install --no-deps --ignore-requires-python lava-nc==0.10.0 asteval==1.0.10 networkx==2.8.7)
+	@$(call step,snntorch 1.0.0 + nirtorch 2.6 + norse 1.1.0 (--no-deps),$(PY) -m pip install --no-deps snntorch==1.0.0 nirtorch==2.6 norse==1.1.0)
+	@$(call step,lava-dl 0.6.0 + opencv-python-headless (--no-deps),$(PY) -m pip install --no-deps --ignore-requires-python lava-dl==0.6.0 opencv-python-headless==4.14.0.94)
+	@$(call step,tonic 1.7.0 (event recordings),$(PY) -m pip install tonic==1.7.0)
+	@$(call step,sinabs 3.1.3 + rockpool 3.1.0 + pbr (--no-deps),$(PY) -m pip install --no-deps sinabs==3.1.3 rockpool==3.1.0 pbr==7.1.3)
+	@$(call step,check: torch + spikingjelly + htakl_deploy import,$(PY) -c "import torch; import spikingjelly.activation_based; import htakl_deploy")
+	@$(call step,check: lava-nc imports on Python 3.11,$(PY) -c "from htakl_deploy.hw.lava_compat import ensure_lava; ensure_lava(); import lava.proc.lif.models")
+	@touch $(STAMP)
+	@echo "installed: $$($(PY) -c 'import torch; print("torch", torch.__version__)'), htakl-deploy $$($(PY) -c 'import importlib.metadata as m; print(m.version("htakl-deploy"))') in $(VENV)"
 
+# the run is runs/demo, the directory every example in README.md and docs/ uses; a previous one is
+# kept, renamed after the time it was last written
 demo: install
-	$(VENV)/bin/htakl-deploy run --run-name demo-$$(date +%Y%m%d-%H%M%S)
+	@if [ -e runs/demo ]; then old=runs/demo-$$(date -r runs/demo +%Y%m%d-%H%M%S); mv runs/demo $$old; \
+	  echo "the previous runs/demo is now $$old"; fi
+	$(VENV)/bin/htakl-deploy run --run-name demo
 
 test: install
 	$(PY) -m pytest -q
+
+# the documentation site (mkdocs-material, API reference by mkdocstrings) into site/; --strict: a
+# broken link, a missing page or a page left out of the nav fails the build
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: install
 	$(PY) bench/loss_step.py
 	$(PY) bench/method_step.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

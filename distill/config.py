@@ -32,7 +32,7 @@ MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take it
 MAX_INT = 2**63 - 1
 
 #: Epoch budgets per data set when none is given. The paper trains CIFAR for 300 epochs; the
-#: small data sets converge much sooner on a 2-core CPU (see README for measured accuracies).
+#: small data sets converge much sooner on a 2-core CPU (docs/RESULTS.md has measured accuracies).
 DEFAULT_EPOCHS = {"digits": 80, "fashion-mnist": 15, "cifar10": 300, "cifar100": 300, "image-folder": 100}
 DEFAULT_TEACHER_EPOCHS = {"digits": 30, "fashion-mnist": 10, "cifar10": 200, "cifar100": 200, "image-folder": 60}
 

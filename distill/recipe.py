@@ -135,7 +135,7 @@ def model_spec_problem(spec: Any) -> str | None:
 
 def load_teacher(path: str | Path, data: ArrayDataset, arch: str | None = None) -> Classifier:
     """A teacher checkpoint (a file, or a run directory holding ``teacher/last.pt``); with
-    ``arch``, it must be that architecture's ANN twin (the README's teacher)."""
+    ``arch``, it must be that architecture's ANN twin (docs/DISTILL.md's teacher)."""
     path = resolve_checkpoint(path, "teacher", flag="teacher")
     ckpt = load_checkpoint(path, flag="teacher", role="teacher")
     spec = ckpt["model_spec"]

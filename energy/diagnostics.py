@@ -32,7 +32,7 @@ import json
 import math
 from pathlib import Path
 
-#: the checks' thresholds (documented in the README's report section)
+#: the checks' thresholds (documented in docs/ENERGY.md, 'What the report checks')
 DEAD_RATE = 0.0          # a layer whose firing rate is exactly 0: no spike in any sample
 SATURATED_RATE = 0.9     # a layer that fires at ≥ 90 % of its neuron-steps
 FEW_SAMPLES = 100        # a percentage over fewer samples gets a warning with its interval

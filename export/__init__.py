@@ -1,1 +1,1 @@
-"""export stage (see README and docs/DESIGN.md)."""
+"""export stage (see docs/EXPORT.md and docs/DESIGN.md)."""

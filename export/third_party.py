@@ -34,7 +34,7 @@ batch dimension in the Input/Output types.
 first for everything else), (2) ``ignore_dims=[0]`` and (3) ``infer_types()``, both as snnTorch's
 exporter does. Norse writes ``tau = dt/tau_mem_inv`` (= dt·τ, not τ; its ``dt`` defaults to
 1e-3 s): the decay per step ``dt·tau_mem_inv`` is recovered with ``--dt`` = dt² (1e-6 for the
-default) — see the README.
+default) — see docs/NIR.md.
 
 None of these writes a NIR node by hand for a layer the framework converts itself.
 """

@@ -363,7 +363,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
                         "--input FILE (your own inputs), one of them")
     if dt_s is None:
         raise UserError("run --from-nir needs --dt SECONDS: the time step the NIR file's exporter divided by "
-                        "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see the README)")
+                        "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see docs/NIR.md)")
     model = load_preset(settings.preset)
     graph, _ = load_nir_graph(path, dt_s)  # refusals (bad file, unknown node, wrong dt) before any folder
     probe = _inputs(graph, data, data_root, 1, input_file, timesteps)  # the inputs exist and fit the graph

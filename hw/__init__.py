@@ -1,1 +1,1 @@
-"""hw stage (see README and docs/DESIGN.md)."""
+"""hw stage (see docs/SIMULATE.md, docs/MAPPING.md and docs/DESIGN.md)."""

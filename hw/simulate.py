@@ -10,7 +10,7 @@ Backends (a table, ``BACKENDS``):
                        training-time tools report (float64 on request: ``float_student_spikes``;
                        bench/torch_float.py measures the two's agreement and speed).
 
-Class decision (all backends, documented in the README): the student's last layer has no
+Class decision (all backends, documented in docs/SIMULATE.md): the student's last layer has no
 neuron, so there is no output spike count to read; the readout population integrates nothing
 and its current ``u`` is read each step — ``logits_t = (u_t + bias)/(64·S)`` — and the class is
 the argmax of the logits' mean over the T steps, as in training (``distill.train.predict``).

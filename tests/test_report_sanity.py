@@ -96,7 +96,7 @@ def _run_for_screenshot(out, name, *extra):
 def test_screenshots_of_a_healthy_and_a_dead_student_report(tmp_path, capsys):
     """Headless Chromium renders both reports; the dead student's page shows the warning box (its
     orange border is in the screenshot), the healthy one's does not. Set HTAKL_SCREENSHOT_DIR to
-    keep the PNGs (docs/img/ holds the ones in the README)."""
+    keep the PNGs (docs/img/ holds the ones on docs/ENERGY.md)."""
     import os
     import subprocess
     from pathlib import Path

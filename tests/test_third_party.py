@@ -17,7 +17,7 @@ Neurons are configured as Loihi's: snnTorch ``Leaky(reset_mechanism='zero', rese
 ``LIFBoxCell`` (its update is NIR's LIF with ``r = 1``). The readout is a Linear layer averaged
 over time. Training: Adam, 8 epochs of BPTT over T = 4 (seconds).
 
-The README's table is these tests' printed lines:
+docs/NIR.md's table is these tests' printed lines:
 ``pytest -m 'slow or not slow' tests/test_third_party.py -s -k deploys``.
 """
 

@@ -1,4 +1,4 @@
-"""Run every bad-input case and print the counts the README quotes (and each non-clean case).
+"""Run every bad-input case and print the counts docs/SAFETY.md quotes (and each non-clean case).
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/bad_inputs/run_all.py [-v] [SUBSTRING]
 """
