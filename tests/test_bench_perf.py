@@ -81,6 +81,7 @@ def test_scale_out_main_with_stub_runs(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_scale_out_real_runs(tmp_path):
+    """bench/scale_out.py for real: torchrun with 1 and 2 gloo processes on digits (1 epoch each)."""
     r = load("scale_out").main(["--epochs", "1", "--teacher-epochs", "1", "--limit-train", "256",
                                 "--out-dir", str(tmp_path)])
     check_scale_out(r)

@@ -13,7 +13,11 @@ from htakl_deploy.cmd_run import grid_plan
 from htakl_deploy.distill.config import FIELD_NAMES, read_config_file
 from htakl_deploy.runconfig import PIPELINE_FIELDS
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+#: folders of configs/ that hold other data files than run configs (samples for --energy-model, map --target)
+DATA_FOLDERS = {"energy-models": "energy model", "targets": "hardware target"}
+RUN_CONFIGS = sorted(p for p in ROOT.rglob("*.toml") if p.relative_to(ROOT).parts[0] not in DATA_FOLDERS)
+CONFIGS = [p for p in RUN_CONFIGS if "[grid]" in p.read_text(encoding="utf-8")]  # the grids
 ACCEPTED = FIELD_NAMES | set(PIPELINE_FIELDS)
 
 
@@ -58,3 +62,25 @@ def test_a_grid_runs_shares_its_teacher_and_continues(tmp_path, capsys):
     # a flag that is a grid axis is refused before anything runs
     assert main(["run", "--config", str(cfg), "--out-dir", str(tmp_path / "other"), "--method", "kd"]) == 2
     assert "--method is a [grid] axis" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("path", sorted(p for folder in DATA_FOLDERS for p in (ROOT / folder).glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_sample_energy_models_and_targets_load(path):
+    """configs/energy-models/*.toml load as energy models, configs/targets/*.toml as targets (strict:
+    unknown or missing keys refused)."""
+    from htakl_deploy.energy.models import load_energy_model
+    from htakl_deploy.hw.target import load_target
+
+    loaded = load_energy_model(path) if path.parent.name == "energy-models" else load_target(path)
+    assert loaded.name == path.stem
+
+
+@pytest.mark.parametrize("path", [p for p in RUN_CONFIGS if p not in CONFIGS], ids=lambda p: p.name)
+def test_plain_run_configs_are_distill_configs(path):
+    """A run config without a grid (configs/my.toml, the docs' sample) holds only DistillConfig keys,
+    so that both `distill --config` and `run --config` take it."""
+    from htakl_deploy.distill.config import build_config
+
+    cfg = build_config(read_config_file(path), {})
+    assert cfg.run_name and cfg.data

@@ -167,6 +167,8 @@ def test_spikingjelly_export_is_read_exactly(model, request):
 
 @pytest.mark.parametrize("model", ["sj_conv", "sj_dense", pytest.param("sj_residual", marks=pytest.mark.slow)])
 def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
+    """A SpikingJelly net trained on digits and written by its own exporter deploys: Lava = emulator on
+    every spike, and our fixed point agrees with SpikingJelly's float run (the residual net: slow)."""
     net, path, test = request.getfixturevalue(model)
     if model == "sj_residual":  # SpikingJelly writes the add as two edges into the second LIF
         assert ("lif1", "lif2") in read_nir(path).edges
