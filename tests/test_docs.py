@@ -31,6 +31,18 @@ def test_readme_is_short():
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; the rest belongs in docs/ (the site)"
 
 
+#: a measured quantity: a number with a unit of time, energy, memory, throughput, or a percentage/ratio
+MEASUREMENT = re.compile(r"\d[\d,.]*\s?(%|s\b|ms\b|min\b|µJ|nJ|pJ|GB|MB|samples/s|images/s)|×\s?\d")
+
+
+def test_readme_quotes_no_measurement():
+    """Measurements live on the pages generated from the runs that measured them (DEMO, RESULTS,
+    PERFORMANCE, the slow-test table), where they are regenerated; the README links there."""
+    found = [(i, m.group(0)) for i, line in enumerate((REPO / "README.md").read_text(encoding="utf-8").splitlines(), 1)
+             for m in MEASUREMENT.finditer(line)]
+    assert not found, f"README.md quotes measurements (line, text): {found}"
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
