@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "installing into $(VENV); pip's output goes to $(LOG)"
 	@$(PYTHON) -m venv $(VENV) && : > $(LOG)
 	@$(call step,pip,$(PY) -m pip install --upgrade pip)
-	@$(call step,torch 2.13.0 $(TORCH_PIP_ARGS),$(PY) -m pip install $(TORCH_PIP_ARGS) torch==2.13.0)
+	@$(call step,torch 2.13.0$(if $(TORCH_PIP_ARGS), ($(TORCH_PIP_ARGS))),$(PY) -m pip install $(TORCH_PIP_ARGS) torch==2.13.0)
 	@$(call step,htakl-deploy (editable) + its dependencies + test and docs tools,$(PY) -m pip install -e '.[$(EXTRAS)]')
 	@$(call step,spikingjelly 2.0.0 (--no-deps),$(PY) -m pip install --no-deps spikingjelly==2.0.0)
 	@$(call step,lava-nc 0.10.0 + asteval + networkx (--no-deps),$(PY) -m pip install --no-deps --ignore-requires-python lava-nc==0.10.0 asteval==1.0.10 networkx==2.8.7)
