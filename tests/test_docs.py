@@ -26,6 +26,18 @@ def _build(config: Path, site: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=ENV, timeout=300, cwd=config.parent)
 
 
+def nav_pages() -> list[str]:
+    """The site's pages in mkdocs.yml's nav order."""
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
+
+    def pages(nav):
+        for item in nav:
+            for value in item.values():
+                yield from (pages(value) if isinstance(value, list) else [value])
+
+    return list(pages(config["nav"]))
+
+
 def test_readme_is_short():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; the rest belongs in docs/ (the site)"
@@ -54,14 +66,7 @@ def site(tmp_path_factory):
 def test_site_builds_strictly(site):
     """Every nav page is there; the README's tour is on the front page (one copy, included); the
     API reference holds the docstrings; no page asks the network for a font at view time."""
-    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
-
-    def pages(nav):
-        for item in nav:
-            for value in item.values():
-                yield from (pages(value) if isinstance(value, list) else [value])
-
-    for page in pages(config["nav"]):
+    for page in nav_pages():
         assert (site / page.replace(".md", ".html")).is_file(), page
     front = (site / "index.html").read_text(encoding="utf-8")
     assert "A five-minute tour" in front and "kd-T2" in front

@@ -28,6 +28,7 @@ hours each) and docs/API.md's cells (``tests/test_api.py`` executes them) are no
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -38,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = re.compile(r"<!--\s*examples:\s*(slow|not run:\s*(?P<why>.+?))\s*-->\s*$")
@@ -66,14 +66,9 @@ class Block:
 
 def documents() -> list[Path]:
     """README.md, then the site's pages in nav order."""
-    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
+    from test_docs import nav_pages
 
-    def pages(nav):
-        for item in nav:
-            for value in item.values():
-                yield from (pages(value) if isinstance(value, list) else [value])
-
-    return [REPO / "README.md", *(REPO / "docs" / p for p in pages(config["nav"]))]
+    return [REPO / "README.md", *(REPO / "docs" / p for p in nav_pages())]
 
 
 def blocks(path: Path) -> list[Block]:
@@ -177,10 +172,10 @@ def kit(tmp_path_factory):
     shim = shim_dir / "htakl-deploy"
     shim.write_text(SHIM.format(python=sys.executable, tests=str(REPO / "tests"), fashion=str(fashion)))
     shim.chmod(0o755)
-    demo = re.search(r"^demo:.*?\n\t(?:.*\n\t)*?\$\(VENV\)/bin/htakl-deploy (run .*)$",
-                     (REPO / "Makefile").read_text(encoding="utf-8"), flags=re.M)
-    assert demo, "the Makefile's demo target runs `$(VENV)/bin/htakl-deploy run …`"
-    return fashion, shim_dir, shlex.split(demo.group(1))
+    spec = importlib.util.spec_from_file_location("demo_md", REPO / "bench" / "demo_md.py")
+    demo_md = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_md)
+    return fashion, shim_dir, demo_md.demo_argv()  # the Makefile's demo line
 
 
 def reader_home(path: Path) -> Path:
