@@ -1,10 +1,10 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
 emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py,
-train_memory.py and torch_float.py.
+train_memory.py, torch_float.py and artefact_size.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
 [--counter C.json] [--scale S.json ...] [--roof R.json ...] [--stream S.json ...] [--train-memory M.json]
-[--torch-float F.json] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
+[--torch-float F.json] [--artefact A.json] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
 """
@@ -166,7 +166,8 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1",
                   "roof": "Emulator vs float32 forward and roof", "stream": "Streaming: peak memory vs samples",
                   "train_memory": "Training memory: activation checkpointing",
-                  "torch_float": "torch-float backend: float32 vs float64"}
+                  "torch_float": "torch-float backend: float32 vs float64",
+                  "artefact": "Lava artefact: size, load and simulate's memory"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -441,6 +442,38 @@ def train_memory_section(t: dict) -> list[str]:
     return out + [""]
 
 
+def artefact_section(r: dict) -> list[str]:
+    old, new = r["variants"]
+    out = [f"## {SECTION_TITLES['artefact']}", "",
+           f"`python bench/artefact_size.py --model {r['model']} --samples {r['samples']} --batch-size {r['batch_size']} "
+           f"--repeats {r['repeats']} --baseline {old['git']} --json …` — the Lava artefact written by `export` from the "
+           "same student by the baseline commit's code (imported from `git archive` of that commit) and by this "
+           "tree's, then read alone (`read_artefact`) and simulated (`simulate --backend emulator`, no comparisons) "
+           "by the code that wrote it; each step in a fresh process, the variants interleaved, medians of "
+           f"{r['repeats']}; memory = the kernel's VmHWM reset after imports (simulate's peak includes the data set). "
+           f"**{r['model']}** at {100 * r['target_firing']:.3g} % firing, {r['synapses']:,} 8-bit synapses (every "
+           f"kernel tap and matrix non-zero), {r['samples']} images, batch {r['batch_size']}, load "
+           f"{load(r['load_before'])} → {load(r['load_after'])}:", "",
+           "| variant | format | artefact (MB) | bytes / synapse | integer weights (MB) | float weights (MB) | "
+           "indices (MB) | read (s) | read: kept (MB) | read: peak (MB) | simulate peak (MB) | simulate (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in (old, new):
+        m, b = v["median"], v["export"]["members"]
+        out.append(f"| {v['label']} | `{v['export']['format']}` | {m['file_mb']:.1f} | "
+                   f"{m['file_mb'] * 1e6 / r['synapses']:.2f} | {b['integer weights'] / 1e6:.1f} | "
+                   f"{b['float weights'] / 1e6:.1f} | {b['indices'] / 1e6:.1f} | {m['load_s']:.2f} | "
+                   f"{m['load_resident_mb']:.0f} | {m['load_peak_mb']:.0f} | {m['simulate_peak_mb']:.0f} | "
+                   f"{m['simulate_s']:.0f} |")
+    q = r["ratios"]
+    out += ["", f"**New / old: artefact ×{q['file']:.3f} ({q['new_file_over_synapse_bytes']:.2f} bytes per 8-bit "
+            f"synapse; goal ≤ 1.5), read time ×{q['load_s']:.2f}, simulate peak ×{q['simulate_peak']:.2f}"
+            f" ({old['median']['simulate_peak_mb'] - new['median']['simulate_peak_mb']:.0f} MB less).** "
+            f"Every recorded spike of the two simulations identical: {'yes' if r['spikes_identical'] else '**no**'}. "
+            "\"read: kept\" is the plan in memory after reading, \"read: peak\" the most the read took on top of "
+            "what was there before it (peak − kept = transient copies while reading).", ""]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", help="JSON of bench/train_overhead.py")
@@ -453,6 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stream", action="append", default=[], help="JSON of bench/stream_memory.py (repeatable)")
     p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
     p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
+    p.add_argument("--artefact", help="JSON of bench/artefact_size.py")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -463,14 +497,15 @@ def main(argv: list[str] | None = None) -> None:
     t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
     scales = [read(x) for x in args.scale]
     roofs = [read(x) for x in args.roof]
-    tmem, tfl = read(args.train_memory), read(args.torch_float)
+    tmem, tfl, art = read(args.train_memory), read(args.torch_float), read(args.artefact)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
              "counter": counter_section(c) if c else None, "scale": scale_section(scales) if scales else None,
              "roof": roof_section(roofs) if roofs else None, "stream": stream_section(streams) if streams else None,
              "train_memory": train_memory_section(tmem) if tmem else None,
-             "torch_float": torch_float_section(tfl) if tfl else None}
+             "torch_float": torch_float_section(tfl) if tfl else None,
+             "artefact": artefact_section(art) if art else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
@@ -497,12 +532,13 @@ def main(argv: list[str] | None = None) -> None:
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
              *(s["loadavg_before"][0] for s in scales), *(x["load_before"][0] for x in roofs),
              *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
-             *(x["load_before"][0] for x in (tfl["runs"] if tfl else []))]
+             *(x["load_before"][0] for x in (tfl["runs"] if tfl else [])), *([art["load_before"][0]] if art else [])]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
                *(["emulator_roof.py"] if roofs else []), *(["stream_memory.py"] if streams else []),
-               *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else [])]
+               *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else []),
+               *(["artefact_size.py"] if art else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"

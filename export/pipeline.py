@@ -104,23 +104,38 @@ def export_nir(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dic
     return report
 
 
-def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
+def plan_from_nir(folder: Path):
+    """The deployment plan of the NIR graphs an export writes in ``folder`` — the float student
+    (``student_float.nir``) and its quantised twin (``student_quant.nir``) — with integer and
+    float weights: what the Lava artefact is written from, and where ``simulate --backend
+    lava-floating_pt`` takes the float weights the artefact does not hold. UserError otherwise."""
     from htakl_deploy.export.nir_io import from_nir
     from htakl_deploy.export.quantize import QuantizedGraph
     from htakl_deploy.hw.plan import plan_from_quantized
+
+    graphs = []
+    for name in ("student_quant.nir", "student_float.nir"):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder / name}: missing; re-export with `htakl-deploy export RUN_DIR --target lava`")
+        graphs.append(from_nir(read_nir(folder / name)))
+    q, graph = graphs
+    if not isinstance(q, QuantizedGraph):
+        raise UserError(f"{folder / 'student_quant.nir'}: not a quantised NIR graph")
+    if isinstance(graph, QuantizedGraph):
+        raise UserError(f"{folder / 'student_float.nir'}: a quantised graph, expected the float student")
+    try:
+        return plan_from_quantized(QuantizedGraph(graph, q.connections, q.targets, q.input_scale, q.metadata))
+    except ValueError as e:
+        raise UserError(f"cannot deploy this student to Lava: {e}") from None
+
+
+def export_lava(model: Classifier, ckpt: dict[str, Any], out_dir: Path, opts: dict[str, Any]) -> dict[str, Any]:
     from htakl_deploy.hw.simulate import ARTEFACT_NAME, load_samples
 
     warnings: list[str] = []
     if not (out_dir / "student_quant.nir").exists() or not (out_dir / "student_float.nir").exists():
         warnings = export_nir(model, ckpt, out_dir, {**opts, "evaluate": False})["warnings"]
-    q = from_nir(read_nir(out_dir / "student_quant.nir"))
-    graph = from_nir(read_nir(out_dir / "student_float.nir"))
-    if not isinstance(q, QuantizedGraph):
-        raise UserError(f"{out_dir / 'student_quant.nir'}: not a quantised NIR graph")
-    try:
-        plan = plan_from_quantized(QuantizedGraph(graph, q.connections, q.targets, q.input_scale, q.metadata))
-    except ValueError as e:
-        raise UserError(f"cannot deploy this student to Lava: {e}") from None
+    plan = plan_from_nir(out_dir)
     timesteps = opts["timesteps"] or ckpt["config"]["timesteps"]
     # the artefact is portable: its config names no data folder (simulate takes --data-root)
     plan.metadata.update({"config": {**ckpt["config"], "data_root": None}, "timesteps": timesteps,

@@ -1,16 +1,22 @@
 """Reading a ``student.lava.npz`` someone handed you: every field checked before anything runs.
 
-``read_plan(path, label)`` loads a deployment plan (``hw.plan.load_plan``: ``np.load`` with
-``allow_pickle=False``, so no object arrays and no code) and checks it as a whole, raising a
-one-line ``UserError`` naming the file and the field for anything a plan written by
-``htakl-deploy export`` cannot hold:
+``read_plan(path, label)`` reads a deployment plan (format ``hw.artefact_format``: an ``.npz`` of
+plain ``.npy`` arrays, never pickles, each array's type and size checked against its own header,
+the header and the file before it is allocated) and checks it as a whole, raising a one-line
+``UserError`` naming the file and the field for anything a plan written by ``htakl-deploy
+export`` cannot hold:
 
+- the format: ``htakl-lava-plan/2``; an artefact of an older format is refused with the command
+  that re-exports it;
 - the JSON header: exactly the known fields (no extra, none missing) with the right types;
-- every array the header refers to is present, with the dtype and shape it must have;
-- populations: positive shapes, Loihi ranges (``du``/``dv`` 12 bits, ``vth`` 17 bits, …),
-  per-channel biases, finite float parameters;
-- links: known kinds, sources and targets that exist, matrices ``[N_dst, N_src]`` and kernels
-  that map the source's shape onto the target's, integer mantissas, finite float weights;
+- every array the header refers to is present, with the type and shape it must have (integers
+  in an integer type, with a shift in 1..``MAX_SHIFT`` where the header's ``int_shift`` says so),
+  and no other;
+- populations: positive shapes, Loihi ranges (``du``/``dv`` 12 bits, ``vth`` 17 bits, 13-bit
+  ``bias_mant``, …), per-channel biases, finite float parameters;
+- links: known kinds, sources and targets that exist, matrices ``[N_dst, N_src]`` (dense or CSR)
+  and kernels that map the source's shape onto the target's, mantissas within Lava's 24-bit
+  sums, finite float weights (when the artefact holds any);
 - timing: the link graph is acyclic, populations are listed in topological order with the
   readout last, and every link's delay makes its source's depth meet its target's
   (``depth(dst) = depth(src) + 1 + delay``, the input at depth −1);
@@ -29,16 +35,21 @@ from typing import Any
 import numpy as np
 
 from htakl_deploy.errors import UserError
+from htakl_deploy.hw import artefact_format as fmt
 
-HEADER_KEYS = {"format", "input_shape", "input_scale", "metadata", "populations", "links"}
-LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp", "has_matrix"}
-LINK_OPTIONAL = {"conv", "m_shape", "f_shape", "num_weight_bits"}
+HEADER_KEYS = {"format", "input_shape", "input_scale", "metadata", "float_weights", "int_shift", "populations", "links"}
+LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp"}
+LINK_OPTIONAL = {"conv", "matrix", "f_matrix", "num_weight_bits"}
 CONV_KEYS = {"stride", "padding", "dilation", "groups"}
+MATRIX_KEYS = {"layout", "shape"}
 INT_RANGES = {"du": (-1, 4095), "dv": (0, 4096), "vth": (1, 2**17), "bias_exp": (0, 24),
               "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7),
               "ref_delay": (1, 63), "num_weight_bits": (1, 9)}
 MAX_NEURONS = 2**26
 MAX_MANTISSA = 2**24  # Lava's synaptic sums wrap at 24 bits
+BIAS_MANT_MAX = 4095  # Loihi's bias mantissa: 13-bit signed (export.quantize)
+UNREADABLE = "not a readable Lava artefact (not an .npz archive, or truncated)"
+REEXPORT = "re-export it with `htakl-deploy export RUN_DIR --target lava`"
 
 
 def _is_int(v: Any) -> bool:
@@ -54,53 +65,59 @@ def _shape_ok(v: Any, ndim: int | None = None) -> bool:
             and all(_is_int(s) and 1 <= s <= 2**20 for s in v))
 
 
-def read_header(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header (checked field by field) and the arrays of the ``.npz``."""
+def read_header(path: Path) -> tuple[dict, fmt.Members]:
+    """The header and the (unread) arrays of the ``.npz``; the caller closes the ``Members``."""
     if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a readable Lava artefact (not an .npz archive, or truncated)")
+        raise UserError(f"{path}: {UNREADABLE}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise UserError(f"{path}: holds Python objects (pickled arrays), which are never loaded; "
-                            "not an htakl-deploy Lava artefact") from None
-        raise UserError(f"{path}: not a readable Lava artefact (not an .npz archive, or truncated)") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError):
-        raise UserError(f"{path}: not a readable Lava artefact (not an .npz archive, or truncated)") from None
-    if not isinstance(arrays, dict) or "header" not in arrays:
-        raise UserError(f"{path}: not a readable Lava artefact (no header)")
-    raw = arrays["header"]
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise UserError(f"{path}: the header must be UTF-8 JSON bytes, got {raw.dtype} {raw.shape}")
+        members = fmt.Members(path)
+    except fmt.FormatError as e:
+        raise UserError(f"{path}: not a readable Lava artefact ({e})") from None
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError):
+        raise UserError(f"{path}: {UNREADABLE}") from None
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
+        raw = fmt.read_header_bytes(members)
+    except fmt.FormatError as e:
+        members.close()
+        raise UserError(f"{path}: not a readable Lava artefact ({e})") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, RuntimeError):
+        members.close()
+        raise UserError(f"{path}: {UNREADABLE}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
+        members.close()
         raise UserError(f"{path}: the header is not UTF-8 JSON") from None
     if not isinstance(header, dict):
+        members.close()
         raise UserError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
-    return header, arrays
+    return header, members
 
 
 def _pop_keys() -> set[str]:
-    """The header fields of a population: the ``Population`` dataclass less its two arrays."""
+    """The header fields of a population: the ``Population`` dataclass less its arrays."""
     from dataclasses import fields
 
-    from htakl_deploy.hw.plan import Population
+    from htakl_deploy.hw.plan import POP_ARRAYS, Population
 
-    return {f.name for f in fields(Population)} - {"bias_mant", "f_bias"}
+    return {f.name for f in fields(Population)} - set(POP_ARRAYS)
 
 
-def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
-    from htakl_deploy.hw.plan import FORMAT, LINK_KINDS, READS
+def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
+    """Every header field, and the type and shape of every array it refers to (read from the
+    arrays' own headers: nothing is allocated here)."""
+    from htakl_deploy.hw.plan import LINK_KINDS, READS
 
     POP_KEYS = _pop_keys()
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {what}")
 
-    if header.get("format") != FORMAT:
-        raise bad(f"format {header.get('format')!r}, expected {FORMAT!r} (not an htakl-deploy Lava artefact)")
+    if header.get("format") in fmt.OLD_FORMATS:
+        raise bad(f"format {header['format']!r} is an older artefact format (8-byte weights beside float "
+                  f"copies); {REEXPORT}")
+    if header.get("format") != fmt.FORMAT:
+        raise bad(f"format {header.get('format')!r}, expected {fmt.FORMAT!r} (not an htakl-deploy Lava artefact)")
     if set(header) != HEADER_KEYS:
         extra, missing = sorted(set(header) - HEADER_KEYS), sorted(HEADER_KEYS - set(header))
         raise bad(f"header fields: unknown {extra}, missing {missing}")
@@ -110,10 +127,22 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
         raise bad(f"input_scale must be a finite number > 0, got {header['input_scale']!r}")
     if not isinstance(header["metadata"], dict):
         raise bad("metadata must be a table")
+    if not isinstance(header["float_weights"], bool):
+        raise bad("float_weights must be true or false")
+    shifts = header["int_shift"]
+    if not isinstance(shifts, dict) or not all(_is_int(v) and 1 <= v <= fmt.MAX_SHIFT for v in shifts.values()):
+        raise bad(f"int_shift must map arrays to integers in 1..{fmt.MAX_SHIFT}")
     for key in ("populations", "links"):
         if not isinstance(header[key], list) or not header[key] or not all(isinstance(d, dict) for d in header[key]):
             raise bad(f"{key} must be a non-empty list of tables")
-    used = {"header"}
+    used, ints = {"header"}, set()
+
+    def array(name: str, kind: str, shape, who: str, ndim: int | None = None) -> tuple[int, ...]:
+        used.add(name)
+        if kind == "i":
+            ints.add(name)
+        return _array(path, arrays, name, kind, shape, who, ndim)
+
     for i, d in enumerate(header["populations"]):
         who = f"population {d.get('name', i)!r}"
         if set(d) != POP_KEYS:
@@ -134,10 +163,8 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
         for k in (k for k in ("f_du", "f_dv", "f_vth") if k in POP_KEYS):
             if not (_is_num(d[k]) and d[k] >= 0):
                 raise bad(f"{who}: {k} must be a finite number >= 0, got {d[k]!r}")
-        for tag, kind in (("bias_mant", "i"), ("f_bias", "f")):
-            name = f"pop{i}.{tag}"
-            _array(path, arrays, name, kind, (d["shape"][0],), who)
-            used.add(name)
+        array(f"pop{i}.bias_mant", "i", (d["shape"][0],), who)
+        array(f"pop{i}.f_bias", "f", (d["shape"][0],), who)
     for i, d in enumerate(header["links"]):
         who = f"link {d.get('name', i)!r}"
         if not LINK_KEYS <= set(d) <= LINK_KEYS | LINK_OPTIONAL:
@@ -152,6 +179,10 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
+        if ("conv" in d) == ("matrix" in d):
+            raise bad(f"{who}: needs a kernel (conv) or a matrix, and not both")
+        if ("f_matrix" in d) != (header["float_weights"] and "matrix" in d):
+            raise bad(f"{who}: f_matrix belongs to a matrix link of an artefact with float_weights")
         if "conv" in d:
             c = d["conv"]
             if not isinstance(c, dict) or set(c) != CONV_KEYS:
@@ -164,21 +195,29 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
                 raise bad(f"{who}: conv padding must be 2 integers >= 0, got {c['padding']!r}")
             if not (_is_int(c["groups"]) and c["groups"] >= 1):
                 raise bad(f"{who}: conv groups must be an integer >= 1, got {c['groups']!r}")
-            w = _array(path, arrays, f"link{i}.weight", "i", None, who, ndim=4)
-            _array(path, arrays, f"link{i}.f_weight", "f", w.shape, who)
-            used |= {f"link{i}.weight", f"link{i}.f_weight"}
-        for tag, kind in (("m", "i"), ("f", "f")):
-            if f"{tag}_shape" in d:
-                if not _shape_ok(d[f"{tag}_shape"], 2):
-                    raise bad(f"{who}: {tag}_shape must be 2 positive integers, got {d[f'{tag}_shape']!r}")
-                rows = d[f"{tag}_shape"][0]
-                data = _array(path, arrays, f"link{i}.{tag}.data", kind, None, who, ndim=1)
-                _array(path, arrays, f"link{i}.{tag}.indices", "i", data.shape, who)
-                _array(path, arrays, f"link{i}.{tag}.indptr", "i", (rows + 1,), who)
-                used |= {f"link{i}.{tag}.data", f"link{i}.{tag}.indices", f"link{i}.{tag}.indptr"}
+            shape = array(f"link{i}.weight", "i", None, who, ndim=4)
+            if header["float_weights"]:
+                array(f"link{i}.f_weight", "f", shape, who)
+        for key, tag, kind in (("matrix", "m", "i"), ("f_matrix", "f", "f")):
+            if key not in d:
+                continue
+            m = d[key]
+            if not isinstance(m, dict) or set(m) != MATRIX_KEYS or m["layout"] not in ("dense", "csr"):
+                raise bad(f"{who}: {key} must hold layout ('dense' or 'csr') and shape")
+            if not _shape_ok(m["shape"], 2):
+                raise bad(f"{who}: {key} shape must be 2 positive integers, got {m['shape']!r}")
+            prefix = f"link{i}.{tag}"
+            if m["layout"] == "dense":
+                array(prefix, kind, tuple(m["shape"]), who)
+            else:
+                nnz = array(f"{prefix}.data", kind, None, who, ndim=1)
+                array(f"{prefix}.indices", "index", nnz, who)
+                array(f"{prefix}.indptr", "index", (m["shape"][0] + 1,), who)
     extra = sorted(set(arrays) - used)
     if extra:
         raise bad(f"arrays no field refers to: {extra[:5]}")
+    if set(shifts) - ints:
+        raise bad(f"int_shift names arrays that are not integer values: {sorted(set(shifts) - ints)[:5]}")
     meta = header["metadata"]
     from htakl_deploy.distill.config import MAX_TIMESTEPS
 
@@ -187,27 +226,56 @@ def check_header(path: Path, header: dict, arrays: dict[str, np.ndarray]) -> Non
         raise bad(f"metadata timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {t!r}")
     if meta.get("config") is not None and not isinstance(meta["config"], dict):
         # None: a graph imported from NIR without --data (map needs no data; simulate says what is missing)
-        raise bad("metadata config must be a training config table (re-export with `htakl-deploy export --target lava`)")
+        raise bad(f"metadata config must be a training config table ({REEXPORT})")
 
 
-def _array(path: Path, arrays: dict, name: str, kind: str, shape, who: str, ndim: int | None = None) -> np.ndarray:
+ARRAY_TYPES = {"i": fmt.INT_STORE, "f": fmt.FLOAT_STORE, "index": fmt.INDEX_STORE + fmt.INT_STORE}
+TYPE_WORDS = {"i": "integers", "f": "floats", "index": "integer indices"}
+
+
+def _array(path: Path, arrays: fmt.Members, name: str, kind: str, shape, who: str,
+           ndim: int | None = None) -> tuple[int, ...]:
+    """The shape of array ``name`` after checking its type and shape (from its ``.npy`` header)."""
     if name not in arrays:
         raise UserError(f"{path}: {who}: array {name!r} is missing")
-    a = arrays[name]
-    if kind == "i" and a.dtype.kind not in "iu":
-        raise UserError(f"{path}: {who}: array {name!r} must hold integers, got {a.dtype}")
-    if kind == "f" and a.dtype.kind not in "fiu":
-        raise UserError(f"{path}: {who}: array {name!r} must hold numbers, got {a.dtype}")
-    if shape is not None and tuple(a.shape) != tuple(shape):
-        raise UserError(f"{path}: {who}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if ndim is not None and a.ndim != ndim:
-        raise UserError(f"{path}: {who}: array {name!r} must have {ndim} dimensions, got shape {a.shape}")
-    if kind == "f" and not np.isfinite(a).all():
-        what = "NaN" if np.isnan(a).any() else "inf"
-        raise UserError(f"{path}: {who}: array {name!r} holds {what} values")
-    if kind == "i" and a.size and np.abs(a.astype(np.int64)).max() > MAX_MANTISSA and name.endswith(("weight", "m.data")):
-        raise UserError(f"{path}: {who}: array {name!r} holds integers beyond Lava's 24-bit range")
-    return a
+    try:
+        dtype, got = arrays.info(name)
+    except fmt.FormatError as e:
+        raise UserError(f"{path}: {who}: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError):
+        raise UserError(f"{path}: {UNREADABLE}") from None
+    if dtype not in ARRAY_TYPES[kind]:
+        raise UserError(f"{path}: {who}: array {name!r} must hold {TYPE_WORDS[kind]} "
+                        f"({', '.join(str(t) for t in ARRAY_TYPES[kind])}), got {dtype}")
+    if shape is not None and got != tuple(shape):
+        raise UserError(f"{path}: {who}: array {name!r} has shape {got}, expected {tuple(shape)}")
+    if ndim is not None and len(got) != ndim:
+        raise UserError(f"{path}: {who}: array {name!r} must have {ndim} dimensions, got shape {got}")
+    return got
+
+
+def _check_values(path: Path, plan) -> None:
+    """Values the types cannot rule out: 24-bit mantissas, 13-bit biases, finite floats."""
+    def finite(a, what: str) -> None:
+        a = np.asarray(a)
+        if a.size and not np.isfinite(a).all():
+            raise UserError(f"{path}: {what} holds {'NaN' if np.isnan(a).any() else 'inf'} values")
+
+    def abs_max(a) -> int:
+        a = np.asarray(a)
+        return max(int(a.max()), -int(a.min())) if a.size else 0
+
+    for p in plan.populations.values():
+        if abs_max(p.bias_mant) > BIAS_MANT_MAX:
+            raise UserError(f"{path}: population {p.name!r}: bias_mant beyond 13 bits (|b| <= {BIAS_MANT_MAX})")
+        finite(p.f_bias, f"population {p.name!r}: f_bias")
+    for link in plan.links:
+        ints = link.conv["weight"] if link.conv is not None else link.matrix.data
+        if abs_max(ints) > MAX_MANTISSA:
+            raise UserError(f"{path}: link {link.name!r}: weights beyond Lava's 24-bit range")
+        floats = link.conv.get("f_weight") if link.conv is not None else link.f_matrix
+        if floats is not None:
+            finite(getattr(floats, "data", floats), f"link {link.name!r}: float weights")
 
 
 def check_plan(path: Path, plan) -> None:
@@ -266,16 +334,20 @@ def check_plan(path: Path, plan) -> None:
 
 def read_plan(path: str | Path, label: str = "ARTEFACT"):
     """Load and check a Lava artefact; ``UserError`` (naming ``label`` and the file) on anything wrong."""
-    from htakl_deploy.hw.plan import plan_from_arrays
+    from htakl_deploy.hw.plan import plan_from_members
 
     path = Path(path)
     try:
-        header, arrays = read_header(path)
-        check_header(path, header, arrays)
-        try:
-            plan = plan_from_arrays(arrays)  # the arrays read_header read: the file is read once
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            raise UserError(f"{path}: inconsistent Lava artefact: {str(e).splitlines()[0][:200]}") from None
+        header, members = read_header(path)
+        with members:
+            check_header(path, header, members)
+            try:
+                plan = plan_from_members(header, members)  # each array read once, after the checks
+            except (OSError, EOFError, zipfile.BadZipFile, RuntimeError):
+                raise UserError(f"{path}: {UNREADABLE}") from None
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise UserError(f"{path}: inconsistent Lava artefact: {str(e).splitlines()[0][:200]}") from None
+        _check_values(path, plan)
         check_plan(path, plan)
     except UserError as e:
         raise UserError(f"{label}: {e}") from None

@@ -103,7 +103,7 @@ def input_currents(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
 def lava_matrix(link: Link, src_shape: tuple[int, ...]) -> sp.csr_matrix:
     """The link's int64 matrix after Lava's 8-bit clipping and its ``num_weight_bits`` truncation
     for its sign mode."""
-    m = link.matrices(src_shape)[0].tocsr().astype(np.int64)
+    m = link.int_matrix(src_shape).astype(np.int64)
     m.data = effective_weights(m.data[None, :], link.num_weight_bits)[0] if m.nnz else m.data
     return m
 

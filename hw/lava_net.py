@@ -132,12 +132,8 @@ def _link_matrix(link: Link, src_shape: tuple[int, ...], fixed: bool) -> sp.csr_
     stored = link.matrix if fixed else link.f_matrix
     if stored is not None:
         return stored
-    from htakl_deploy.hw.plan import conv_matrix  # torch: only for a kernel over non-image shapes
-
-    c = link.conv
-    w = np.asarray(c["weight"]) if fixed else np.asarray(c["f_weight"], dtype=np.float64)
-    m = conv_matrix(w, src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
-    return m.astype(np.int32 if fixed else np.float64)
+    w = link.conv["weight"] if fixed else np.asarray(link.conv["f_weight"], dtype=np.float64)
+    return link._from_kernel(w, src_shape).astype(np.int32 if fixed else np.float64)
 
 
 # Lava's fixed_pt ``Conv`` model convolves each (output, input) channel pair with its own scipy
@@ -402,10 +398,12 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
             continue
         if conv is not None:  # a kernel (conv, pooled conv, identity skip): k times more groups
             conv = {**conv, "weight": np.concatenate([conv["weight"]] * k), "copies": conv.get("copies", 1) * k,
-                    "f_weight": np.concatenate([conv["f_weight"]] * k), "groups": conv["groups"] * k}
+                    "groups": conv["groups"] * k}
+            if link.conv.get("f_weight") is not None:
+                conv["f_weight"] = np.concatenate([link.conv["f_weight"]] * k)
         else:
             matrix = sp.block_diag([link.matrix] * k, format="csr")
-            f_matrix = sp.block_diag([link.f_matrix] * k, format="csr")
+            f_matrix = None if link.f_matrix is None else sp.block_diag([link.f_matrix] * k, format="csr")
             kind = "sparse" if kind == "dense" else kind  # block-diagonal: Sparse, not a dense matrix
         links.append(Link(link.name, link.src, link.dst, kind, link.delay, link.weight_exp, matrix, f_matrix, conv,
                           link.num_weight_bits))
@@ -547,6 +545,9 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         raise ValueError(f"record {record!r}, expected one of {RECORD_MODES}")
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}, expected one of {BACKENDS}")
+    if backend == "floating_pt" and not plan.float_weights:
+        raise ValueError("floating_pt needs the plan's float weights, which an exported artefact does not hold "
+                         "(hw.simulate.float_plan rebuilds them from the float student beside it)")
     x = np.asarray(x_tb)
     if x.ndim < 3 or tuple(x.shape[2:]) != plan.input_shape:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")

@@ -69,7 +69,7 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
                   timings: dict[str, Any] | None = None, record_state: bool = False) -> dict[str, np.ndarray]:
     """``lava_net.run_network`` in a fresh worker process; the same return value."""
     t0 = time.perf_counter()
-    with _unnamed_file(lambda path: plan.save(path)) as plan_f, tempfile.TemporaryFile() as cur_f, \
+    with _unnamed_file(lambda path: plan.save(path, float_weights=backend == "floating_pt")) as plan_f, tempfile.TemporaryFile() as cur_f, \
             tempfile.TemporaryFile() as out_f:
         np.save(cur_f, np.ascontiguousarray(currents_tb))
         cur_f.flush()

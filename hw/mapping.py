@@ -240,7 +240,7 @@ class MatrixGeom:
         if link.kind == "dense":
             pattern = sp.csr_matrix(np.ones((n_dst, n_src), dtype=np.int64))
         else:
-            m, _ = link.matrices(tuple(src_shape))
+            m = link.int_matrix(tuple(src_shape))
             pattern = sp.csr_matrix((np.ones_like(m.data, dtype=np.int64), m.indices, m.indptr), shape=m.shape)
         self.name, self.delay_bits, self.t = link.name, delay_bits(link.delay), t
         self.src_shape, self.dst_shape = tuple(src_shape), tuple(dst_shape)
@@ -455,7 +455,7 @@ def map_plan(plan: DeploymentPlan, target: Target) -> Mapping:
         lm.first_core, first = first, first + lm.cores
     inp = plan.input_link
     in_syn = ConvGeom(inp, shape3(plan.input_shape), shape3(plan.populations[inp.dst].shape), target).synapses() \
-        if inp.conv is not None and len(plan.input_shape) == 3 else int(inp.matrices(plan.input_shape)[0].nnz)
+        if inp.conv is not None and len(plan.input_shape) == 3 else int(inp.int_matrix(plan.input_shape).nnz)
     return Mapping(target, layers, inp, in_syn, plan)
 
 

@@ -43,12 +43,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from htakl_deploy.atomic import atomic_path
+from htakl_deploy.hw import artefact_format as fmt
 
 if TYPE_CHECKING:  # the graph side (torch) is imported where used: reading a saved plan (``load_plan``)
     # stays torch-free, for the Lava worker process (``hw.lava_worker``)
@@ -63,10 +64,11 @@ def __getattr__(name: str):
         return conv_matrix
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-FORMAT = "htakl-lava-plan/1"
+FORMAT = fmt.FORMAT
 INPUT = "input"
 LINK_KINDS = ("input", "bias", "conv", "dense", "sparse")
 INPUT_KINDS = ("input", "bias")  # the links that read the graph's input
+WEIGHTED_KINDS = ("input", "conv", "dense", "sparse")  # the kinds that carry a kernel or a matrix
 READS = ("current", "v", "spikes")
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
@@ -121,26 +123,40 @@ class Link:
     kind: str
     delay: int
     weight_exp: int
-    matrix: sp.csr_matrix | None = None  # int64 mantissas [N_dst, N_src], torch flat order
-    f_matrix: sp.csr_matrix | None = None  # float64, same shape
+    matrix: sp.csr_matrix | None = None  # integer mantissas [N_dst, N_src], torch flat order
+    f_matrix: sp.csr_matrix | None = None  # float, same shape; None in a plan read from an artefact
     # kinds "conv"/"input", and "sparse" links that are convolutions of the source's spikes —
     # plain convs, convs after non-overlapping pools and identity skips (pooled or not) composed
-    # into one kernel: weight, f_weight, stride, padding, dilation, groups. The emulator convolves;
-    # matrices are built from it only for Lava's Sparse (``matrices``).
+    # into one kernel: weight, f_weight (absent in a plan read from an artefact), stride, padding,
+    # dilation, groups. The emulator convolves; matrices are built from it only for Lava's Sparse.
     conv: dict | None = None
     num_weight_bits: int = 8  # Lava's Dense/Sparse truncation (hw.lif_ref.effective_weights); netx: up to 9
 
-    def matrices(self, src_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """(int64 mantissas, float64) ``[N_dst, N_src]`` in torch flat order: stored, or built from
-        the kernel on first use (a ResNet's pooled convs would take GBs if stored)."""
+    def int_matrix(self, src_shape: tuple[int, ...]) -> sp.csr_matrix:
+        """The integer mantissas ``[N_dst, N_src]`` in torch flat order: stored, or built from the
+        kernel on first use and kept (a ResNet's pooled convs would take GBs if stored)."""
         if self.matrix is None:
-            c = self.conv
-            args = (src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
-            from htakl_deploy.export.nodes.conv import conv_matrix
+            self.matrix = self._from_kernel(self.conv["weight"], src_shape).tocsr()
+        return self.matrix
 
-            self.matrix = conv_matrix(np.asarray(c["weight"]), *args).astype(np.int64).tocsr()
-            self.f_matrix = conv_matrix(np.asarray(c["f_weight"], dtype=np.float64), *args).tocsr()
-        return self.matrix, self.f_matrix
+    def float_matrix(self, src_shape: tuple[int, ...]) -> sp.csr_matrix:
+        """The float weights ``[N_dst, N_src]`` (float64), stored or built from the float kernel."""
+        if self.f_matrix is None:
+            if self.conv is None or self.conv.get("f_weight") is None:
+                raise ValueError(f"link {self.name!r} holds no float weights")
+            self.f_matrix = self._from_kernel(np.asarray(self.conv["f_weight"], dtype=np.float64), src_shape).tocsr()
+        return self.f_matrix
+
+    def matrices(self, src_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+        """(``int_matrix``, ``float_matrix`` or None where the link holds no float weights)."""
+        has_float = self.f_matrix is not None or (self.conv is not None and self.conv.get("f_weight") is not None)
+        return self.int_matrix(src_shape), self.float_matrix(src_shape) if has_float else None
+
+    def _from_kernel(self, weight: np.ndarray, src_shape: tuple[int, ...]) -> sp.spmatrix:
+        from htakl_deploy.export.nodes.conv import conv_matrix
+
+        c = self.conv
+        return conv_matrix(np.asarray(weight), src_shape, c["stride"], c["padding"], c["dilation"], c["groups"])
 
     def __post_init__(self):
         if self.kind not in LINK_KINDS:
@@ -149,8 +165,8 @@ class Link:
             raise ValueError(f"link {self.name!r}: delay {self.delay} outside [0, {MAX_DELAY}]")
         if self.kind == "conv" and (self.weight_exp != 0 or self.delay != 0 or self.conv is None):
             raise ValueError(f"link {self.name!r}: a Lava Conv link needs weight_exp 0, no delay and a kernel")
-        if self.kind in ("dense", "sparse") and self.conv is None and (self.matrix is None or self.f_matrix is None):
-            raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrices or a kernel")
+        if self.kind in WEIGHTED_KINDS and self.conv is None and self.matrix is None:
+            raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrix or a kernel")
         if self.kind == "bias" and (self.src != INPUT or self.delay or self.weight_exp != 0):
             raise ValueError(f"link {self.name!r}: a bias link reads the input, with no delay or exponent")
 
@@ -194,69 +210,132 @@ class DeploymentPlan:
     def lava_steps(self, samples: int, timesteps: int) -> int:
         return samples * timesteps + self.max_depth
 
-    # -- saving: one self-contained .npz (arrays + a JSON header), written atomically ------
+    @property
+    def float_weights(self) -> bool:
+        """Whether every link carries its float weights (Lava's ``floating_pt`` models need them;
+        a plan read from an exported artefact has none, see ``hw.artefact_format``)."""
+        return all((link.conv.get("f_weight") is not None) if link.conv is not None else link.f_matrix is not None
+                   for link in self.links)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    # -- saving: one .npz (format: hw.artefact_format), written atomically ----------------------
+
+    def encoded(self, float_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+        """The header and the arrays ``save`` writes: integers and floats in their smallest exact
+        types, float weights only with ``float_weights``."""
+        if float_weights and not self.float_weights:
+            raise ValueError("this plan holds no float weights to save")
         arrays: dict[str, np.ndarray] = {}
-        header = {"format": FORMAT, "input_shape": list(self.input_shape), "input_scale": self.input_scale,
-                  "metadata": self.metadata, "populations": [], "links": []}
+        shifts: dict[str, int] = {}
+
+        def put_int(name: str, a: np.ndarray) -> None:
+            arrays[name], s = fmt.pack_int(a)
+            if s:
+                shifts[name] = s
+
+        def put_matrix(prefix: str, m: sp.spmatrix, integer: bool) -> dict:
+            members, meta, s = fmt.pack_matrix(m, prefix, integer)
+            arrays.update(members)
+            if s:
+                shifts[fmt.matrix_members(prefix, meta["layout"])[0]] = s
+            return meta
+
+        header = {"format": fmt.FORMAT, "input_shape": list(self.input_shape), "input_scale": self.input_scale,
+                  "metadata": self.metadata, "float_weights": float_weights, "int_shift": shifts,
+                  "populations": [], "links": []}
         for i, p in enumerate(self.populations.values()):
-            d = {k: v for k, v in asdict(p).items() if k not in ("bias_mant", "f_bias")}
-            arrays[f"pop{i}.bias_mant"], arrays[f"pop{i}.f_bias"] = p.bias_mant, p.f_bias
-            header["populations"].append(d)
+            header["populations"].append({k: v for k, v in asdict(p).items() if k not in POP_ARRAYS})
+            put_int(f"pop{i}.bias_mant", p.bias_mant)
+            arrays[f"pop{i}.f_bias"] = fmt.pack_float(p.f_bias)
         for i, link in enumerate(self.links):
             d = {"name": link.name, "src": link.src, "dst": link.dst, "kind": link.kind,
-                 "delay": link.delay, "weight_exp": link.weight_exp, "has_matrix": link.matrix is not None}
+                 "delay": link.delay, "weight_exp": link.weight_exp}
             if link.num_weight_bits != 8:
                 d["num_weight_bits"] = link.num_weight_bits
-            for tag, m in (("m", link.matrix), ("f", link.f_matrix)):
-                if m is not None and link.conv is None:  # a kernel is enough to rebuild it
-                    arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"] = m.data, m.indices
-                    arrays[f"link{i}.{tag}.indptr"] = m.indptr
-                    d[f"{tag}_shape"] = list(m.shape)
-            if link.conv is not None:
-                arrays[f"link{i}.weight"], arrays[f"link{i}.f_weight"] = link.conv["weight"], link.conv["f_weight"]
+            if link.conv is not None:  # a kernel is enough to rebuild the matrices
+                put_int(f"link{i}.weight", link.conv["weight"])
+                if float_weights:
+                    arrays[f"link{i}.f_weight"] = fmt.pack_float(link.conv["f_weight"])
                 d["conv"] = {k: list(v) if isinstance(v, tuple) else v for k, v in link.conv.items()
                              if k not in ("weight", "f_weight")}
+            else:
+                d["matrix"] = put_matrix(f"link{i}.m", link.matrix, True)
+                if float_weights:
+                    d["f_matrix"] = put_matrix(f"link{i}.f", link.f_matrix, False)
             header["links"].append(d)
+        return header, arrays
+
+    def save(self, path: str | os.PathLike | IO[bytes], *, float_weights: bool = False) -> Path | None:
+        """Write the plan (``encoded``) as one ``.npz``: atomically to a path, or into an open file."""
+        header, arrays = self.encoded(float_weights)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        if not isinstance(path, (str, os.PathLike)):
+            np.savez(path, **arrays)
+            return None
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         return path
 
+    def same_network(self, other: "DeploymentPlan", floats: bool = True) -> str | None:
+        """None if ``other`` is the same network — every field and array an artefact holds, its
+        metadata aside (and the neurons' float parameters, unless ``floats``); else the first
+        difference, in words."""
+        def parts(plan: DeploymentPlan):
+            header, arrays = plan.encoded()
+            if not floats:
+                header["populations"] = [{k: v for k, v in d.items() if not k.startswith("f_")}
+                                         for d in header["populations"]]
+                arrays = {k: v for k, v in arrays.items() if not k.endswith(".f_bias")}
+            return header, arrays
 
-def load_plan(path: str | os.PathLike) -> DeploymentPlan:
-    """Read a plan written by ``DeploymentPlan.save``; ValueError on anything unexpected."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return plan_from_arrays(arrays)
+        (ha, aa), (hb, ab) = parts(self), parts(other)
+        for key in ("input_shape", "input_scale", "int_shift", "populations", "links"):
+            if ha[key] != hb[key]:
+                return f"{key} differ"
+        diff = next((k for k in sorted(set(aa) | set(ab)) if k not in aa or k not in ab
+                     or aa[k].dtype != ab[k].dtype or not np.array_equal(aa[k], ab[k])), None)
+        return None if diff is None else f"array {diff} differs"
 
 
-def plan_from_arrays(arrays: dict[str, np.ndarray]) -> DeploymentPlan:
-    """The plan held by the arrays of a saved ``.npz`` (``load_plan`` without the read, for a caller
-    that has read them already); ValueError on anything unexpected."""
-    if "header" not in arrays:
-        raise ValueError("not a deployment plan (no header)")
-    header = json.loads(arrays["header"].tobytes().decode())
-    if header.get("format") != FORMAT:
-        raise ValueError(f"format {header.get('format')!r}, expected {FORMAT!r}")
+POP_ARRAYS = ("bias_mant", "f_bias")
+
+
+def load_plan(source: str | os.PathLike | IO[bytes]) -> DeploymentPlan:
+    """Read a plan written by ``DeploymentPlan.save`` (a path or an open file); ValueError on
+    anything unexpected (``hw.artefact_check.read_plan`` checks every field of a file handed in)."""
+    with fmt.Members(source) as members:
+        header = json.loads(fmt.read_header_bytes(members).decode())
+        if header.get("format") != fmt.FORMAT:
+            raise ValueError(f"format {header.get('format')!r}, expected {fmt.FORMAT!r}")
+        return plan_from_members(header, members)
+
+
+def plan_from_members(header: dict, arrays) -> DeploymentPlan:
+    """The plan of a parsed header and its arrays (a ``Members`` of the open file, or a dict of
+    stored arrays); each array is read once. ValueError / KeyError on anything unexpected."""
+    shifts = header["int_shift"]
+
+    def get_int(name: str) -> np.ndarray:
+        return fmt.unpack_int(arrays[name], shifts.get(name, 0))
+
     pops = {}
     for i, d in enumerate(header["populations"]):
-        pops[d["name"]] = Population(**d, bias_mant=arrays[f"pop{i}.bias_mant"], f_bias=arrays[f"pop{i}.f_bias"])
+        pops[d["name"]] = Population(**d, bias_mant=get_int(f"pop{i}.bias_mant"), f_bias=arrays[f"pop{i}.f_bias"])
     links = []
     for i, d in enumerate(header["links"]):
         mats = {}
-        for tag in ("m", "f"):
-            if f"{tag}_shape" in d:
-                mats[tag] = sp.csr_matrix((arrays[f"link{i}.{tag}.data"], arrays[f"link{i}.{tag}.indices"],
-                                           arrays[f"link{i}.{tag}.indptr"]), shape=tuple(d[f"{tag}_shape"]))
+        for key, prefix, integer in (("matrix", f"link{i}.m", True), ("f_matrix", f"link{i}.f", False)):
+            if key in d:
+                values = fmt.matrix_members(prefix, d[key]["layout"])[0]
+                mats[key] = fmt.unpack_matrix(arrays, prefix, d[key], shifts.get(values, 0), integer)
         conv = None
         if "conv" in d:
             conv = {k: tuple(v) if isinstance(v, list) else v for k, v in d["conv"].items()}
-            conv["weight"], conv["f_weight"] = arrays[f"link{i}.weight"], arrays[f"link{i}.f_weight"]
+            conv["weight"] = get_int(f"link{i}.weight")
+            if header["float_weights"]:
+                conv["f_weight"] = arrays[f"link{i}.f_weight"]
         links.append(Link(d["name"], d["src"], d["dst"], d["kind"], d["delay"], d["weight_exp"],
-                          mats.get("m"), mats.get("f"), conv, d.get("num_weight_bits", 8)))
+                          mats.get("matrix"), mats.get("f_matrix"), conv, d.get("num_weight_bits", 8)))
     return DeploymentPlan(tuple(header["input_shape"]), header["input_scale"], pops, links, header["metadata"])
 
 

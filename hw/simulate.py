@@ -105,6 +105,22 @@ def read_artefact(path: Path) -> DeploymentPlan:
     return read_plan(path, "ARTEFACT")
 
 
+def float_plan(path: Path, plan: DeploymentPlan) -> DeploymentPlan:
+    """``plan`` (read from the artefact ``path``) with float weights, for Lava's ``floating_pt``
+    models: the artefact holds the integer network only (``hw.artefact_format``), so the plan is
+    rebuilt from the NIR graphs the export wrote beside it (``export.pipeline.plan_from_nir``) —
+    refused unless that is the artefact's integer network."""
+    from htakl_deploy.export.pipeline import plan_from_nir
+
+    ref = plan_from_nir(path.parent)
+    diff = plan.same_network(ref, floats=False)
+    if diff is not None:
+        raise UserError(f"ARTEFACT {path}: the NIR graphs beside it are not the network it holds ({diff}); "
+                        "re-export with `htakl-deploy export RUN_DIR --target lava`")
+    ref.metadata = plan.metadata
+    return ref
+
+
 def test_split(plan: DeploymentPlan, samples: int | None, data_root: str | None):
     """The artefact's test split (a ``distill.data`` data set, images kept as stored, e.g. uint8),
     cut to its first ``samples`` images (default: the test images the run was evaluated on)."""
@@ -231,6 +247,8 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
                             + (" or 'cuda'" if torch.cuda.is_available() else " (torch sees no CUDA device here)"))
     path = resolve_artefact(artefact)
     plan = read_artefact(path)
+    if backend == "lava-floating_pt":
+        plan = float_plan(path, plan)
     names = [n for n, p in plan.populations.items() if not p.readout]
     try:
         record = parse_record(record, names)

@@ -349,3 +349,50 @@ def test_perf_md_roof_section_one_row_per_model():
     rows = [line for line in lines if line.startswith("| resnet20 |") or line.startswith("| vgg16 |")]
     assert len(rows) == 2 and "**60 %**" in rows[0] and "**77 %**" in rows[1] and "| 10 % |" in rows[0], rows
     assert sum(line.startswith("**") for line in lines) == 2  # a variants table per model
+
+
+def _artefact_json() -> dict:
+    def variant(label, fmt, mb, members, sim_mb):
+        rep = {"wall_s": 1.0, "rss_before_mb": 500.0, "rss_after_mb": 500.0 + mb, "peak_mb": 500.0 + mb + 1}
+        return {"label": label, "git": label.split()[1], "synapses": 1000, "export": {"format": fmt, "members": members},
+                "load": [rep], "simulate": [{"peak_mb": sim_mb, "wall_s": 10.0}],
+                "median": {"file_mb": mb, "load_s": 0.5, "load_resident_mb": mb, "load_peak_mb": mb + 1,
+                           "simulate_peak_mb": sim_mb, "simulate_s": 10.0}}
+
+    old = variant("baseline 8498ed4", "htakl-lava-plan/1", 16.0, {"integer weights": 8e6, "float weights": 8e6,
+                                                                 "indices": 0, "biases": 10, "header": 10}, 1600.0)
+    new = variant("this tree abc1234", "htakl-lava-plan/2", 0.00101, {"integer weights": 1000, "float weights": 0,
+                                                                      "indices": 0, "biases": 5, "header": 5}, 1200.0)
+    return {"model": "resnet19", "samples": 256, "batch_size": 64, "repeats": 1, "target_firing": 0.1, "synapses": 1000,
+            "variants": [old, new], "spikes_identical": True, "load_before": [2.0], "load_after": [2.5],
+            "ratios": {"file": 0.00101 / 16.0, "load_s": 1.0, "simulate_peak": 0.75,
+                       "new_file_over_synapse_bytes": 1.01, "old_file_over_synapse_bytes": 16000.0}}
+
+
+def test_perf_md_artefact_section(tmp_path):
+    """bench/artefact_size.py's JSON → the artefact section: both formats side by side, the ratios."""
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps(_artefact_json()))
+    page = tmp_path / "PERF.md"
+    load("perf_md").main(["--artefact", str(src), "--out", str(page)])
+    md = page.read_text()
+    assert "## Lava artefact: size, load and simulate's memory" in md and "--baseline 8498ed4" in md
+    assert "| baseline 8498ed4 | `htakl-lava-plan/1` | 16.0 | 16000.00 | 8.0 | 8.0 | 0.0 | 0.50 | 16 | 17 | 1600 | 10 |" in md
+    assert "| this tree abc1234 | `htakl-lava-plan/2` | 0.0 | 1.01 |" in md
+    assert "(1.01 bytes per 8-bit synapse; goal ≤ 1.5)" in md and "simulate peak ×0.75 (400 MB less)" in md
+    assert "identical: yes" in md and "`bench/artefact_size.py`" in md
+
+
+@pytest.mark.slow
+def test_artefact_size_bench_runs_both_formats(lava_run, tmp_path, capsys, monkeypatch):
+    """The whole benchmark on a small run: the baseline commit's code (git archive) writes and reads
+    the previous format, this tree's the compact one; the two simulations agree spike for spike."""
+    monkeypatch.syspath_prepend(str(BENCH))  # artefact_size imports its sibling paper_runs
+    r = load("artefact_size").main(["--run-dir", str(lava_run), "--samples", "8", "--repeats", "1",
+                                    "--json", str(tmp_path / "a.json")])
+    old, new = r["variants"]
+    assert (old["export"]["format"], new["export"]["format"]) == ("htakl-lava-plan/1", "htakl-lava-plan/2")
+    assert old["load"][0]["package"] != new["load"][0]["package"]
+    assert new["export"]["members"]["float weights"] == 0 < old["export"]["members"]["float weights"]
+    assert r["ratios"]["file"] < 0.25 and r["spikes_identical"]
+    assert "artefact new/old" in capsys.readouterr().out

@@ -192,7 +192,7 @@ def test_overlapping_pools_deploy_exactly(tmp_path):
     plan = _check_deploys(graph, x, active=("a1", "a2"))
     for link in plan.links:
         if link.src != "input":
-            assert abs(link.matrices(plan.populations[link.src].shape)[0]).max() <= 254, link.name
+            assert abs(link.int_matrix(plan.populations[link.src].shape)).max() <= 254, link.name
     q = quantize(graph)
     raw = quantize.__globals__["_quantise_weights"]  # what the exponent would be without the overlap
     c2 = q.connection("c2", "a2")

@@ -82,7 +82,7 @@ def nan_first_weight(value):
     return edit
 
 
-def npz_edit(edit, name: str = "run/export/student.lava.npz"):
+def npz_edit(edit, name: str = "run/export/student.lava.npz", compressed: bool = False):
     """Rewrite the fixture's Lava artefact: ``edit(header, arrays)`` changes it in place."""
     def setup(ws: Path) -> None:
         path = ws / "run/export/student.lava.npz"
@@ -94,8 +94,82 @@ def npz_edit(edit, name: str = "run/export/student.lava.npz"):
         out = ws / name
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return setup
+
+
+def npz_member(member: str, make, claim_bytes: int | None = None):
+    """Rewrite one ``.npy`` member of the fixture's artefact byte for byte (``make(old bytes)``),
+    or make the zip's central directory claim ``claim_bytes`` for it (a size past the file's end)."""
+    import struct
+    import zipfile
+
+    def setup(ws: Path) -> None:
+        path = ws / "run/export/student.lava.npz"
+        name = f"{member}.npy"
+        if make is not None:
+            with zipfile.ZipFile(path) as z:
+                items = {i.filename: z.read(i) for i in z.infolist()}
+            items[name] = make(items[name])
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+                for n, b in items.items():
+                    z.writestr(n, b)
+        if claim_bytes is not None:  # the central directory entry: sizes at +20 (compressed), +24
+            data = bytearray(path.read_bytes())
+            at = data.index(b"PK\x01\x02")
+            while data[at + 46:at + 46 + len(name)] != name.encode():
+                at = data.index(b"PK\x01\x02", at + 4)
+            data[at + 20:at + 28] = struct.pack("<II", claim_bytes, claim_bytes)
+            path.write_bytes(bytes(data))
+    return setup
+
+
+def _npy_claiming(old: bytes, shape: tuple) -> bytes:
+    """An ``.npy`` member whose header declares ``shape`` over the old member's data."""
+    import io
+
+    from numpy.lib import format as npy
+
+    f = io.BytesIO(old)
+    npy.read_magic(f)
+    _, _, dtype = npy.read_array_header_1_0(f)
+    head = io.BytesIO()
+    npy.write_array_header_1_0(head, {"descr": npy.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    return head.getvalue() + old[f.tell():]  # the header written with its magic
+
+
+def _set_first(a: np.ndarray, value) -> np.ndarray:
+    a.reshape(-1)[0] = value
+    return a
+
+
+def _as_csr(h: dict, a: dict, i: int) -> dict:
+    """Link ``i``'s matrix stored as CSR (the layout a sparse matrix gets); returns ``a``."""
+    import scipy.sparse as sp
+
+    m = h["links"][i]["matrix"]
+    if m["layout"] == "dense":
+        csr = sp.csr_matrix(a.pop(f"link{i}.m"))
+        shift = h["int_shift"].pop(f"link{i}.m", None)
+        a[f"link{i}.m.data"], a[f"link{i}.m.indices"], a[f"link{i}.m.indptr"] = csr.data, csr.indices, csr.indptr
+        if shift:
+            h["int_shift"][f"link{i}.m.data"] = shift
+        m["layout"] = "csr"
+    return a
+
+
+def _with_float_weights(h: dict, a: dict) -> dict:
+    """The artefact with float weights (as the Lava worker's floating_pt channel writes them); returns ``a``."""
+    h["float_weights"] = True
+    for i, link in enumerate(h["links"]):
+        if "conv" in link:
+            a[f"link{i}.f_weight"] = a[f"link{i}.weight"].astype(np.float64)
+        else:
+            _as_csr(h, a, i)
+            link["f_matrix"] = dict(link["matrix"])
+            for part in ("data", "indices", "indptr"):
+                a[f"link{i}.f.{part}"] = a[f"link{i}.m.{part}"].astype(np.float64 if part == "data" else np.int32)
+    return a
 
 
 def h5_edit(path: str, edit):
@@ -491,15 +565,50 @@ add("sim-bias-wrong-length", ("simulate", "{run}", "--backend", "emulator"), "bi
 add("sim-weight-wrong-shape", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
     npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"][:, :3]})))
 add("sim-dense-wrong-shape", ("simulate", "{run}", "--backend", "emulator"), "fc",
-    npz_edit(lambda h, a, ws: h["links"][2].update(m_shape=[10, 999], f_shape=[10, 999])))
+    npz_edit(lambda h, a, ws: h["links"][2]["matrix"].update(shape=[10, 999])))
 add("sim-float-weight-nan", ("simulate", "{run}", "--backend", "emulator"), "NaN",
-    npz_edit(lambda h, a, ws: a["link1.f_weight"].reshape(-1).__setitem__(0, np.nan)))
+    npz_edit(lambda h, a, ws: _with_float_weights(h, a)["link1.f_weight"].reshape(-1).__setitem__(0, np.nan)))
 add("sim-float-bias-inf", ("simulate", "{run}", "--backend", "emulator"), "inf",
     npz_edit(lambda h, a, ws: a["pop1.f_bias"].__setitem__(0, np.inf)))
 add("sim-int-weight-float", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
     npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"].astype(np.float64) + 0.5})))
 add("sim-weight-mantissa-range", ("simulate", "{run}", "--backend", "emulator"), "stage2.conv",
-    npz_edit(lambda h, a, ws: a["link1.weight"].reshape(-1).__setitem__(0, 2**30)))
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": _set_first(a["link1.weight"].astype(np.int32), 2**30)})))
+# the compact format (hw/artefact_format.py): old formats, types, sizes that lie, values out of range
+add("sim-old-format", ("simulate", "{run}", "--backend", "emulator"), "re-export",
+    npz_edit(lambda h, a, ws: h.update(format="htakl-lava-plan/1")))
+add("map-old-format", ("map", "{npz}"), "re-export", npz_edit(lambda h, a, ws: h.update(format="htakl-lava-plan/1")))
+add("sim-weight-float32", ("simulate", "{run}", "--backend", "emulator"), "must hold integers",
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"].astype(np.float32)})))
+add("sim-weight-big-endian", ("simulate", "{run}", "--backend", "emulator"), "link1.weight",
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": a["link1.weight"].astype(">i2")})))
+add("sim-weight-fortran-order", ("simulate", "{run}", "--backend", "emulator"), "Fortran",
+    npz_edit(lambda h, a, ws: a.update({"link1.weight": np.asfortranarray(a["link1.weight"])})))
+add("sim-bias-complex", ("simulate", "{run}", "--backend", "emulator"), "pop1.f_bias",
+    npz_edit(lambda h, a, ws: a.update({"pop1.f_bias": a["pop1.f_bias"].astype(np.complex128)})))
+add("sim-index-float", ("simulate", "{run}", "--backend", "emulator"), "indices",
+    npz_edit(lambda h, a, ws: _as_csr(h, a, 2).update({"link2.m.indices": a["link2.m.indices"].astype(np.float64)})))
+add("sim-csr-index-out-of-range", ("simulate", "{run}", "--backend", "emulator"), "fc",
+    npz_edit(lambda h, a, ws: _as_csr(h, a, 2).update(
+        {"link2.m.indices": _set_first(a["link2.m.indices"].astype(np.int32), 10**6)})))
+add("sim-array-lying-size", ("simulate", "{run}", "--backend", "emulator"), "declares",
+    npz_member("link1.weight", lambda old: _npy_claiming(old, (2**40,))))
+add("sim-array-past-file-end", ("simulate", "{run}", "--backend", "emulator"), "past the end",
+    npz_member("link1.weight", None, claim_bytes=2**31))
+add("sim-compressed-members", ("simulate", "{run}", "--backend", "emulator"), "compressed",
+    npz_edit(lambda h, a, ws: None, compressed=True))
+add("sim-int-shift-huge", ("simulate", "{run}", "--backend", "emulator"), "int_shift",
+    npz_edit(lambda h, a, ws: h["int_shift"].update({"link1.weight": 40})))
+add("sim-int-shift-on-floats", ("simulate", "{run}", "--backend", "emulator"), "int_shift",
+    npz_edit(lambda h, a, ws: h["int_shift"].update({"pop1.f_bias": 1})))
+add("sim-int-shift-beyond-24-bit", ("simulate", "{run}", "--backend", "emulator"), "24-bit",
+    npz_edit(lambda h, a, ws: h["int_shift"].update({"link1.weight": 24})))
+add("sim-bias-mant-beyond-13-bit", ("simulate", "{run}", "--backend", "emulator"), "13 bits",
+    npz_edit(lambda h, a, ws: a.update({"pop1.bias_mant": _set_first(a["pop1.bias_mant"].astype(np.int16), 5000)})))
+add("sim-matrix-layout-unknown", ("simulate", "{run}", "--backend", "emulator"), "layout",
+    npz_edit(lambda h, a, ws: h["links"][2]["matrix"].update(layout="coo")))
+add("sim-float-weights-missing", ("simulate", "{run}", "--backend", "emulator"), "f_weight",
+    npz_edit(lambda h, a, ws: h.update(float_weights=True)))
 add("sim-unknown-src", ("simulate", "{run}", "--backend", "emulator"), "nowhere", npz_edit(lambda h, a, ws: h["links"][1].update(src="nowhere")))
 add("sim-cycle", ("simulate", "{run}"), "cycle", npz_edit(lambda h, a, ws: _back_link(h, a)))
 add("sim-self-loop", ("simulate", "{run}", "--backend", "emulator"), "cycle", npz_edit(
@@ -663,10 +772,8 @@ def _back_link(h: dict, a: dict) -> None:
     m = sp.csr_matrix(np.zeros((2048, 10), np.int64))
     i = len(h["links"])
     h["links"].append({"name": "back", "src": "output", "dst": "stage1.act", "kind": "sparse", "delay": 0,
-                       "weight_exp": 0, "has_matrix": True, "m_shape": [2048, 10], "f_shape": [2048, 10]})
-    for tag, mat in (("m", m), ("f", m.astype(np.float64))):
-        a[f"link{i}.{tag}.data"], a[f"link{i}.{tag}.indices"], a[f"link{i}.{tag}.indptr"] = (
-            mat.data, mat.indices, mat.indptr)
+                       "weight_exp": 0, "matrix": {"layout": "csr", "shape": [2048, 10]}})
+    a[f"link{i}.m.data"], a[f"link{i}.m.indices"], a[f"link{i}.m.indptr"] = m.data, m.indices, m.indptr
 
 
 def _add_edge(f, a: str, b: str) -> None:
