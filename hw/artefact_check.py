@@ -106,7 +106,7 @@ def _pop_keys() -> set[str]:
 def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
     """Every header field, and the type and shape of every array it refers to (read from the
     arrays' own headers: nothing is allocated here)."""
-    from htakl_deploy.hw.plan import LINK_KINDS, READS
+    from htakl_deploy.hw.plan import LINK_KINDS, READS, WEIGHTED_KINDS
 
     POP_KEYS = _pop_keys()
 
@@ -179,7 +179,7 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
-        if ("conv" in d) == ("matrix" in d):
+        if ("conv" in d) == ("matrix" in d) and ("conv" in d or d["kind"] in WEIGHTED_KINDS):
             raise bad(f"{who}: needs a kernel (conv) or a matrix, and not both")
         if ("f_matrix" in d) != (header["float_weights"] and "matrix" in d):
             raise bad(f"{who}: f_matrix belongs to a matrix link of an artefact with float_weights")
@@ -269,7 +269,7 @@ def _check_values(path: Path, plan) -> None:
         if abs_max(p.bias_mant) > BIAS_MANT_MAX:
             raise UserError(f"{path}: population {p.name!r}: bias_mant beyond 13 bits (|b| <= {BIAS_MANT_MAX})")
         finite(p.f_bias, f"population {p.name!r}: f_bias")
-    for link in plan.links:
+    for link in (k for k in plan.links if k.conv is not None or k.matrix is not None):
         ints = link.conv["weight"] if link.conv is not None else link.matrix.data
         if abs_max(ints) > MAX_MANTISSA:
             raise UserError(f"{path}: link {link.name!r}: weights beyond Lava's 24-bit range")

@@ -214,8 +214,8 @@ class DeploymentPlan:
     def float_weights(self) -> bool:
         """Whether every link carries its float weights (Lava's ``floating_pt`` models need them;
         a plan read from an exported artefact has none, see ``hw.artefact_format``)."""
-        return all((link.conv.get("f_weight") is not None) if link.conv is not None else link.f_matrix is not None
-                   for link in self.links)
+        return all(link.conv.get("f_weight") is not None if link.conv is not None else link.f_matrix is not None
+                   for link in self.links if link.conv is not None or link.matrix is not None)
 
     # -- saving: one .npz (format: hw.artefact_format), written atomically ----------------------
 
@@ -257,7 +257,7 @@ class DeploymentPlan:
                     arrays[f"link{i}.f_weight"] = fmt.pack_float(link.conv["f_weight"])
                 d["conv"] = {k: list(v) if isinstance(v, tuple) else v for k, v in link.conv.items()
                              if k not in ("weight", "f_weight")}
-            else:
+            elif link.matrix is not None:
                 d["matrix"] = put_matrix(f"link{i}.m", link.matrix, True)
                 if float_weights:
                     d["f_matrix"] = put_matrix(f"link{i}.f", link.f_matrix, False)
