@@ -9,10 +9,11 @@ step in a fresh process (``memory.in_fresh_process``):
 1. ``export``: the artefact written from the run's checkpoint (``run_export(targets=["nir", "lava"])``
    into the variant's own folder); its size in bytes per kind of member (integer weights, float
    weights, sparse indices, biases, header: each ``.npy`` member is stored uncompressed);
-2. ``load``: ``read_artefact`` alone — wall time, the resident memory it leaves (the plan) and its
-   peak (the kernel's VmHWM, reset after imports): peak − resident = transient copies while reading;
+2. ``load``: ``read_artefact`` alone (imports done) — its wall time, the resident memory it leaves
+   (the plan) and its peak (the kernel's VmHWM, reset after imports): peak − resident = transient
+   copies while reading;
 3. ``simulate``: ``simulate(backend="emulator", samples=N, batch_size=B, compare=False)`` on the
-   variant's artefact — peak and wall.
+   variant's artefact — its peak and wall time (imports done).
 
 Steps 2 and 3 repeat ``--repeats`` times, the variants interleaved (A, B, A, B, …); medians, and
 the 1-minute load average beside every figure. "8-bit synapses": the weights the chip holds, one
@@ -93,6 +94,14 @@ def one(step: str, run_dir: str, artefact: str, samples: int, batch: int, out: s
 
     res: dict = {"package": str(Path(htakl_deploy.__file__).resolve().parent.parent), "load_before": os.getloadavg()[0]}
     t0 = time.perf_counter()
+
+    def timed(step_fn):  # the step alone, imports done: its seconds in res["step_s"]
+        def run() -> None:
+            t = time.perf_counter()
+            step_fn()
+            res["step_s"] = time.perf_counter() - t
+        return run
+
     if step == "export":
         from htakl_deploy.export.pipeline import run_export
 
@@ -106,15 +115,15 @@ def one(step: str, run_dir: str, artefact: str, samples: int, batch: int, out: s
         from htakl_deploy.hw.simulate import read_artefact
 
         plans = []
-        mem = peak_memory(lambda: plans.append(read_artefact(Path(artefact))))
-        rss_after = _rss_mb()
-        res |= mem | {"rss_after_mb": rss_after, "synapses": synapse_count(plans[0])}
+        mem = peak_memory(timed(lambda: plans.append(read_artefact(Path(artefact)))))
+        res |= mem | {"rss_after_mb": _rss_mb(), "synapses": synapse_count(plans[0])}
     else:
         from htakl_deploy.hw.simulate import simulate
 
         got: dict = {}
-        mem = peak_memory(lambda: got.update(simulate(artefact, backend="emulator", samples=samples, batch_size=batch,
-                                                      out_dir=out, compare=False, data_root=data_root)))
+        mem = peak_memory(timed(lambda: got.update(simulate(artefact, backend="emulator", samples=samples,
+                                                            batch_size=batch, out_dir=out, compare=False,
+                                                            data_root=data_root))))
         res |= mem | {"accuracy": got["accuracy"], "emulator_s": got["wall_s"],
                       "spikes_sha": _spikes_digest(Path(out) / "spikes.h5")}
     res["wall_s"] = time.perf_counter() - t0
@@ -185,20 +194,20 @@ def bench(model: str = "resnet19", samples: int = 256, batch: int = 64, repeats:
                 v["load"].append(_child(v["pythonpath"], ["--one", "load", *args]))
                 v["simulate"].append(_child(v["pythonpath"], ["--one", "simulate", *args]))
                 ld, sm = v["load"][-1], v["simulate"][-1]
-                print(f"  {v['label']}: load {ld['wall_s']:.2f} s, +{ld['rss_after_mb'] - ld['rss_before_mb']:.0f} MB "
+                print(f"  {v['label']}: read {ld['step_s']:.2f} s, +{ld['rss_after_mb'] - ld['rss_before_mb']:.0f} MB "
                       f"resident, peak +{ld['peak_mb'] - ld['rss_before_mb']:.0f} MB; simulate {samples} images peak "
-                      f"{sm['peak_mb']:.0f} MB, {sm['wall_s']:.0f} s (load {sm['load_before']:.1f})", flush=True)
+                      f"{sm['peak_mb']:.0f} MB, {sm['step_s']:.0f} s (load {sm['load_before']:.1f})", flush=True)
     for v in variants:
         v.pop("pythonpath")
         v.pop("artefact")
         v["synapses"] = v["load"][0]["synapses"]
         v["median"] = {
             "file_mb": v["export"]["file_bytes"] / 1e6,
-            "load_s": statistics.median(x["wall_s"] for x in v["load"]),
+            "load_s": statistics.median(x["step_s"] for x in v["load"]),
             "load_resident_mb": statistics.median(x["rss_after_mb"] - x["rss_before_mb"] for x in v["load"]),
             "load_peak_mb": statistics.median(x["peak_mb"] - x["rss_before_mb"] for x in v["load"]),
             "simulate_peak_mb": statistics.median(x["peak_mb"] for x in v["simulate"]),
-            "simulate_s": statistics.median(x["wall_s"] for x in v["simulate"]),
+            "simulate_s": statistics.median(x["step_s"] for x in v["simulate"]),
         }
     old, new = variants[0]["median"], variants[1]["median"]
     synapses = variants[1]["synapses"]

@@ -128,24 +128,15 @@ def pack_matrix(m: sp.spmatrix, prefix: str, integer: bool) -> tuple[dict[str, n
 
 
 def _csr_from_dense(stored: np.ndarray, shift: int, integer: bool) -> sp.csr_matrix:
-    """CSR of a dense stored matrix, row blocks at a time (no full-size index arrays)."""
+    """CSR of a dense stored matrix (a boolean mask, no index arrays of the full size)."""
     rows, cols = stored.shape
-    counts = np.count_nonzero(stored, axis=1)
-    nnz = int(counts.sum())
-    idx = np.int32 if max(nnz, cols) < 2**31 else np.int64
+    mask = stored != 0
+    idx = np.int32 if max(int(np.count_nonzero(mask)), cols) < 2**31 else np.int64
     indptr = np.zeros(rows + 1, idx)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.empty(nnz, idx)
-    wide = unpack_int(stored[:0], shift).dtype if integer else stored.dtype
-    data = np.empty(nnz, wide)
-    step = max(1, 2**20 // max(cols, 1))
-    for r0 in range(0, rows, step):
-        block = stored[r0:r0 + step]
-        rr, cc = np.nonzero(block)
-        lo, hi = indptr[r0], indptr[min(r0 + step, rows)]
-        indices[lo:hi] = cc
-        data[lo:hi] = unpack_int(block[rr, cc], shift) if integer else block[rr, cc]
-    return sp.csr_matrix((data, indices, indptr), shape=(rows, cols))
+    np.cumsum(mask.sum(axis=1), out=indptr[1:])
+    indices = np.broadcast_to(np.arange(cols, dtype=idx), stored.shape)[mask]  # row by row: CSR order
+    values = stored[mask]
+    return sp.csr_matrix((unpack_int(values, shift) if integer else values, indices, indptr), shape=(rows, cols))
 
 
 def unpack_matrix(arrays, prefix: str, meta: dict[str, Any], shift: int, integer: bool) -> sp.csr_matrix:
