@@ -167,12 +167,13 @@ def _child(pythonpath: Path | None, args: list[str]) -> dict:
 
 def bench(model: str = "resnet19", samples: int = 256, batch: int = 64, repeats: int = 3,
           baseline: str = FORMAT_1_COMMIT, root: str | None = None, firing: float | None = 0.1,
-          run_dir: str | None = None) -> dict:
+          run_dir: str | None = None, data: str | None = None) -> dict:
     from paper_runs import data_root, make_run
 
     root = Path(root or os.path.join(tempfile.gettempdir(), "htakl_bench"))
     run = Path(run_dir) if run_dir else make_run(model, samples, root, firing)
-    droot = [] if run_dir else ["--data-root", data_root(run)]  # make_run's generated data; a run of yours: its own
+    data = data or (None if run_dir else data_root(run))  # make_run's generated data; a run of yours: its own
+    droot = ["--data-root", data] if data else []
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *PACKAGE_DIRS, "htakl_deploy"],
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                     help=f"git commit whose code writes the baseline artefact (default {FORMAT_1_COMMIT})")
     ap.add_argument("--root", help="where paper_runs.make_run keeps its runs (default: $TMPDIR/htakl_bench)")
     ap.add_argument("--run-dir", help="an existing run directory (with student/) instead of make_run")
+    ap.add_argument("--data", metavar="DATA_ROOT", help="its data folder (simulate's --data-root)")
     ap.add_argument("--firing", type=lambda v: None if float(v) < 0 else float(v), default=0.1,
                     help="the student's mean firing rate (paper_runs.set_firing; default 0.1)")
     ap.add_argument("--json", metavar="OUT")
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                              args.data_root)))
         return None
     r = bench(args.model, args.samples, args.batch_size, args.repeats, args.baseline, args.root, args.firing,
-              args.run_dir)
+              args.run_dir, args.data)
     q = r["ratios"]
     print(f"artefact new/old ×{q['file']:.3f} ({q['old_file_over_synapse_bytes']:.2f} → "
           f"{q['new_file_over_synapse_bytes']:.2f} bytes per 8-bit synapse, {r['synapses']:,} synapses); "
