@@ -265,7 +265,7 @@ def test_budget_is_applied_only_where_offered():
 
 def test_readme_and_docs_examples_run(kit, tmp_path, capsys):
     ran, _ = _run_all(kit, tmp_path / "reader", include_slow=False, capsys=capsys)
-    assert ran >= 10
+    assert ran >= 9  # README 3, NIR 3, NETX, MAPPING, RUN: export and energy blocks are slow since 540a5b9
 
 
 @pytest.mark.slow
