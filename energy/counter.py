@@ -76,8 +76,9 @@ from htakl_deploy.export.graph import Connection, StudentGraph, connections
 def find_connections(graph: StudentGraph) -> list[Connection]:
     """Every connection of ``graph`` in node order (``export.graph.connections``, see the module
     docstring). Spikes that reach the output node directly are a read-out, not a synapse: not
-    counted."""
-    return [c for c in connections(graph) if not (c.identity and graph.role(c.node) == "output")]
+    counted; nor is a netx input layer's input, which is its neurons' bias (no synapse)."""
+    return [c for c in connections(graph) if not (c.identity and (graph.role(c.node) == "output"
+                                                                  or getattr(graph.nodes[c.node], "bias_input", False)))]
 
 
 def _via_reach(graph: StudentGraph, conn: Connection) -> tuple[np.ndarray, np.ndarray] | None:

@@ -115,9 +115,9 @@ def report_for_files(spikes_path, graph_path, model: EnergyModel, *, neurobench:
     from htakl_deploy.energy.counter import count_ops
     from htakl_deploy.energy.spikefile import open_spikes
     from htakl_deploy.errors import UserError
-    from htakl_deploy.export.nir_io import from_nir, read_nir
+    from htakl_deploy.export.nir_in import read_graph
 
-    graph = from_nir(read_nir(graph_path))
+    graph = read_graph(graph_path)  # a NIR file (float or quantised) or a lava-dl netx file
     graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
     with open_spikes(spikes_path) as rec:  # read chunk by chunk: memory bounded by a block of samples
         try:

@@ -86,7 +86,7 @@ def _chain(q: QuantizedGraph) -> list[str]:
     where it branches or joins."""
     g = q.graph
     for c in q.connections:
-        if c.identity:
+        if c.identity and not (c.node == g.input_name and getattr(g.nodes[c.target], "bias_input", False)):
             raise ValueError(f"node {c.target!r}: identity (skip) connection from {c.node!r}; "
                              "netx HDF5 holds feed-forward chains only")
     order, name = [], g.input_name
@@ -146,7 +146,7 @@ def _max_current(w: np.ndarray, x_max: int) -> int:
 
 def _layer_scale(name: str, mant: np.ndarray, exp: int, vth: int, x_max: int, strict: bool) -> tuple[int, np.ndarray]:
     """(j, file weights): the layer runs at 2**j × our v scale, weights ``mant · 2**(exp + j)``."""
-    if exp >= 0:
+    if exp >= 0 or not np.any(np.asarray(mant) % (1 << -exp)):  # integer weights: exact, whatever the exponent
         j = 0
     elif strict:
         raise ValueError(f"node {name!r}: weight_exp {exp} < 0 (run_int shifts the summed current right), "
@@ -164,10 +164,10 @@ def _layer_scale(name: str, mant: np.ndarray, exp: int, vth: int, x_max: int, st
     return j, w
 
 
-def _inexact_why(weight_exp: int, j: int, bias_exact: bool) -> str:
+def _inexact_why(weight_exp: int, j: int, bias_exact: bool, weights_exact: bool = False) -> str:
     """Why a layer is not bit-identical to ``run_int`` in netx ("" when it is)."""
     why = []
-    if weight_exp < 0:
+    if weight_exp < 0 and not weights_exact:
         why.append(f"weight_exp {weight_exp} < 0 has no netx equivalent (netx has no weight exponent): the layer "
                    f"runs at 2^{j} x our v scale, spikes differ where run_int's floor after the shift decides")
     if not bias_exact:
@@ -189,13 +189,13 @@ def _str(group, key: str, value: str) -> None:
     group.create_dataset(key, (1,), "S10", [value.encode("ascii")])  # what slayer writes
 
 
-def _neuron(group, du: int, dv: int, vth: int) -> None:
+def _neuron(group, du: int, dv: int, vth: int, ref_delay: int = 1) -> None:
     n = group.create_group("neuron")
     _str(n, "type", "CUBA")
     n.create_dataset("iDecay", data=np.int64(du + 1))
     n.create_dataset("vDecay", data=np.int64(dv))
     n.create_dataset("vThMant", data=np.int64(vth))
-    n.create_dataset("refDelay", data=np.int64(1))
+    n.create_dataset("refDelay", data=np.int64(ref_delay))
     n.create_dataset("gradedSpike", data=False)
 
 
@@ -208,6 +208,12 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     for c in q.connections:
         name, target, path = c.node, c.target, c.path
         node = g.nodes[name]
+        if c.identity:  # a netx input layer whose bias is the input (_chain allows no other identity)
+            t, tn = q.targets[target], g.nodes[target]
+            transform = g.metadata.get("input_transform", {})
+            layers[0].update({"neuron": (t.du, t.dv, t.vth, tn.ref_delay), "attrs": {"nodes": f"{name},{target}"},
+                              **{k: np.float32(v) for k, v in transform.items()}})
+            continue
         if node.ROLE == "synapse" and not isinstance(node, (Conv2dNode, DenseNode)):  # e.g. Conv1d
             raise ValueError(f"node {name!r} ({type(node).__name__}): netx has no such layer (its conv is 2-D, "
                              "its dense takes a flat input)")
@@ -235,7 +241,7 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
             pools.append((v, vnode))
             pool_in.append(in_shape)
         t = q.targets[target]
-        is_out = isinstance(g.nodes[target], OutputNode)
+        is_out = isinstance(g.nodes[target], OutputNode)  # our readout (a netx last layer is a real neuron)
         mant, stride, padding = c.weight_mant, None, None
         if isinstance(node, Conv2dNode):
             mant, stride, padding = _fold_pools_conv(name, mant, node, pools)
@@ -243,6 +249,7 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
             mant = _fold_pools_dense(mant, pools, pool_in)
         x_max = round(1.0 / q.input_scale) if isinstance(g.nodes[path.source], InputNode) else 1
         j, w = _layer_scale(name, mant, c.weight_exp, 0 if is_out else t.vth, x_max, strict)
+        w_exact = c.weight_exp >= 0 or not np.any(np.asarray(mant) % (1 << -c.weight_exp))  # integer weights
         bias, b_exact = _netx_bias(target, t.bias_v(), j, strict)
         in_shape = g.shapes[path.source]
         if flatten is not None:
@@ -251,8 +258,8 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
         attrs = {"nodes": ",".join([p for p, _ in pools] + ([flatten] if flatten else []) + [name, target]),
                  "weight_exp": c.weight_exp, "v_scale_exp": j, "scale_S": t.scale, "bias_mant": t.bias_mant,
                  "bias_exp": t.bias_exp, "bias_exact": b_exact,
-                 "exact": c.weight_exp >= 0 and b_exact, "inexact_why": _inexact_why(c.weight_exp, j, b_exact)}
-        neuron = (t.du, 4096, READOUT_VTH) if is_out else (t.du, t.dv, t.vth << j)
+                 "exact": w_exact and b_exact, "inexact_why": _inexact_why(c.weight_exp, j, b_exact, w_exact)}
+        neuron = (t.du, 4096, READOUT_VTH) if is_out else (t.du, t.dv, t.vth << j, getattr(g.nodes[target], "ref_delay", 1))
         out_shape = np.array(g.shapes[target])
         if isinstance(node, Conv2dNode):
             layers.append({"type": "conv", "shape": out_shape, "weight": w, "bias": bias,

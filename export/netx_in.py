@@ -254,7 +254,8 @@ def _read_input(b: _Builder, layer: _Layer, last: bool) -> None:
     b.add("input", InputNode(shape), shape)
     transform = {k: int(layer.ints(k, required=False, default=d).reshape(-1)[0]) for k, d in (("weight", 64), ("bias", 0))}
     b.metadata["input_transform"] = transform
-    if layer.neuron is None:
+    if layer.neuron is None:  # the next layer's synapse reads the input on chip: one step late (Link.lag)
+        b.metadata["input_lag"] = 1
         return
     node = _neuron(layer, layer.neuron, np.zeros(shape[0], np.int64), last=last, bias_input=True)
     b.add_neuron(layer, f"layer{layer.index}", node, shape, None)
@@ -350,6 +351,7 @@ def _read_dense(b: _Builder, layer: _Layer, last: bool) -> None:
     w = w.reshape(n_out, -1) if w.ndim == 1 else w
     if w.ndim != 2 or w.shape[1] != b.shape[0]:
         raise layer.error(f"weight {w.shape} does not take the {b.shape[0]} inputs of the previous layer")
+    _check_shape(layer, (w.shape[0],))
     delay = layer.ints("delay", required=False)
     if delay is not None and delay.any():
         raise layer.error("synaptic delays are not read yet")
@@ -368,6 +370,17 @@ def _read_flatten(b: _Builder, layer: _Layer, last: bool) -> None:
         raise layer.error("a flatten layer before any input")
     node = FlattenNode()
     b.add(f"layer{layer.index}.flatten", node, node.out_shape(b.shape))
+
+
+def _first_input_shape(layer: _Layer) -> tuple[int, ...]:
+    """The input shape of a file that starts with a dense or conv layer (no input layer): the dense
+    layer's ``inFeatures`` (or its weight's columns); a conv's must be given by an input layer."""
+    if layer.type == "conv":
+        raise layer.error("a file starting with a conv layer needs an input layer for its input shape "
+                          "(netx asks for input_shape then)")
+    w = layer.ints("weight", warnings=[])
+    n = layer.ints("inFeatures", required=False)
+    return (int(n.reshape(-1)[0]) if n is not None else int(w.reshape(int(np.prod(layer.shape())), -1).shape[1]),)
 
 
 LAYER_READERS: dict[str, Callable[[_Builder, _Layer, bool], None]] = {
@@ -432,8 +445,12 @@ def read_netx(path: str | os.PathLike) -> QuantizedGraph:
         fn = LAYER_READERS.get(layer.type)
         if fn is None:
             raise layer.error(f"layer type {layer.type!r} is not supported (supported: {', '.join(LAYER_READERS)})")
-        if i == 0 and layer.type != "input":
-            raise layer.error("the first layer must be an input layer")
+        if i == 0 and layer.type != "input":  # lava-dl's tutorial networks (oxford, mnist) start with a dense
+            if layer.type not in ("dense", "conv"):  # layer reading the input spikes through its synapse
+                raise layer.error("the first layer must be an input, dense or conv layer")
+            shape = _first_input_shape(layer)
+            b.add("input", InputNode(shape), shape)
+            b.metadata["input_lag"] = 1
         fn(b, layer, i == len(layers) - 1)
     if len(b.nodes) < 2 or not b.targets:
         raise NetxError(f"{p}: no layer with neurons")

@@ -1,4 +1,5 @@
-"""``htakl-deploy export MODEL.nir``: a float NIR graph from any framework → Loihi fixed point.
+"""``htakl-deploy export MODEL.nir``: a float NIR graph from any framework → Loihi fixed point; a
+lava-dl netx file (MODEL.net) takes the same path, read by ``export.netx_in`` (``read_graph``).
 
 The file is read with ``nir.read`` and converted node by node (``nir_io.FROM_NIR``: unknown
 types, cycles, shape mismatches and NaN/inf parameters are one-line ``UserError`` s naming the
@@ -40,17 +41,32 @@ from htakl_deploy.export.graph import StudentGraph, run_float
 from htakl_deploy.export.nir_io import DT, from_nir, read_nir, write_nir
 from htakl_deploy.export.quantize import QuantizedGraph, quantize
 
+NETX_FORMAT = "lava-dl-netx"  # export.netx_in.FORMAT (a QuantizedGraph read from a netx file)
+
 NIR_TARGETS = ("nir", "lava", "netx")
 DEFAULT_TIMESTEPS = 4
 
 
-def load_nir_graph(path: str | Path, dt_s: float | None = None) -> tuple[StudentGraph, QuantizedGraph]:
-    """The float graph of a NIR file and its fixed-point version (UserError naming the node for
-    anything that cannot be imported or quantised). A quantised NIR file of ours is used as is."""
+def read_graph(path: str | Path, dt_s: float | None = None) -> StudentGraph | QuantizedGraph:
+    """A graph file as our description: a NIR graph (``nir_io.from_nir``: a ``StudentGraph``, or a
+    ``QuantizedGraph`` for a quantised file of ours) or a lava-dl netx file (``netx_in.read_netx``: a
+    ``QuantizedGraph``, its integers as they are; ``dt`` does not apply, netx counts steps). The one
+    entry every subcommand taking a graph file goes through."""
+    from htakl_deploy.export.netx_in import is_netx, read_netx
+
+    if is_netx(path) or Path(path).suffix.lower() == ".net":  # .net: lava-dl's name for netx files
+        return read_netx(path)
     dt = DT if dt_s is None else float(dt_s)
     if not dt > 0 or not np.isfinite(dt):
         raise UserError(f"--dt: got {dt_s}, expected a positive number of seconds")
-    got = from_nir(read_nir(path), dt=dt)
+    return from_nir(read_nir(path), dt=dt)
+
+
+def load_nir_graph(path: str | Path, dt_s: float | None = None) -> tuple[StudentGraph, QuantizedGraph]:
+    """The float graph of a graph file (NIR or netx, ``read_graph``) and its fixed-point version
+    (UserError naming the node or layer for anything that cannot be imported or quantised). A
+    quantised NIR file of ours and a netx file are used as they are."""
+    got = read_graph(path, dt_s)
     if isinstance(got, QuantizedGraph):
         return got.graph, got
     try:
@@ -157,7 +173,11 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
         report["nir"] = {"float_nir": str(float_path), "quant_nir": str(quant_path),
                          "quant_report": str(out / "quant_report.json"),
                          "clipped_weights": int(sum(r["n_clipped"] for r in q.report()))}
-        if evaluate and test is not None:
+        if evaluate and test is not None and q.metadata.get("format") == NETX_FORMAT:
+            report["nir"]["accuracy"] = None  # a netx file holds integers only: its float graph is the same numbers
+            report["warnings"].append("a netx file holds its network in integers only: no float-vs-integer comparison "
+                                      "(the Lava check compares Lava with the emulator)")
+        elif evaluate and test is not None:
             def run(x_tb: torch.Tensor) -> torch.Tensor:
                 return run_float(graph, x_tb.double())
 
@@ -169,7 +189,8 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
             from htakl_deploy.distill.config import DistillConfig
 
             config = DistillConfig(data=data, timesteps=t_steps).to_dict()  # portable: no data folder (simulate: --data-root)
-        plan.metadata.update({"config": config, "timesteps": t_steps, "source_nir": str(path), "dt_s": dt})
+        plan.metadata.update({"config": config, "timesteps": t_steps, "source_nir": str(path), "dt_s": dt,
+                              "source_format": q.metadata.get("format", "nir")})
         artefact = plan.save(out / ARTEFACT_NAME)
         report["lava"] = {
             "artefact": str(artefact),

@@ -56,7 +56,7 @@ from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import TARGETS, StudentGraph
 from htakl_deploy.export.nodes import NIR_DT, NODE_TYPES
-from htakl_deploy.export.nodes.io import CubaLIReadout, LIReadout, merge_li_readout
+from htakl_deploy.export.nodes.io import CubaLIReadout, LIReadout, merge_li_readout, merge_neuron_readout
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
 DT = NIR_DT
@@ -83,7 +83,10 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
         nodes[name] = fn(node, name, graph, quantized)
     edges = list(graph.edges)
     out = graph.output_name
-    if graph.nodes[out].leaky:  # the leaky readout is NIR's LI in front of the Output
+    if hasattr(graph.nodes[out], "read"):  # a neuron read as the output (a netx last layer): NIR's Output after it
+        nodes[f"{out}_output"] = nir.Output(output_type={"output": np.array(graph.shapes[out])})
+        edges.append((out, f"{out}_output"))
+    elif graph.nodes[out].leaky:  # the leaky readout is NIR's LI in front of the Output
         node, li = graph.nodes[out], f"{out}_li"
         shape = graph.shapes[out]
         nodes = {(li if k == out else k): v for k, v in nodes.items()}
@@ -94,6 +97,8 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
             "quantized": np.int64(quantized is not None)}
     if quantized is not None:
         meta["input_scale"] = float(quantized.input_scale)
+        if quantized.metadata.get("input_lag"):  # a netx file's on-chip first synapse (hw.plan.Link.lag)
+            meta["input_lag"] = np.int64(quantized.metadata["input_lag"])
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
@@ -250,7 +255,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
             nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
-    nodes, edges = merge_li_readout(*_fold_scales(nodes, edges))
+    nodes, edges = merge_neuron_readout(*merge_li_readout(*_fold_scales(nodes, edges)))
     try:
         graph = StudentGraph(nodes, edges)
     except ValueError as e:
@@ -258,7 +263,10 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     meta = ng.metadata if isinstance(ng.metadata, dict) else {}
     if not int(meta.get("quantized", 0)):
         return graph
-    return _quantized_from_nir(ng, graph, float(meta["input_scale"]))
+    q = _quantized_from_nir(ng, graph, float(meta["input_scale"]))
+    if int(meta.get("input_lag", 0)):
+        q.metadata["input_lag"] = int(meta["input_lag"])
+    return q
 
 
 def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: float) -> QuantizedGraph:
@@ -272,13 +280,14 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
         m = ng.nodes[name].metadata
         try:
             s = int(m["scale_S"])
-            du, dv, vth = ((int(m["du"]), int(m["dv"]), int(m["vth"])) if node.ROLE == "neuron"
+            du, dv, vth = ((int(m["du"]), int(m["dv"]), int(m["vth"])) if "vth" in m
                            else (int(m.get("du", 4095)), 0, 0))
             targets[name] = QuantTarget(name, s, du, dv, vth, np.asarray(m["bias_mant"]), int(m["bias_exp"]), 0.0)
         except KeyError as e:
             raise UserError(f"NIR node {name!r}: quantised graph lacks metadata {e}") from None
         neuron = node.loihi()  # the readout's too: input gain β·r, f_du = β
-        gain = s / (neuron.v_threshold * neuron.input_divisor)
+        own_bias = getattr(node, "OWN_BIAS", False)  # a netx neuron: its integers are its floats, bias its own
+        gain = 1.0 if own_bias else s / (neuron.v_threshold * neuron.input_divisor)
         bias_gain = 1.0 / neuron.f_du  # the bias's steady state, see quantize
         bias_f = (targets[name].bias_v() / (64.0 * gain * bias_gain)).astype(np.float64)
         for path in connections_into(graph, name):
@@ -286,16 +295,17 @@ def _quantized_from_nir(ng: nir.NIRGraph, graph: StudentGraph, input_scale: floa
             snode = graph.nodes[src]
             if not path.identity:
                 exp = int(ng.nodes[src].metadata["weight_exp"])
+                bits = int(ng.nodes[src].metadata.get("weight_bits", 8))
                 mant = np.asarray(snode.weight).astype(np.int64)
                 factor = (input_scale if graph.role(path.source) == "input" else 1.0) / path.divisor
                 snode.weight = mant * 2.0**exp / gain / factor
                 snode.bias = np.zeros(snode.weight.shape[0])
-                conns.append(QuantConnection(src, name, False, mant, exp, 0, mant.size, 0.0))
+                conns.append(QuantConnection(src, name, False, mant, exp, 0, mant.size, 0.0, weight_bits=bits))
             else:
                 mant = np.asarray(m[f"identity_weight_mant.{src}"], dtype=np.int64)
                 conns.append(QuantConnection(src, name, True, mant, int(m[f"identity_weight_exp.{src}"]), 0, 1, 0.0))
         first = next((c for c in conns if c.target == name and not c.identity), None)
-        if first is not None:  # the summed bias goes back onto one connection
+        if first is not None and not own_bias:  # the summed bias goes back onto one connection
             graph.nodes[first.node].bias = bias_f
     graph = StudentGraph(graph.nodes, graph.edges)
     return QuantizedGraph(graph, conns, targets, input_scale)

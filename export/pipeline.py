@@ -43,8 +43,12 @@ from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
 
 
 def is_nir_file(path: str | Path) -> bool:
-    """True for a ``.nir`` file (export/simulate/energy/run take a NIR graph from any framework)."""
-    return Path(path).suffix.lower() == ".nir" and not Path(path).is_dir()
+    """True for a graph file: a ``.nir`` file or a lava-dl netx file (an HDF5 file with a ``layer``
+    group, whatever its suffix) — export/simulate/energy/map/run take either (``nir_in.read_graph``)."""
+    from htakl_deploy.export.netx_in import is_netx
+
+    p = Path(path)
+    return not p.is_dir() and (p.suffix.lower() in (".nir", ".net") or is_netx(p))
 
 
 def load_student(path: str | Path) -> tuple[Classifier, dict[str, Any], Path]:

@@ -11,6 +11,7 @@ examples:
   htakl-deploy map runs/demo/export/student.lava.npz --spikes sim/spikes.h5
   htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10
   htakl-deploy map runs/demo --target my_chip.toml         # a target file with the same keys
+  htakl-deploy map network.net --no-spikes                 # a lava-dl netx file (e.g. Intel's PilotNet LIF)
 
 Every layer is cut into tiles (output channels × rows × columns) that fit one neurocore's limits
 (neurons, synapse memory, input and output axons), fewest cores first; with a spike recording
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("artefact", metavar="RUN_DIR|ARTEFACT",
-                   help="a run directory, its export/ folder, or a student.lava.npz file")
+                   help="a run directory, its export/ folder, a student.lava.npz file, or a graph file (MODEL.nir, "
+                        "or a lava-dl netx file MODEL.net)")
     p.add_argument("--target", default="loihi2", help="loihi2 (default), loihi1, or a target .toml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one number of the target (repeatable)")

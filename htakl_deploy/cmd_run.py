@@ -15,6 +15,7 @@ examples:
   htakl-deploy run --resume runs/demo                # finish an interrupted run with its saved settings
   htakl-deploy run --resume runs/demo --lava-samples 50   # pipeline flags given on resume override
   htakl-deploy run --from-nir model.nir --data digits --dt 1e-4   # a NIR graph from any framework: no training
+  htakl-deploy run --from-nir network.net --input frames.npy     # a lava-dl netx file (integer inputs)
 
 Every distill flag works here (see `htakl-deploy distill --help`), and every flag is also a key of
 the --config file (TOML or YAML, dashes or underscores). The run directory ends up with config.json
@@ -66,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue a run with its saved settings: finished stages are skipped")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     g.add_argument("--from-nir", metavar="MODEL.nir", dest="from_nir",
-                   help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand): no teacher, no "
-                        "distillation; export → simulate → energy → map → report. Needs --dt and --data or --input")
+                   help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand) or a lava-dl netx file "
+                        "(MODEL.net): no teacher, no distillation; export → simulate → energy → map → report. Needs "
+                        "--data or --input, and --dt for a NIR file")
     g.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="--from-nir only: the time step the NIR file's exporter divided by (1e-4 for "
                         "SpikingJelly/snnTorch, 1e-6 for Norse 1.1.0)")

@@ -86,7 +86,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     backend = "lava-fixed_pt" if args.backend == "lava" else args.backend
     artefact = args.artefact
-    if Path(artefact).suffix.lower() == ".nir":
+    from htakl_deploy.export.pipeline import is_nir_file
+
+    if is_nir_file(artefact):  # a NIR graph or a lava-dl netx file
         artefact = _export_nir(args)
     elif args.data is not None or args.dt_s is not None:
         from htakl_deploy.errors import UserError

@@ -361,7 +361,9 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
     if (data is None) == (input_file is None):
         raise UserError("run --from-nir needs --data NAME (the data set whose test images the graph runs on) or "
                         "--input FILE (your own inputs), one of them")
-    if dt_s is None:
+    from htakl_deploy.export.netx_in import is_netx
+
+    if dt_s is None and not is_netx(path):  # a netx file counts steps: no dt
         raise UserError("run --from-nir needs --dt SECONDS: the time step the NIR file's exporter divided by "
                         "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see docs/NIR.md)")
     model = load_preset(settings.preset)
@@ -390,7 +392,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "provenance.json", provenance(0, 1))
         write_json(run_dir / "config.json", {
-            "from_nir": str(path), "dt_s": float(dt_s), "data": data, "input": input_file, "timesteps": t_steps,
+            "from_nir": str(path), "dt_s": None if dt_s is None else float(dt_s), "data": data, "input": input_file, "timesteps": t_steps,
             "encoding": "direct" if input_file is None else probe.kind,
             "model": f"NIR graph {path.name}", "method": "none (imported from NIR, not trained here)",
             "limit_test": limit_test, "calibration": calibration, "teacher_only": False})

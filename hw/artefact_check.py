@@ -39,12 +39,12 @@ from htakl_deploy.hw import artefact_format as fmt
 
 HEADER_KEYS = {"format", "input_shape", "input_scale", "metadata", "float_weights", "int_shift", "populations", "links"}
 LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp"}
-LINK_OPTIONAL = {"conv", "matrix", "f_matrix", "num_weight_bits"}
+LINK_OPTIONAL = {"conv", "matrix", "f_matrix", "num_weight_bits", "lag"}
 CONV_KEYS = {"stride", "padding", "dilation", "groups"}
 MATRIX_KEYS = {"layout", "shape"}
 INT_RANGES = {"du": (-1, 4095), "dv": (0, 4096), "vth": (1, 2**17), "bias_exp": (0, 24),
               "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7),
-              "ref_delay": (1, 63), "num_weight_bits": (1, 9)}
+              "ref_delay": (1, 63), "num_weight_bits": (1, 9), "lag": (0, 63)}
 MAX_NEURONS = 2**26
 MAX_MANTISSA = 2**24  # Lava's synaptic sums wrap at 24 bits
 BIAS_MANT_MAX = 4095  # Loihi's bias mantissa: 13-bit signed (export.quantize)
@@ -175,7 +175,7 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
                 raise bad(f"{who}: {k} must be a non-empty string")
         if d["kind"] not in LINK_KINDS:
             raise bad(f"{who}: kind {d['kind']!r} is not one of {', '.join(LINK_KINDS)}")
-        for k in (k for k in ("delay", "weight_exp", "num_weight_bits") if k in d):
+        for k in (k for k in ("delay", "weight_exp", "num_weight_bits", "lag") if k in d):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")

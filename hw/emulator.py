@@ -95,6 +95,20 @@ def _input_currents_t(plan: DeploymentPlan, x_int: torch.Tensor) -> torch.Tensor
     return _t_wrap(_t_shift(y, link.weight_exp), 32)
 
 
+def lag_input(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
+    """The input as the input link delivers it, ``[T, B, ...]``: with ``lag`` k, the samples' steps
+    as one stream, k steps late (a sample's last k steps open the next sample; the first sample
+    opens with zeros) — lava-dl's netx, whose file's first layer reads the input through its
+    on-chip synapse, runs so. Unchanged without a lag."""
+    k = plan.input_link.lag
+    if not k:
+        return x_int
+    t, b = x_int.shape[:2]
+    stream = np.moveaxis(x_int, 1, 0).reshape(b * t, *x_int.shape[2:])
+    stream = np.concatenate([np.zeros((k, *stream.shape[1:]), stream.dtype), stream[:-k]])
+    return np.moveaxis(stream.reshape(b, t, *x_int.shape[2:]), 0, 1)
+
+
 def input_currents(plan: DeploymentPlan, x_int: np.ndarray) -> np.ndarray:
     """The first population's currents ``[T, B, *shape]`` (int64 holding int32 values)."""
     return _input_currents_t(plan, torch.from_numpy(np.asarray(x_int, dtype=np.int64))).numpy()
@@ -224,6 +238,34 @@ def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch
     return (spikes, us, vs) if want_v else (spikes, us)
 
 
+def pipeline_fill(plan: DeploymentPlan) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What Lava computes before each population's first reset when samples run back to back (our
+    ``LIFReset`` and lava-dl's netx alike): a population at depth ``d`` runs ``d`` steps from a zero
+    state before its first sample begins (Lava steps 1 … d), driven by its bias and by the fill
+    spikes of shallower populations — never by the input, which enters at depth 0, where there is no
+    fill. So it is the same for every input; the first reset then zeroes it. Returns population →
+    (spikes bool, u, v), each ``[depth, *shape]`` (Lava steps 1 … depth)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    steps = plan.max_depth
+    lava_spikes: dict[str, torch.Tensor] = {}  # population → its fill spikes on Lava steps [steps, 1, *shape]
+    for name, pop in plan.populations.items():
+        d = pop.depth
+        a = torch.zeros((d, 1, *pop.shape), dtype=torch.int64)
+        for link in plan.links_into(name):
+            if link.src == INPUT or not d:
+                continue
+            y = _link_output_t(link, lava_spikes[link.src], pop.shape)  # what the synapse sends one step later
+            lag = 1 + link.delay
+            if d > lag:
+                a[lag:] = _t_wrap(a[lag:] + y[:d - lag], 32)
+        s, u, v = _run_population_t(pop, a, want_v=True) if d else (torch.zeros((0, 1, *pop.shape), dtype=torch.bool),) * 3
+        full = torch.zeros((steps, 1, *pop.shape), dtype=torch.bool)
+        full[:d] = s
+        lava_spikes[name] = full
+        out[name] = (s[:, 0].numpy(), u[:, 0].numpy(), v[:, 0].numpy())
+    return out
+
+
 def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512,
             device: str | None = None, fast: bool = True, record_state: bool = False) -> EmulatorResult:
     """Run ``x`` (pixels in [0, 1], ``[T, B, C, H, W]``; or 8-bit integers with ``x_is_int``),
@@ -241,6 +283,7 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    x_lag = lag_input(plan, x_int)
     dev = torch.device(device or "cpu")
     if dev.type == "cpu":  # see hw.kernels: tensors under glibc's mmap ceiling, their pages reused
         kernels.keep_freed_memory()
@@ -251,7 +294,7 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
     state = {} if record_state else None
     with kernels.exact_device(dev), torch.no_grad():
         for i in range(0, n, batch_size):  # each chunk written into the whole result: no second copy
-            part, u = _emulate_batch(plan, x_int[:, i:i + batch_size], dev, fast and not record_state, state)
+            part, u = _emulate_batch(plan, x_lag[:, i:i + batch_size], dev, fast and not record_state, state)
             if readout_u is None:
                 spikes = {k: np.empty((v.shape[0], n, *v.shape[2:]), v.dtype) for k, v in part.items()}
                 readout_u = np.empty((u.shape[0], n, *u.shape[2:]), u.dtype)

@@ -406,7 +406,7 @@ def tile_plan(plan: DeploymentPlan, k: int) -> DeploymentPlan:
             f_matrix = None if link.f_matrix is None else sp.block_diag([link.f_matrix] * k, format="csr")
             kind = "sparse" if kind == "dense" else kind  # block-diagonal: Sparse, not a dense matrix
         links.append(Link(link.name, link.src, link.dst, kind, link.delay, link.weight_exp, matrix, f_matrix, conv,
-                          link.num_weight_bits))
+                          link.num_weight_bits, link.lag))
     return DeploymentPlan(plan.input_shape, plan.input_scale, pops, links, plan.metadata)
 
 
@@ -539,7 +539,7 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     results read here). ``record_state``: every population's ``u`` and ``v`` each step too, in the
     result's ``state`` (as ``emulate(..., record_state=True)``)."""
     from htakl_deploy.export.quantize import quantize_input
-    from htakl_deploy.hw.emulator import EmulatorResult, input_currents, readout_logits
+    from htakl_deploy.hw.emulator import EmulatorResult, input_currents, lag_input, readout_logits
 
     if record not in RECORD_MODES:
         raise ValueError(f"record {record!r}, expected one of {RECORD_MODES}")
@@ -553,12 +553,13 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
         raise ValueError(f"expected input [T, B, {plan.input_shape}], got {x.shape}")
     samples = x.shape[1]
     x_int = x.astype(np.int64) if x_is_int else quantize_input(x, plan.input_scale)
+    x_in = lag_input(plan, x_int)
     if plan.input_link.kind == "bias":  # the input is added to a bias mantissa (a netx input layer)
-        currents = x_int
+        currents = x_in
     elif backend == "fixed_pt":
-        currents = input_currents(plan, x_int)
+        currents = input_currents(plan, x_in)
     else:
-        currents = _float_input_currents(plan, x_int * plan.input_scale)
+        currents = _float_input_currents(plan, x_in * plan.input_scale)
     k = choose_copies(plan, samples) if copies is None else int(copies)
     if k < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")

@@ -454,8 +454,12 @@ def map_plan(plan: DeploymentPlan, target: Target) -> Mapping:
     for lm in layers.values():
         lm.first_core, first = first, first + lm.cores
     inp = plan.input_link
-    in_syn = ConvGeom(inp, shape3(plan.input_shape), shape3(plan.populations[inp.dst].shape), target).synapses() \
-        if inp.conv is not None and len(plan.input_shape) == 3 else int(inp.int_matrix(plan.input_shape).nnz)
+    if inp.kind == "bias":  # a netx input layer: the input is its bias, no synapse
+        in_syn = 0
+    elif inp.conv is not None and len(plan.input_shape) == 3:
+        in_syn = ConvGeom(inp, shape3(plan.input_shape), shape3(plan.populations[inp.dst].shape), target).synapses()
+    else:
+        in_syn = int(inp.int_matrix(plan.input_shape).nnz)
     return Mapping(target, layers, inp, in_syn, plan)
 
 
@@ -632,9 +636,22 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
     from htakl_deploy.hw.simulate import read_artefact, resolve_artefact
     from htakl_deploy.hw.target import load_target
 
+    from htakl_deploy.export.pipeline import is_nir_file
+
     tgt = load_target(target).with_overrides(list(overrides))
-    path = resolve_artefact(artefact)
-    m = map_plan(read_artefact(path), tgt)
+    if is_nir_file(artefact):  # a graph file (NIR, or a lava-dl netx file): its plan, built here
+        from htakl_deploy.export.nir_in import load_nir_graph
+        from htakl_deploy.hw.plan import plan_from_quantized
+
+        path = Path(artefact)
+        try:
+            plan = plan_from_quantized(load_nir_graph(path)[1])
+        except ValueError as e:
+            raise UserError(f"{path}: cannot deploy this graph: {e}") from None
+    else:
+        path = resolve_artefact(artefact)
+        plan = read_artefact(path)
+    m = map_plan(plan, tgt)
     data = summary(m)
     data["artefact"] = str(path)
     spike_path = find_spikes(path) if spikes == "auto" else (Path(spikes) if spikes else None)

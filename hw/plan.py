@@ -131,6 +131,9 @@ class Link:
     # dilation, groups. The emulator convolves; matrices are built from it only for Lava's Sparse.
     conv: dict | None = None
     num_weight_bits: int = 8  # Lava's Dense/Sparse truncation (hw.lif_ref.effective_weights); netx: up to 9
+    # the input link only: steps the input stream arrives late (lava-dl's netx runs a file's first layer's
+    # synapse on chip: the input reaches it one step late, a sample's last step lands in the next one)
+    lag: int = 0
 
     def int_matrix(self, src_shape: tuple[int, ...]) -> sp.csr_matrix:
         """The integer mantissas ``[N_dst, N_src]`` in torch flat order: stored, or built from the
@@ -169,6 +172,8 @@ class Link:
             raise ValueError(f"link {self.name!r}: a {self.kind} link needs its matrix or a kernel")
         if self.kind == "bias" and (self.src != INPUT or self.delay or self.weight_exp != 0):
             raise ValueError(f"link {self.name!r}: a bias link reads the input, with no delay or exponent")
+        if self.lag and (self.kind != "input" or not 0 < self.lag <= MAX_DELAY):
+            raise ValueError(f"link {self.name!r}: only the input link may lag, by 1..{MAX_DELAY} steps")
 
 
 @dataclass(eq=False)
@@ -251,6 +256,8 @@ class DeploymentPlan:
                  "delay": link.delay, "weight_exp": link.weight_exp}
             if link.num_weight_bits != 8:
                 d["num_weight_bits"] = link.num_weight_bits
+            if link.lag:
+                d["lag"] = link.lag
             if link.conv is not None:  # a kernel is enough to rebuild the matrices
                 put_int(f"link{i}.weight", link.conv["weight"])
                 if float_weights:
@@ -335,7 +342,8 @@ def plan_from_members(header: dict, arrays) -> DeploymentPlan:
             if header["float_weights"]:
                 conv["f_weight"] = arrays[f"link{i}.f_weight"]
         links.append(Link(d["name"], d["src"], d["dst"], d["kind"], d["delay"], d["weight_exp"],
-                          mats.get("matrix"), mats.get("f_matrix"), conv, d.get("num_weight_bits", 8)))
+                          mats.get("matrix"), mats.get("f_matrix"), conv, d.get("num_weight_bits", 8),
+                          d.get("lag", 0)))
     return DeploymentPlan(tuple(header["input_shape"]), header["input_scale"], pops, links, header["metadata"])
 
 
@@ -436,9 +444,10 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             spec = None
             if not conn.identity:  # the synapse's kernel, if it is a convolution (None: a matrix)
                 spec = wnode.kernel(conn.weight_mant, np.asarray(wnode.weight, dtype=np.float64) * fgain)
+            lag = int(q.metadata.get("input_lag", 0)) if src_pop == INPUT else 0
             if spec is not None and src_pop == INPUT:
                 if not chain:
-                    links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec))
+                    links.append(Link(link_name, INPUT, name, "input", 0, conn.weight_exp, conv=spec, lag=lag))
                     continue
                 spec = None  # pools on the input: their matrix composed into the input link's (below)
             elif conn.identity and len(g.shapes[source]) == 3:  # a depthwise identity kernel
@@ -480,7 +489,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             if src_pop == INPUT:  # a dense first layer: its matrix, computed off-chip like the first conv
                 kind = "input"
             links.append(Link(link_name, src_pop, name, kind, delay, conn.weight_exp, m, f_m,
-                              num_weight_bits=conn.weight_bits))
+                              num_weight_bits=conn.weight_bits, lag=lag if kind == "input" else 0))
         b_float = _bias_float(g, name)
         neuron = node.loihi()
         read = getattr(node, "read", None)

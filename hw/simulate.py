@@ -171,6 +171,12 @@ def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
     return encode_batch(x, timesteps), y
 
 
+NETX_FORMAT = "lava-dl-netx"  # plan.metadata['source_format'] of a network read from a netx file
+READOUTS = {"current": "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current",
+            "v": "argmax over outputs of the mean over T of v/64, v = the last layer's membrane (a netx network)",
+            "spikes": "argmax over outputs of the spike count (the last layer's spikes, a netx network)"}
+
+
 def spike_agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     per_layer = {k: float((a[k] == b[k]).mean()) for k in a}
     total = sum(int((a[k] == b[k]).sum()) for k in a) / max(sum(a[k].size for k in a), 1)
@@ -216,7 +222,8 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None,
     graph = float_student_graph(artefact) if graph is None else graph
     with torch.no_grad():
         out, vals = run_float(graph, torch.from_numpy(x_tb), dtype=dtype, record=True)
-    spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items() if isinstance(node, NeuronNode)}
+    spikes = {k: vals[k].numpy() > 0.5 for k, node in graph.nodes.items()
+              if isinstance(node, NeuronNode) and node.ROLE == "neuron"}  # not a neuron that is the readout
     return spikes, out.numpy().astype(np.float64)
 
 
@@ -269,9 +276,10 @@ def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, b
     out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
     compare_lava = compare and backend.startswith("lava")
-    f_graph = (float_student_graph(path) if compare and backend != "torch-float"
+    netx = plan.metadata.get("source_format") == NETX_FORMAT  # integers only: no float student to compare with
+    f_graph = (float_student_graph(path) if compare and backend != "torch-float" and not netx
                and (path.parent / "student_float.nir").exists() else None)
-    readout = "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current"
+    readout = READOUTS[plan.readout.read]
     vs_emu, vs_float = Agreement(), Agreement()
     correct = emu_same = float_correct = float_same = 0
     readout_identical = True

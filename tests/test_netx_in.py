@@ -218,3 +218,124 @@ def test_plan_of_a_netx_file_saves_and_reads_back_checked(netx_file, tmp_path):
     np.testing.assert_array_equal(a.readout_u, b.readout_u)
     for name, s in a.spikes.items():
         np.testing.assert_array_equal(s, b.spikes[name])
+
+
+def _dense_only_file(path, seed: int = 3):
+    """An mnist/oxford-shaped network (lava-dl's tutorials): no input layer, a dense layer reading
+    the input spikes through its synapse, then a spiking dense output; written by slayer."""
+    import torch
+
+    from htakl_deploy.hw.netx_reference import import_netx
+
+    import_netx()
+    from lava.lib.dl import slayer
+
+    torch.manual_seed(seed)
+    p = {"threshold": 0.5, "current_decay": 0.1, "voltage_decay": 0.1, "requires_grad": False}
+    blocks = [slayer.block.cuba.Dense(p, 40, 24, weight_scale=6), slayer.block.cuba.Dense(p, 24, 5, weight_scale=6)]
+    with h5py.File(path, "w") as f:
+        x = torch.zeros(1, 40, 2)
+        for i, b in enumerate(blocks):
+            x = b(x)
+            b.export_hdf5(f.create_group(f"layer/{i}"))
+    return path
+
+
+def test_first_layer_reading_spikes_through_its_synapse_equals_netx(tmp_path):
+    """lava-dl's tutorial networks start with a dense layer that reads the input spikes on chip: the
+    input reaches it one step late (a sample's last step opens the next one, ``hw.plan.Link.lag``).
+    Emulator = our Lava = lava-dl netx, u, v and spikes, 3 samples back to back, iDecay 410."""
+    from htakl_deploy.hw.lava_net import run_lava
+    from htakl_deploy.hw.netx_reference import run_netx_lava
+
+    path = _dense_only_file(tmp_path / "dense.net")
+    plan = plan_from_quantized(read_netx(path))
+    assert plan.input_link.lag == 1 and plan.readout.read == "spikes" and plan.populations["layer0"].du == 409
+    x = (np.random.default_rng(4).random((T, 3, 40)) < 0.3).astype(np.int64)
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    ours = run_lava(plan, x, x_is_int=True, record_state=True)
+    ref = run_netx_lava(path, x, input_message_bits=0)
+    for name in plan.populations:
+        for i, var in enumerate("uv"):
+            np.testing.assert_array_equal(emu.state[name][i], ref[name][var], err_msg=f"{name}.{var}")
+            np.testing.assert_array_equal(ours.state[name][i], ref[name][var], err_msg=f"{name}.{var} our Lava")
+    np.testing.assert_array_equal(emu.spikes["layer0"], ref["layer0"]["s"])
+    np.testing.assert_array_equal(emu.readout_u, ref["layer1"]["s"])  # a spiking readout: its spikes
+    assert emu.spikes["layer0"].any() and emu.readout_u.any()
+    # the lag is real: sample 1 opens with sample 0's last input step
+    assert not np.array_equal(emulate(plan, x[:, 1:2], x_is_int=True).spikes["layer0"][:, 0], emu.spikes["layer0"][:, 1])
+
+
+def test_round_trips_keep_every_integer(netx_file, tmp_path):
+    """lava-dl file → our quantised NIR → back, and → our netx file → back: the same connections,
+    targets and input link, so the same u, v and spikes; our own netx file (a student's) reads back
+    with the integers it holds."""
+    from htakl_deploy.export.netx_hdf5 import read_netx_summary, write_netx
+    from htakl_deploy.export.nir_io import from_nir, read_nir, write_nir
+
+    q = read_netx(netx_file)
+    via_nir = from_nir(read_nir(write_nir(q.graph, tmp_path / "q.nir", quantized=q)))
+    via_netx = read_netx(write_netx(via_nir, tmp_path / "back.net"))
+    x = _inputs(q.graph.shapes["input"])
+    want = emulate(plan_from_quantized(q), x, x_is_int=True, record_state=True)
+    for back in (via_nir, via_netx):
+        assert list(back.graph.nodes) == list(q.graph.nodes)
+        for a, b in zip(q.connections, back.connections):
+            assert (a.node, a.target, a.identity) == (b.node, b.target, b.identity)
+            np.testing.assert_array_equal(a.weight_mant * 2.0 ** a.weight_exp, b.weight_mant * 2.0 ** b.weight_exp)
+        for a, b in zip(q.targets.values(), back.targets.values()):
+            assert (a.du, a.dv, a.vth) == (b.du, b.dv, b.vth)
+            np.testing.assert_array_equal(a.bias_mant << a.bias_exp, b.bias_mant << b.bias_exp)
+        got = emulate(plan_from_quantized(back), x, x_is_int=True, record_state=True)
+        for name, (u, v) in want.state.items():
+            np.testing.assert_array_equal(got.state[name][0], u)
+            np.testing.assert_array_equal(got.state[name][1], v)
+    # a student's netx file (ours: input layer without neuron, graded 8-bit input) read back as netx holds it
+    from test_netx import _pool_chain
+
+    from htakl_deploy.export.quantize import quantize
+
+    ours = tmp_path / "student.net"
+    write_netx(quantize(_pool_chain()), ours)
+    s, q2 = read_netx_summary(ours), read_netx(ours)
+    files = [lay for lay in s["layers"] if lay["type"] in ("conv", "dense")]
+    for lay, c in zip(files, [c for c in q2.connections if not c.identity]):
+        np.testing.assert_array_equal(c.weight_mant * 2.0 ** c.weight_exp, lay["weight"])
+        t = q2.targets[c.target]
+        assert (t.du, t.dv, t.vth) == (lay["neuron"]["iDecay"] - 1, lay["neuron"]["vDecay"], lay["neuron"]["vThMant"])
+    assert plan_from_quantized(q2).input_link.lag == 1  # netx runs its first conv on chip
+
+
+def test_subcommands_take_a_netx_file(netx_file, tmp_path, capsys):
+    """export (nir, lava, netx), map, simulate --input, energy --graph: a netx file goes where a NIR
+    file goes. The energy counts are recounted here: the input layer's input is a bias (no op), the
+    first conv's ACs are the input layer's spikes times their fan-out."""
+    import json
+
+    from htakl_deploy.cli import main
+    from htakl_deploy.energy.spikefile import open_spikes
+    from htakl_deploy.export.nodes.conv import conv_matrix
+
+    out = tmp_path / "export"
+    assert main(["export", str(netx_file), "--target", "nir", "lava", "netx", "--lava-check", "2", "--out",
+                 str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["lava"]["lava_check"]["samples"] == 2 and (out / "student.netx.h5").is_file()
+    assert not rep["netx"].get("inexact_layers")  # the file's integers go back out exactly
+    assert main(["map", str(netx_file), "--no-spikes", "--json", str(tmp_path / "map.json")]) == 0
+    cores = json.loads((tmp_path / "map.json").read_text())["totals"]["cores"]
+    assert cores >= 5  # one core per population at least
+    x = _inputs((2, 12, 12), samples=3)
+    np.save(tmp_path / "x.npy", x)
+    sim = tmp_path / "sim"
+    assert main(["simulate", str(out / "student.lava.npz"), "--backend", "emulator", "--input",
+                 str(tmp_path / "x.npy"), "--out", str(sim)]) == 0
+    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(netx_file), "--json", str(tmp_path / "e.json")]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "e.json").read_text())["layers"]}
+    assert "input->layer0" not in rows  # the input is the input layer's bias: no synapse
+    q = read_netx(netx_file)
+    conv = q.graph.nodes["layer1.conv"]
+    m = conv_matrix(np.ones_like(conv.weight), (2, 12, 12), conv.stride, conv.padding, conv.dilation, conv.groups)
+    with open_spikes(sim / "spikes.h5") as rec:
+        s0 = rec.layer_counts("layer0").reshape(T, -1)
+    assert rows["layer1.conv"]["acs"] == int((s0 @ np.asarray(m.sum(axis=0)).reshape(-1)).sum()) > 0

@@ -131,6 +131,8 @@ def nir_weights(node, name: str, quantized) -> tuple[np.ndarray, np.ndarray, dic
         c = next(c for c in quantized.connections if c.node == name)
         weight, bias = c.weight_mant.astype(np.int32), np.zeros(node.bias.shape, np.int32)
         meta = {"weight_exp": np.int64(c.weight_exp)}
+        if c.weight_bits != 8:  # Lava's num_weight_bits (a netx file's odd mixed-sign weights)
+            meta["weight_bits"] = np.int64(c.weight_bits)
     weight, meta = expand_groups(weight, node.groups, meta)
     return weight, bias, meta
 

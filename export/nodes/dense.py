@@ -76,7 +76,10 @@ class DenseNode(Node):
         if quantized is None:
             return nir.Affine(weight=self.weight, bias=self.bias)
         c = next(c for c in quantized.connections if c.node == name)
-        return nir.Linear(weight=c.weight_mant.astype(np.int32), metadata={"weight_exp": np.int64(c.weight_exp)})
+        meta = {"weight_exp": np.int64(c.weight_exp)}
+        if c.weight_bits != 8:  # Lava's num_weight_bits (a netx file's dense layer)
+            meta["weight_bits"] = np.int64(c.weight_bits)
+        return nir.Linear(weight=c.weight_mant.astype(np.int32), metadata=meta)
 
     @classmethod
     def from_nir(cls, name: str, n: nir.Affine | nir.Linear, dt: float) -> "DenseNode":

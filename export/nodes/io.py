@@ -173,3 +173,17 @@ def merge_li_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
         edges = [(a, out) if b == name else (a, b) for a, b in edges if a != name]
         del nodes[name]
     return nodes, edges
+
+
+def merge_neuron_readout(nodes: OrderedDict, edges: list[tuple[str, str]]):
+    """A neuron that is itself the graph's output (a netx last layer, read as its ``v`` or spikes: its
+    node has the output role) is written with NIR's ``Output`` after it; reading back, that ``Output``
+    is dropped again."""
+    for name, node in list(nodes.items()):
+        if not isinstance(node, OutputNode):
+            continue
+        preds = [a for a, b in edges if b == name]
+        if len(preds) == 1 and getattr(nodes[preds[0]], "ROLE", None) == "output":
+            edges = [e for e in edges if e[1] != name]
+            del nodes[name]
+    return nodes, edges

@@ -887,3 +887,52 @@ add("export-input-checkpoint", ("export", "{run}", "--input", "x.npy"), "apply t
     npy("x.npy", np.zeros((2, 1, 8, 8))))
 add("run-input-without-from-nir", ("run", "--input", "x.npy", *QUICK), "applies to --from-nir only",
     npy("x.npy", np.zeros((2, 1, 8, 8))))
+
+
+# ------------------------------------------------------------------ lava-dl netx files (export/netx_in.py)
+def netx_file(name: str, edit=None):
+    """A tiny valid netx network on digits' 1×8×8 images (a bias-driven CUBA input layer, flatten, a
+    dense readout that never fires), as lava-dl writes them; ``edit(f)`` spoils it."""
+    def setup(ws: Path) -> None:
+        import h5py
+
+        def neuron(g, vth=64):
+            for k, v in (("iDecay", 4096), ("vDecay", 1024), ("vThMant", vth), ("refDelay", 1)):
+                g.create_dataset(f"neuron/{k}", data=np.int64(v))
+            g.create_dataset("neuron/type", data=b"CUBA")
+
+        with h5py.File(ws / name, "w") as f:
+            g = f.create_group("layer/0")
+            g.create_dataset("type", (1,), "S10", [b"input"])
+            g.create_dataset("shape", data=np.array([1, 8, 8]))
+            neuron(g)
+            g = f.create_group("layer/1")
+            g.create_dataset("type", (1,), "S10", [b"flatten"])
+            g.create_dataset("shape", data=np.array([64, 1, 1]))
+            g = f.create_group("layer/2")
+            g.create_dataset("type", (1,), "S10", [b"dense"])
+            g.create_dataset("shape", data=np.array([10]))
+            g.create_dataset("weight", data=np.arange(640, dtype=np.float32).reshape(10, 64) % 7 - 3)
+            neuron(g, 1 << 17)
+            if edit is not None:
+                edit(f, ws)
+    return setup
+
+
+add("netx-unknown-layer", ("export", "m.net", "--target", "lava", "--lava-check", "0"),
+    "layer 2 (convT): layer type 'convT' is not supported",
+    netx_file("m.net", lambda f, ws: f["layer/2/type"].__setitem__(0, b"convT")))
+add("netx-unknown-neuron", ("map", "m.net", "--no-spikes"), "layer 2 (dense): neuron type 'RF'",
+    netx_file("m.net", lambda f, ws: f["layer/2/neuron/type"].__setitem__((), b"RF")))
+add("netx-nan-weight", ("energy", "{h5}", "--graph", "m.net"), "'weight' holds NaN",
+    netx_file("m.net", lambda f, ws: f["layer/2/weight"].__setitem__((0, 0), np.nan)))
+add("netx-garbage", ("export", "m.net", "--target", "lava"), "not a readable netx", put("m.net", RANDOM))
+add("netx-no-layers", ("map", "m.net"), "no 'layer' group",
+    netx_file("m.net", lambda f, ws: f.__delitem__("layer")))
+add("netx-external-link", ("export", "m.net", "--target", "nir"), "external link",
+    netx_file("m.net", lambda f, ws: f["layer/2"].__setitem__(
+        "bias", __import__("h5py").ExternalLink(str(ws / "run/export/student_quant.nir"), "/node"))))
+add("netx-shape-wrong", ("simulate", "m.net", "--data", "digits", "--backend", "emulator"), "does not follow",
+    netx_file("m.net", lambda f, ws: f["layer/2/shape"].__setitem__(0, 11)))
+add("netx-bias-13-bit", ("export", "m.net", "--target", "lava"), "13-bit bias",
+    netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 5000.0))))
