@@ -160,9 +160,8 @@ def _loihi_cuba(layer: _Layer, n: dict, bias: np.ndarray, *, last: bool, bias_in
     if "wgtExp" in n and field("wgtExp") != 0:
         raise layer.error(f"neuron wgtExp = {field('wgtExp')}: lava-dl's netx ignores it (weights reach Lava "
                           "unshifted), so a file relying on it would run differently there; only 0 is read")
-    if np.abs(bias).max(initial=0) > BIAS_MANT_MAX:
-        raise layer.error(f"bias beyond Loihi's 13-bit bias mantissa (|bias| <= {BIAS_MANT_MAX}), "
-                          f"got {int(np.abs(bias).max())}")
+    if np.abs(bias).max(initial=0) > 2**15 - 1:  # Lava's int16 bias_mant (netx hands it the file's values)
+        raise layer.error(f"bias beyond Lava's 16-bit bias_mant (|bias| < 2^15), got {int(np.abs(bias).max())}")
     cls = LoihiCubaOutput if last else LoihiCubaNode
     extra = {"read": "v" if vth >= NEVER_FIRES_VTH else "spikes"} if last else {}
     try:
@@ -221,8 +220,22 @@ class _Builder:
                                                   weight_bits=bits))
             except ValueError as e:
                 raise layer.error(str(e)) from None
+        mant, exp = bias_encoding(layer, node.bias_mant(shape[0]), BIAS_SHIFT)
         self.targets[name] = QuantTarget(name, min(node.v_th_mant, 2**17 - 1), node.du, node.dv, node.v_th_mant,
-                                         node.bias_mant(shape[0]), BIAS_SHIFT, 0.0)
+                                         mant, exp, 0.0)
+
+
+def bias_encoding(layer: _Layer, bias: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
+    """``bias << exp`` as a 13-bit mantissa and an exponent (Loihi's bias fields; what Lava computes
+    with is the product): a file bias beyond 13 bits (our own netx files may hold one: a first layer
+    run at 2^j × its scale) moves factors of 2 into the exponent; NetxError if it cannot, exactly."""
+    bias = np.asarray(bias, dtype=np.int64)
+    while np.abs(bias).max(initial=0) > BIAS_MANT_MAX:
+        if np.any(bias % 2):
+            raise layer.error(f"bias {int(np.abs(bias).max())} fits no 13-bit mantissa with an exponent (Loihi's "
+                              f"bias fields; |bias| <= {BIAS_MANT_MAX} × 2^k)")
+        bias, exp = bias // 2, exp + 1
+    return bias, exp
 
 
 def _bias(layer: _Layer, channels: int, warnings: list[str]) -> np.ndarray:

@@ -339,3 +339,13 @@ def test_subcommands_take_a_netx_file(netx_file, tmp_path, capsys):
     with open_spikes(sim / "spikes.h5") as rec:
         s0 = rec.layer_counts("layer0").reshape(T, -1)
     assert rows["layer1.conv"]["acs"] == int((s0 @ np.asarray(m.sum(axis=0)).reshape(-1)).sum()) > 0
+
+
+def test_a_bias_beyond_13_bits_moves_into_the_exponent(tmp_path):
+    """Our own netx writer may hold a first-layer bias beyond Loihi's 13-bit mantissa (the layer runs at
+    2^j × its scale): read as mantissa × 2^exponent, the same integer Lava adds; an odd one is refused."""
+    from bad_inputs.cases import netx_file
+
+    netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 4682.0)))(tmp_path)
+    t = read_netx(tmp_path / "m.net").targets["layer2"]
+    assert (int(t.bias_mant[0]), t.bias_exp) == (2341, 7) and int(t.bias_v()[0]) == 4682 << 6
