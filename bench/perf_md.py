@@ -515,6 +515,8 @@ def main(argv: list[str] | None = None) -> None:
             body += lines
         elif key in kept:
             body += old_sections[SECTION_TITLES[key]]
+            if body[-1].strip():  # the page's last section loses its closing blank line
+                body.append("")
     old_date = next((line[len("- date: "):] for line in old_header if line.startswith("- date:")), "?")
     old_machine = next((line[len("- machine: "):] for line in old_header if line.startswith("- machine:")), "?")
     # where each kept section was measured: a section the old page had kept keeps its origin
