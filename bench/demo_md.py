@@ -99,7 +99,7 @@ def render(run_dir: Path, measured: dict | None) -> str:
     out += [line.rstrip() for line in tail.strip().splitlines()] or ["(rendered from an existing run: not captured)"]
     out += ["```", "", "## Accuracy", "", "| stage | backend | accuracy | samples | what |", "|---|---|---|---|---|"]
     for row in report["accuracy"]:
-        out.append(f"| {row['stage']} | `{row['backend']}` | {pct(row['accuracy'])} | {row['samples']} | "
+        out.append(f"| {row['stage']} | `{row['backend']}` | {pct(row['accuracy'])} | {'–' if row['samples'] is None else row['samples']} | "
                    f"{row.get('description', '')} |")
     out += ["", "## Agreement between backends", "", "| backend | vs | spikes equal | decisions equal | readout identical |",
             "|---|---|---|---|---|"]
