@@ -12,12 +12,16 @@ examples:
   htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10
   htakl-deploy map runs/demo --target my_chip.toml         # a target file with the same keys
   htakl-deploy map network.net --no-spikes                 # a lava-dl netx file (e.g. Intel's PilotNet LIF)
+  htakl-deploy map runs/demo --strategy packed              # fewest cores, small layers sharing cores
 
 Every layer is cut into tiles (output channels × rows × columns) that fit one neurocore's limits
-(neurons, synapse memory, input and output axons), fewest cores first; with a spike recording
+(neurons, synapse memory, input and output axons): by default as Lava's Loihi 2 compiler does
+(calibrated on Intel's published compiles; docs/MAPPING.md), or with the fewest cores our model
+allows (--strategy fewest | packed; every strategy's total is printed). With a spike recording
 (default: the run's own, from `simulate`) the spikes are routed between those cores to estimate
-the latency per time step and the energy per inference. Targets: hw/targets/*.toml (every
-number with its source; unpublished ones marked and settable with --set).
+the latency per time step and the energy per inference, with the range the calibration leaves.
+Targets: hw/targets/*.toml (every number with its source; unpublished ones marked and settable
+with --set).
 """
 
 
@@ -30,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a run directory, its export/ folder, a student.lava.npz file, or a graph file (MODEL.nir, "
                         "or a lava-dl netx file MODEL.net)")
     p.add_argument("--target", default="loihi2", help="loihi2 (default), loihi1, or a target .toml file")
+    p.add_argument("--strategy", choices=("compiler", "fewest", "packed"), default="compiler",
+                   help="how layers are cut into cores: compiler (default: as Lava's Loihi 2 compiler), fewest "
+                        "(fewest cores per layer), packed (fewest, small layers sharing cores)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one number of the target (repeatable)")
     spikes = p.add_mutually_exclusive_group()
@@ -48,7 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.hw.mapping_report import format_text
 
     spikes = None if args.no_spikes else (args.spikes or "auto")
-    data = map_artefact(args.artefact, target=args.target, overrides=tuple(args.overrides), spikes=spikes)
+    data = map_artefact(args.artefact, target=args.target, overrides=tuple(args.overrides), spikes=spikes,
+                        strategy=args.strategy)
     print(format_text(data))
     out = args.json
     if out is None and (Path(args.artefact) / "config.json").is_file():

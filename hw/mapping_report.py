@@ -43,10 +43,18 @@ LAYER_HEADERS = ["layer", "shape", "cores", "bound", "tile C×H×W", "neurons/co
                  "out-axons %", "fan-in", "fan-out", "binding limit"]
 
 
+STRATEGY_TEXT = {"compiler": "as Lava's Loihi 2 compiler partitions (calibrated on its published compiles)",
+                 "fewest": "fewest cores per layer, one layer per core", "packed": "fewest, small layers sharing cores"}
+
+
 def totals_lines(data: dict) -> list[str]:
     t, tg = data["totals"], data["target"]
+    strategy = t.get("strategy", "compiler")
+    others = "; ".join(f"{k}: {v}" for k, v in t.get("cores_by_strategy", {}).items() if k != strategy)
     lines = [f"target {tg['name']} ({tg['title']}): {t['cores']} cores on {t['chips']} chip(s) "
              f"({tg['cores_per_chip']} cores per chip), {t['boards']} board(s) of {tg['chips_per_board']} chips",
+             f"partition: {strategy} ({STRATEGY_TEXT.get(strategy, strategy)})"
+             + (f"; other strategies: {others} cores" if others else ""),
              f"lower bound {t['lower_bound_cores']} cores network-wide, {t['lower_bound_cores_layerwise']} with one "
              f"layer per core (neurons / {tg['neurons_per_core']} per core, synapse bits / "
              f"{tg['synapse_memory_bits_per_core']} per core); greedy ÷ layer-wise bound = "
@@ -63,17 +71,29 @@ def estimate_lines(data: dict) -> list[str]:
     if not e:
         return ["no spike recording: no routing, latency or energy estimate (give --spikes, or run `simulate` first)"]
     pi, en, cmp_ = e["per_inference"], e["per_inference"]["energy"], e["comparison"]
+    ps = e.get("per_timestep_summary") or _step_summary(e["per_timestep"])
+    lat, syn = ps["latency_ns"], ps["synops"]
+    slowest = ", ".join(f"{k} ({v})" for k, v in list(lat.get("slowest_layers", {}).items())[:3])
+    rng = pi.get("ranges")
     lines = [f"from {e['samples']} recorded samples × T = {e['timesteps']} ({e.get('backend')}; {e.get('source', '')})",
-             "per time step: " + "; ".join(
-                 f"t={i + 1}: {s['synops']:.0f} synops, {s['messages']:.0f} messages, {s['hops']:.0f} hops, "
-                 f"{s['latency_ns'] / 1e3:.2f} µs (slowest {s['slowest_layer']})"
-                 for i, s in enumerate(e["per_timestep"])),
+             f"per time step ({ps['steps']} steps; every step in the JSON's per_timestep): synaptic ops "
+             f"{syn['min']:.4g} – {syn['max']:.4g} (median {syn['median']:.4g}), latency {lat['min'] / 1e3:.2f} – "
+             f"{lat['max'] / 1e3:.2f} µs (median {lat['median'] / 1e3:.2f}); slowest core in {slowest}",
              f"latency per inference {pi['latency_ns'] / 1e3:.2f} µs ({pi['steps']} steps incl. pipeline depth; "
-             f"{pi['time_per_inference_streamed_ns'] / 1e3:.2f} µs per inference when streamed)",
+             f"{pi['time_per_inference_streamed_ns'] / 1e3:.2f} µs per inference when streamed)"
+             + (f"; step latency {rng['step_latency_ns'][0] / 1e3:.2f} – {rng['step_latency_ns'][1] / 1e3:.2f} µs "
+                f"within the calibration" if rng else ""),
              f"energy per inference on {data['target']['name']}: {energy_text(en['total_pj'])} = synaptic ops "
              f"{energy_text(en['synaptic_pj'])} ({pi['synops']:.4g}) + neuron updates {energy_text(en['neuron_pj'])} "
              f"({pi['neuron_updates']:.4g}) + routing {energy_text(en['routing_pj'])} ({pi['messages']:.4g} messages, "
-             f"{pi['hops']:.4g} hops) + barriers {energy_text(en['barrier_pj'])}",
+             f"{pi['hops']:.4g} hops) + barriers {energy_text(en['barrier_pj'])}"
+             + (f" + static {energy_text(en['static_pj'])}" if en.get("static_pj") else "")]
+    if rng:
+        lines.append(f"range the calibration leaves ({rng['source']}): {energy_text(rng['total_pj'][0])} – "
+                     f"{energy_text(rng['total_pj'][1])} per inference (dynamic {energy_text(rng['dynamic_pj'][0])} – "
+                     f"{energy_text(rng['dynamic_pj'][1])}, static {energy_text(rng['static_pj'][0])} – "
+                     f"{energy_text(rng['static_pj'][1])})")
+    lines += [
              f"paper's 45 nm model: {energy_text(cmp_['paper_45nm']['energy_pj'])} "
              f"({pi['synops']:.4g} ACs × {cmp_['paper_45nm']['e_ac_pj']} pJ + {cmp_['paper_45nm']['encoding_macs']:.4g} "
              f"encoding MACs × {cmp_['paper_45nm']['e_mac_pj']} pJ)"]
@@ -82,6 +102,20 @@ def estimate_lines(data: dict) -> list[str]:
         lines.append(f"our AC/MAC count ({mm['file']}, {mm['energy_model']}): {energy_text(mm['energy_pj'])} per sample "
                      f"({mm['acs']:.4g} ACs, {mm['macs']:.4g} MACs)")
     return lines
+
+
+def _step_summary(per_step: list[dict]) -> dict:
+    """``per_timestep_summary`` for mapping files written before it existed."""
+    import numpy as np
+
+    def summ(v):
+        v = np.asarray(v, dtype=float)
+        return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+    lat = summ([s["latency_ns"] for s in per_step])
+    names = [s["slowest_layer"] for s in per_step]
+    lat["slowest_layers"] = {n: names.count(n) for n in sorted(set(names), key=names.count, reverse=True)}
+    return {"steps": len(per_step), "synops": summ([s["synops"] for s in per_step]), "latency_ns": lat}
 
 
 def format_text(data: dict) -> str:
@@ -160,9 +194,11 @@ def mapping_blocks(report: dict, table_cls) -> list:
     if not maps:
         return ["No hardware mapping in this directory (run `htakl-deploy map RUN_DIR --target loihi2`)."]
     blocks: list = ["Partition of every layer onto neurocores under each target's per-core limits "
-                    "(`htakl-deploy map`, algorithm in `hw/mapping.py`): one layer per core, tiles of output "
-                    "channels × rows × columns; percentages are the fullest core's use of each limit; the binding "
-                    "limit is the one nearest its maximum. Estimates use the target file's per-operation costs.",
+                    "(`htakl-deploy map`, algorithm in `hw/mapping.py`): tiles of output channels × rows × columns, "
+                    "cut as the target's compiler does (Loihi 2: calibrated on Intel's published compiles, "
+                    "docs/MAPPING.md); percentages are the fullest core's use of each limit; the binding "
+                    "limit is the one nearest its maximum. Estimates use the target file's per-operation costs, "
+                    "with the range its calibration leaves.",
                     ("figure", "hardware_mapping")]
     for tn, d in maps.items():
         if "layers" not in d:

@@ -4,7 +4,11 @@ A target is a TOML file (``hw/targets/<name>.toml``, package data: ``loihi1``, `
 user file with the same keys) read into the frozen ``Target`` dataclass, validated on load:
 
 - every number is finite; limits (``*_per_core``, ``*_bits``, ``cores_*``, ...) are integers
-  > 0; energies (``e_*_pj``) and times (``t_*_ns``) are >= 0 (0 = not modelled);
+  > 0; the storage format's switches and counts (``FORMAT_KEYS``) integers >= 0; energies
+  (``e_*_pj``), times (``t_*_ns``) and the static power per chip (``p_static_w``) are >= 0
+  (0 = not modelled);
+- an optional ``[calibration]`` table: the measured run the costs were fitted on and our model's
+  activity for it (``hw.map_estimate`` derives the estimates' error bars from it);
 - ``[sources]`` gives a source for every number, and ``unpublished`` lists the numbers the
   maker has not published (assumptions the user may override);
 - unknown keys and missing keys are refused, naming them.
@@ -24,12 +28,20 @@ from pathlib import Path
 
 from htakl_deploy.errors import UserError
 
-LIMIT_KEYS = ("neurons_per_core", "synapse_memory_bits_per_core", "synapse_word_bits", "synapses_per_entry",
-              "entry_header_bits", "weight_bits", "index_bits_min", "input_axons_per_core",
+LIMIT_KEYS = ("neurons_per_core", "neuron_groups_per_core", "synapse_memory_bits_per_core", "synapse_word_bits",
+              "synapses_per_entry", "entry_header_bits", "weight_bits", "index_bits_min", "input_axons_per_core",
               "output_axons_per_core", "cores_per_tile", "mesh_tiles_x", "cores_per_chip", "chips_per_board")
+# how synapses and axons are stored (integers >= 0; 0/1 switches), see hw/map_geom.py
+FORMAT_KEYS = ("dense_format", "adaptive_weight_bits", "conv_shared_kernels", "conv_x_stride_bits",
+               "axon_per_destination_core", "skip_zero_weights")
 COST_KEYS = ("e_synop_pj", "e_neuron_update_pj", "e_spike_within_tile_pj", "e_tile_hop_pj", "e_barrier_pj",
-             "t_synop_ns", "t_neuron_update_ns", "t_spike_within_tile_ns", "t_tile_hop_ns", "t_barrier_ns")
-NUMBER_KEYS = LIMIT_KEYS + COST_KEYS
+             "t_synop_ns", "t_neuron_update_ns", "t_spike_within_tile_ns", "t_tile_hop_ns", "t_barrier_ns",
+             "p_static_w")
+NUMBER_KEYS = LIMIT_KEYS + FORMAT_KEYS + COST_KEYS
+# [calibration] (optional): one measured run the costs were fitted on, and our model's activity for
+# it (hw/map_estimate.py turns it into error bars); every entry a finite number >= 0 except 'source'
+CALIBRATION_KEYS = ("steps_per_frame", "step_ns", "dynamic_pj_per_step", "static_w_low", "static_w_high",
+                    "synops_per_step", "neuron_updates_per_step", "busiest_core_synops", "busiest_core_neurons")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class Target:
     name: str
     title: str
     neurons_per_core: int
+    neuron_groups_per_core: int
     synapse_memory_bits_per_core: int
     synapse_word_bits: int
     synapses_per_entry: int
@@ -51,6 +64,12 @@ class Target:
     mesh_tiles_x: int
     cores_per_chip: int
     chips_per_board: int
+    dense_format: int
+    adaptive_weight_bits: int
+    conv_shared_kernels: int
+    conv_x_stride_bits: int
+    axon_per_destination_core: int
+    skip_zero_weights: int
     e_synop_pj: float
     e_neuron_update_pj: float
     e_spike_within_tile_pj: float
@@ -61,9 +80,11 @@ class Target:
     t_spike_within_tile_ns: float
     t_tile_hop_ns: float
     t_barrier_ns: float
+    p_static_w: float
     sources: dict = field(default_factory=dict)
     unpublished: tuple = ()
     notes: str = ""
+    calibration: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for key in ("name", "title", "notes"):
@@ -75,6 +96,10 @@ class Target:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{key!r} must be an integer > 0, got {v!r}")
+        for key in FORMAT_KEYS:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key!r} must be an integer >= 0, got {v!r}")
         for key in COST_KEYS:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -94,6 +119,20 @@ class Target:
             raise ValueError("a synapse word must hold an entry header and a weight")
         if self.cores_per_chip % self.cores_per_tile:
             raise ValueError("'cores_per_chip' must be a multiple of 'cores_per_tile'")
+        cal = self.calibration
+        if not isinstance(cal, dict):
+            raise ValueError("[calibration] must be a table")
+        if cal:
+            unknown = sorted(set(cal) - set(CALIBRATION_KEYS) - {"source"})
+            missing = [k for k in CALIBRATION_KEYS if k not in cal]
+            if unknown or missing or not isinstance(cal.get("source"), str) or not cal["source"]:
+                raise ValueError(f"[calibration] needs a 'source' and every one of {list(CALIBRATION_KEYS)}: "
+                                 f"missing {missing + ([] if isinstance(cal.get('source'), str) else ['source'])}, "
+                                 f"unknown {unknown}")
+            for k in CALIBRATION_KEYS:
+                v = cal[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                    raise ValueError(f"[calibration] {k!r} must be a finite number > 0, got {v!r}")
 
     @property
     def index_bits(self) -> int:
@@ -118,12 +157,14 @@ class Target:
             if not sep or key not in NUMBER_KEYS:
                 raise UserError(f"--set: got {pair!r}, expected KEY=VALUE with KEY one of {', '.join(NUMBER_KEYS)}")
             try:
-                changes[key] = int(value) if key in LIMIT_KEYS else float(value)
+                changes[key] = int(value) if key in LIMIT_KEYS + FORMAT_KEYS else float(value)
             except ValueError:
                 raise UserError(f"--set {key}: {value!r} is not a number") from None
             sources[key] = f"user-set (--set {key}={value.strip()})"
         try:
-            return replace(self, **changes, sources=sources,
+            # a user-set cost no longer matches the measured run: no error bars from it
+            cal = {} if set(changes) & set(COST_KEYS) else self.calibration
+            return replace(self, **changes, sources=sources, calibration=cal,
                            unpublished=tuple(k for k in self.unpublished if k not in changes))
         except ValueError as e:
             raise UserError(f"--set: {e}") from None

@@ -187,11 +187,12 @@ def test_greedy_against_lower_bounds():
 
 
 def test_conv_fast_path_equals_the_matrix_path():
-    """The separable conv evaluation against the same link as an explicit sparse matrix."""
+    """The separable conv evaluation against the same link as an explicit sparse matrix (every
+    synapse stored: Loihi 1; Loihi 2's shared kernels are tests/test_loihi2_calibration.py's)."""
     from htakl_deploy.hw.plan import conv_matrix
 
     rng = np.random.default_rng(0)
-    t = load_target("loihi2")
+    t = load_target("loihi1")
     for (cin, cout, h, k, s, p, groups) in [(3, 5, 7, 3, 1, 1, 1), (4, 6, 8, 3, 2, 1, 2), (4, 4, 6, 1, 1, 0, 4)]:
         w = rng.integers(1, 5, (cout, cin // groups, k, k)) * rng.choice([-2, 2], (cout, cin // groups, k, k))
         spec = {"weight": w, "f_weight": w.astype(float), "stride": (s, s), "padding": (p, p), "dilation": (1, 1),
@@ -288,7 +289,9 @@ def test_routed_synops_equal_the_energy_counters_acs(run_dir):
     from htakl_deploy.hw.simulate import read_artefact
 
     rec = read_spikes(run_dir / "simulate/emulator/spikes.h5")
-    m = map_plan(read_artefact(run_dir / "export/student.lava.npz"), load_target("loihi2"))
+    plan = read_artefact(run_dir / "export/student.lava.npz")
+    # Loihi 1's model (a synaptic op per stored synapse reached) on tiles that end at the layer's edge
+    m = map_plan(plan, load_target("loihi1"), "fewest")
     est = estimate(m, rec)
     q = from_nir(read_nir(run_dir / "export/student_quant.nir"))
     graph = getattr(q, "graph", q)
@@ -297,6 +300,14 @@ def test_routed_synops_equal_the_energy_counters_acs(run_dir):
     for t in range(rec.timesteps):
         assert est["per_timestep"][t]["synops"] * rec.samples == sum(r["acs_per_timestep"][t] for r in spike_rows)
     assert m.input_synapses * rec.timesteps * rec.samples == ops["totals"]["macs"]
+    # Loihi 2 (calibrated on Intel's activity profile): each link's ops times its non-zero weight
+    # fraction, and ops to the neurons a compiler tile allocates past the layer's edge
+    m2 = map_plan(plan, load_target("loihi2"), "fewest")
+    est2 = estimate(m2, rec)
+    frac = {g.name: g.nonzero_fraction() for lm in m2.layers.values() for g in lm.links if hasattr(g, "synops")}
+    assert 0 < min(frac.values()) and any(f < 1 for f in frac.values())
+    want = sum(link["synops"] * frac[link["link"]] for link in est["links"])
+    assert est2["per_inference"]["synops"] == pytest.approx(want, rel=1e-12)
 
 
 def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
@@ -363,10 +374,61 @@ def test_map_a_graph_imported_from_nir(tmp_path, capsys):
     capsys.readouterr()
     data = json.loads(out.read_text())
     lif_row, fc_row = data["layers"]
-    # the LIF layer (256 neurons, fed off-chip) and the readout (10) fit one Loihi 2 core each; the
-    # readout's 256 input axons (the pool folded into fc) store 10 weights each, densely: 10·8 + 10 → 128 bits
+    # the LIF layer (256 neurons, fed off-chip) and the readout (10) fit one Loihi 2 core each; each of
+    # the readout's 256 input axons (the pool folded into fc) stores its 10 weights at the layer's netx
+    # precision (8 bits) with a 12-bit index, and a 4-bit header: 10·20 + 4 = 204 → four 64-bit words
     assert (lif_row["cores"], fc_row["cores"], data["totals"]["chips"]) == (1, 1, 1)
-    assert fc_row["synapse_bits_per_core_max"] == 256 * 128 and fc_row["fan_in_max"] == 256
+    assert fc_row["weight_bits"] == [8]
+    assert fc_row["synapse_bits_per_core_max"] == 256 * 4 * 64 and fc_row["fan_in_max"] == 256
     assert lif_row["output_axons_per_core_max"] == 256
     # the encoding conv (off-chip): per axis 8 outputs × 3 taps − 2 padding taps = 22; 22² × 4 channels
     assert data["totals"]["encoding_synapses_off_chip"] == 22 * 22 * 4
+
+
+def test_map_prints_a_summary_not_one_line_per_step():
+    """A 300-step recording: the text gives the per-step spread in one line (every step stays in
+    the JSON), not 300 entries."""
+    from htakl_deploy.hw.mapping_report import format_text
+
+    plan = flat_plan(4, 4, 2)
+    m = map_plan(plan, target(neurons_per_core=2))
+    rng = np.random.default_rng(0)
+    rec = SpikeRecording({"A": rng.integers(0, 2, (300, 3, 4), dtype=np.uint8),
+                          "B": rng.integers(0, 2, (300, 3, 4), dtype=np.uint8)},
+                         np.zeros((300, 3, 1, 1, 4), np.float32), attrs={"backend": "hand"})
+    data = summary(m)
+    data["estimate"] = estimate(m, rec)
+    text = format_text(data)
+    assert len(data["estimate"]["per_timestep"]) == 300
+    assert len(text.splitlines()) < 20 and "t=300" not in text and "t=2:" not in text
+    assert "per time step (300 steps" in text
+    lat = [s["latency_ns"] for s in data["estimate"]["per_timestep"]]
+    assert f"{min(lat) / 1e3:.2f} – {max(lat) / 1e3:.2f} µs" in text
+
+
+def test_error_bars_from_the_calibration_by_hand():
+    """The range a target's [calibration] leaves: the central estimate and the two single-operation
+    attributions of the measured run (all synaptic ops, all neuron updates), each refitted to it."""
+    cal = {"source": "hand", "steps_per_frame": 2, "step_ns": 1000.0, "dynamic_pj_per_step": 500.0,
+           "static_w_low": 0.1, "static_w_high": 0.2, "synops_per_step": 10.0, "neuron_updates_per_step": 20.0,
+           "busiest_core_synops": 5.0, "busiest_core_neurons": 4.0}
+    t = replace(target(neurons_per_core=2), cores_per_tile=1, mesh_tiles_x=2, calibration=cal)
+    plan = flat_plan(4, 4, 2, np.array([[1, 1, 0, 0], [0, 1, 0, 1]]))
+    m = map_plan(plan, t)
+    a, b = np.zeros((2, 1, 4), np.uint8), np.zeros((2, 1, 4), np.uint8)
+    a[0, 0, [0, 3]] = 1
+    b[1, 0, [1, 2]] = 1
+    est = estimate(m, SpikeRecording({"A": a, "B": b}, np.zeros((2, 1, 1, 1, 4), np.float32), attrs={}))
+    pi = est["per_inference"]
+    r = pi["ranges"]
+    # 10 synaptic ops and 10 neurons × 2 steps: all-synops 500/10 pJ each → 500; all-updates 500/20 → 500
+    dyn = [pi["energy"]["dynamic_pj"], 500.0 * 10 / 10, 500.0 * 20 / 20]
+    assert r["dynamic_pj"] == [min(dyn), max(dyn)]
+    # per step: busiest core's synops (4, then 2) × 1000/5 ns; its neurons (2) × 1000/4 ns
+    steps = [pi["step_latency_ns_mean"], (4 * 200 + 2 * 200) / 2, 2 * 250.0]
+    assert r["step_latency_ns"] == pytest.approx([min(steps), max(steps)])
+    chips = m.chips
+    assert r["static_pj"] == pytest.approx([0.1 * chips * min(steps) * 2 * 1e3, 0.2 * chips * max(steps) * 2 * 1e3])
+    assert r["total_pj"] == pytest.approx([r["dynamic_pj"][0] + r["static_pj"][0], r["dynamic_pj"][1] + r["static_pj"][1]])
+    assert "ranges" not in estimate(replace(m, target=replace(t, calibration={})), SpikeRecording(
+        {"A": a, "B": b}, np.zeros((2, 1, 1, 1, 4), np.float32), attrs={}))["per_inference"]

@@ -31,11 +31,12 @@ def out_len(n: int, k: int, s: int, p: int, d: int = 1) -> int:
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def axis_reach(n_in: int, k: int, s: int, p: int, d: int = 1) -> np.ndarray:
+def axis_reach(n_in: int, k: int, s: int, p: int, d: int = 1, n_out: int | None = None) -> np.ndarray:
     """bool ``[n_in, n_out]``: input index i feeds output o along one axis of a conv/pool
     (kernel k, stride s, padding p, dilation d). The one geometry the op counter and the
-    Loihi mapper both read connectivity from."""
-    n_out = out_len(n_in, k, s, p, d)
+    Loihi mapper both read connectivity from. ``n_out`` (default: the conv's output length) may be
+    larger: outputs past the end, as a core allocated beyond the layer's edge computes them."""
+    n_out = out_len(n_in, k, s, p, d) if n_out is None else n_out
     i = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
     o = np.broadcast_to(np.arange(n_out)[:, None], i.shape)
     ok = (i >= 0) & (i < n_in)

@@ -822,6 +822,13 @@ add("map-tampered-artefact", ("map", "{npz}"), "link",
 add("map-target-unknown", ("map", "{run}", "--target", "tpu"), "tpu")
 add("map-target-file-garbage", ("map", "{run}", "--target", "t.toml"), "t.toml", put("t.toml", "cores = = 3\n"))
 add("map-target-file-not-utf8", ("map", "{run}", "--target", "t.toml"), "t.toml", put("t.toml", b"x = '\xff'\n"))
+add("map-strategy-unknown", ("map", "{run}", "--strategy", "greedy"), "greedy")
+add("map-target-calibration-negative", ("map", "{run}", "--target", "t.toml"), "calibration", put(
+    "t.toml", (Path(__file__).parents[2] / "hw/targets/loihi2.toml").read_text(encoding="utf-8")
+    + '\n[calibration]\nsource = "x"\nsteps_per_frame = 16\nstep_ns = -1\n'))
+add("map-target-format-negative", ("map", "{run}", "--target", "t.toml"), "conv_x_stride_bits", put(
+    "t.toml", (Path(__file__).parents[2] / "hw/targets/loihi2.toml").read_text(encoding="utf-8")
+    .replace("conv_x_stride_bits = 1", "conv_x_stride_bits = -1")))
 add("map-set-unknown-key", ("map", "{run}", "--set", "warp_drive=1"), "warp_drive")
 add("map-set-not-number", ("map", "{run}", "--set", "e_synop_pj=lots"), "e_synop_pj")
 add("map-set-nan", ("map", "{run}", "--set", "e_synop_pj=nan"), "e_synop_pj")
