@@ -120,8 +120,12 @@ def map_strategies(plan: DeploymentPlan, target: Target, strategies=MAP_STRATEGI
         raise UserError(f"{len(no_fit)} layer(s) fit on no {target.name} core (set a larger limit with --set if "
                         f"the hardware allows it): " + "; ".join(no_fit))
     inp = plan.input_link
-    in_syn = ConvGeom(inp, shape3(plan.input_shape), shape3(plan.populations[inp.dst].shape), target).synapses() \
-        if inp.conv is not None and len(plan.input_shape) == 3 else int(inp.int_matrix(plan.input_shape).nnz)
+    if inp.kind == "bias":  # a netx input layer: the input is its bias, no synapses
+        in_syn = 0
+    elif inp.conv is not None and len(plan.input_shape) == 3:
+        in_syn = ConvGeom(inp, shape3(plan.input_shape), shape3(plan.populations[inp.dst].shape), target).synapses()
+    else:
+        in_syn = int(inp.int_matrix(plan.input_shape).nnz)
     tilings = {"compiler": "compiler", "fewest": "fewest", "packed": "fewest"}
     tiled: dict[str, dict[str, LayerMap]] = {}
     out: dict[str, Mapping] = {}

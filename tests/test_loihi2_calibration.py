@@ -147,3 +147,26 @@ def test_zero_weights_cost_no_synaptic_op():
     x = np.random.default_rng(0).integers(0, 2, (3, int(np.prod(plan.populations["L2"].shape))))
     assert np.allclose(g.synops(x, m.layers["L3"].tiling),
                        (g.counts(m.layers["L3"].tiling).T @ x.T).T * g.nonzero_fraction())
+
+
+def test_costs_are_loihi1_scaled_by_the_benchs_fit():
+    """The target's costs and [calibration] are what bench/loihi2_pilotnet.py fitted on Intel's
+    measured PilotNet LIF run (its JSON is committed; the run itself needs Intel's file)."""
+    import json
+    from pathlib import Path
+
+    from htakl_deploy.hw.target import COST_KEYS
+
+    r = json.loads((Path(__file__).parents[1] / "bench/results_archive/loihi2_pilotnet.json").read_text())
+    t1, t2 = load_target("loihi1"), load_target("loihi2")
+    for key in COST_KEYS:
+        if key == "p_static_w":
+            continue
+        k = r["fit"]["k_energy"] if key.startswith("e_") else r["fit"]["k_time"]
+        assert getattr(t2, key) == pytest.approx(getattr(t1, key) * k, rel=1e-5), key
+    assert t2.p_static_w == load_published()["pilotnet_lif"]["power_static_w"]
+    assert t2.calibration.keys() - {"source"} == r["fit"]["calibration"].keys()
+    for key, v in r["fit"]["calibration"].items():
+        assert t2.calibration[key] == pytest.approx(v, rel=1e-5), key
+    assert all(v == len(r["rows"]) for v in r["matches"].values())  # the real file: every figure equal
+    assert all(abs(a["ours"] / a["intel"] - 1) < 0.02 for a in r["activity"])

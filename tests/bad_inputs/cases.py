@@ -824,8 +824,8 @@ add("map-target-file-garbage", ("map", "{run}", "--target", "t.toml"), "t.toml",
 add("map-target-file-not-utf8", ("map", "{run}", "--target", "t.toml"), "t.toml", put("t.toml", b"x = '\xff'\n"))
 add("map-strategy-unknown", ("map", "{run}", "--strategy", "greedy"), "greedy")
 add("map-target-calibration-negative", ("map", "{run}", "--target", "t.toml"), "calibration", put(
-    "t.toml", (Path(__file__).parents[2] / "hw/targets/loihi2.toml").read_text(encoding="utf-8")
-    + '\n[calibration]\nsource = "x"\nsteps_per_frame = 16\nstep_ns = -1\n'))
+    "t.toml", __import__("re").sub(r"(?m)^step_ns = .*$", "step_ns = -1", (
+        Path(__file__).parents[2] / "hw/targets/loihi2.toml").read_text(encoding="utf-8"))))
 add("map-target-format-negative", ("map", "{run}", "--target", "t.toml"), "conv_x_stride_bits", put(
     "t.toml", (Path(__file__).parents[2] / "hw/targets/loihi2.toml").read_text(encoding="utf-8")
     .replace("conv_x_stride_bits = 1", "conv_x_stride_bits = -1")))
