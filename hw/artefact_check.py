@@ -106,7 +106,7 @@ def _pop_keys() -> set[str]:
 def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
     """Every header field, and the type and shape of every array it refers to (read from the
     arrays' own headers: nothing is allocated here)."""
-    from htakl_deploy.hw.plan import LINK_KINDS, READS, WEIGHTED_KINDS
+    from htakl_deploy.hw.plan import LINK_KINDS, NEURONS, READS, WEIGHTED_KINDS
 
     POP_KEYS = _pop_keys()
 
@@ -156,6 +156,9 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
         if d["read"] not in READS or (d["read"] != "current" and not d["readout"]):
             raise bad(f"{who}: read must be one of {', '.join(READS)} (not 'current' only for the readout), "
                       f"got {d['read']!r}")
+        if d["neuron"] not in NEURONS or (d["neuron"] == "graded" and d["readout"]):
+            raise bad(f"{who}: neuron must be one of {', '.join(NEURONS)} (a graded relay is not the readout), "
+                      f"got {d['neuron']!r}")
         for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp", "ref_delay") if k in POP_KEYS):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):

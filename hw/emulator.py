@@ -150,14 +150,18 @@ def _prepared(link: Link, src_shape: tuple[int, ...]) -> tuple[bool, object]:
 
 
 def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...]) -> torch.Tensor:
+    """A link's integer output; ``spikes``: bool, or a graded relay's int64 payloads."""
     t, b = spikes.shape[:2]
+    scale = 1 if spikes.dtype == torch.bool else max(1, _abs_max(spikes))  # graded: sums grow with the payload
     if link.kind == "conv":  # Lava Conv: no exponent, 24-bit wrap
-        return _t_wrap(_conv_int(spikes, link, _conv_bound(link)), 24)
+        return _t_wrap(_conv_int(spikes, link, _conv_bound(link) * scale), 24)
     if link.conv is not None and _kernel_is_exact(link):  # a Sparse whose matrix is this convolution
-        y = _conv_int(spikes, link, _conv_bound(link))
+        y = _conv_int(spikes, link, _conv_bound(link) * scale)
         return _t_wrap(_t_shift(y, link.weight_exp), 32).reshape(t, b, *dst_shape)
     flat = spikes.reshape(t * b, -1)
     exact_f32, weights = _prepared(link, tuple(spikes.shape[2:]))
+    if scale > 1:  # graded payloads: the exact int64 product
+        exact_f32, weights = False, lava_matrix(link, tuple(spikes.shape[2:]))
     if exact_f32:  # binary inputs, |row sums| < 2^24: float32 sums are exact
         if link.kind == "dense":
             a = flat.to(torch.float32) @ weights
@@ -196,7 +200,9 @@ def readout_logits(pop: Population, readout_u: np.ndarray) -> np.ndarray:
 def general_only(plan: DeploymentPlan, name: str, pop: Population) -> bool:
     """Whether the population needs the general path (``hw.kernels``' fused loop has no per-sample
     bias, refractory state or v readout)."""
-    return pop.ref_delay != 1 or pop.read != "current" or any(k.kind == "bias" for k in plan.links_into(name))
+    return (pop.ref_delay != 1 or pop.read != "current" or pop.neuron != "lif"
+            or any(k.kind == "bias" or (k.src != INPUT and plan.populations[k.src].neuron != "lif")
+                   for k in plan.links_into(name)))
 
 
 def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch.Tensor | None = None,
@@ -336,9 +342,9 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
                     continue
                 a = out if a is None else _t_wrap(a + out, 32)
             want_v = state is not None or pop.read == "v"
-            got = _run_population_t(pop, a, bias_in, want_v=want_v)
-            s, u = got[:2]
-            if state is not None:
+            got = (a, None, None) if pop.neuron == "graded" else _run_population_t(pop, a, bias_in, want_v=want_v)
+            s, u = got[:2]  # a graded relay forwards its input current as its payload
+            if state is not None and pop.neuron == "lif":
                 us, vs = state.setdefault(name, ([], []))
                 us.append(u.numpy())
                 vs.append(got[2].numpy())

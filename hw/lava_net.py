@@ -156,6 +156,7 @@ LAVA_CONV_MAX_PAIRS = 128 * 128
 SPARSE_FAST_NNZ = 2_000_000
 SPARSE_MAX_NNZ = 40_000_000
 GRADED_BITS = 8
+RELAY_BITS = 24  # a graded relay's payload (hw.map_transform.GRADED_PAYLOAD_BITS)
 
 
 def _conv_exact(link: Link) -> bool:
@@ -204,17 +205,18 @@ def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
     return proc, False
 
 
-def _build_dense(link: Link, src_shape, dst_shape, fixed: bool):
+def _build_dense(link: Link, src_shape, dst_shape, fixed: bool, bits: int = 0):
+    """Lava ``Dense``; ``bits``: the message bits of a graded source (0: binary spikes)."""
     from lava.proc.dense.process import Dense
 
     m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape).toarray()
     if fixed:
         return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, num_weight_bits=link.num_weight_bits,
-                     name=link.name), True
-    return Dense(weights=m.astype(np.float64), name=link.name), True
+                     name=link.name, num_message_bits=bits), True
+    return Dense(weights=m.astype(np.float64), name=link.name, num_message_bits=bits), True
 
 
-def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
+def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool, bits: int = GRADED_BITS):
     from lava.proc.sparse.process import DelaySparse, Sparse
 
     if link.conv is not None and len(src_shape) == 3 and len(dst_shape) == 3:
@@ -227,10 +229,11 @@ def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool):
     m = m.astype(np.int32) if fixed else m.astype(np.float64)
     kwargs = {"weight_exp": link.weight_exp, "num_weight_bits": link.num_weight_bits} if fixed else {}
     if link.delay == 0:
-        return Sparse(weights=m, name=link.name, num_message_bits=GRADED_BITS, **kwargs), True
+        return Sparse(weights=m, name=link.name, num_message_bits=bits, **kwargs), True
     delays = m.copy().astype(int)  # Lava checks for exactly the default int dtype
     delays.data[:] = link.delay
-    return DelaySparse(weights=m, delays=delays, name=link.name, **kwargs), True
+    graded = {"num_message_bits": bits} if bits > GRADED_BITS else {}  # a graded relay's payloads
+    return DelaySparse(weights=m, delays=delays, name=link.name, **graded, **kwargs), True
 
 
 LINK_BUILDERS: dict[str, Callable[[Link, tuple, tuple, bool], tuple[Any, bool]]] = {
@@ -244,6 +247,13 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
     from lava.proc.lif.process import LIFReset
 
     shape = lava_shape(pop.shape)
+    if pop.neuron == "graded":  # a relay: its input current, sent as a graded spike every step
+        if not fixed:
+            raise ValueError(f"population {pop.name!r}: graded relays run in fixed_pt only (Lava's GradedVec has "
+                             "no floating_pt model)")
+        from lava.proc.graded.process import GradedVec
+
+        return GradedVec(shape=shape, vth=0, exp=0)  # (GradedVec takes no name)
     to_lava = (lambda a: a.transpose(2, 1, 0)) if len(pop.shape) == 3 else (lambda a: a)
     plain = pop.readout and pop.read == "current"  # our readout: its bias is added when read
     if fixed:
@@ -311,8 +321,12 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
                 source.s_out.connect(pops[link.dst].a_in)
             continue
         src = plan.populations[link.src]
-        kind = "conv" if _as_lava_conv(link, dst.shape) else link.kind
-        proc, flat = LINK_BUILDERS[kind](link, src.shape, dst.shape, fixed)
+        if src.neuron == "graded":  # graded payloads: a Dense/Sparse reading 24-bit messages
+            build = _build_dense if link.kind == "dense" else _build_sparse
+            proc, flat = build(link, src.shape, dst.shape, fixed, bits=RELAY_BITS)
+        else:
+            kind = "conv" if _as_lava_conv(link, dst.shape) else link.kind
+            proc, flat = LINK_BUILDERS[kind](link, src.shape, dst.shape, fixed)
         out = pops[link.src].s_out
         (out.flatten() if flat and len(src.shape) > 1 else out).connect(proc.s_in)
         (proc.a_out.reshape(lava_shape(dst.shape)) if flat and len(dst.shape) > 1 else proc.a_out).connect(
@@ -331,10 +345,10 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
             key, _ = create_recording(shape, steps, var_type)
             recorders[name] = VarRecorder(var=getattr(pops[name], read_var), key=key)
         else:
-            key, _ = create_recording(shape, steps, np.uint8)
+            key, _ = create_recording(shape, steps, np.int32 if pop.neuron == "graded" else np.uint8)
             recorders[name] = SpikeRecorder(shape=shape, key=key)
             pops[name].s_out.connect(recorders[name].a_in)
-        if record_state:
+        if record_state and pop.neuron == "lif":
             for var in ("u", "v"):
                 key, _ = create_recording(shape, steps, var_type)
                 recorders[f"{name}#{var}"] = VarRecorder(var=getattr(pops[name], var), key=key)
@@ -506,7 +520,7 @@ def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str =
     values = np.int64 if backend == "fixed_pt" else np.float64
     for name, pop in plan.populations.items():
         rec = _unfold(_from_lava_record(data.pop(name), pop.depth, groups, timesteps), k, samples)
-        out[name] = rec.astype(values if pop.readout else bool)
+        out[name] = rec.astype(values if pop.readout else np.int64 if pop.neuron == "graded" else bool)
         for var in ("u", "v") if record_state else ():
             state = _unfold(_from_lava_record(data.pop(f"{name}#{var}"), pop.depth, groups, timesteps), k, samples)
             out[f"{name}#{var}"] = state.astype(values)

@@ -26,8 +26,9 @@ bits; a shared kernel once), network-wide (``lower_bound_cores``) and per layer
 (``lower_bound_cores_layerwise``, the sum: the bound for one population per core).
 
 A layer whose single neuron breaks a limit (fan-in above the input axons of a core, its synapses
-above the memory of a core, or its fan-out above the output axons) fits on no core: UserError
-naming the layer and the limit (``hw.map_transform`` splits such fan-ins).
+above the memory of a core, or its fan-out above the output axons) fits on no core: ``map_plan``
+raises UserError naming the layer and the limit; ``map_artefact`` then rewrites such fan-ins onto
+graded relays (``hw.map_transform.deployable``) and reports what it did (``transforms``).
 
 **With recorded spikes** (``hw.map_estimate.estimate``): synaptic ops per core, spike messages,
 mesh hops, step latency and energy per inference, with the error bars the target's calibration
@@ -270,9 +271,18 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
     else:
         path = resolve_artefact(artefact)
         plan = read_artefact(path)
-    maps = map_strategies(plan, tgt)
+    try:
+        maps = map_strategies(plan, tgt)
+        decisions = []
+    except UserError:  # a fan-in no core holds: rewritten onto graded relays where that is exact
+        from htakl_deploy.hw.map_transform import deployable
+
+        plan, decisions = deployable(plan, tgt, strategy)
+        maps = map_strategies(plan, tgt)
     m = maps[strategy]
     data = summary(m, {k: v.cores for k, v in maps.items() if k != strategy})
+    if decisions:
+        data["transforms"] = decisions
     data["artefact"] = str(path)
     spike_path = find_spikes(path) if spikes == "auto" else (Path(spikes) if spikes else None)
     if spike_path is not None:

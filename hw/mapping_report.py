@@ -61,6 +61,11 @@ def totals_lines(data: dict) -> list[str]:
              f"{t['cores'] / max(t['lower_bound_cores_layerwise'], 1):.2f}",
              f"{t['neurons']} neurons, {t['synapses']} on-chip synapses ({t['synapse_bits']} bits of synapse memory); "
              f"the encoding layer's {t['encoding_synapses_off_chip']} synapses run off-chip"]
+    for d in data.get("transforms", []):
+        opts = ", ".join(f"{o['option']}: {o['cores'] if o['cores'] is not None else 'does not fit'} cores"
+                         for o in d["options"])
+        lines.append(f"rewritten: layer {d['population']!r} fits on no core as exported ({d['reason']}); "
+                     f"{d['chosen']} on graded relays ({opts})")
     if tg.get("unpublished"):
         lines.append(f"not published for {tg['name']}, assumed (override with --set): {', '.join(tg['unpublished'])}")
     return lines

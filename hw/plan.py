@@ -5,7 +5,9 @@ both the Lava builder (``hw.lava_net``) and the vectorised emulator (``hw.emulat
 so the two can only differ in *how* they compute, never in *what*:
 
 - **Population**: one per LIF node (``LIFReset`` on Lava) plus the **readout** (the logits
-  node: a non-spiking LIF whose current ``u`` is read every step). Integer (``fixed_pt``) and
+  node: a non-spiking LIF whose current ``u`` is read every step); a **graded relay**
+  (``neuron == "graded"``, Lava's ``GradedVec`` with threshold 0, added by ``hw.map_transform``)
+  sends the integer current it receives as a graded spike every step. Integer (``fixed_pt``) and
   float (``floating_pt``) neuron parameters; ``depth`` = the step offset at which the
   population sees a sample's first time step.
 - **Link**: one per connection into a population, with its full linear map from the source
@@ -72,6 +74,7 @@ WEIGHTED_KINDS = ("input", "conv", "dense", "sparse")  # the kinds that carry a 
 READS = ("current", "v", "spikes")
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
+NEURONS = ("lif", "graded")
 
 
 @dataclass(eq=False)
@@ -92,9 +95,14 @@ class Population:
     f_bias: np.ndarray  # float64 per channel
     ref_delay: int = 1  # Loihi's refractory delay (hw.lif_ref.refractory_hold); 1: none beyond the spike's step
     read: str = "current"  # the readout: "current" (ours: u + bias, never fires), or a netx last layer's "v" / "spikes"
+    neuron: str = "lif"  # "lif", or "graded": a relay of its input current as a graded spike (hw.map_transform)
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
+        if self.neuron not in NEURONS:
+            raise ValueError(f"population {self.name!r}: neuron {self.neuron!r} not in {NEURONS}")
+        if self.neuron == "graded" and self.readout:
+            raise ValueError(f"population {self.name!r}: a graded relay cannot be the readout")
         if self.read not in READS:
             raise ValueError(f"population {self.name!r}: read {self.read!r} not in {READS}")
         if self.read != "current" and not self.readout:
