@@ -47,9 +47,10 @@ GRADED_PAYLOAD_BITS = 24  # Lava's graded spikes (GradedVec, num_message_bits) a
 
 
 def relay_population(name: str, shape, depth: int) -> Population:
-    """A graded relay: no bias, no threshold; it forwards its input current every step."""
+    """A graded relay: no bias; it forwards its input current every step (its LIF fields are unused:
+    Lava's GradedVec runs it with threshold 0)."""
     c = int(shape[0])
-    return Population(name, tuple(shape), depth, False, 1, 4095, 4095, 0, np.zeros(c, np.int64), 0, 1.0, 1.0, 0.0,
+    return Population(name, tuple(shape), depth, False, 1, 4095, 4095, 1, np.zeros(c, np.int64), 0, 1.0, 1.0, 1.0,
                       np.zeros(c), neuron="graded")
 
 
@@ -88,7 +89,7 @@ def pool_factor(link: Link, src_shape) -> np.ndarray | None:
     if len(src_shape) != 3 or link.src == INPUT or link.conv is not None:
         return None
     c, h, w = src_shape
-    m = link.matrices(tuple(src_shape))[0]
+    m = link.int_matrix(tuple(src_shape))
     full = m.toarray().reshape(m.shape[0], c, h * w)
     if not np.all(full == full[:, :, :1]):
         return None
@@ -124,8 +125,9 @@ def with_pool_layer(plan: DeploymentPlan, link_name: str) -> DeploymentPlan:
     kp = None if v is not None else conv_pool_factor(link, src.shape)
     if v is not None:  # global: a relay per channel, the dense layer reads the counts
         ph, pw = h, w
-        f = link.matrices(src.shape)[1].toarray().reshape(v.shape[0], c, h * w)[:, :, 0]
-        m, fm = sp.csr_matrix(v.astype(np.int64)), sp.csr_matrix(f)
+        f = link.matrices(src.shape)[1]  # float weights: None in a plan read from an artefact
+        m = sp.csr_matrix(v.astype(np.int64))
+        fm = None if f is None else sp.csr_matrix(f.toarray().reshape(v.shape[0], c, h * w)[:, :, 0])
         m.eliminate_zeros()
         reads = Link(link.name, relay, link.dst, "dense", 0, link.weight_exp, m, fm,
                      num_weight_bits=link.num_weight_bits)
@@ -133,7 +135,8 @@ def with_pool_layer(plan: DeploymentPlan, link_name: str) -> DeploymentPlan:
         ph = pw = kp
         spec = link.conv
         base = {**spec, "weight": np.asarray(spec["weight"])[:, :, ::kp, ::kp],
-                "f_weight": np.asarray(spec["f_weight"])[:, :, ::kp, ::kp],  # per spike, so per count
+                "f_weight": None if spec.get("f_weight") is None  # per spike, so per count
+                else np.asarray(spec["f_weight"])[:, :, ::kp, ::kp],
                 "stride": tuple(s // kp for s in spec["stride"]), "padding": tuple(p // kp for p in spec["padding"])}
         reads = Link(link.name, relay, link.dst, "sparse", 0, link.weight_exp, conv=base,
                      num_weight_bits=link.num_weight_bits)
@@ -153,7 +156,8 @@ def with_fan_in_split(plan: DeploymentPlan, link_name: str, group: int) -> Deplo
     neurons, their partial sums relayed to the target (module docstring)."""
     link = next(k for k in plan.links if k.name == link_name)
     src, dst = plan.populations[link.src], plan.populations[link.dst]
-    m, fm = (x.tocsr() for x in link.matrices(src.shape))
+    m, fm = link.matrices(src.shape)
+    m, fm = m.tocsr(), None if fm is None else fm.tocsr()
     n_src, n_dst = src.size, dst.size
     k = -(-n_src // group)
     bound = int(np.asarray(abs(m).sum(axis=1)).max(initial=0))
@@ -163,7 +167,8 @@ def with_fan_in_split(plan: DeploymentPlan, link_name: str, group: int) -> Deplo
     group_of = np.arange(n_src) // group
     # relay (i, n) holds group i's partial sum for target n: the link's columns of group i, stacked
     part = sp.vstack([m @ sp.diags((group_of == i).astype(np.int64), dtype=np.int64) for i in range(k)]).tocsr()
-    f_part = sp.vstack([fm @ sp.diags((group_of == i).astype(np.float64), dtype=np.float64) for i in range(k)]).tocsr()
+    f_part = None if fm is None else sp.vstack(
+        [fm @ sp.diags((group_of == i).astype(np.float64), dtype=np.float64) for i in range(k)]).tocsr()
     part.eliminate_zeros()
     relay = f"{link.dst}.partial"
     add = sp.hstack([sp.identity(n_dst, dtype=np.int64, format="csr")] * k).tocsr()
@@ -191,7 +196,7 @@ def _no_fit(plan: DeploymentPlan, target) -> dict[str, str]:
 def _fan_in(link: Link, plan: DeploymentPlan) -> int:
     if link.conv is not None:
         return int(np.count_nonzero(np.asarray(link.conv["weight"])[0]))
-    return int(link.matrices(plan.populations[link.src].shape)[0].getnnz(axis=1).max(initial=0))
+    return int(link.int_matrix(plan.populations[link.src].shape).getnnz(axis=1).max(initial=0))
 
 
 def split_group(target) -> int:

@@ -65,7 +65,7 @@ def split_plan(rng) -> DeploymentPlan:
              matrix_link("aa", "A0", "A", 2 * rng.integers(-20, 30, (40, 40))),
              matrix_link("ab", "A", "B", 2 * rng.integers(-60, 61, (6, 40)), exp=-2),
              matrix_link("skip", "A0", "B", 2 * rng.integers(-20, 21, (6, 40)), kind="sparse")]
-    return retime(DeploymentPlan((40,), 1.0, pops, links))
+    return retime(DeploymentPlan((40,), 1.0, pops, links, {"timesteps": 6, "config": None}))
 
 
 def _agree(a, b, names):
@@ -146,3 +146,18 @@ def test_deployable_chooses_the_cheaper_rewrite_and_says_why():
     new2, (d2,) = deployable(plan2, replace(load_target("loihi2"), input_axons_per_core=45))
     assert d2["chosen"] == "fan-in-split" and [o["option"] for o in d2["options"]] == ["fan-in-split"]
     assert "B.partial" in new2.populations
+
+
+def test_a_rewritten_plan_saves_and_reads_back(tmp_path):
+    """A plan with graded relays is an artefact like any other: written, checked, read, the same."""
+    from htakl_deploy.hw.simulate import read_artefact
+
+    rng = np.random.default_rng(4)
+    new = with_fan_in_split(split_plan(rng), "ab", 16)
+    path = tmp_path / "relay.lava.npz"
+    new.save(path)
+    back = read_artefact(path)
+    assert back.populations["B.partial"].neuron == "graded"
+    x = rng.integers(0, 256, (4, 2, 40))
+    a, b = emulate(new, x, x_is_int=True), emulate(back, x, x_is_int=True)
+    _agree(a, b, [n for n, p in new.populations.items() if not p.readout])
