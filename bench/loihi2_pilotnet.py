@@ -166,7 +166,7 @@ def markdown(r: dict) -> str:
     total = sum(x["ours"]["cores"] for x in r["rows"])
     lines += ["", f"Total: Intel {pub['total_cores']}, ours {total} (`compiler`); `fewest` {r['cores']['fewest']}, "
               f"`packed` {r['cores']['packed']}. Figures equal: "
-              + ", ".join(f"{k} {v}/{len(r['rows'])}" for k, v in r["matches"].items()) + ".", "",
+              + ", ".join(f"{k} {r['matches'][k]}/{len(r['rows'])}" for k in COLUMNS) + ".", "",
               "Synaptic ops per core over Intel's 10,000-step run (its activity plot, read off the figure) and ours "
               "(the read network, our emulator on the run's input: none):", "",
               "| core | Intel | ours | ours / Intel |", "|---|---|---|---|"]

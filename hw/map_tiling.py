@@ -16,7 +16,10 @@ Two ways to tile a population of shape (C, H, W) (a flat one is (N, 1, 1)):
   row/column tiles, the largest channel block that satisfies every limit on every tile is found by
   bisection (usage grows with the block), then evened out (as many blocks, equal sizes); the
   tiling with the fewest cores wins, ties broken by the fewest input axons summed over its cores
-  (each is a route that every spike of that source neuron travels: inter-core traffic).
+  (each is a route that every spike of that source neuron travels: inter-core traffic). Where use
+  does not grow with the block (partial-sum relays: a block straddling two groups takes both
+  groups' axons) the bisection can miss a larger block; the compiler's tiling is then taken where
+  it has fewer cores, so ``fewest`` is never worse than ``compiler``.
 
 ``pack`` then puts the tiles of layers that fit on one core together, up to the target's
 ``neuron_groups_per_core`` layers per core, first-fit decreasing, every limit summed over the
@@ -184,7 +187,12 @@ def tile_population(name: str, shape, geoms: list, out_axons: Callable, t: Targe
     if problem:
         raise UserError(f"layer {name!r} fits on no {t.name} core: {problem}"
                         " (set a larger limit with --set if the hardware allows it)")
-    found = (_compiler if strategy == "compiler" else _fewest)(shape3(shape), geoms, out_axons, t)
+    found = _compiler(shape3(shape), geoms, out_axons, t)
+    if strategy == "fewest":  # the search, unless the compiler's tiles are fewer (the search's bisection
+        # assumes use grows with the channel block, which a block straddling two relay groups breaks)
+        searched = _fewest(shape3(shape), geoms, out_axons, t)
+        if found is None or searched[0].n_tiles <= found[0].n_tiles:
+            found = searched
     if found is None:  # the one-neuron tiling fits, so only the compiler's halving can miss it
         found = _fewest(shape3(shape), geoms, out_axons, t)
     til, s = found
