@@ -216,7 +216,7 @@ class Members:
                 except ValueError as e:
                     raise FormatError(f"array {name!r}: not a plain .npy array ({str(e)[:80]})") from None
                 offset = f.tell()
-            if dtype.hasobject or dtype not in (*INT_STORE, *FLOAT_STORE) or fortran:
+            if dtype.hasobject or dtype not in (*INT_STORE, *INDEX_STORE, *FLOAT_STORE) or fortran:
                 raise FormatError(f"array {name!r}: type {dtype}{' (Fortran order)' if fortran else ''} is not "
                                   "one an artefact stores")
             declared = int(np.prod(shape, dtype=object)) * dtype.itemsize

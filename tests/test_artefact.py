@@ -168,3 +168,16 @@ def test_plan_from_quantized_round_trips(tmp_path):
     plan = plan_from_quantized(quantize(residual_graph(seed=2)))
     plan.metadata.update({"config": None, "timesteps": T})
     assert load_plan(plan.save(tmp_path / "p.npz")).same_network(plan) is None
+
+
+def test_a_csr_matrix_beyond_65535_entries_reads_back(tmp_path):
+    """Its ``indptr`` needs uint32 (PilotNet LIF's dense layers): stored and read back through the
+    checked reader (``Members`` refused uint32 before)."""
+    m = sp.random(300, 3000, density=0.1, random_state=0, format="csr")
+    m.data = (np.round(m.data * 127) * 2 - 128).astype(np.int64)
+    m.eliminate_zeros()
+    members, meta, shift = fmt.pack_matrix(m, "x", True)
+    assert meta["layout"] == "csr" and members["x.indptr"].dtype == np.uint32
+    np.savez(tmp_path / "m.npz", **members)
+    back = fmt.unpack_matrix(fmt.Members(str(tmp_path / "m.npz")), "x", meta, shift, True)
+    assert (back != m).nnz == 0
