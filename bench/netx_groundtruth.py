@@ -194,7 +194,180 @@ def lava_agreement(plan, net_path, x) -> dict:
     return out
 
 
-CASES = {"pilotnet_lif": pilotnet_lif}
+# -- PilotNet SDNN ------------------------------------------------------------------------------
+
+SDNN_DIR = "tests/lava/lib/dl/netx/gts/pilotnet_sdnn"
+
+
+def _layer_trace(plan, emu, fill, pop: str, var_index: int, idx: int):
+    """Population ``pop``'s state (0: sigma/u, 1: act/v; 2: its outputs) at Lava step ``idx + 1`` of a
+    one-sample run: its pipeline fill before its first step, else its sample step."""
+    p = plan.populations[pop]
+    if idx < p.depth:
+        return fill[pop][(1, 2, 0)[var_index] if var_index < 2 else 0][idx]
+    t = idx - p.depth
+    if var_index == 2:
+        return (emu.readout_u if p.readout else emu.spikes[pop])[t, 0]
+    return emu.state[pop][var_index][t, 0]
+
+
+def pilotnet_sdnn(src: Source, lava: bool = False) -> dict:
+    """``output.npy``: the network on ``input.npy`` (one frame, fed to the input layer's ``a_in`` every
+    step, as lava-dl's Lava test does) for 9 steps; the sigma traces (20 steps): the network after its
+    input layer (netx ``skip_layers=1``: ``act0.npy``, the input layer's graded spikes, into the first
+    conv's synapse), ``sigma1/2.npy`` for ``network.net`` and ``sigma1…4_square.npy`` for
+    ``square_network.net`` on ``act0[:33, :33]``."""
+    import h5py
+
+    from htakl_deploy.export.netx_in import read_netx
+    from htakl_deploy.hw.emulator import emulate, pipeline_fill
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    net, inp, out = (src.file(f"{SDNN_DIR}/{n}") for n in ("network.net", "input.npy", "output.npy"))
+    if net is None or inp is None or out is None:
+        return {"case": "pilotnet_sdnn", "absent": True}
+    rows, absent = [], []
+    plan = plan_from_quantized(read_netx(net))
+    x = np.load(inp)[..., 0].astype(np.int64).transpose(2, 1, 0)[None, None]  # one frame, (C, H, W)
+    gt = np.load(out).reshape(-1)
+    emu, fill = emulate(plan, x, x_is_int=True, record_state=True), pipeline_fill(plan)
+    ours = np.array([_layer_trace(plan, emu, fill, plan.readout.name, 2, i) for i in range(len(gt))]).reshape(-1)
+    rows.append({"layer": "output (sigma decoder)", "population": plan.readout.name, "var": "output", "file": "output.npy",
+                 "steps": len(gt), "values": len(gt), "mismatches": int((ours != gt).sum())})
+    act0 = src.file(f"{SDNN_DIR}/act0.npy")
+    for net_name, suffix, crop in (("network.net", "", None), ("square_network.net", "_square", 33)):
+        path = src.file(f"{SDNN_DIR}/{net_name}")
+        traces = [(k, src.file(f"{SDNN_DIR}/sigma{k}{suffix}.npy")) for k in range(1, 5)]
+        traces = [(k, f) for k, f in traces if f is not None]
+        if path is None or act0 is None or not traces:
+            absent.append(net_name if path is None else f"sigma*{suffix}.npy")
+            continue
+        skipped = Path(src.tmp) / f"skip-{net_name}"  # the input layer without its neuron: netx skip_layers=1
+        with h5py.File(path, "r") as f_in, h5py.File(skipped, "w") as f_out:
+            f_in.copy("layer", f_out)
+            del f_out["layer/0/neuron"]
+        plan = plan_from_quantized(read_netx(skipped))
+        a = np.load(act0)
+        a = a[:crop, :crop] if crop else a
+        x = a.astype(np.int64).transpose(3, 2, 1, 0)[:, None]  # (W, H, C, T) → [T, 1, C, H, W]
+        emu, fill = emulate(plan, x, x_is_int=True, record_state=True), pipeline_fill(plan)
+        pops = list(plan.populations)
+        for k, f in traces:
+            g = np.load(f)
+            pop = pops[k - 1]
+            n, bad = 0, 0
+            for idx in range(g.shape[-1]):
+                w = _whc(np.asarray(_layer_trace(plan, emu, fill, pop, 0, idx)))
+                bad += int((g[..., idx].reshape(w.shape) != w).sum())
+                n += w.size
+            rows.append({"layer": f"layer {k} ({net_name}, from act0.npy)", "population": pop, "var": "sigma",
+                         "file": f"sigma{k}{suffix}.npy", "steps": g.shape[-1], "values": n, "mismatches": bad})
+    result = {"case": "pilotnet_sdnn", "rows": rows, "absent": absent}
+    if lava:
+        plan = plan_from_quantized(read_netx(net))
+        x = np.broadcast_to(np.load(inp)[..., 0].astype(np.int64).transpose(2, 1, 0), (9, 2, 3, 33, 100)).copy()
+        x[:, 1] = np.roll(x[:, 1], 5, axis=-1)
+        result["lava"] = lava_agreement(plan, net, x)
+    return result
+
+
+# -- lava-dl's netx tutorials ----------------------------------------------------------------------
+
+OXFORD_DIR = "tutorials/lava/lib/dl/netx/oxford"
+MNIST_NET = "tutorials/lava/lib/dl/netx/mnist/trained_mnist_network.net"
+
+
+def _spike_table(name, ours, other, label) -> dict:
+    return {"layer": label, "population": name, "var": "spikes", "file": label, "steps": int(ours.shape[0]),
+            "values": int(ours.size), "mismatches": int((ours != other).sum())}
+
+
+def oxford(src: Source, lava: bool = False) -> dict:
+    """lava-dl's oxford tutorial: ``Trained/network.net`` (200 → 256 → 200 CUBA, spikes in and out)
+    on ``input.npy``'s events, 2000 steps: ours against lava-dl's netx in Lava (the tutorial's own
+    comparison), and the spike counts of slayer's reference (``ground_truth.npy``) and target
+    (``output.npy``) for reference."""
+    from htakl_deploy.export.netx_in import read_netx
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.netx_reference import import_netx, run_netx_lava
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    net, inp = src.file(f"{OXFORD_DIR}/Trained/network.net"), src.file(f"{OXFORD_DIR}/input.npy")
+    if net is None or inp is None:
+        return {"case": "oxford", "absent": True}
+    import_netx()
+    from lava.lib.dl import slayer
+
+    def events(f, n=200, steps=2000):
+        return slayer.io.read_np_spikes(str(f)).to_tensor(dim=(1, n, steps)).squeeze().astype(np.int64)
+
+    x = events(inp).T[:, None, :]  # [2000, 1, 200]
+    plan = plan_from_quantized(read_netx(net))
+    t0 = time.perf_counter()
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    emu_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = run_netx_lava(net, x, input_message_bits=0)
+    ref_s = time.perf_counter() - t0
+    rows = []
+    for name in plan.populations:
+        mine = emu.readout_u if plan.populations[name].readout else emu.spikes[name]
+        rows.append(_spike_table(name, mine != 0, ref[name]["s"] != 0, f"{name} vs lava-dl netx in Lava"))
+        for i, var in enumerate("uv"):
+            rows.append({"layer": f"{name} vs lava-dl netx in Lava", "population": name, "var": var, "file": "-",
+                         "steps": int(x.shape[0]), "values": int(emu.state[name][i].size),
+                         "mismatches": int((emu.state[name][i] != ref[name][var]).sum())})
+    info = {"output_spikes": int(emu.readout_u.sum())}
+    for ref_name in ("ground_truth.npy", "output.npy"):
+        f = src.file(f"{OXFORD_DIR}/{ref_name}")
+        if f is not None:
+            info[ref_name] = int(events(f).sum())
+    return {"case": "oxford", "rows": rows, "absent": [], "emulator_s": emu_s, "netx_lava_s": ref_s, "info": info}
+
+
+def mnist(src: Source, lava: bool = False) -> dict:
+    """lava-dl's MNIST tutorial network (784 → 128 → 64 → 10, CUBA with current memory, spikes in) on
+    inputs made here (MNIST is not available offline: sklearn's digits, upscaled to 28×28 and
+    centred 20×20 as in MNIST, rate-coded by the tutorial's encoder: v += pixel, spike at v > 1), 4
+    images × 32 steps back to back: ours against lava-dl's netx in Lava."""
+    from sklearn.datasets import load_digits
+
+    from htakl_deploy.export.netx_in import read_netx
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.netx_reference import run_netx_lava
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    net = src.file(MNIST_NET)
+    if net is None:
+        return {"case": "mnist", "absent": True}
+    from scipy.ndimage import zoom
+
+    d = load_digits()
+    img = np.zeros((4, 28, 28))  # as MNIST: the digit in the centre 20×20, pixels in [0, 1]
+    img[:, 4:24, 4:24] = np.stack([zoom(im / 16.0, 2.5, order=1) for im in d.images[:4]]).clip(0, 1)
+    steps = 32  # the tutorial's presentation time (a power of 2 for Loihi 2's reset)
+    v = np.zeros((4, 784))
+    x = np.zeros((steps, 4, 784), np.int64)
+    for t in range(steps):  # the tutorial's encoder: v += pixel, spike (and v = 0) where v > 1
+        v += img.reshape(4, -1)
+        x[t] = v > 1
+        v[v > 1] = 0
+    plan = plan_from_quantized(read_netx(net))
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    ref = run_netx_lava(net, x, input_message_bits=0)
+    rows = []
+    for name in plan.populations:
+        mine = emu.readout_u if plan.populations[name].readout else emu.spikes[name]
+        rows.append(_spike_table(name, mine != 0, ref[name]["s"] != 0, f"{name} vs lava-dl netx in Lava"))
+        for i, var in enumerate("uv"):
+            rows.append({"layer": f"{name} vs lava-dl netx in Lava", "population": name, "var": var, "file": "-",
+                         "steps": steps, "values": int(emu.state[name][i].size),
+                         "mismatches": int((emu.state[name][i] != ref[name][var]).sum())})
+    info = {"input_spikes": int(x.sum()), "output_spikes": int(emu.readout_u.sum())}
+    return {"case": "mnist", "rows": rows, "absent": [], "info": info}
+
+
+CASES = {"pilotnet_lif": pilotnet_lif, "pilotnet_sdnn": pilotnet_sdnn, "oxford": oxford, "mnist": mnist}
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -215,6 +388,8 @@ def table(results: list[dict]) -> list[str]:
                          f"{row['values']} | {row['mismatches']} |")
         if r.get("absent"):
             lines += ["", "Not compared, absent from the source: " + ", ".join(f"`{a}`" for a in r["absent"]) + "."]
+        if r.get("info"):
+            lines += ["", "Also: " + ", ".join(f"{k} {v}" for k, v in r["info"].items()) + "."]
         note = r.get("note_fc3")
         if note and note["example"]:
             ex = note["example"]

@@ -22,7 +22,10 @@ Vocabulary (all counts are exact integers, summed over the recording's samples):
 Counts per connection and per timestep:
 
 - ``ACs``: spikes of the emitter × fan-out. A spike recorded at step t drives its synapses
-  at step t (the file is aligned per sample, see ``spikefile``).
+  at step t (the file is aligned per sample, see ``spikefile``). A sigma-delta layer's graded
+  spikes count the same way, per message (a non-zero payload) × fan-out: each still reaches its
+  synapses once; the payload's bits (``payload_bits``, lava-dl's 16) are reported beside — a
+  graded op multiplies a weight by the payload, which an energy model may price above an AC.
 - ``MACs``: connections whose input is not binary: the first, encoding layer under direct
   encoding (and conv→conv chains). Every input position × its fan-out, **every timestep**:
   a direct-encoded image is the same at every step, but the paper's MAC column scales with
@@ -237,6 +240,7 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
         spikes_of[name] = int(per_t.sum())
         rate = spikes_of[name] / (n * run)
         neurons.append({"name": name, "neurons": n, "spikes": spikes_of[name],
+                        "message_bits": getattr(node, "MESSAGE_BITS", 0),
                         "spikes_per_timestep": per_t.tolist(), "firing_rate": rate,
                         "activation_sparsity": 1.0 - rate, "neuron_updates": n * run})
     if input_events:
@@ -264,8 +268,12 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
         rate = fired / capacity if capacity else None
         per_step_dense = dense_ops_per_step(graph, row_name) if cs[0].kind != "identity" else synapses
         dense = per_step_dense * run
+        # graded spikes (a sigma-delta source): each message still costs one op per synapse it reaches
+        # (messages × fan-out); its payload's bits are reported beside
+        payload = max((getattr(graph.nodes[c.source], "MESSAGE_BITS", 0) for c in cs), default=0)
         row = {
             "name": row_name, "kind": cs[0].kind, "sources": sorted({c.source for c in cs}),
+            "payload_bits": payload,
             "via": sorted({v for c in cs for v in c.via}),
             "targets": graph.successors(row_name) if cs[0].kind != "identity" else [cs[0].node],
             "input": "analog" if analog else "spikes",

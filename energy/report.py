@@ -107,6 +107,11 @@ def format_table(report: dict) -> str:
         f"  NeuroBench effective: {si(ps['neurobench_eff_acs'])} ACs, {si(ps['neurobench_eff_macs'])} MACs; "
         f"activation sparsity {_pct(t['activation_sparsity'])}, connection sparsity {_pct(t['connection_sparsity'])}",
     ]
+    graded = [r["name"] for r in report["layers"] if r.get("payload_bits")]
+    if graded:  # sigma-delta sources: messages × fan-out, each carrying a payload
+        bits = sorted({r["payload_bits"] for r in report["layers"] if r.get("payload_bits")})
+        lines.append(f"  graded spikes into {len(graded)} layer(s): ACs count messages × fan-out; each message carries "
+                     f"a {'/'.join(map(str, bits))}-bit payload (the op multiplies a weight by it)")
     return "\n".join(lines)
 
 

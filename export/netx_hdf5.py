@@ -203,6 +203,10 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     """Plain descriptions of the netx layers (datasets + attributes), in order: one per
     connection (``QuantConnection.path``: source → pools/flatten → conv/dense → neuron)."""
     g = q.graph
+    graded = [n for n, node in g.nodes.items() if getattr(node, "MESSAGE_BITS", 0)]
+    if graded:
+        raise ValueError(f"node {graded[0]!r} ({type(g.nodes[graded[0]]).__name__}): this writer writes CUBA "
+                         "layers only, not sigma-delta ones (the netx file the network was read from holds it)")
     _chain(q)
     layers = [{"type": "input", "shape": np.array(g.shapes[g.input_name]), "attrs": {"nodes": g.input_name}}]
     for c in q.connections:

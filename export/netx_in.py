@@ -27,8 +27,9 @@ Layers, one reader each (``LAYER_READERS``, type string → function):
 - anything else (``convT``, ``unpool``, ``average``, ``concat``, ``dense_rec``, ``dense_comp``,
   unknown strings): one ``UserError`` naming the layer and its type.
 
-Neurons, by ``neuron/type`` (``NEURON_FAMILIES``): ``LOIHI``/``CUBA`` → ``LoihiCubaNode``; others
-(``SDNN`` not yet, ``RF*``) refused naming the layer. The last layer is the graph's output: read
+Neurons, by ``neuron/type`` (``NEURON_FAMILIES``): ``LOIHI``/``CUBA`` → ``LoihiCubaNode``, ``SDNN`` →
+``SigmaDeltaNode`` (export/nodes/sigma_delta.py; the input layer's delta encoder takes the input
+into its ``a_in``); others (``RF*``) refused naming the layer. The last layer is the graph's output: read
 as its ``v`` when it cannot spike (``vThMant`` ≥ 2^17 − 1, PilotNet's steering output), as its
 spikes otherwise (``LoihiCubaOutput``).
 
@@ -52,7 +53,7 @@ from htakl_deploy.export.nodes.conv import Conv2dNode
 from htakl_deploy.export.nodes.dense import DenseNode
 from htakl_deploy.export.nodes.flatten import FlattenNode
 from htakl_deploy.export.nodes.io import InputNode
-from htakl_deploy.export.nodes.loihi_cuba import BIAS_SHIFT, LoihiCubaNode, LoihiCubaOutput
+from htakl_deploy.export.nodes.loihi_cuba import LoihiCubaNode, LoihiCubaOutput
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
 FORMAT = "lava-dl-netx"
@@ -171,7 +172,30 @@ def _loihi_cuba(layer: _Layer, n: dict, bias: np.ndarray, *, last: bool, bias_in
     return node
 
 
-NEURON_FAMILIES: dict[str, Callable] = {"LOIHI": _loihi_cuba, "CUBA": _loihi_cuba}
+def _sdnn(layer: _Layer, n: dict, bias: np.ndarray, *, last: bool, bias_input: bool = False):
+    """An SDNN neuron: the input layer's ``Delta``, a hidden ``SigmaDelta``, or the last layer (a
+    ``Sigma`` with ``sigma_output``)."""
+    from htakl_deploy.export.nodes.sigma_delta import SigmaDeltaNode, SigmaDeltaOutput
+
+    vth = np.asarray(n.get("vThMant", 0))
+    if vth.size != 1 or not np.isfinite(vth).all() or float(vth) != int(vth):
+        raise layer.error(f"neuron 'vThMant' must be one integer, got {n.get('vThMant')!r}")
+    act = n.get("activation", "relu")
+    act = act.decode("ascii", "replace") if isinstance(act, bytes) else str(act)
+    if act != "relu" and not bias_input:
+        raise layer.error(f"SDNN activation {act!r}: lava-dl's netx builds ReLU sigma-delta neurons whatever the "
+                          "file says; only 'relu' is read")
+    if np.abs(bias).max(initial=0) > BIAS_MANT_MAX:
+        raise layer.error(f"bias beyond {BIAS_MANT_MAX} (Loihi's 13-bit bias mantissa)")
+    kind = "delta" if bias_input else ("sigma" if bool(np.asarray(n.get("sigma_output", False))) else "sigma_delta")
+    cls = SigmaDeltaOutput if last else SigmaDeltaNode
+    try:
+        return cls(int(vth), bias.astype(np.float64), kind)
+    except ValueError as e:
+        raise layer.error(f"neuron: {e}") from None
+
+
+NEURON_FAMILIES: dict[str, Callable] = {"LOIHI": _loihi_cuba, "CUBA": _loihi_cuba, "SDNN": _sdnn}
 
 
 def _neuron(layer: _Layer, n: dict | None, bias: np.ndarray, *, last: bool, bias_input: bool = False):
@@ -212,7 +236,7 @@ class _Builder:
     def add_neuron(self, layer: _Layer, name: str, node, shape, weight_node: str | None, mant=None, exp: int = 0,
                    bits: int = 8) -> None:
         self.add(name, node, shape)
-        if weight_node is None:  # the input layer: the graph's input is its bias
+        if weight_node is None:  # the input layer: the input is its bias (LIF) or its a_in (SDNN's delta)
             self.conns.append(QuantConnection("input", name, True, np.int64(1), 0, 0, 1, 0.0))
         else:
             try:
@@ -220,9 +244,9 @@ class _Builder:
                                                   weight_bits=bits))
             except ValueError as e:
                 raise layer.error(str(e)) from None
-        mant, exp = bias_encoding(layer, node.bias_mant(shape[0]), BIAS_SHIFT)
-        self.targets[name] = QuantTarget(name, min(node.v_th_mant, 2**17 - 1), node.du, node.dv, node.v_th_mant,
-                                         mant, exp, 0.0)
+        mant, exp = bias_encoding(layer, node.bias_mant(shape[0]), node.BIAS_EXP)
+        self.targets[name] = QuantTarget(name, max(1, min(node.v_th_mant, 2**17 - 1)), node.du, node.dv,
+                                         node.v_th_mant, mant, exp, 0.0)
 
 
 def bias_encoding(layer: _Layer, bias: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
@@ -468,7 +492,7 @@ def read_netx(path: str | os.PathLike) -> QuantizedGraph:
     if len(b.nodes) < 2 or not b.targets:
         raise NetxError(f"{p}: no layer with neurons")
     last = next(reversed(b.nodes))
-    if not isinstance(b.nodes[last], LoihiCubaOutput):
+    if getattr(b.nodes[last], "ROLE", None) != "output":
         raise NetxError(f"{p}: the last layer must hold neurons (got {type(b.nodes[last]).__name__})")
     try:
         graph = StudentGraph(b.nodes, b.edges, metadata={"source_netx": str(p), **b.metadata})

@@ -239,11 +239,11 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     nodes: OrderedDict = OrderedDict()
     for name in _topological(list(flat_nodes), edges):
         n = flat_nodes[name]
-        if type(n) in NO_LOIHI_MAPPING:
-            raise UserError(f"NIR node {name!r} ({type(n).__name__}): {NO_LOIHI_MAPPING[type(n)]}")
         family = (n.metadata or {}).get("family") if isinstance(getattr(n, "metadata", None), dict) else None
         family = family.decode() if isinstance(family, bytes) else family
         fn = FAMILY_READERS.get(str(family)) if family is not None else None
+        if fn is None and type(n) in NO_LOIHI_MAPPING:  # (a family tag: e.g. netx's SDNN written as a Threshold)
+            raise UserError(f"NIR node {name!r} ({type(n).__name__}): {NO_LOIHI_MAPPING[type(n)]}")
         if fn is None:  # a family tag (a netx neuron written as its NIR type) decides first; else the type
             fn = FROM_NIR.get(type(n))
             if fn is not None:

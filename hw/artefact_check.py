@@ -42,9 +42,10 @@ LINK_KEYS = {"name", "src", "dst", "kind", "delay", "weight_exp"}
 LINK_OPTIONAL = {"conv", "matrix", "f_matrix", "num_weight_bits", "lag"}
 CONV_KEYS = {"stride", "padding", "dilation", "groups"}
 MATRIX_KEYS = {"layout", "shape"}
-INT_RANGES = {"du": (-1, 4095), "dv": (0, 4096), "vth": (1, 2**17), "bias_exp": (0, 24),
+INT_RANGES = {"du": (-1, 4095), "dv": (0, 4096), "vth": (0, 2**23), "bias_exp": (0, 24),
               "scale": (1, 2**17 - 1), "depth": (0, 10_000), "delay": (0, 63), "weight_exp": (-8, 7),
-              "ref_delay": (1, 63), "num_weight_bits": (1, 9), "lag": (0, 63)}
+              "ref_delay": (1, 63), "num_weight_bits": (1, 9), "lag": (0, 63),
+              "message_bits": (0, 32)}
 MAX_NEURONS = 2**26
 MAX_MANTISSA = 2**24  # Lava's synaptic sums wrap at 24 bits
 BIAS_MANT_MAX = 4095  # Loihi's bias mantissa: 13-bit signed (export.quantize)
@@ -159,7 +160,8 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
         if d["neuron"] not in NEURONS or (d["neuron"] == "graded" and d["readout"]):
             raise bad(f"{who}: neuron must be one of {', '.join(NEURONS)} (a graded relay is not the readout), "
                       f"got {d['neuron']!r}")
-        for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp", "ref_delay") if k in POP_KEYS):
+        for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp", "ref_delay", "message_bits")
+                  if k in POP_KEYS):
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")

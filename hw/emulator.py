@@ -33,7 +33,7 @@ import torch
 from htakl_deploy.export.quantize import quantize_input
 from htakl_deploy.hw import kernels
 from htakl_deploy.hw.lif_ref import effective_weights, lif_int_step, wrap_i32
-from htakl_deploy.hw.plan import INPUT, DeploymentPlan, Link, Population
+from htakl_deploy.hw.plan import INPUT, SIGMA_DELTA, DeploymentPlan, Link, Population
 
 _F32_EXACT = 2**24  # integer sums below this are exact in float32
 
@@ -150,7 +150,7 @@ def _prepared(link: Link, src_shape: tuple[int, ...]) -> tuple[bool, object]:
 
 
 def _link_output_t(link: Link, spikes: torch.Tensor, dst_shape: tuple[int, ...]) -> torch.Tensor:
-    """A link's integer output; ``spikes``: bool, or a graded relay's int64 payloads."""
+    """A link's integer output; ``spikes``: bool, or graded int64 payloads (a relay's, a sigma-delta population's)."""
     t, b = spikes.shape[:2]
     scale = 1 if spikes.dtype == torch.bool else max(1, _abs_max(spikes))  # graded: sums grow with the payload
     if link.kind == "conv":  # Lava Conv: no exponent, 24-bit wrap
@@ -192,17 +192,44 @@ def readout_logits(pop: Population, readout_u: np.ndarray) -> np.ndarray:
     floating_pt units) or its spikes."""
     if pop.read == "v":
         return readout_u / 64.0
-    if pop.read == "spikes":
+    if pop.read in ("spikes", "sigma"):  # spike counts, graded payloads, a sigma decoder's sums
         return readout_u.astype(np.float64)
     return (readout_u + population_bias(pop)) / (64.0 * pop.scale)
 
 
+def bias_as_current(pop: Population) -> bool:
+    """Whether a bias-driven input layer can take its input as a current instead: with no current
+    memory (``du = 4095``, netx's ``iDecay = 4096``) ``u`` is this step's ``a << 6``, and with
+    ``bias_exp = 6`` (netx's) ``(mant + x) << 6 = mant << 6 + x << 6``: ``v`` and the spikes are the
+    same integers (only the recorded ``u`` differs: x << 6 instead of 0)."""
+    return pop.du == 4095 and pop.bias_exp == 6
+
+
 def general_only(plan: DeploymentPlan, name: str, pop: Population) -> bool:
-    """Whether the population needs the general path (``hw.kernels``' fused loop has no per-sample
-    bias, refractory state or v readout)."""
-    return (pop.ref_delay != 1 or pop.read != "current" or pop.neuron != "lif"
-            or any(k.kind == "bias" or (k.src != INPUT and plan.populations[k.src].neuron != "lif")
+    """Whether the population needs the general path (``hw.kernels``' fused loop is the LIF's, for 0/1
+    spikes in — or a bias-driven input taken as a current, ``bias_as_current`` —; it has no
+    refractory state or v readout)."""
+    return (pop.ref_delay != 1 or pop.read != "current" or pop.graded
+            or any((k.kind == "bias" and not bias_as_current(pop)) or (k.src != INPUT and plan.populations[k.src].graded)
                    for k in plan.links_into(name)))
+
+
+def _run_sd_population(pop: Population, a_in: torch.Tensor, start: dict | None = None):
+    """A sigma-delta population (``export.nodes.sigma_delta.sd_int_step``, lava-nc's models) over the
+    steps of ``a_in`` ``[T, B, *shape]``, from ``start`` (its state when the sample begins: netx
+    resets no sigma-delta layer, so what the pipeline fill left, ``pipeline_fill``) or zeros. Returns
+    (graded outputs — ``sigma`` for a sigma decoder —, sigma, act) as int64 tensors, and the end state."""
+    from htakl_deploy.export.nodes.sigma_delta import sd_int_step
+
+    a = a_in.numpy()
+    state = {k: np.array(np.broadcast_to(start[k], a.shape[1:]) if start else np.zeros(a.shape[1:], np.int64))
+             for k in ("sigma", "act", "residue")}
+    bias = population_bias(pop)
+    out, sig, act = (np.zeros(a.shape, np.int64) for _ in range(3))
+    for t in range(a.shape[0]):
+        out[t] = sd_int_step(pop.neuron, state, a[t], vth=pop.vth, bias_v=bias)
+        sig[t], act[t] = state["sigma"], state["act"]
+    return (torch.from_numpy(out), torch.from_numpy(sig), torch.from_numpy(act)), state
 
 
 def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch.Tensor | None = None,
@@ -249,9 +276,17 @@ def pipeline_fill(plan: DeploymentPlan) -> dict[str, tuple[np.ndarray, np.ndarra
     ``LIFReset`` and lava-dl's netx alike): a population at depth ``d`` runs ``d`` steps from a zero
     state before its first sample begins (Lava steps 1 … d), driven by its bias and by the fill
     spikes of shallower populations — never by the input, which enters at depth 0, where there is no
-    fill. So it is the same for every input; the first reset then zeroes it. Returns population →
-    (spikes bool, u, v), each ``[depth, *shape]`` (Lava steps 1 … depth)."""
+    fill. So it is the same for every input; the first reset then zeroes it (a sigma-delta population,
+    which netx never resets, starts its sample from it). Returns population → (spikes, u, v), each
+    ``[depth, *shape]`` (Lava steps 1 … depth; sigma-delta: graded outputs, sigma, act)."""
+    return _fill(plan)[0]
+
+
+def _fill(plan: DeploymentPlan):
+    """``pipeline_fill``, and the sigma-delta populations' state at the fill's end (what their
+    first sample starts from: netx does not reset them)."""
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    ends: dict[str, dict] = {}
     steps = plan.max_depth
     lava_spikes: dict[str, torch.Tensor] = {}  # population → its fill spikes on Lava steps [steps, 1, *shape]
     for name, pop in plan.populations.items():
@@ -264,12 +299,19 @@ def pipeline_fill(plan: DeploymentPlan) -> dict[str, tuple[np.ndarray, np.ndarra
             lag = 1 + link.delay
             if d > lag:
                 a[lag:] = _t_wrap(a[lag:] + y[:d - lag], 32)
-        s, u, v = _run_population_t(pop, a, want_v=True) if d else (torch.zeros((0, 1, *pop.shape), dtype=torch.bool),) * 3
-        full = torch.zeros((steps, 1, *pop.shape), dtype=torch.bool)
+        if pop.neuron in SIGMA_DELTA:
+            (s, u, v), ends[name] = _run_sd_population(pop, a)
+        elif pop.neuron == "graded":  # a relay forwards its input current
+            s, u, v = a, torch.zeros_like(a), torch.zeros_like(a)
+        elif d:
+            s, u, v = _run_population_t(pop, a, want_v=True)
+        else:
+            s, u, v = (torch.zeros((0, 1, *pop.shape), dtype=torch.bool),) * 3
+        full = torch.zeros((steps, 1, *pop.shape), dtype=s.dtype)
         full[:d] = s
         lava_spikes[name] = full
         out[name] = (s[:, 0].numpy(), u[:, 0].numpy(), v[:, 0].numpy())
-    return out
+    return out, ends
 
 
 def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: int = 512,
@@ -298,9 +340,10 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
     spikes: dict[str, np.ndarray] = {}
     readout_u = None
     state = {} if record_state else None
+    starts = _fill(plan)[1] if any(p.neuron in SIGMA_DELTA for p in plan.populations.values()) else {}
     with kernels.exact_device(dev), torch.no_grad():
         for i in range(0, n, batch_size):  # each chunk written into the whole result: no second copy
-            part, u = _emulate_batch(plan, x_lag[:, i:i + batch_size], dev, fast and not record_state, state)
+            part, u = _emulate_batch(plan, x_lag[:, i:i + batch_size], dev, fast and not record_state, state, starts)
             if readout_u is None:
                 spikes = {k: np.empty((v.shape[0], n, *v.shape[2:]), v.dtype) for k, v in part.items()}
                 readout_u = np.empty((u.shape[0], n, *u.shape[2:]), u.dtype)
@@ -313,7 +356,8 @@ def emulate(plan: DeploymentPlan, x_tb, *, x_is_int: bool = False, batch_size: i
 
 
 def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device = torch.device("cpu"),
-                   fast: bool = True, state: dict | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                   fast: bool = True, state: dict | None = None,
+                   starts: dict | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     spikes: dict[str, torch.Tensor] = {}
     spikes_f32: dict[str, torch.Tensor] = {}  # the same spikes as float32, for the fast path's convolutions
     readout_u = None
@@ -342,18 +386,24 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
                     continue
                 a = out if a is None else _t_wrap(a + out, 32)
             want_v = state is not None or pop.read == "v"
-            got = (a, None, None) if pop.neuron == "graded" else _run_population_t(pop, a, bias_in, want_v=want_v)
-            s, u = got[:2]  # a graded relay forwards its input current as its payload
-            if state is not None and pop.neuron == "lif":
+            if pop.neuron == "graded":  # a relay forwards its input current as its payload
+                got = (a, None, None)
+            elif pop.neuron in SIGMA_DELTA:  # graded outputs; its state pair is (sigma, act)
+                got = _run_sd_population(pop, a, (starts or {}).get(name))[0]
+            else:
+                got = _run_population_t(pop, a, bias_in, want_v=want_v)
+            s, u = got[:2]
+            if state is not None and pop.neuron != "graded":
                 us, vs = state.setdefault(name, ([], []))
                 us.append(u.numpy())
                 vs.append(got[2].numpy())
             if pop.read == "v":
                 u = got[2]
-            elif pop.read == "spikes":
+            elif pop.read in ("spikes", "sigma"):  # a sigma decoder's output is its sigma
                 u = s.to(torch.int64)
             s = s.to(device)
-            spikes_f32[name] = s.to(torch.float32)
+            if not pop.graded:
+                spikes_f32[name] = s.to(torch.float32)
         if pop.readout:
             readout_u = u.cpu().numpy()
         else:

@@ -78,6 +78,8 @@ def _link_sum_bound(link, src_shape, x_max: int) -> int:
     """Largest |unshifted sum| the link can produce (``x_max`` bounds |input|: 1 for spikes)."""
     from htakl_deploy.hw import emulator as emu
 
+    if link.kind == "bias":  # the input itself (emulator.bias_as_current)
+        return x_max
     if link.conv is not None and (link.kind in ("input", "conv") or emu._kernel_is_exact(link)):
         return conv_bound(link) * x_max
     cached = link.__dict__.get("_matrix_bound")
@@ -138,6 +140,8 @@ def _link_current(link, x: torch.Tensor, dst_shape, device, shift: bool = True) 
     """float32 ``[T, B, *dst_shape]`` = shift(Σ w·x, weight_exp) (unshifted if not ``shift``),
     exact under ``population_bound``."""
     t, b = x.shape[:2]
+    if link.kind == "bias":  # the input as a current: exact where emulator.bias_as_current says so
+        return x.to(torch.float32).reshape(t, b, *dst_shape)
     kind, w = _weights(link, tuple(x.shape[2:]), device)
     if kind == "conv":
         c = link.conv

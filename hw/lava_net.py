@@ -38,9 +38,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from htakl_deploy.hw.lava_compat import ensure_lava
-from htakl_deploy.hw.plan import CONV_SUM_LIMIT, INPUT, DeploymentPlan, Link, Population, lava_perm, lava_shape
+from htakl_deploy.hw.plan import (CONV_SUM_LIMIT, INPUT, SIGMA_DELTA, DeploymentPlan, Link, Population, lava_perm,
+                                  lava_shape)
 
 BACKENDS = ("fixed_pt", "floating_pt")
+STATE_VARS = {"lif": ("u", "v"), "delta": ("sigma", "act"), "sigma_delta": ("sigma", "act"), "sigma": ("sigma", None)}
 RECORD_MODES = ("shared", "monitor")
 
 
@@ -156,7 +158,6 @@ LAVA_CONV_MAX_PAIRS = 128 * 128
 SPARSE_FAST_NNZ = 2_000_000
 SPARSE_MAX_NNZ = 40_000_000
 GRADED_BITS = 8
-RELAY_BITS = 24  # a graded relay's payload (hw.map_transform.GRADED_PAYLOAD_BITS)
 
 
 def _conv_exact(link: Link) -> bool:
@@ -189,34 +190,33 @@ def _as_lava_conv(link: Link, dst_shape: tuple[int, ...]) -> bool:
     return _conv_exact(link)
 
 
-def _build_conv(link: Link, src_shape, dst_shape, fixed: bool):
+def _build_conv(link: Link, src_shape, dst_shape, fixed: bool, message_bits: int = 0):
     from lava.proc.conv.process import Conv
 
     spec = link.conv
     if not _as_lava_conv(link, dst_shape):
-        return _build_sparse(link, src_shape, dst_shape, fixed)
+        return _build_sparse(link, src_shape, dst_shape, fixed, message_bits)
     w = spec["weight"].astype(np.int32) if fixed else spec["f_weight"].astype(np.float64)
     proc = Conv(weight=_lava_conv_weight(w), input_shape=lava_shape(src_shape),
                 padding=tuple(spec["padding"][::-1]), stride=tuple(spec["stride"][::-1]),
                 dilation=tuple(spec["dilation"][::-1]), groups=spec["groups"], name=link.name,
-                weight_exp=link.weight_exp if fixed else 0)
+                weight_exp=link.weight_exp if fixed else 0, num_message_bits=message_bits)
     if tuple(proc.output_shape) != lava_shape(dst_shape):
         raise ValueError(f"link {link.name!r}: Lava Conv output {proc.output_shape} != {lava_shape(dst_shape)}")
     return proc, False
 
 
-def _build_dense(link: Link, src_shape, dst_shape, fixed: bool, bits: int = 0):
-    """Lava ``Dense``; ``bits``: the message bits of a graded source (0: binary spikes)."""
+def _build_dense(link: Link, src_shape, dst_shape, fixed: bool, message_bits: int = 0):
     from lava.proc.dense.process import Dense
 
     m = _permuted(_link_matrix(link, src_shape, fixed), dst_shape, src_shape).toarray()
     if fixed:
         return Dense(weights=m.astype(np.int32), weight_exp=link.weight_exp, num_weight_bits=link.num_weight_bits,
-                     name=link.name, num_message_bits=bits), True
-    return Dense(weights=m.astype(np.float64), name=link.name, num_message_bits=bits), True
+                     num_message_bits=message_bits, name=link.name), True
+    return Dense(weights=m.astype(np.float64), num_message_bits=message_bits, name=link.name), True
 
 
-def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool, bits: int = GRADED_BITS):
+def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool, message_bits: int = 0):
     from lava.proc.sparse.process import DelaySparse, Sparse
 
     if link.conv is not None and len(src_shape) == 3 and len(dst_shape) == 3:
@@ -229,24 +229,46 @@ def _build_sparse(link: Link, src_shape, dst_shape, fixed: bool, bits: int = GRA
     m = m.astype(np.int32) if fixed else m.astype(np.float64)
     kwargs = {"weight_exp": link.weight_exp, "num_weight_bits": link.num_weight_bits} if fixed else {}
     if link.delay == 0:
-        return Sparse(weights=m, name=link.name, num_message_bits=bits, **kwargs), True
+        return Sparse(weights=m, name=link.name, num_message_bits=max(GRADED_BITS, message_bits), **kwargs), True
     delays = m.copy().astype(int)  # Lava checks for exactly the default int dtype
     delays.data[:] = link.delay
-    graded = {"num_message_bits": bits} if bits > GRADED_BITS else {}  # a graded relay's payloads
-    return DelaySparse(weights=m, delays=delays, name=link.name, **graded, **kwargs), True
+    return DelaySparse(weights=m, delays=delays, name=link.name, num_message_bits=message_bits, **kwargs), True
 
 
-LINK_BUILDERS: dict[str, Callable[[Link, tuple, tuple, bool], tuple[Any, bool]]] = {
+LINK_BUILDERS: dict[str, Callable[..., tuple[Any, bool]]] = {  # (link, src shape, dst shape, fixed, message bits)
     "conv": _build_conv,
     "dense": _build_dense,
     "sparse": _build_sparse,
 }
 
 
+def _build_sigma_delta(pop: Population, fixed: bool):
+    """lava-nc's sigma-delta processes with the parameters lava-dl's netx gives them (spike and state
+    exponents 6, ReLU); netx resets none of them, and neither does this (a plan holding them runs one
+    group of samples per network, ``run_lava``)."""
+    from lava.proc.sdn.process import Delta, Sigma, SigmaDelta
+
+    from htakl_deploy.export.nodes.sigma_delta import SPIKE_EXP, STATE_EXP
+
+    if not fixed:
+        raise ValueError(f"population {pop.name!r}: sigma-delta neurons are built for fixed_pt only")
+    shape = lava_shape(pop.shape)
+    if pop.neuron == "sigma":
+        return Sigma(shape=shape)
+    exps = dict(spike_exp=SPIKE_EXP, state_exp=STATE_EXP)
+    if pop.neuron == "delta":
+        return Delta(shape=shape, vth=pop.vth, **exps)
+    bias = pop.per_neuron(pop.bias_mant)
+    bias = bias.transpose(2, 1, 0) if len(pop.shape) == 3 else bias
+    return SigmaDelta(shape=shape, vth=pop.vth, bias=np.ascontiguousarray(bias).astype(np.int32), name=pop.name, **exps)
+
+
 def _build_population(pop: Population, timesteps: int, fixed: bool):
     from lava.proc.lif.process import LIFReset
 
     shape = lava_shape(pop.shape)
+    if pop.neuron in SIGMA_DELTA:
+        return _build_sigma_delta(pop, fixed)
     if pop.neuron == "graded":  # a relay: its input current, sent as a graded spike every step
         if not fixed:
             raise ValueError(f"population {pop.name!r}: graded relays run in fixed_pt only (Lava's GradedVec has "
@@ -291,7 +313,7 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
     from lava.proc.io.source import RingBuffer
     from lava.proc.monitor.process import Monitor
 
-    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder, create_recording
+    from htakl_deploy.hw.lava_procs.recorder import SpikeRecorder, VarRecorder, create_recording, release
 
     fixed = backend == "fixed_pt"
     timesteps, samples = currents_tb.shape[:2]
@@ -321,12 +343,12 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
                 source.s_out.connect(pops[link.dst].a_in)
             continue
         src = plan.populations[link.src]
-        if src.neuron == "graded":  # graded payloads: a Dense/Sparse reading 24-bit messages
+        if src.neuron == "graded":  # a relay's payloads: Dense/Sparse (exact sums, never Conv's 24-bit clamp)
             build = _build_dense if link.kind == "dense" else _build_sparse
-            proc, flat = build(link, src.shape, dst.shape, fixed, bits=RELAY_BITS)
+            proc, flat = build(link, src.shape, dst.shape, fixed, src.message_bits)
         else:
             kind = "conv" if _as_lava_conv(link, dst.shape) else link.kind
-            proc, flat = LINK_BUILDERS[kind](link, src.shape, dst.shape, fixed)
+            proc, flat = LINK_BUILDERS[kind](link, src.shape, dst.shape, fixed, src.message_bits)
         out = pops[link.src].s_out
         (out.flatten() if flat and len(src.shape) > 1 else out).connect(proc.s_in)
         (proc.a_out.reshape(lava_shape(dst.shape)) if flat and len(dst.shape) > 1 else proc.a_out).connect(
@@ -335,7 +357,7 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
     recorders = {}
     var_type = np.int64 if fixed else np.float64
     for name, pop in plan.populations.items():
-        read_var = {"current": "u", "v": "v"}.get(pop.read) if pop.readout else None
+        read_var = {"current": "u", "v": "v", "sigma": "sigma"}.get(pop.read) if pop.readout else None
         if record != "shared":  # one Monitor per probe: lava 0.10's Monitor fails to compile with several
             recorders[name] = Monitor()
             recorders[name].probe(getattr(pops[name], read_var) if read_var else pops[name].s_out, steps)
@@ -344,14 +366,17 @@ def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str
         if read_var:
             key, _ = create_recording(shape, steps, var_type)
             recorders[name] = VarRecorder(var=getattr(pops[name], read_var), key=key)
-        else:
-            key, _ = create_recording(shape, steps, np.int32 if pop.neuron == "graded" else np.uint8)
+        else:  # spikes: 0/1, or graded payloads (a relay's, a sigma-delta population's)
+            key, _ = create_recording(shape, steps, var_type if pop.graded else np.uint8)
             recorders[name] = SpikeRecorder(shape=shape, key=key)
             pops[name].s_out.connect(recorders[name].a_in)
-        if record_state and pop.neuron == "lif":
-            for var in ("u", "v"):
+        if record_state and pop.neuron != "graded":  # a relay has no state; a sigma-delta one (sigma, act)
+            for var, lava_var in zip(("u", "v"), STATE_VARS[pop.neuron]):
                 key, _ = create_recording(shape, steps, var_type)
-                recorders[f"{name}#{var}"] = VarRecorder(var=getattr(pops[name], var), key=key)
+                if lava_var is not None:
+                    recorders[f"{name}#{var}"] = VarRecorder(var=getattr(pops[name], lava_var), key=key)
+                else:
+                    release(key)
     return LavaNetwork(source, pops, links, recorders, steps)
 
 
@@ -520,9 +545,11 @@ def run_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str =
     values = np.int64 if backend == "fixed_pt" else np.float64
     for name, pop in plan.populations.items():
         rec = _unfold(_from_lava_record(data.pop(name), pop.depth, groups, timesteps), k, samples)
-        out[name] = rec.astype(values if pop.readout else np.int64 if pop.neuron == "graded" else bool)
-        for var in ("u", "v") if record_state else ():
-            state = _unfold(_from_lava_record(data.pop(f"{name}#{var}"), pop.depth, groups, timesteps), k, samples)
+        out[name] = rec.astype(values if pop.readout or pop.graded else bool)
+        for var in ("u", "v") if record_state and pop.neuron != "graded" else ():
+            raw = data.pop(f"{name}#{var}", None)  # a sigma decoder has no act: zeros, as the emulator's
+            raw = np.zeros((net.steps, *lava_shape(tile_plan(plan, k).populations[name].shape))) if raw is None else raw
+            state = _unfold(_from_lava_record(raw, pop.depth, groups, timesteps), k, samples)
             out[f"{name}#{var}"] = state.astype(values)
     return out
 
@@ -580,12 +607,19 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     kwargs = dict(backend=backend, copies=k, record=record, progress=progress, chunk_samples=chunk_samples,
                   timings=timings, record_state=record_state)
     if worker:
-        from htakl_deploy.hw.lava_worker import run_in_worker
-
-        rec = run_in_worker(plan, currents, **kwargs)
+        from htakl_deploy.hw.lava_worker import run_in_worker as run_it
     else:
-        rec = run_network(plan, currents, **kwargs)
-    state = {name: (rec.pop(f"{name}#u"), rec.pop(f"{name}#v")) for name in plan.populations} if record_state else None
+        run_it = run_network
+    if any(p.neuron in SIGMA_DELTA for p in plan.populations.values()):
+        # netx resets no sigma-delta neuron, and samples back to back would carry state over: each group
+        # of k samples (side by side) is a network of its own, run from its first step
+        parts = [run_it(plan, currents[:, i:i + k], **{**kwargs, "copies": min(k, samples - i)})
+                 for i in range(0, samples, k)]
+        rec = {key: np.concatenate([p[key] for p in parts], axis=1) for key in parts[0]}
+    else:
+        rec = run_it(plan, currents, **kwargs)
+    state = ({name: (rec.pop(f"{name}#u"), rec.pop(f"{name}#v")) for name, p in plan.populations.items()
+              if p.neuron != "graded"} if record_state else None)
     readout_u = rec.pop(plan.readout.name)
     if backend == "fixed_pt":
         logits = readout_logits(plan.readout, readout_u)

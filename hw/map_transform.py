@@ -51,7 +51,7 @@ def relay_population(name: str, shape, depth: int) -> Population:
     Lava's GradedVec runs it with threshold 0)."""
     c = int(shape[0])
     return Population(name, tuple(shape), depth, False, 1, 4095, 4095, 1, np.zeros(c, np.int64), 0, 1.0, 1.0, 1.0,
-                      np.zeros(c), neuron="graded")
+                      np.zeros(c), neuron="graded", message_bits=GRADED_PAYLOAD_BITS)
 
 
 def retime(plan: DeploymentPlan) -> DeploymentPlan:

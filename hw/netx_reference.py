@@ -54,12 +54,28 @@ def _lava_series(x_tb: np.ndarray) -> np.ndarray:
     return _to_lava_order(x_tb)
 
 
+STATE_VARS = {"LIF": ("u", "v"), "LIFReset": ("u", "v"), "Delta": ("sigma", "act"), "SigmaDelta": ("sigma", "act"),
+              "Sigma": ("sigma", None)}
+
+
 def run_netx_lava(path: str | Path, x_int: np.ndarray, *, input_message_bits: int = 8,
                   names: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Run lava-dl's netx on integer inputs ``x_int`` ``[T, B, *input_shape]`` (torch order): returns
-    ``{population: {"s": bool, "u": int64, "v": int64}}``, each ``[T, B, *shape]``. ``names``: our
-    population names in netx's layer order (default ``layer{i}`` by file index, flatten skipped)."""
+    ``{population: {"s": spikes (bool; graded payloads int64), "u": int64, "v": int64}}``, each
+    ``[T, B, *shape]`` (a sigma-delta layer's pair is (sigma, act), as the emulator's). ``names``: our
+    population names in netx's layer order (default ``layer{i}`` by file index, flatten skipped).
+    A sigma-delta network (netx resets none of its neurons) runs each sample as a network of its
+    own, from its first step; the others run their samples back to back."""
     netx = import_netx()
+    probe = netx.hdf5.Network(net_config=str(path))
+    if any(type(layer.neuron).__name__ in ("Delta", "SigmaDelta", "Sigma") for layer in probe.layers):
+        parts = [_run_netx_lava(netx, path, x_int[:, i:i + 1], input_message_bits, names)
+                 for i in range(x_int.shape[1])]
+        return {n: {k: np.concatenate([p[n][k] for p in parts], axis=1) for k in parts[0][n]} for n in parts[0]}
+    return _run_netx_lava(netx, path, x_int, input_message_bits, names)
+
+
+def _run_netx_lava(netx, path, x_int, input_message_bits, names):
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
@@ -86,21 +102,26 @@ def run_netx_lava(path: str | Path, x_int: np.ndarray, *, input_message_bits: in
     if len(names) != len(net.layers):
         raise ValueError(f"{len(names)} names for {len(net.layers)} netx layers")
     first = net.layers[0]
-    if type(first).__name__ == "Input":  # the input is the input layer's bias mantissa
+    if type(first).__name__ == "Input" and hasattr(first.neuron, "bias_mant"):  # the input is its bias mantissa
         mant = np.asarray(first.neuron.bias_mant.init, dtype=np.int64)
         bias = (data + np.expand_dims(np.broadcast_to(mant, data.shape[:-1]), -1)).astype(np.int32)
         first.neuron.bias_mant.init = bias[..., 0]
         source = BiasWriter(var=first.neuron.bias_mant, data=bias)
+    elif type(first).__name__ == "Input":  # a delta encoder: the input into its a_in (lava-dl's own tests)
+        source = RingBuffer(data=data.astype(np.int32))
+        source.s_out.connect(first.neuron.a_in)
     else:  # graded input spikes into the first layer's synapse
         source = RingBuffer(data=data.astype(np.int32))
         source.s_out.connect(net.inp)
     keys = {}
     recorders = []
     for name, layer in zip(names, net.layers):
-        shape = tuple(layer.neuron.v.shape)
-        for var in ("u", "v"):
+        lava_vars = STATE_VARS[type(layer.neuron).__name__]
+        shape = tuple(getattr(layer.neuron, lava_vars[0]).shape)
+        for var, lava_var in zip(("u", "v"), lava_vars):
             keys[name, var], _ = create_recording(shape, steps, np.int64)
-            recorders.append(VarRecorder(var=getattr(layer.neuron, var), key=keys[name, var]))
+            if lava_var is not None:  # a sigma decoder has no act: its recording stays zeros
+                recorders.append(VarRecorder(var=getattr(layer.neuron, lava_var), key=keys[name, var]))
         keys[name, "s"], _ = create_recording(shape, steps, np.int64)
         rec = SpikeRecorder(shape=shape, key=keys[name, "s"])
         layer.neuron.s_out.connect(rec.a_in)
@@ -115,6 +136,8 @@ def run_netx_lava(path: str | Path, x_int: np.ndarray, *, input_message_bits: in
     out: dict[str, dict[str, np.ndarray]] = {}
     for depth, name in enumerate(names):
         got = {var: _from_lava_record(raw[name, var], depth, samples, timesteps) for var in ("s", "u", "v")}
-        got["s"] = got["s"] != 0
+        layer = net.layers[depth]
+        if type(layer.neuron).__name__ not in ("Delta", "SigmaDelta", "Sigma"):
+            got["s"] = got["s"] != 0
         out[name] = got
     return out

@@ -71,10 +71,14 @@ INPUT = "input"
 LINK_KINDS = ("input", "bias", "conv", "dense", "sparse")
 INPUT_KINDS = ("input", "bias")  # the links that read the graph's input
 WEIGHTED_KINDS = ("input", "conv", "dense", "sparse")  # the kinds that carry a kernel or a matrix
-READS = ("current", "v", "spikes")
+READS = ("current", "v", "spikes", "sigma")
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
-NEURONS = ("lif", "graded")
+# the neuron models: lava-nc's LIF; "graded", a relay (hw.map_transform); a netx SDNN's sigma-delta
+# models (export/nodes/sigma_delta.py: "delta" input encoder, "sigma_delta", "sigma" decoder). Every one
+# but the LIF sends graded spikes (integer payloads of Population.message_bits)
+NEURONS = ("lif", "graded", "delta", "sigma_delta", "sigma")
+SIGMA_DELTA = ("delta", "sigma_delta", "sigma")
 
 
 @dataclass(eq=False)
@@ -94,8 +98,10 @@ class Population:
     f_vth: float
     f_bias: np.ndarray  # float64 per channel
     ref_delay: int = 1  # Loihi's refractory delay (hw.lif_ref.refractory_hold); 1: none beyond the spike's step
-    read: str = "current"  # the readout: "current" (ours: u + bias, never fires), or a netx last layer's "v" / "spikes"
-    neuron: str = "lif"  # "lif", or "graded": a relay of its input current as a graded spike (hw.map_transform)
+    # the readout: "current" (ours: u + bias, never fires), or a netx last layer's "v" / "spikes" / "sigma"
+    read: str = "current"
+    neuron: str = "lif"  # one of NEURONS
+    message_bits: int = 0  # a graded population's payload bits (0: binary spikes)
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -105,6 +111,9 @@ class Population:
             raise ValueError(f"population {self.name!r}: a graded relay cannot be the readout")
         if self.read not in READS:
             raise ValueError(f"population {self.name!r}: read {self.read!r} not in {READS}")
+        if self.graded != (self.message_bits > 0):
+            raise ValueError(f"population {self.name!r}: a {self.neuron} neuron sends "
+                             f"{'graded' if self.graded else 'binary'} spikes, message_bits {self.message_bits}")
         if self.read != "current" and not self.readout:
             raise ValueError(f"population {self.name!r}: only the readout has a read mode")
         self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
@@ -117,6 +126,11 @@ class Population:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def graded(self) -> bool:
+        """Its spikes carry integer payloads (a relay or a sigma-delta population)."""
+        return self.neuron != "lif"
 
     def per_neuron(self, per_channel: np.ndarray) -> np.ndarray:
         """A per-channel array broadcast to the population's torch shape."""
@@ -421,7 +435,7 @@ def _float_gain(node) -> float:
 def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
     """The deployment plan of a quantised student; ValueError naming the node if it cannot run."""
     from htakl_deploy.export.graph import TARGETS
-    from htakl_deploy.hw.lif_ref import READOUT_VTH
+    from htakl_deploy.hw.lif_ref import READOUT_VTH, effective_weights
 
     g = q.graph
     pops: dict[str, Population] = {}
@@ -448,6 +462,10 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             link_name = conn.node if not conn.identity else f"{conn.node}->{name}"
             if src_pop == INPUT and conn.identity and getattr(node, "bias_input", False):
                 links.append(Link(link_name, INPUT, name, "bias", 0, 0))  # a netx input layer: x is its bias
+                continue
+            if src_pop == INPUT and conn.identity and getattr(node, "input_current", False):
+                eye = sp.identity(int(np.prod(g.shapes[name])), dtype=np.int64, format="csr")  # x into its a_in
+                links.append(Link(link_name, INPUT, name, "input", 0, 0, eye, eye.astype(np.float64)))
                 continue
             spec = None
             if not conn.identity:  # the synapse's kernel, if it is a convolution (None: a matrix)
@@ -492,7 +510,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
                 kind = "sparse"
             m, f_m = sp.csr_matrix(m, dtype=np.int64), sp.csr_matrix(f_m, dtype=np.float64)
             m.eliminate_zeros()
-            if np.abs(m.data).max(initial=0) > 254:
+            if m.nnz and not np.array_equal(effective_weights(m.data[None, :], conn.weight_bits)[0], m.data):
                 raise ValueError(f"link {link_name!r}: overlapping pooling makes weights beyond 8 bits")
             if src_pop == INPUT:  # a dense first layer: its matrix, computed off-chip like the first conv
                 kind = "input"
@@ -501,10 +519,13 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
         b_float = _bias_float(g, name)
         neuron = node.loihi()
         read = getattr(node, "read", None)
-        if read is not None:  # a netx last layer: a full neuron, read as its v or its spikes
+        kind = getattr(node, "neuron_model", "lif")  # a sigma-delta family names its model
+        bits = getattr(node, "MESSAGE_BITS", 0)
+        if read is not None:  # a netx last layer: a full neuron, read as its v, its spikes or its sigma
             pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=t.dv, vth=t.vth,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
-                             f_vth=neuron.v_threshold, f_bias=b_float, ref_delay=node.ref_delay, read=read)
+                             f_vth=neuron.v_threshold, f_bias=b_float, ref_delay=node.ref_delay, read=read,
+                             neuron=kind, message_bits=bits)
         elif node.ROLE == "output":  # the readout: its current u is read, it never spikes
             pop = Population(name, g.shapes[name], depth, True, t.scale, du=t.du, dv=4095, vth=READOUT_VTH,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=1.0, f_vth=1e30,
@@ -514,7 +535,7 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
                              f_vth=neuron.v_threshold, f_bias=b_float if own else b_float * fgain / neuron.f_du,
-                             ref_delay=getattr(node, "ref_delay", 1))
+                             ref_delay=getattr(node, "ref_delay", 1), neuron=kind, message_bits=bits)
         pops[name] = pop
     return DeploymentPlan(g.shapes[g.input_name], q.input_scale, pops, links, dict(q.metadata))
 

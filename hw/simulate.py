@@ -31,6 +31,8 @@ backend its own default).
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -174,7 +176,8 @@ def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
 NETX_FORMAT = "lava-dl-netx"  # plan.metadata['source_format'] of a network read from a netx file
 READOUTS = {"current": "argmax over classes of the mean over T of (u + bias)/(64·S), u = readout current",
             "v": "argmax over outputs of the mean over T of v/64, v = the last layer's membrane (a netx network)",
-            "spikes": "argmax over outputs of the spike count (the last layer's spikes, a netx network)"}
+            "spikes": "argmax over outputs of the spike count (the last layer's spikes, a netx network)",
+            "sigma": "argmax over outputs of the mean over T of sigma (a netx SDNN network's sigma decoder)"}
 
 
 def spike_agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
@@ -309,12 +312,16 @@ def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, b
                 float_same += int((f_pred == pred).sum())
                 vs_float.add(f_spikes, result.spikes)
             if writer is None:
+                bits = {k: p.message_bits for k, p in plan.populations.items() if p.message_bits and k in result.spikes}
                 writer = SpikeWriter(out / "spikes.h5", layer_shapes={k: v.shape[2:] for k, v in result.spikes.items()},
                                      timesteps=t, record=record,
                                      attrs={"backend": backend, "artefact": str(path), "timesteps": t,
-                                            "input_scale": plan.input_scale, "readout": readout})
+                                            "input_scale": plan.input_scale, "readout": readout,
+                                            **({"message_bits": json.dumps(bits)} if bits else {})})
             x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(in_dtype)
-            writer.append(layers=result.spikes, input=x_rec, labels=y, predictions=pred)
+            # a sigma-delta layer's graded spikes are kept as its messages (payload ≠ 0): what ops count
+            layers = {k: v if v.dtype == np.bool_ else v != 0 for k, v in result.spikes.items()}
+            writer.append(layers=layers, input=x_rec, labels=y, predictions=pred)
             del result, x_tb
             if progress is not None:
                 progress(min(s0 + batch, n))

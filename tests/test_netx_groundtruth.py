@@ -28,3 +28,30 @@ def test_pilotnet_lif_traces_equal_ours_at_every_step():
     assert len(rows) == 23 and all(row["mismatches"] == 0 for row in rows), rows
     assert r["note_fc3"]["steps_inconsistent"]  # that trace is inconsistent with fc-2's spikes, as documented
     assert all(m == {"our_lava": 0, "netx_lava": 0} for m in r["lava"]["mismatches"].values())
+
+
+def _source(case: str) -> dict:
+    if not Path(gt.DEFAULT_LAVA_DL).exists():
+        pytest.skip(f"no lava-dl checkout or snapshot at {gt.DEFAULT_LAVA_DL} (set HTAKL_LAVA_DL)")
+    r = gt.CASES[case](gt.Source(gt.DEFAULT_LAVA_DL), lava=case == "pilotnet_sdnn")
+    assert r.get("absent") is not True, f"the snapshot lacks {case}'s files"
+    return r
+
+
+@pytest.mark.netx_groundtruth
+def test_pilotnet_sdnn_output_and_sigma_traces_equal_ours():
+    """PilotNet SDNN: the steering output and the sigma traces of both published networks, every
+    value; on two frames, our Lava and lava-dl's netx in Lava equal the emulator."""
+    r = _source("pilotnet_sdnn")
+    assert len(r["rows"]) == 7 and not r["absent"], r
+    assert all(row["mismatches"] == 0 and row["values"] > 0 for row in r["rows"]), r["rows"]
+    assert all(m == {"our_lava": 0, "netx_lava": 0} for m in r["lava"]["mismatches"].values())
+
+
+@pytest.mark.netx_groundtruth
+@pytest.mark.parametrize("case", ["oxford", "mnist"])
+def test_tutorial_networks_equal_lava_dl_netx(case):
+    """lava-dl's netx tutorials (oxford on its input.npy, MNIST on digits made here): u, v and spikes
+    of every layer at every step equal lava-dl's netx in Lava."""
+    r = _source(case)
+    assert r["rows"] and all(row["mismatches"] == 0 for row in r["rows"]), r["rows"]

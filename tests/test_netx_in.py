@@ -19,7 +19,7 @@ import pytest
 
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.netx_in import netx_dense_weights, read_netx
-from htakl_deploy.hw.emulator import emulate
+from htakl_deploy.hw.emulator import emulate, general_only
 from htakl_deploy.hw.plan import plan_from_quantized
 
 T = 5
@@ -58,8 +58,8 @@ def _slayer_file(path, *, pool: bool = False, seed: int = 0):
         for i, b in enumerate(blocks):
             x = b(x)  # shapes are set on the first forward pass
             norm = getattr(getattr(b, "neuron", None), "norm", None)
-            if norm is not None:  # integer biases (slayer exports the norm's float bias as it is)
-                norm.bias.data = torch.randint(-12, 24, norm.bias.shape, generator=gen).float()
+            if norm is not None:  # integer biases: slayer exports -64 × the norm's running mean
+                norm.running_mean.data = -torch.randint(-12, 24, norm.running_mean.shape, generator=gen).float() / 64
             b.export_hdf5(layers.create_group(str(i)))
         # slayer's 8-bit weights are even (step 2); Loihi's and netx's need not be: a few odd ones
         w = layers["4/weight"][()]
@@ -99,6 +99,7 @@ def test_reader_maps_every_field(netx_file):
     assert (c.stride, c.padding, c.dilation, c.groups) == ((1, 2), (0, 1), (2, 1), 2)
     assert tuple(conv2["stride"]) == (1, 2) and np.array_equal(c.weight, conv2["weight"])
     np.testing.assert_array_equal(q.targets["layer2"].bias_mant, conv2["bias"])
+    assert np.abs(conv2["bias"]).max() > 0  # slayer wrote real biases
     mant, exp, bits = netx_dense_weights(dense)
     conn = q.connection("layer4.dense", "layer4")
     np.testing.assert_array_equal(conn.weight_mant, mant)
@@ -128,6 +129,11 @@ def test_emulator_and_our_lava_equal_lava_dl_netx_state_for_state(netx_file):
     np.testing.assert_array_equal(emu.readout_u, ref["layer5"]["v"])  # the readout is its v
     np.testing.assert_array_equal(ours.readout_u, emu.readout_u)
     assert np.abs(emu.readout_u).max() > 0
+    fast = emulate(plan, x, x_is_int=True)  # hw.kernels' fused loop, the input taken as a current
+    assert not general_only(plan, "layer0", plan.populations["layer0"])
+    for name, s in fast.spikes.items():
+        np.testing.assert_array_equal(s, emu.spikes[name], err_msg=f"{name} fast path")
+    np.testing.assert_array_equal(fast.readout_u, emu.readout_u)
 
 
 def test_refractory_delay_and_pool_run_the_same_in_emulator_and_our_lava(tmp_path):
@@ -349,3 +355,119 @@ def test_a_bias_beyond_13_bits_moves_into_the_exponent(tmp_path):
     netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 4682.0)))(tmp_path)
     t = read_netx(tmp_path / "m.net").targets["layer2"]
     assert (int(t.bias_mant[0]), t.bias_exp) == (2341, 7) and int(t.bias_v()[0]) == 4682 << 6
+
+
+def _sdnn_file(path, seed: int = 0):
+    """A PilotNet-SDNN-like network from slayer's sigma-delta blocks (delta input, two convolutions —
+    one dilated, grouped, strided per axis —, flatten, dense, a sigma decoder output), with biases."""
+    import torch
+
+    from htakl_deploy.hw.netx_reference import import_netx
+
+    import_netx()
+    from lava.lib.dl import slayer
+
+    torch.manual_seed(seed)
+    p = {"threshold": 0.1, "tau_grad": 0.5, "scale_grad": 1, "requires_grad": False, "shared_param": True,
+         "activation": torch.nn.functional.relu}
+    pb = {**p, "norm": slayer.neuron.norm.MeanOnlyBatchNorm}
+    sd = slayer.block.sigma_delta
+    blocks = [sd.Input(p), sd.Conv(pb, 2, 6, 3, stride=2, padding=1, weight_scale=2),
+              sd.Conv(pb, 6, 8, 3, stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=2, weight_scale=2),
+              sd.Flatten(), sd.Dense(pb, 48, 10, weight_scale=2), sd.Output(p, 10, 3, weight_scale=2)]
+    gen = torch.Generator().manual_seed(seed)
+    with h5py.File(path, "w") as f:
+        x = torch.zeros(1, 2, 12, 12, 2)
+        for i, b in enumerate(blocks):
+            x = b(x)
+            norm = getattr(getattr(b, "neuron", None), "norm", None)
+            if norm is not None:  # integer biases: slayer exports -64 × the norm's running mean
+                norm.running_mean.data = -torch.randint(-12, 24, norm.running_mean.shape, generator=gen).float() / 64
+            b.export_hdf5(f.create_group(f"layer/{i}"))
+    return path
+
+
+def test_sigma_delta_network_equals_lava_dl_netx(tmp_path):
+    """SDNN (graded spikes): emulator = our Lava = lava-dl netx in Lava, every layer's sigma, act and
+    graded outputs at every step, 2 samples of signed inputs; each sample starts from the network's
+    own pipeline fill, as netx (which resets no sigma-delta neuron) runs it."""
+    from htakl_deploy.hw.lava_net import run_lava
+    from htakl_deploy.hw.netx_reference import run_netx_lava
+
+    path = _sdnn_file(tmp_path / "sdnn.net")
+    plan = plan_from_quantized(read_netx(path))
+    assert [p.neuron for p in plan.populations.values()] == ["delta", "sigma_delta", "sigma_delta", "sigma_delta",
+                                                           "sigma"]
+    assert plan.readout.read == "sigma" and plan.populations["layer1"].message_bits == 16
+    x = np.random.default_rng(1).integers(-60, 60, size=(T, 2, 2, 12, 12))
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    ours = run_lava(plan, x, x_is_int=True, record_state=True)
+    ref = run_netx_lava(path, x)
+    for name, pop in plan.populations.items():
+        for i, var in enumerate("uv"):
+            np.testing.assert_array_equal(emu.state[name][i], ref[name][var], err_msg=f"{name}.{var}")
+            np.testing.assert_array_equal(ours.state[name][i], ref[name][var], err_msg=f"{name}.{var} our Lava")
+        out = emu.readout_u if pop.readout else emu.spikes[name]
+        np.testing.assert_array_equal(out, ref[name]["s"], err_msg=name)
+        np.testing.assert_array_equal(ours.readout_u if pop.readout else ours.spikes[name], out, err_msg=name)
+        assert 0.05 < (out != 0).mean() and np.abs(out).max() > 1, name  # graded, not 0/1
+    from htakl_deploy.hw.emulator import pipeline_fill
+
+    fill = pipeline_fill(plan)  # the biases drive the deeper layers before the input reaches them
+    assert np.abs(fill["layer4"][2]).max() > 0 and np.abs(fill["layer1"][0]).max() > 0  # act; graded outputs
+
+
+def test_sigma_delta_subcommands_count_graded_messages(tmp_path, capsys):
+    """export --target lava, simulate, energy --graph, map on a sigma-delta network: the artefact
+    checks and runs to the same integers; a graded layer's ACs are its messages (payload ≠ 0) ×
+    fan-out, recounted here, with the 16-bit payload reported."""
+    import json
+
+    from htakl_deploy.cli import main
+    from htakl_deploy.energy.spikefile import open_spikes
+    from htakl_deploy.hw.artefact_check import read_plan
+
+    path = _sdnn_file(tmp_path / "sdnn.net", seed=2)
+    out = tmp_path / "export"
+    assert main(["export", str(path), "--target", "lava", "--out", str(out)]) == 0
+    capsys.readouterr()
+    plan, back = plan_from_quantized(read_netx(path)), read_plan(out / "student.lava.npz")
+    assert [(p.neuron, p.message_bits) for p in back.populations.values()] == \
+        [(p.neuron, p.message_bits) for p in plan.populations.values()]
+    x = np.random.default_rng(5).integers(0, 120, size=(T, 3, 2, 12, 12))  # --input takes counts >= 0
+    np.save(tmp_path / "x.npy", x)
+    sim = tmp_path / "sim"
+    assert main(["simulate", str(out / "student.lava.npz"), "--backend", "emulator", "--input",
+                 str(tmp_path / "x.npy"), "--out", str(sim)]) == 0
+    emu = emulate(back, x, x_is_int=True)
+    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(path), "--json", str(tmp_path / "e.json")]) == 0
+    rep = json.loads((tmp_path / "e.json").read_text())
+    rows = {r["name"]: r for r in rep["layers"]}
+    assert "graded spikes" in capsys.readouterr().out
+    dense = plan.populations["layer4"]
+    assert next(k for k in plan.links if k.dst == "layer4").src == "layer2"  # through the flatten
+    fan_out = np.full(48, 10)  # dense 48 -> 10: every synapse, as for binary spikes
+    with open_spikes(sim / "spikes.h5") as rec:
+        msgs = rec.layer_counts("layer2").reshape(T, -1)
+    np.testing.assert_array_equal(msgs, (emu.spikes["layer2"] != 0).sum(1).reshape(T, -1))
+    assert rows["layer4.dense"]["acs"] == int((msgs @ fan_out).sum()) > 0
+    assert rows["layer4.dense"]["payload_bits"] == 16 and dense.message_bits == 16
+    assert main(["map", str(path), "--no-spikes", "--json", str(tmp_path / "map.json")]) == 0
+
+
+def test_sigma_delta_network_round_trips_through_nir(tmp_path):
+    """lava-dl SDNN file → our quantised NIR (family-tagged Threshold nodes) → back: the same sigma,
+    act and graded outputs at every step."""
+    from htakl_deploy.export.nir_io import from_nir, read_nir, write_nir
+
+    q = read_netx(_sdnn_file(tmp_path / "sdnn.net", seed=3))
+    back = from_nir(read_nir(write_nir(q.graph, tmp_path / "q.nir", quantized=q)))
+    x = np.random.default_rng(2).integers(-60, 60, size=(T, 2, 2, 12, 12))
+    a = emulate(plan_from_quantized(q), x, x_is_int=True, record_state=True)
+    b = emulate(plan_from_quantized(back), x, x_is_int=True, record_state=True)
+    assert [p.neuron for p in plan_from_quantized(back).populations.values()][-1] == "sigma"
+    for name, (s, act) in a.state.items():
+        np.testing.assert_array_equal(b.state[name][0], s, err_msg=name)
+        np.testing.assert_array_equal(b.state[name][1], act, err_msg=name)
+    np.testing.assert_array_equal(a.readout_u, b.readout_u)
+    assert np.abs(a.readout_u).max() > 0

@@ -15,9 +15,12 @@ route      moves a neuron's values to the next synapses         ``PoolNode`` (po
 neuron     a spiking neuron layer (lava-nc's LIF)               ``LIFNode`` (lif.py), ``IFNode``
                                                                 (if_node.py), ``CubaLIFNode``
                                                                 (cuba_lif.py), ``LoihiCubaNode``
-                                                                (loihi_cuba.py: netx's LOIHI/CUBA)
+                                                                (loihi_cuba.py: netx's LOIHI/CUBA),
+                                                                ``SigmaDeltaNode`` (sigma_delta.py:
+                                                                netx's SDNN, graded spikes)
 output     the logits: the readout population                   ``OutputNode`` (io.py),
-                                                                ``LoihiCubaOutput`` (loihi_cuba.py)
+                                                                ``LoihiCubaOutput`` (loihi_cuba.py),
+                                                                ``SigmaDeltaOutput`` (sigma_delta.py)
 =========  ===================================================  ================================
 
 What every node type holds (the callers dispatch through these methods, never on the type):
@@ -103,6 +106,7 @@ class NeuronNode(Node):
 
     ROLE = "neuron"
     NIR_TYPE: type = None
+    NIR_THRESHOLD = "v_threshold"  # the NIR_TYPE's field that holds the integer threshold when quantised
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -131,7 +135,7 @@ class NeuronNode(Node):
         meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
                 "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), **self.float_metadata(),
                 **identity_meta(name, quantized)}
-        return dataclasses.replace(n, v_threshold=np.full(shape, t.vth, dtype=np.int64), metadata=meta)
+        return dataclasses.replace(n, **{self.NIR_THRESHOLD: np.full(shape, t.vth, dtype=np.int64)}, metadata=meta)
 
     @classmethod
     def read_nir(cls, name: str, n, dt: float) -> "NeuronNode":
@@ -166,8 +170,9 @@ def _families() -> tuple[type, ...]:
     from htakl_deploy.export.nodes.if_node import IFNode
     from htakl_deploy.export.nodes.lif import LIFNode
     from htakl_deploy.export.nodes.loihi_cuba import LoihiCubaNode
+    from htakl_deploy.export.nodes.sigma_delta import SigmaDeltaNode
 
-    return (LIFNode, IFNode, CubaLIFNode, LoihiCubaNode)
+    return (LIFNode, IFNode, CubaLIFNode, LoihiCubaNode, SigmaDeltaNode)
 
 
 FAMILIES: tuple[type, ...] = _families()  # every neuron family, each NIR_TYPE mapped both ways
@@ -181,9 +186,10 @@ def _node_types() -> tuple[type, ...]:
     from htakl_deploy.export.nodes.io import InputNode, OutputNode
     from htakl_deploy.export.nodes.loihi_cuba import LoihiCubaOutput
     from htakl_deploy.export.nodes.pool import PoolNode
+    from htakl_deploy.export.nodes.sigma_delta import SigmaDeltaOutput
 
     return (InputNode, Conv2dNode, Conv1dNode, DenseNode, PoolNode, FlattenNode, *FAMILIES, OutputNode,
-            LoihiCubaOutput)
+            LoihiCubaOutput, SigmaDeltaOutput)
 
 
 NODE_TYPES: tuple[type, ...] = _node_types()  # every node type a StudentGraph may hold

@@ -54,6 +54,7 @@ class LoihiCubaNode(NeuronNode):
     bias_input: bool = False
 
     FAMILY = "loihi_cuba"  # tag in NIR metadata: read back as this family, not as a plain CubaLIF
+    BIAS_EXP = BIAS_SHIFT
     NIR_TYPE = nir.CubaLIF
     NIR_TYPES = ()  # nir.CubaLIF reads as CubaLIFNode unless the family tag says otherwise
     OWN_BIAS = True

@@ -89,10 +89,12 @@ class SigmaDeltaNode(NeuronNode):
     kind: str = "sigma_delta"
 
     FAMILY = "sigma_delta"
+    BIAS_EXP = SPIKE_EXP + STATE_EXP  # Lava's SigmaDelta scales the bias by 2^(spike_exp + state_exp)
     NIR_TYPE = nir.Threshold  # the nearest NIR node; the exact fields travel in metadata
+    NIR_THRESHOLD = "threshold"
     NIR_TYPES = ()
     OWN_BIAS = True
-    GRADED = True  # its spikes carry payloads
+    MESSAGE_BITS = MESSAGE_BITS  # its spikes carry payloads of this many bits
 
     def __post_init__(self):
         if not (float(self.v_th_mant) == int(self.v_th_mant) and 0 <= int(self.v_th_mant) < 2**23):
@@ -105,6 +107,25 @@ class SigmaDeltaNode(NeuronNode):
     @property
     def bias_input(self) -> bool:
         return False
+
+    @property
+    def neuron_model(self) -> str:
+        """Its model in the deployment plan (``hw.plan.NEURONS``)."""
+        return self.kind
+
+    @property
+    def input_current(self) -> bool:
+        """The delta input layer: the graph's input is its ``a_in`` (lava-dl's tests feed
+        ``in_layer.neuron.a_in``)."""
+        return self.kind == "delta"
+
+    @property
+    def du(self) -> int:  # no LIF dynamics: placeholders for the quantised target
+        return 4095
+
+    @property
+    def dv(self) -> int:
+        return 0
 
     @property
     def ref_delay(self) -> int:
