@@ -17,6 +17,10 @@ Cases:
   reset at time step 18 and at no other): two samples of 17 steps, the second cut at 24 steps.
   Steps before a layer's first reset (the pipeline fill, bias-driven) are compared with
   ``hw.emulator.pipeline_fill``.
+- ``pilotnet_sdnn``: ``tests/lava/lib/dl/netx/gts/pilotnet_sdnn`` — the steering output and the
+  sigma traces of both published networks (see ``pilotnet_sdnn``).
+- ``oxford``, ``mnist``: lava-dl's netx tutorials against lava-dl's netx in Lava.
+- ``pilotnet_costs``: PilotNet LIF through ``export``, ``simulate``, ``energy`` and ``map``.
 """
 
 from __future__ import annotations
@@ -271,6 +275,43 @@ def pilotnet_sdnn(src: Source, lava: bool = False) -> dict:
     return result
 
 
+# -- PilotNet LIF through the subcommands --------------------------------------------------------
+
+COST_STEPS = 16  # steps per frame, as Intel's benchmark runs PilotNet LIF
+
+
+def pilotnet_costs(src: Source, lava: bool = False) -> dict:
+    """PilotNet LIF as a user runs it: ``export --target lava``, ``simulate`` (emulator) on the
+    published image for 16 steps (one frame, as Intel's benchmark runs it), ``energy`` and ``map``
+    (Loihi 2, the compiler's strategy) on that recording; their JSON summarised."""
+    import contextlib
+    import io
+
+    from htakl_deploy.cli import main as cli
+
+    net, image = src.file(f"{LIF_DIR}/network.net"), src.file(f"{LIF_DIR}/image.npy")
+    if net is None or image is None:
+        return {"case": "pilotnet_costs", "absent": True}
+    d = Path(src.tmp) / "costs"
+    d.mkdir(exist_ok=True)
+    img = np.load(image).astype(np.int64).transpose(2, 1, 0)
+    np.save(d / "x.npy", np.broadcast_to(img, (COST_STEPS, 1, *img.shape)).copy())
+    runs = [["export", str(net), "--target", "lava", "--lava-check", "0", "--out", str(d / "export")],
+            ["simulate", str(d / "export" / "student.lava.npz"), "--backend", "emulator", "--input",
+             str(d / "x.npy"), "--out", str(d / "sim")],
+            ["energy", str(d / "sim" / "spikes.h5"), "--graph", str(net), "--json", str(d / "energy.json")],
+            ["map", str(d / "export" / "student.lava.npz"), "--spikes", str(d / "sim" / "spikes.h5"), "--json",
+             str(d / "map.json")]]
+    for argv in runs:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if cli(argv) != 0:
+                raise SystemExit(f"netx_groundtruth: htakl-deploy {' '.join(argv[:1])} failed on PilotNet LIF")
+    energy = json.loads((d / "energy.json").read_text())
+    mapping = json.loads((d / "map.json").read_text())
+    return {"case": "pilotnet_costs", "commands": [" ".join(["htakl-deploy", a[0], "…"]) for a in runs],
+            "energy": energy, "map": mapping}
+
+
 # -- lava-dl's netx tutorials ----------------------------------------------------------------------
 
 OXFORD_DIR = "tutorials/lava/lib/dl/netx/oxford"
@@ -367,10 +408,39 @@ def mnist(src: Source, lava: bool = False) -> dict:
     return {"case": "mnist", "rows": rows, "absent": [], "info": info}
 
 
-CASES = {"pilotnet_lif": pilotnet_lif, "pilotnet_sdnn": pilotnet_sdnn, "oxford": oxford, "mnist": mnist}
+CASES = {"pilotnet_lif": pilotnet_lif, "pilotnet_sdnn": pilotnet_sdnn, "oxford": oxford, "mnist": mnist,
+         "pilotnet_costs": pilotnet_costs}
 
 
 # -- output ------------------------------------------------------------------------------------
+
+
+def costs_table(r: dict) -> list[str]:
+    """PilotNet LIF's costs as ``energy`` and ``map`` report them (``pilotnet_costs``)."""
+    from htakl_deploy.hw.loihi2_published import load_published
+
+    chip = load_published()["pilotnet_lif"]  # Intel's compile and measured run (published figures)
+    t, m = r["energy"]["totals"], r["map"]
+    est = m["estimate"]["per_inference"]
+    rng = est["ranges"]
+    frame_ns = est["time_per_inference_streamed_ns"]
+    by = m["totals"]["cores_by_strategy"]
+    rows = [
+        ("Loihi 2 cores, `map` (the compiler's strategy)", f"{m['totals']['cores']} on {m['totals']['chips']} chip "
+         f"(fewest {by['fewest']}, packed {by['packed']}); Intel's compile: {chip['total_cores']} ([Mapping](MAPPING.md))"),
+        ("spikes per frame (firing rate)", f"{t['spikes']:,} ({100 * t['firing_rate']:.1f} %)"),
+        ("synaptic ops, `energy` (spikes × fan-out)", f"{t['acs']:,} ACs, {t['macs']:,} MACs"),
+        ("synaptic ops, `map` (zero weights cost none on Loihi 2)", f"{est['synops']:,.0f}"),
+        ("energy per frame, `energy` (paper's 45 nm model, 0.9 pJ/AC)", f"{t['energy_pj'] / 1e6:.2f} µJ"),
+        ("energy per frame, `map` (Loihi 2 model)", f"{est['energy']['total_pj'] / 1e9:.3f} mJ (range "
+         f"{rng['total_pj'][0] / 1e9:.3f}–{rng['total_pj'][1] / 1e9:.3f}); Intel measured "
+         f"{chip['energy_total_mj_per_frame']:.3f} mJ on a run whose input layer was silent ([Mapping](MAPPING.md))"),
+        ("time per frame, `map` (16 steps streamed)", f"{frame_ns / 1e6:.3f} ms = {1e9 / frame_ns:.0f} frames/s; "
+         f"Intel measured {chip['frames_per_s']} frames/s"),
+    ]
+    return [f"### {r['case']}", "", f"PilotNet LIF on its published image, {r['energy']['timesteps']} steps "
+            "(one frame, as Intel's benchmark runs it): `" + "`, `".join(r["commands"]) + "`.", "",
+            "| figure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
 
 
 def table(results: list[dict]) -> list[str]:
@@ -378,6 +448,9 @@ def table(results: list[dict]) -> list[str]:
     for r in results:
         if r.get("absent") is True:
             lines += [f"- `{r['case']}`: its files are not in the source given", ""]
+            continue
+        if r.get("energy"):
+            lines += costs_table(r)
             continue
         lines += [f"### {r['case']}", "", "| layer | variable | steps | values compared | mismatches |",
                   "|---|---|---|---|---|"]

@@ -55,3 +55,13 @@ def test_tutorial_networks_equal_lava_dl_netx(case):
     of every layer at every step equal lava-dl's netx in Lava."""
     r = _source(case)
     assert r["rows"] and all(row["mismatches"] == 0 for row in r["rows"]), r["rows"]
+
+
+@pytest.mark.netx_groundtruth
+def test_pilotnet_lif_costs_through_the_subcommands():
+    """export, simulate, energy and map on PilotNet LIF: the compiler's 74 cores on one chip; energy
+    counts every synapse a spike reaches, map none of the zero weights (fewer ops)."""
+    r = _source("pilotnet_costs")
+    assert r["map"]["totals"]["cores"] == 74 and r["map"]["totals"]["chips"] == 1
+    t = r["energy"]["totals"]
+    assert t["acs"] > r["map"]["estimate"]["per_inference"]["synops"] > 0 and t["macs"] == 0
