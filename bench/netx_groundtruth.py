@@ -318,9 +318,29 @@ OXFORD_DIR = "tutorials/lava/lib/dl/netx/oxford"
 MNIST_NET = "tutorials/lava/lib/dl/netx/mnist/trained_mnist_network.net"
 
 
-def _spike_table(name, ours, other, label) -> dict:
-    return {"layer": label, "population": name, "var": "spikes", "file": label, "steps": int(ours.shape[0]),
-            "values": int(ours.size), "mismatches": int((ours != other).sum())}
+def against_netx(net, x) -> tuple[list[dict], object, float, float]:
+    """Our emulator and lava-dl's netx in Lava on the spikes ``x`` ``[T, B, N]``: a row per population
+    and variable (spikes, u, v), the emulator's result and both wall times."""
+    from htakl_deploy.export.netx_in import read_netx
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.netx_reference import run_netx_lava
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    plan = plan_from_quantized(read_netx(net))
+    t0 = time.perf_counter()
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    emu_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = run_netx_lava(net, x, input_message_bits=0)
+    ref_s = time.perf_counter() - t0
+    rows = []
+    for name, pop in plan.populations.items():
+        mine = (emu.readout_u if pop.readout else emu.spikes[name]) != 0
+        got = [("spikes", mine, ref[name]["s"] != 0), *((v, emu.state[name][i], ref[name][v]) for i, v in enumerate("uv"))]
+        rows += [{"layer": f"{name} vs lava-dl netx in Lava", "population": name, "var": var, "file": "-",
+                  "steps": int(x.shape[0]), "values": int(a.size), "mismatches": int((a != b).sum())}
+                 for var, a, b in got]
+    return rows, emu, emu_s, ref_s
 
 
 def oxford(src: Source, lava: bool = False) -> dict:
@@ -328,10 +348,7 @@ def oxford(src: Source, lava: bool = False) -> dict:
     on ``input.npy``'s events, 2000 steps: ours against lava-dl's netx in Lava (the tutorial's own
     comparison), and the spike counts of slayer's reference (``ground_truth.npy``) and target
     (``output.npy``) for reference."""
-    from htakl_deploy.export.netx_in import read_netx
-    from htakl_deploy.hw.emulator import emulate
-    from htakl_deploy.hw.netx_reference import import_netx, run_netx_lava
-    from htakl_deploy.hw.plan import plan_from_quantized
+    from htakl_deploy.hw.netx_reference import import_netx
 
     net, inp = src.file(f"{OXFORD_DIR}/Trained/network.net"), src.file(f"{OXFORD_DIR}/input.npy")
     if net is None or inp is None:
@@ -343,21 +360,7 @@ def oxford(src: Source, lava: bool = False) -> dict:
         return slayer.io.read_np_spikes(str(f)).to_tensor(dim=(1, n, steps)).squeeze().astype(np.int64)
 
     x = events(inp).T[:, None, :]  # [2000, 1, 200]
-    plan = plan_from_quantized(read_netx(net))
-    t0 = time.perf_counter()
-    emu = emulate(plan, x, x_is_int=True, record_state=True)
-    emu_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = run_netx_lava(net, x, input_message_bits=0)
-    ref_s = time.perf_counter() - t0
-    rows = []
-    for name in plan.populations:
-        mine = emu.readout_u if plan.populations[name].readout else emu.spikes[name]
-        rows.append(_spike_table(name, mine != 0, ref[name]["s"] != 0, f"{name} vs lava-dl netx in Lava"))
-        for i, var in enumerate("uv"):
-            rows.append({"layer": f"{name} vs lava-dl netx in Lava", "population": name, "var": var, "file": "-",
-                         "steps": int(x.shape[0]), "values": int(emu.state[name][i].size),
-                         "mismatches": int((emu.state[name][i] != ref[name][var]).sum())})
+    rows, emu, emu_s, ref_s = against_netx(net, x)
     info = {"output_spikes": int(emu.readout_u.sum())}
     for ref_name in ("ground_truth.npy", "output.npy"):
         f = src.file(f"{OXFORD_DIR}/{ref_name}")
@@ -368,15 +371,10 @@ def oxford(src: Source, lava: bool = False) -> dict:
 
 def mnist(src: Source, lava: bool = False) -> dict:
     """lava-dl's MNIST tutorial network (784 → 128 → 64 → 10, CUBA with current memory, spikes in) on
-    inputs made here (MNIST is not available offline: sklearn's digits, upscaled to 28×28 and
-    centred 20×20 as in MNIST, rate-coded by the tutorial's encoder: v += pixel, spike at v > 1), 4
+    inputs made here (MNIST is not available offline: sklearn's digits, upscaled to 20×20 and
+    centred in 28×28 as in MNIST, rate-coded by the tutorial's encoder: v += pixel, spike at v > 1), 4
     images × 32 steps back to back: ours against lava-dl's netx in Lava."""
     from sklearn.datasets import load_digits
-
-    from htakl_deploy.export.netx_in import read_netx
-    from htakl_deploy.hw.emulator import emulate
-    from htakl_deploy.hw.netx_reference import run_netx_lava
-    from htakl_deploy.hw.plan import plan_from_quantized
 
     net = src.file(MNIST_NET)
     if net is None:
@@ -393,17 +391,7 @@ def mnist(src: Source, lava: bool = False) -> dict:
         v += img.reshape(4, -1)
         x[t] = v > 1
         v[v > 1] = 0
-    plan = plan_from_quantized(read_netx(net))
-    emu = emulate(plan, x, x_is_int=True, record_state=True)
-    ref = run_netx_lava(net, x, input_message_bits=0)
-    rows = []
-    for name in plan.populations:
-        mine = emu.readout_u if plan.populations[name].readout else emu.spikes[name]
-        rows.append(_spike_table(name, mine != 0, ref[name]["s"] != 0, f"{name} vs lava-dl netx in Lava"))
-        for i, var in enumerate("uv"):
-            rows.append({"layer": f"{name} vs lava-dl netx in Lava", "population": name, "var": var, "file": "-",
-                         "steps": steps, "values": int(emu.state[name][i].size),
-                         "mismatches": int((emu.state[name][i] != ref[name][var]).sum())})
+    rows, emu, _, _ = against_netx(net, x)
     info = {"input_spikes": int(x.sum()), "output_spikes": int(emu.readout_u.sum())}
     return {"case": "mnist", "rows": rows, "absent": [], "info": info}
 
