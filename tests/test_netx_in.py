@@ -357,9 +357,10 @@ def test_a_bias_beyond_13_bits_moves_into_the_exponent(tmp_path):
     assert (int(t.bias_mant[0]), t.bias_exp) == (2341, 7) and int(t.bias_v()[0]) == 4682 << 6
 
 
-def _sdnn_file(path, seed: int = 0):
+def _sdnn_file(path, seed: int = 0, sigma_output: bool = True):
     """A PilotNet-SDNN-like network from slayer's sigma-delta blocks (delta input, two convolutions —
-    one dilated, grouped, strided per axis —, flatten, dense, a sigma decoder output), with biases."""
+    one dilated, grouped, strided per axis —, flatten, dense, a sigma decoder output — or, without
+    ``sigma_output``, a sigma-delta last layer sending graded spikes), with biases."""
     import torch
 
     from htakl_deploy.hw.netx_reference import import_netx
@@ -374,7 +375,8 @@ def _sdnn_file(path, seed: int = 0):
     sd = slayer.block.sigma_delta
     blocks = [sd.Input(p), sd.Conv(pb, 2, 6, 3, stride=2, padding=1, weight_scale=2),
               sd.Conv(pb, 6, 8, 3, stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=2, weight_scale=2),
-              sd.Flatten(), sd.Dense(pb, 48, 10, weight_scale=2), sd.Output(p, 10, 3, weight_scale=2)]
+              sd.Flatten(), sd.Dense(pb, 48, 10, weight_scale=2),
+              sd.Output(p, 10, 3, weight_scale=2) if sigma_output else sd.Dense(pb, 10, 3, weight_scale=2)]
     gen = torch.Generator().manual_seed(seed)
     with h5py.File(path, "w") as f:
         x = torch.zeros(1, 2, 12, 12, 2)
@@ -471,3 +473,18 @@ def test_sigma_delta_network_round_trips_through_nir(tmp_path):
         np.testing.assert_array_equal(b.state[name][1], act, err_msg=name)
     np.testing.assert_array_equal(a.readout_u, b.readout_u)
     assert np.abs(a.readout_u).max() > 0
+
+
+def test_a_graded_last_layer_reads_as_its_payloads(tmp_path):
+    """An SDNN network ending in a sigma-delta layer (no sigma decoder): its readout is the graded
+    spikes it sends, emulator = lava-dl netx in Lava at every step."""
+    from htakl_deploy.hw.netx_reference import run_netx_lava
+
+    path = _sdnn_file(tmp_path / "sdnn.net", seed=4, sigma_output=False)
+    plan = plan_from_quantized(read_netx(path))
+    assert (plan.readout.neuron, plan.readout.read) == ("sigma_delta", "spikes")
+    x = np.random.default_rng(3).integers(-60, 60, size=(T, 2, 2, 12, 12))
+    emu = emulate(plan, x, x_is_int=True)
+    ref = run_netx_lava(path, x)
+    np.testing.assert_array_equal(emu.readout_u, ref[plan.readout.name]["s"])
+    assert np.abs(emu.readout_u).max() > 1  # graded
