@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +34,9 @@ from htakl_deploy.errors import UserError
 from htakl_deploy.readers import read_json_table
 
 
-def load_data(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
+def load_splits(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
+    """The data set's (train, test), each cut to its ``--limit-*`` (stratified subsets,
+    ``ArrayDataset.subset``): the test split is the one the run is evaluated on."""
     kwargs = {} if cfg.data_root is None else {"root": cfg.data_root}
     train, test = load_dataset(cfg.data, **kwargs)
     if train.num_classes < 2:
@@ -42,16 +45,45 @@ def load_data(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
         train = train.subset(cfg.limit_train)
     if cfg.limit_test:
         test = test.subset(cfg.limit_test)
+    return train, test
+
+
+def load_test(cfg: DistillConfig) -> ArrayDataset:
+    """The test images a run was (or is) evaluated on: what export, simulate and the API read.
+    Nothing about training is checked here (an evaluation needs no batch of training images)."""
+    return load_splits(cfg)[1]
+
+
+def load_data(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
+    """(train, test) for training: ``load_splits`` with the training set checked (two classes)."""
+    train, test = load_splits(cfg)
     present = int(torch.unique(train.labels).numel())
     if present < 2:
         raise UserError(f"--data {cfg.data}: the training images hold {present} class"
                         + (f" (--limit-train {cfg.limit_train})" if cfg.limit_train else "")
                         + "; distillation needs at least 2")
-    if len(train) < cfg.batch_size:
-        raise UserError(
-            f"--batch-size {cfg.batch_size} is larger than the training set ({len(train)} images)"
-        )
     return train, test
+
+
+#: the batch size a run gets when none is given (``DistillConfig.batch_size``)
+DEFAULT_BATCH_SIZE = DistillConfig.batch_size
+
+
+def fit_batch_size(cfg: DistillConfig, n_train: int) -> tuple[DistillConfig, str | None]:
+    """The config with a batch size the training set can fill, and a note when it was lowered.
+
+    Partial batches are dropped (``distill.train``), so a batch larger than the training set
+    trains nothing. The default (128) is lowered to the largest power of two that gives at least
+    four steps an epoch; any other batch size that large is refused with the largest that fits."""
+    if n_train >= cfg.batch_size:
+        return cfg, None
+    fitted = 1 << max(0, (max(1, n_train // 4)).bit_length() - 1)
+    if cfg.batch_size != DEFAULT_BATCH_SIZE:
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set ({n_train} images; "
+                        f"partial batches are dropped): give --batch-size {n_train} or less, e.g. {fitted}")
+    note = (f"--batch-size lowered from {cfg.batch_size} to {fitted}: the training set holds {n_train} "
+            "images (four steps an epoch; give --batch-size to choose)")
+    return cfg.replace(batch_size=fitted), note
 
 
 def new_model(cfg: DistillConfig, data: ArrayDataset, *, spiking: bool, seed: int) -> Classifier:
@@ -228,6 +260,9 @@ def run(
     if resume_dir is None and env.is_main:
         check_writable_dir(cfg.out_dir, "--out-dir")
     train, test = load_data(cfg)
+    cfg, note = fit_batch_size(cfg, len(train))
+    if note and env.is_main:
+        print(f"htakl-deploy: note: {note}", file=sys.stderr)
     needs_teacher = teacher_only or cfg.method not in TEACHERLESS
     teacher = load_teacher(cfg.teacher, train, cfg.model) if (needs_teacher and cfg.teacher) else None
     student = None if teacher_only else new_model(cfg, train, spiking=True, seed=cfg.seed)
@@ -252,7 +287,8 @@ def run(
         on_open(run_dir)
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "data": cfg.data, "model": cfg.model,
-                               "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device)}
+                               "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device),
+                               "train_samples": len(train), "test_samples": len(test), "batch_size": cfg.batch_size}
     if train_teacher:
         stage_dir = run_dir / "teacher"
         stage_dir.mkdir(parents=True, exist_ok=True)

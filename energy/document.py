@@ -130,7 +130,7 @@ def accuracy_section(report: dict) -> Section:
                      "–" if a["samples"] is None else str(a["samples"]),
                      "–" if a["timesteps"] is None else str(a["timesteps"]), "; ".join(notes), a["file"]])
     limit = (report.get("provenance") or {}).get("config", {}).get("limit_test")
-    split = (f"the first {limit} test images (`--limit-test {limit}`)" if limit
+    split = (f"{limit} test images, every class in proportion (`--limit-test {limit}`)" if limit
              else "the data set's whole test split")
     blocks: list = [f"Test-set accuracy of the teacher and of the student at every stage the directory holds "
                     f"(training: {split}; export and simulators: the samples they ran). The 95 % interval is "

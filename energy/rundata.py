@@ -228,7 +228,8 @@ def training_accuracy(run: RunFiles) -> list[dict]:
             continue
         rows.append({"stage": "training", "model": role, "backend": "torch-train", "description": what,
                      "accuracy": _num(stage["test_acc"]), "best_accuracy": _num(stage.get("best_test_acc")),
-                     "samples": run.config.get("limit_test"), "timesteps": stage.get("timesteps"),
+                     "samples": s.get("test_samples", run.config.get("limit_test")),
+                     "timesteps": stage.get("timesteps"),
                      "file": run.summary_file})
     return rows
 

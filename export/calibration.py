@@ -13,11 +13,11 @@ currents cannot change what 8 bits of weight can hold. What the weights cannot t
 2. **float vs integer agreement** when no named data set fits the graph: the decisions of the float
    graph (``graph.run_float``) and of the integer network on the calibration inputs.
 
-``SRC`` is a data set name (its *training* split, the first ``max_samples`` images: calibration
-must not look at the test images the accuracy is measured on) or inputs the user gives, read as
-``--input`` reads them (``distill.data.inputfile``: ``.npy``/``.npz``/``.h5`` of ``[T, B, *input]``
-sequences — event frames, T from the data — or ``[B, *input]`` static inputs, or a folder of event
-recordings). Anything else is a one-line ``UserError``.
+``SRC`` is a data set name (``max_samples`` images of its *training* split, every class in proportion
+(``ArrayDataset.subset``): calibration must not look at the test images the accuracy is measured on)
+or inputs the user gives, read as ``--input`` reads them (``distill.data.inputfile``:
+``.npy``/``.npz``/``.h5`` of ``[T, B, *input]`` sequences — event frames, T from the data — or
+``[B, *input]`` static inputs, or a folder of event recordings). Anything else is a one-line ``UserError``.
 
 Memory: the samples run a few at a time (``BATCH_BYTES`` of recorded state), and the file is read
 batch by batch, so a 64-sample, 300-step event calibration of the NIR paper's CNN stays small

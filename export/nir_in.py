@@ -208,5 +208,6 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
         report["lava"]["wall_s"] = time.perf_counter() - t0
     if "netx" in targets:
         report["netx"] = write_netx_target(q, out)
+        report["warnings"] = report["warnings"] + report["netx"].pop("warnings")
     write_json(out / "export_report.json", report)
     return report

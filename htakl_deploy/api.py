@@ -9,7 +9,7 @@ example (executed by ``tests/test_api.py``).
 ``load_student``       the trained student (a ``Classifier``) of a run directory or checkpoint
 ``to_graph``           a student, a NIR file or a ``nir.NIRGraph`` → ``StudentGraph`` (BN folded)
 ``to_plan``            a student / graph / NIR file → the deployment plan (Loihi fixed point)
-``sample_batch``       the first ``n`` test images of a run's data set, ``[T, n, C, H, W]`` + labels
+``sample_batch``       ``n`` test images of a run's data set (every class in proportion), ``[T, n, C, H, W]`` + labels
 ``emulate``            run a plan on a batch in the bit-exact emulator → spikes, logits
 ``count_energy``       ACs/MACs and energy of a spike dict on a graph → the energy report dict
 ``render_report``      write ``report.{md,html,json}`` of a run directory; returns the report dict
@@ -77,14 +77,13 @@ def to_plan(source):
 
 
 def sample_batch(run_dir: str | Path, n: int = 32, timesteps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(x [T, n, C, H, W] float32 in [0, 1], labels [n])``: the first ``n`` test images of the
+    """``(x [T, n, C, H, W] float32 in [0, 1], labels [n])``: ``n`` test images of the
     run's data set, direct-encoded (the image at every step; T from the run's config unless given)."""
     from htakl_deploy.distill import recipe
     from htakl_deploy.distill.data import encode
 
     cfg, _ = recipe.read_run(run_dir)
-    cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=n)
-    _, test = recipe.load_data(cfg)
+    test = recipe.load_test(cfg.replace(limit_test=n))
     import torch
 
     x, y = test.batch(torch.arange(len(test)))

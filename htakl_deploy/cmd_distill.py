@@ -31,8 +31,8 @@ examples:
 HELP = {
     "data": "data set: digits (embedded default), fashion-mnist, cifar10, cifar100, image-folder",
     "data_root": "folder of the data set files (fashion-mnist default: /usr/share/datasets/fashion-mnist)",
-    "limit_train": "use only the first N training images (quick runs)",
-    "limit_test": "use only the first N test images",
+    "limit_train": "use only N training images, every class in proportion (quick runs)",
+    "limit_test": "evaluate on N test images, every class in proportion (default: the whole test split)",
     "encoding": "input encoding: direct (analog pixels repeated over T, default) or poisson",
     "model": "architecture: convnet (default), resnet19, resnet20, vgg16",
     "timesteps": "simulation timesteps T (paper: 1, 2, 4, 6; default 4)",

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "split) or inputs as --input reads them (first 256 samples): per-layer 24-bit "
                         "headroom of u and v, and float vs integer decisions (the scales come from the weights)")
     p.add_argument("--timesteps", type=int, help="T for evaluation and the unrolled ONNX (default: the run's)")
-    p.add_argument("--samples", type=int, help="evaluate on the first N test images (default: all)")
+    p.add_argument("--samples", type=int, help="evaluate on N test images, every class in proportion (default: the test images the run was evaluated on)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the float vs integer accuracy comparison")
@@ -97,7 +97,7 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"  Lava fixed_pt = emulator spike for spike on {check['samples']} images")
     netx = report.get("netx")
     if netx is not None:
-        lines.append(f"netx: {netx['netx']} ({len(netx.get('layers', []))} layers)")
-        for layer in netx.get("inexact_layers", []):
-            lines.append(f"  not bit-exact in netx: layer {layer['nodes']}: {layer['why']}")
+        inexact = len(netx.get("inexact_layers", []))
+        lines.append(f"netx: {netx['netx']} ({len(netx.get('layers', []))} layers"
+                     + (f"; {inexact} not bit-exact in netx: see the warnings)" if inexact else ")"))
     return lines

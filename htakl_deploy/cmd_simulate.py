@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "NIR graph (MODEL.nir: quantised on the fly into MODEL-export/, as `export` does)")
     p.add_argument("--backend", default="lava-fixed_pt", metavar="BACKEND",
                    help=f"one of {', '.join(BACKENDS)} (default lava-fixed_pt; 'lava' means lava-fixed_pt)")
-    p.add_argument("--samples", type=int, help="the first N test images (default: the test images the run was evaluated on, all unless it was trained with --limit-test)")
+    p.add_argument("--samples", type=int, help="N test images, every class in proportion (default: the test images the run was evaluated on, all unless it was trained with --limit-test)")
     p.add_argument("--timesteps", type=int, help="time steps per image (default: the training T)")
     p.add_argument("--out", help="output folder (default: RUN_DIR/simulate/BACKEND)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")

@@ -44,7 +44,7 @@ from htakl_deploy.atomic import check_writable_dir, write_json
 from htakl_deploy.distill.config import MAX_TIMESTEPS, data_config
 from htakl_deploy.distill.data import encode
 from htakl_deploy.distill.data.inputfile import Inputs, from_dataset, open_inputs
-from htakl_deploy.distill.recipe import load_data
+from htakl_deploy.distill.recipe import load_test
 from htakl_deploy.errors import UserError
 from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
 from htakl_deploy.hw.emulator import EmulatorResult, emulate
@@ -125,15 +125,15 @@ def float_plan(path: Path, plan: DeploymentPlan) -> DeploymentPlan:
 
 def test_split(plan: DeploymentPlan, samples: int | None, data_root: str | None):
     """The artefact's test split (a ``distill.data`` data set, images kept as stored, e.g. uint8),
-    cut to its first ``samples`` images (default: the test images the run was evaluated on)."""
+    cut to ``samples`` images, every class in proportion (``ArrayDataset.subset``; default: the
+    test images the run was evaluated on)."""
     cfg_dict = plan.metadata.get("config")
     if not cfg_dict:
         raise UserError("ARTEFACT has no data set (exported from a NIR file without --data): give it inputs with "
                         "--input FILE (.npy/.npz/.h5 of [T, B, ...] event frames or [B, ...] static inputs, "
                         "labels optional) or a folder of event recordings")
     cfg = data_config(cfg_dict, "ARTEFACT's embedded config", data_root)  # never its own data folder
-    cfg = cfg.replace(limit_train=cfg.batch_size, limit_test=samples or cfg.limit_test)
-    _, test = load_data(cfg)
+    test = load_test(cfg.replace(limit_test=samples or cfg.limit_test))
     if tuple(test.in_shape) != tuple(plan.input_shape):
         raise UserError(f"ARTEFACT: its network takes inputs {tuple(plan.input_shape)}, but its data set "
                         f"{cfg.data!r} has images {tuple(test.in_shape)}")
@@ -153,7 +153,7 @@ def open_samples(plan: DeploymentPlan, input_file: str | Path | None, samples: i
 
 
 def load_images(plan: DeploymentPlan, samples: int | None, data_root: str | None) -> tuple[torch.Tensor, np.ndarray]:
-    """The first ``samples`` test images ``[N, C, H, W]`` (float32 in [0, 1]) of the artefact's data
+    """``samples`` test images ``[N, C, H, W]`` (float32 in [0, 1]) of the artefact's data
     set (see ``test_split``) and their labels, not yet encoded."""
     test = test_split(plan, samples, data_root)
     x, y = test.batch(torch.arange(len(test)))
@@ -167,7 +167,7 @@ def encode_batch(x: torch.Tensor, timesteps: int) -> np.ndarray:
 
 def load_samples(plan: DeploymentPlan, samples: int | None, timesteps: int,
                  data_root: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``samples`` test images of the artefact's data set (default: the test images
+    """``samples`` test images of the artefact's data set (``test_split``; default: the test images
     the run was evaluated on), direct-encoded ``[T, B, ...]`` (all at once: small runs)."""
     x, y = load_images(plan, samples, data_root)
     return encode_batch(x, timesteps), y

@@ -95,6 +95,45 @@ def test_array_dataset_validation_and_batch():
         ArrayDataset("t", imgs.double() / 255, torch.tensor([0, 1]), 2, AugmentSpec())
 
 
+def _labels_dataset(labels) -> ArrayDataset:
+    labels = torch.tensor(labels, dtype=torch.int64)
+    images = torch.arange(len(labels), dtype=torch.float32).div(len(labels)).reshape(-1, 1, 1, 1)
+    return ArrayDataset("t", images, labels, int(labels.max()) + 1, AugmentSpec())
+
+
+def test_subset_is_stratified_nested_and_independent_of_class_order():
+    """``--limit-test``/``--samples`` subsets: every class in proportion (never a class-sorted
+    split's first N), in split order, nested, the same for any order of the classes' blocks."""
+    sorted_split = _labels_dataset([0] * 60 + [1] * 30 + [2] * 10)
+    sub = sorted_split.subset(10)
+    assert Counter(sub.labels.tolist()) == {0: 6, 1: 3, 2: 1}
+    assert torch.equal(sub.labels, sub.labels.sort().values)  # split order kept
+    chosen = lambda ds, n: set((ds.subset(n).images.flatten() * len(ds)).round().long().tolist())
+    for n in range(1, 100):
+        counts = Counter(sorted_split.subset(n).labels.tolist())
+        assert len(sorted_split.subset(n)) == n
+        for k, c in ((0, 60), (1, 30), (2, 10)):
+            assert abs(counts.get(k, 0) - n * c / 100) <= 1, (n, counts)
+        assert chosen(sorted_split, n) <= chosen(sorted_split, n + 1)
+    assert sorted_split.subset(100) is sorted_split and sorted_split.subset(1000) is sorted_split
+    # the classes' blocks in another order: the same images of each class are chosen
+    reordered = _labels_dataset([2] * 10 + [0] * 60 + [1] * 30)
+    per_class = lambda ds: sorted(Counter(ds.subset(17).labels.tolist()).items())
+    assert per_class(reordered) == per_class(sorted_split)
+    # a mixed split (digits'): proportional too
+    _, test = load_dataset("digits")
+    counts = Counter(test.subset(50).labels.tolist())
+    assert sorted(counts) == list(range(10)) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_subset_of_a_class_sorted_image_folder_holds_every_class(tmp_path):
+    write_pngs(tmp_path, {"a": 40, "b": 40})
+    train, test = load_dataset("image-folder", str(tmp_path))
+    assert train.labels[:36].tolist() == [0] * 36  # the folder is read class by class
+    assert sorted(set(train.subset(36).labels.tolist())) == [0, 1]
+    assert Counter(test.subset(4).labels.tolist()) == {0: 2, 1: 2}
+
+
 def test_unknown_dataset_and_option():
     with pytest.raises(UserError, match="digits"):
         load_dataset("mnist-nope")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -126,13 +127,38 @@ class ArrayDataset:
         return x, self.labels[idx]
 
     def subset(self, n: int) -> ArrayDataset:
-        """The first ``n`` samples (all of them if ``n >= len(self)``); for tests and quick runs."""
+        """``n`` samples with every class in proportion to its share of the split
+        (``stratified_indices``), kept in split order; all of them if ``n >= len(self)``.
+
+        Never simply the first ``n``: a folder read class by class would give one class."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"subset size n must be an int >= 1, got {n!r}")
+        if n >= len(self):
+            return self
+        idx = stratified_indices(self.labels, n)
         return ArrayDataset(
             name=self.name,
-            images=self.images[:n],
-            labels=self.labels[:n],
+            images=self.images[idx],
+            labels=self.labels[idx],
             num_classes=self.num_classes,
             augment=self.augment,
         )
+
+
+def stratified_indices(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """The indices (ascending) of ``n`` of ``labels``' samples, every class in proportion to its
+    count, within one sample: the ``r``-th sample of a class of ``c`` (in split order) has the key
+    ``(r + 1/2) / c`` and the ``n`` smallest keys are taken (ties: the earlier sample first).
+
+    Deterministic, independent of how the split is ordered by class, and nested: the samples
+    for ``n`` are among those for any larger ``n`` (``simulate --samples 50`` runs a part of what
+    a ``--limit-test 360`` run evaluated)."""
+    y = labels.cpu().numpy().astype(np.int64)
+    counts = np.bincount(y)
+    by_class = np.argsort(y, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[by_class] = np.arange(len(y)) - np.repeat(starts, counts)
+    key = (rank + 0.5) / counts[y]
+    chosen = np.lexsort((np.arange(len(y)), key))[:n]
+    return torch.from_numpy(np.sort(chosen))
