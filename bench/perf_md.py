@@ -357,13 +357,18 @@ def stream_section(runs: list[dict]) -> list[str]:
             continue
         rates = [x["firing_rate"] for x in r["rows"] if "firing_rate" in x]
         fires = f", firing rate {100 * rates[-1]:.3g} %" if rates else ""
-        out += [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, NeuroBench "
-                f"{'on' if r['neurobench'] else 'off'}{fires}, {r['threads']} threads, load {load(r['load_before'])} → "
+        nb = (f"energy's NeuroBench samples {', '.join(r['neurobench_variants'])}" if "neurobench_variants" in r
+              else f"NeuroBench {'on' if r['neurobench'] else 'off'}")
+        out += [f"**{r['model']}**, batch {r['batch_size']}, record {r['record']}, {nb}"
+                f"{fires}, {r['threads']} threads, load {load(r['load_before'])} → "
                 f"{load(r['load_after'])}:", "",
                 "| samples | simulate peak (MB) | simulate wall (s) | emulator (s) | images/s | spikes.h5 (MB) | energy peak (MB) | energy wall (s) |",
                 "|---|---|---|---|---|---|---|---|"]
         sims = {x["samples"]: x for x in r["rows"] if x["stage"] == "simulate"}
-        ens = {x["samples"]: x for x in r["rows"] if x["stage"] == "energy"}
+        ens: dict = {}
+        for x in r["rows"]:  # the first energy variant in the main table, every variant below it
+            if x["stage"] == "energy":
+                ens.setdefault(x["samples"], x)
         for n in sorted(sims):
             a, e = sims[n], ens.get(n, {})
             out.append(f"| {n} | {a['peak_mb']:.0f} | {a['wall_s']:.0f} | {a['emulator_s']:.0f} | "
@@ -378,10 +383,28 @@ def stream_section(runs: list[dict]) -> list[str]:
         else:
             out += ["", f"The whole 10,000-image split: simulate {big['wall_s'] / 60:.1f} min at this load, peak "
                     f"{big['peak_mb'] / 1024:.2f} GB; energy {ens.get(big['samples'], {}).get('peak_mb', float('nan')) / 1024:.2f} GB."]
+        out += energy_variants(r, sims)
         if "note" in r:
             out.append(r["note"])
         out.append("")
     return out
+
+
+def energy_variants(r: dict, sims: dict) -> list[str]:
+    """The energy runs on one spike file with the NeuroBench cross-check on all, some or none of
+    its samples (``stream_memory.py --neurobench-samples``): time each, and energy / simulate."""
+    rows = [x for x in r["rows"] if x["stage"] == "energy" and "neurobench_samples" in x]
+    if len({x["neurobench_samples"] for x in rows}) < 2:
+        return []
+    out = ["", "| samples | NeuroBench on | energy peak (MB) | energy wall (s) | energy / simulate |", "|---|---|---|---|---|"]
+    for x in rows:
+        on = "off" if not x["neurobench_samples"] else f"{x['neurobench_samples']} samples"
+        out.append(f"| {x['samples']} | {on} | {x['peak_mb']:.0f} | {x['wall_s']:.0f} | "
+                   f"×{x['wall_s'] / sims[x['samples']]['wall_s']:.3f} |")
+    n = max(sims)
+    ratios = [f"NeuroBench on {'none' if not x['neurobench_samples'] else x['neurobench_samples']} ×"
+              f"{x['wall_s'] / sims[n]['wall_s']:.2f}" for x in rows if x["samples"] == n]
+    return out + ["", f"**energy / simulate on {n} images: {'; '.join(ratios)}**"]
 
 
 def stopped_lines(r: dict) -> list[str]:

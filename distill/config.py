@@ -2,6 +2,9 @@
 
 Resolution order (later wins): dataclass defaults → data-set defaults (epochs) → ``--config FILE``
 (TOML or YAML) → command-line flags. The resolved config is saved in every run directory.
+
+Importing this module imports no torch (the tables a value is checked against are imported when a
+config is built): ``--help`` builds the flags of distill, train-teacher and run from the fields.
 """
 
 from __future__ import annotations
@@ -14,13 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from htakl_deploy.distill.data import DATASETS, ENCODINGS
-from htakl_deploy.distill.device import DEVICE_HINT, is_device_spec
-from htakl_deploy.distill.losses import LossConfig, LossConfigError
-from htakl_deploy.distill.methods import LOSSES
-from htakl_deploy.distill.models import ARCHS
+from htakl_deploy.distill.lossconfig import LossConfig, LossConfigError
 from htakl_deploy.errors import UserError
 
 SCHEDULES = ("cosine", "constant")
@@ -122,6 +119,11 @@ class DistillConfig:
         def bad(flag: str, value: Any, expected: str) -> UserError:
             return ConfigFieldError(flag, value, expected)
 
+        from htakl_deploy.distill.data import DATASETS, ENCODINGS
+        from htakl_deploy.distill.device import DEVICE_HINT, is_device_spec
+        from htakl_deploy.distill.methods import LOSSES
+        from htakl_deploy.distill.models import ARCHS
+
         # types first (a config file or a saved config.json can hold anything JSON/TOML/YAML can):
         # booleans are not integers here, integers are accepted where a float is expected
         for f in fields(self):
@@ -216,6 +218,12 @@ class DistillConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(DistillConfig))
+#: the settings an ANN teacher's training depends on (``train-teacher`` offers only these, its
+#: ``--epochs`` setting ``teacher_epochs``): no time steps, neurons, encoding, method or loss (the
+#: teacher sees each image once, directly, and trains with cross-entropy)
+TEACHER_FIELDS = ("data", "data_root", "limit_train", "limit_test", "model", "teacher_epochs", "batch_size",
+                  "lr", "momentum", "weight_decay", "schedule", "seed", "deterministic", "device", "out_dir",
+                  "run_name", "checkpoint_every", "checkpoint_activations", "progress")
 #: field name → ("int" | "float" | "str" | "bool", ["None"]), from the annotations
 _FIELD_KINDS = {f.name: tuple(t.strip() for t in str(f.type).split("|")) for f in fields(DistillConfig)}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
@@ -247,6 +255,8 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
         raise UserError(f"--config: file not found: {path}")
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise UserError(f"--config: {path}: expected a .toml, .yaml or .yml file")
+    import yaml  # here, not at the top: `--help` does not need it
+
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -35,17 +35,17 @@ from htakl_deploy.readers import read_json_table
 
 
 def load_splits(cfg: DistillConfig) -> tuple[ArrayDataset, ArrayDataset]:
-    """The data set's (train, test), each cut to its ``--limit-*`` (stratified subsets,
-    ``ArrayDataset.subset``): the test split is the one the run is evaluated on."""
+    """The data set's (train, test), each cut to its ``--limit-*`` (``ArrayDataset.subset``: every
+    class in proportion). The test split is in its evaluation order (``stratified_order``) even
+    uncut, so every evaluation of fewer images (``simulate --samples``, Lava's ``--lava-samples``,
+    export's check) runs the first images of every larger one, in the same order."""
     kwargs = {} if cfg.data_root is None else {"root": cfg.data_root}
     train, test = load_dataset(cfg.data, **kwargs)
     if train.num_classes < 2:
         raise UserError(f"--data {cfg.data}: the data set has {train.num_classes} class; a classifier needs at least 2")
     if cfg.limit_train:
         train = train.subset(cfg.limit_train)
-    if cfg.limit_test:
-        test = test.subset(cfg.limit_test)
-    return train, test
+    return train, test.subset(cfg.limit_test or len(test))
 
 
 def load_test(cfg: DistillConfig) -> ArrayDataset:

@@ -51,7 +51,8 @@ def run_row(run_dir: str | Path) -> dict:
         "layer_rates": {x["name"]: x["firing_rate"] for x in act["layers"]} if act else {},
         "acs_per_sample": en["per_sample"]["acs"] if en else None,
         "energy_uj": en["per_sample"]["measured_pj"] * 1e-6 if en else None,
-        "ann_energy_uj": en["per_sample"]["ann_teacher_pj"] * 1e-6 if en else None,
+        "ann_energy_uj": None if not en or en["per_sample"]["ann_teacher_pj"] is None
+        else en["per_sample"]["ann_teacher_pj"] * 1e-6,
         "energy_model": en["energy_model"]["name"] if en else None, "backend": b,
         "train_s": train_s, "warnings": [w["message"] for w in report.get("warnings", [])],
     }

@@ -61,6 +61,13 @@ of ``x`` at that step is in {−1, 0, 1}, else MACs. Where this differs from our
    one AC per spike per target neuron (a Dense/Sparse process on Lava).
 5. NeuroBench decides AC vs MAC per forward call (one batch, one step); we decide per step
    over all samples. Counts here are totals over samples; ``per_sample`` divides by S.
+
+The NeuroBench counts run every conv/dense layer again on every sample — they cost about what a
+float forward pass does, more than the exact counts. ``neurobench_samples=m`` runs them on ``m``
+samples spread evenly over the recording (every ``S // m``-th, so a recording ordered by class is
+sampled in every class); their totals are then sums over those ``m`` samples (``neurobench_samples``
+in the output) and their ``per_sample`` values divide by ``m``. The AC/MAC counts, firing rates and
+energies always use every sample.
 """
 
 from __future__ import annotations
@@ -160,10 +167,20 @@ def _apply_via(graph: StudentGraph, via: tuple[str, ...], v):
     return v
 
 
+def spread(samples: int, m: int | None) -> slice:
+    """``m`` of ``samples`` indices spread evenly (every ``samples // m``-th from 0); all for None
+    or ``m >= samples``."""
+    if m is None or m >= samples:
+        return slice(0, samples, 1)
+    step = samples // m
+    return slice(0, step * (m - 1) + 1, step)
+
+
 def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], recording,
-                   chunk: int = 256) -> tuple[int, int] | None:
-    """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording, or None
-    if one of its inputs is another layer's current (not recorded)."""
+                   chunk: int = 256, samples: slice | None = None) -> tuple[int, int] | None:
+    """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording's samples
+    (``samples``: a ``spread`` of them; default all), or None if one of its inputs is another
+    layer's current (not recorded)."""
     import torch
 
     node = graph.nodes[name]
@@ -175,12 +192,15 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
     values = {c.source: recording.input if graph.role(c.source) == "input"
               else recording.layers[c.source] for c in conns}
     w = torch.as_tensor(node.weight != 0, dtype=torch.float32)
+    sl = samples or slice(0, recording.samples, 1)
+    n = len(range(recording.samples)[sl])
     acs = macs = 0
     for t in range(recording.timesteps):
         ops, spiking = 0, True
-        for start in range(0, recording.samples, chunk):
+        for start in range(0, n, chunk):  # chunk positions start..stop-1 of the spread
+            part = slice(sl.start + start * sl.step, sl.start + (min(start + chunk, n) - 1) * sl.step + 1, sl.step)
             x = sum(_apply_via(graph, c.via, torch.as_tensor(
-                np.asarray(values[c.source][t, start:start + chunk], dtype=np.float32))) for c in conns)
+                np.asarray(values[c.source][t, part], dtype=np.float32))) for c in conns)
             spiking &= bool(((x == 0) | (x == 1) | (x == -1)).all())
             y = node.apply((x != 0).to(torch.float32), w)  # the synapse's map with 0/1 weights
             ops += int(y.sum(dtype=torch.float64))  # per-output counts are small exact integers
@@ -210,7 +230,8 @@ def _per_step(counts: np.ndarray, fan: np.ndarray) -> np.ndarray:
     return counts.reshape(len(counts), -1) @ fan.reshape(-1)
 
 
-def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dict:
+def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True,
+              neurobench_samples: int | None = None) -> dict:
     """Count every op of ``recording`` (a ``SpikeRecording``, or a ``SpikeFile`` read chunk by
     chunk: ``timesteps``, ``samples``, ``layer_shape``, ``layer_counts``, ``input_nonzero``,
     ``input_events``; the NeuroBench counts also read ``layers`` / ``input`` block by block) on ``graph``. Returns a JSON-ready dict:
@@ -219,10 +240,14 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
     lists, synapses, dense_ops, input_firing_rate, analytic_acs/_macs, NeuroBench counts,
     weights / zero_weights / connection_sparsity); ``neurons``: one row per LIF node
     (neurons, spikes, per-step spikes, firing_rate, activation_sparsity, neuron_updates);
-    ``totals`` (sums over samples) and ``per_sample`` (totals / samples).
+    ``totals`` (sums over samples) and ``per_sample`` (totals / samples). The NeuroBench counts run
+    on ``neurobench_samples`` samples spread over the recording (default: all; see the module
+    docstring); ``neurobench_samples`` in the output says how many.
     """
     check_recording(graph, recording)
     t_steps, n_samples = recording.timesteps, recording.samples
+    nb_slice = spread(n_samples, neurobench_samples) if neurobench else None
+    nb_samples = len(range(n_samples)[nb_slice]) if neurobench else 0
     run = t_steps * n_samples
     input_events = recording.input_events()
     conns = find_connections(graph)
@@ -290,18 +315,18 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True) -> dic
             wz = int(np.count_nonzero(target.weight == 0))
             row.update(weights=int(target.weight.size), zero_weights=wz,
                        connection_sparsity=wz / target.weight.size)
-            nb = neurobench_ops(graph, row_name, cs, recording) if neurobench else None
+            nb = neurobench_ops(graph, row_name, cs, recording, samples=nb_slice) if neurobench else None
             if nb is not None:
                 row.update(neurobench_eff_acs=nb[0], neurobench_eff_macs=nb[1])
         rows.append(row)
 
-    return {"timesteps": t_steps, "samples": n_samples,
+    return {"timesteps": t_steps, "samples": n_samples, "neurobench_samples": nb_samples,
             "input_encoding": "spikes" if input_events else "analog",
             "layers": rows, "neurons": neurons,
-            **_totals(rows, neurons, t_steps, n_samples)}
+            **_totals(rows, neurons, t_steps, n_samples, nb_samples)}
 
 
-def _totals(rows, neurons, t_steps, n_samples) -> dict:
+def _totals(rows, neurons, t_steps, n_samples, nb_samples) -> dict:
     weighted = [r for r in rows if r["kind"] != "identity"]
     spikes = sum(n["spikes"] for n in neurons)
     updates = sum(n["neuron_updates"] for n in neurons)
@@ -332,6 +357,8 @@ def _totals(rows, neurons, t_steps, n_samples) -> dict:
     keys = ("acs", "macs", "synaptic_ops", "dense_ops", "spikes", "neuron_updates", "analytic_acs",
             "analytic_macs", "paper_style_acs", "neurobench_eff_acs", "neurobench_eff_macs", "neurobench_dense")
     per_sample = {k: (None if totals[k] is None else totals[k] / n_samples) for k in keys}
+    for k in ("neurobench_eff_acs", "neurobench_eff_macs"):  # counted on their own samples
+        per_sample[k] = None if totals[k] is None else totals[k] / nb_samples
     per_sample["ann_teacher_macs"] = totals["ann_teacher_macs_per_sample"]
     per_sample["encoding_macs_once"] = totals["encoding_macs_once_per_sample"]
     return {"totals": totals, "per_sample": per_sample}

@@ -10,7 +10,7 @@ quantisation table, NeuroBench-style metrics and stage timings.
     training_curves: {teacher|student: [{epoch, train_loss, train_acc, test_acc, lr}]}
     quantisation: [{connection, target, scale_S, weight_exp, bias_exp, n_weights, n_zeroed,
                     frac_zeroed, n_clipped, frac_clipped, max_abs_err}]
-    neurobench: {backend, samples, activation_sparsity, connection_sparsity, eff_acs, eff_macs,
+    neurobench: {backend, samples, neurobench_samples, activation_sparsity, connection_sparsity, eff_acs, eff_macs,
                  synaptic_ops, parameters, footprint_float32_bytes, footprint_int8_weights_bytes}
     stage_timings: [{stage, wall_s}]   (pipeline.json, when ``run`` made the directory)
 
@@ -115,7 +115,7 @@ def neurobench_metrics(report: dict, energy_files: dict, summary: dict | None) -
     tot, ps = rep.get("totals", {}), rep.get("per_sample", {})
     params = ((summary or {}).get("student") or {}).get("num_params")
     weights = tot.get("weights")
-    return {"backend": b, "samples": rep.get("samples"),
+    return {"backend": b, "samples": rep.get("samples"), "neurobench_samples": rep.get("neurobench_samples"),
             "activation_sparsity": tot.get("activation_sparsity"),
             "connection_sparsity": tot.get("connection_sparsity"),
             "eff_acs": ps.get("neurobench_eff_acs"), "eff_macs": ps.get("neurobench_eff_macs"),
@@ -238,10 +238,12 @@ def diagnostics_sections(report: dict, Section, Table, fmt_pct, fmt_ops) -> list
     if nb:
         def fmt_bytes(x):
             return "–" if x is None else (f"{x / 1e6:.3f} MB" if x >= 1e6 else f"{x / 1e3:.1f} kB")
+        m = nb.get("neurobench_samples")
+        on = f" (on {m} of the {nb['samples']} samples, spread evenly)" if isinstance(m, int) and 0 < m < (nb["samples"] or 0) else ""
         rows = [["activation sparsity", fmt_pct(nb["activation_sparsity"]), "share of LIF outputs that are 0, over all timesteps"],
                 ["connection sparsity", fmt_pct(nb["connection_sparsity"]), "share of weights that are 0 (after quantisation)"],
-                ["effective ACs per sample", fmt_ops(nb["eff_acs"]), "non-zero binary inputs × non-zero weights"],
-                ["effective MACs per sample", fmt_ops(nb["eff_macs"]), "non-zero analog inputs × non-zero weights"],
+                ["effective ACs per sample", fmt_ops(nb["eff_acs"]), "non-zero binary inputs × non-zero weights" + on],
+                ["effective MACs per sample", fmt_ops(nb["eff_macs"]), "non-zero analog inputs × non-zero weights" + on],
                 ["synaptic operations per sample", fmt_ops(nb["synaptic_ops"]), "ACs + MACs counted by this tool"],
                 ["parameters", "–" if nb["parameters"] is None else f"{nb['parameters']:,}", "trainable parameters of the float student"],
                 ["footprint, float32", fmt_bytes(nb["footprint_float32_bytes"]), "4 bytes per parameter"],

@@ -103,10 +103,11 @@ def at_a_glance(report: dict) -> list[str]:
     if b in report["energy"]:
         ps = report["energy"][b]["per_sample"]
         m = report["energy"][b]["energy_model"]["name"]
+        teacher = (f", {fmt_energy(ps['ann_teacher_pj'])} for the ANN teacher "
+                   f"({fmt_ratio(ps['ann_teacher_pj'], ps['measured_pj'])} the SNN's measured energy)"
+                   if ps["ann_teacher_pj"] is not None else "")
         items.append(f"energy per sample on {b} ({m}): {fmt_energy(ps['measured_pj'])} measured, "
-                     f"{fmt_energy(ps['analytic_pj'])} by the paper's analytic estimate, "
-                     f"{fmt_energy(ps['ann_teacher_pj'])} for the ANN teacher "
-                     f"({fmt_ratio(ps['ann_teacher_pj'], ps['measured_pj'])} the SNN's measured energy)")
+                     f"{fmt_energy(ps['analytic_pj'])} by the paper's analytic estimate{teacher}")
     return items
 
 
@@ -190,18 +191,22 @@ def energy_model_text(m: dict) -> str:
 
 
 def energy_layer_table(b: str, en: dict) -> Table:
+    ps = en["per_sample"]
+    teacher = ps["ann_teacher_pj"] is not None  # a run without a teacher has no ANN columns
+
+    def ann(x) -> list[str]:
+        return [fmt_ops(x["ann_teacher_macs"]), fmt_energy(x["ann_teacher_pj"])] if teacher else []
+
     rows = [[x["name"], x["kind"], x["input"], fmt_pct(x["input_firing_rate"]), fmt_ops(x["acs"]),
              fmt_ops(x["macs"]), fmt_ops(x["dense_ops"]), fmt_energy(x["measured_pj"]), fmt_energy(x["analytic_pj"]),
-             fmt_ops(x["ann_teacher_macs"]), fmt_energy(x["ann_teacher_pj"])] for x in en["layers"]]
-    ps = en["per_sample"]
+             *ann(x)] for x in en["layers"]]
     if ps["neuron_pj"]:
         rows.append(["neuron updates + spikes", "", "", "", "", "", "", fmt_energy(ps["neuron_pj"]),
-                     fmt_energy(ps["neuron_pj"]), "", ""])
+                     fmt_energy(ps["neuron_pj"]), *(["", ""] if teacher else [])])
     rows.append(["total", "", "", fmt_pct(ps["firing_rate"]), fmt_ops(ps["acs"]), fmt_ops(ps["macs"]),
-                 fmt_ops(ps["dense_ops"]), fmt_energy(ps["measured_pj"]), fmt_energy(ps["analytic_pj"]),
-                 fmt_ops(ps["ann_teacher_macs"]), fmt_energy(ps["ann_teacher_pj"])])
+                 fmt_ops(ps["dense_ops"]), fmt_energy(ps["measured_pj"]), fmt_energy(ps["analytic_pj"]), *ann(ps)])
     return Table(["layer", "kind", "input", "input rate", "ACs", "MACs", "dense OPs", "measured", "analytic",
-                  "ANN MACs", "ANN energy"], rows,
+                  *(["ANN MACs", "ANN energy"] if teacher else [])], rows,
                  f"Per layer, per sample, {b} ({en['samples']} samples, T = {en['timesteps']}, "
                  f"energy model {en['energy_model']['name']}). The total firing rate is over all LIF neurons.",
                  "llll")
@@ -211,12 +216,15 @@ def energy_section_doc(report: dict) -> Section:
     en = report["energy"]
     if not en:
         return Section("Energy", ["No energy report in this directory (energy/<backend>.json)."])
+    teacher = report["run"].get("teacher", True)
     blocks: list = [
         "Measured: every spike's exact fan-out is an accumulate (AC); inputs that are not spikes (the "
         "encoding layer's pixels) are multiply-accumulates (MACs), every timestep. Analytic: the paper's "
         "estimate, per layer input firing rate × dense OPs; paper style: one network-wide firing rate × the "
-        "spike-driven dense OPs (as in the paper's Table III). ANN teacher: the same architecture's dense "
-        "MACs for one forward pass. All values per sample (one inference).",
+        "spike-driven dense OPs (as in the paper's Table III). "
+        + ("ANN teacher: the same architecture's dense MACs for one forward pass. " if teacher else
+           "This run was not distilled from a teacher (imported, or trained without one): no teacher energy. ")
+        + "All values per sample (one inference).",
     ]
     models = {b: e["energy_model"] for b, e in en.items()}
     for name in dict.fromkeys(m["name"] for m in models.values()):
@@ -226,11 +234,13 @@ def energy_section_doc(report: dict) -> Section:
     for b, e in en.items():
         ps = e["per_sample"]
         rows.append([b, e["energy_model"]["name"], fmt_ops(ps["acs"]), fmt_ops(ps["macs"]), fmt_energy(ps["measured_pj"]),
-                     fmt_energy(ps["analytic_pj"]), fmt_energy(ps["paper_style_pj"]), fmt_energy(ps["ann_teacher_pj"]),
-                     fmt_ratio(ps["ann_teacher_pj"], ps["measured_pj"])])
-    blocks += [Table(["backend", "energy model", "ACs", "MACs", "measured", "analytic", "paper style", "ANN teacher",
-                      "ANN / SNN"], rows, "Energy per sample, measured vs the estimates; ANN / SNN = ANN teacher "
-                     "energy ÷ measured SNN energy.", "ll"),
+                     fmt_energy(ps["analytic_pj"]), fmt_energy(ps["paper_style_pj"]),
+                     *([fmt_energy(ps["ann_teacher_pj"]), fmt_ratio(ps["ann_teacher_pj"], ps["measured_pj"])]
+                       if teacher else [])])
+    blocks += [Table(["backend", "energy model", "ACs", "MACs", "measured", "analytic", "paper style",
+                      *(["ANN teacher", "ANN / SNN"] if teacher else [])], rows,
+                     "Energy per sample, measured vs the estimates"
+                     + ("; ANN / SNN = ANN teacher energy ÷ measured SNN energy." if teacher else "."), "ll"),
                ("figure", "energy_totals"), ("figure", "energy_layers")]
     for b, e in en.items():
         blocks.append(energy_layer_table(b, e))

@@ -35,13 +35,17 @@ def figure_list(report: dict) -> list[dict]:
                      "caption": "Spikes per sample emitted by each LIF layer at each timestep, one panel per backend."})
     if en:
         b = report["primary_backend"]
+        teacher = report["run"].get("teacher", True)
         figs.append({"id": "energy_totals", "title": "Energy per sample",
-                     "caption": "Total energy per sample per backend: measured, analytic estimate per layer, "
-                                "paper style (one network-wide rate × OPs) and the ANN teacher."})
+                     "caption": "Total energy per sample per backend: measured, analytic estimate per layer"
+                                + (", paper style (one network-wide rate × OPs) and the ANN teacher." if teacher
+                                   else " and paper style (one network-wide rate × OPs).")})
         figs.append({"id": "energy_layers", "title": f"Energy per layer ({b})",
-                     "caption": f"Synaptic energy per sample of each layer on {b}: measured (exact ACs/MACs), "
-                                "the paper's analytic estimate (input firing rate × dense OPs) and the ANN teacher "
-                                f"(dense MACs, one pass); energy model {en[b]['energy_model']['name']}, log scale."})
+                     "caption": f"Synaptic energy per sample of each layer on {b}: measured (exact ACs/MACs)"
+                                + (", the paper's analytic estimate (input firing rate × dense OPs) and the ANN "
+                                   "teacher (dense MACs, one pass)" if teacher else " and the paper's analytic "
+                                   "estimate (input firing rate × dense OPs)")
+                                + f"; energy model {en[b]['energy_model']['name']}, log scale."})
     return diagnostics.figure_entries(report) + figs + figure_entries(report.get("mapping") or {})
 
 
@@ -105,10 +109,10 @@ def plot_spikes_per_timestep(report: dict) -> bytes:
 def plot_energy_layers(report: dict) -> bytes:
     en = report["energy"][report["primary_backend"]]
     names = [x["name"] for x in en["layers"]]
-    vals = {k: [x[k] for x in en["layers"]] for k in ("measured_pj", "analytic_pj", "ann_teacher_pj")}
-    div, unit = energy_unit(max(max(v) for v in vals.values()) or 1.0)
-    series = {"measured": vals["measured_pj"], "analytic (rate × dense OPs)": vals["analytic_pj"],
-              "ANN teacher (MACs)": vals["ann_teacher_pj"]}
+    keys = {"measured": "measured_pj", "analytic (rate × dense OPs)": "analytic_pj",
+            **({"ANN teacher (MACs)": "ann_teacher_pj"} if report["run"].get("teacher", True) else {})}
+    series = {label: [x[k] for x in en["layers"]] for label, k in keys.items()}
+    div, unit = energy_unit(max(max(v) for v in series.values()) or 1.0)
     fig, (ax,) = _new_figure(8, 3.6)
     _grouped_bars(ax, names, {k: [v / div for v in vs] for k, vs in series.items()})
     if any(v > 0 for vs in series.values() for v in vs):
@@ -121,7 +125,7 @@ def plot_energy_layers(report: dict) -> bytes:
 def plot_energy_totals(report: dict) -> bytes:
     en = report["energy"]
     keys = {"measured": "measured_pj", "analytic": "analytic_pj", "paper style": "paper_style_pj",
-            "ANN teacher": "ann_teacher_pj"}
+            **({"ANN teacher": "ann_teacher_pj"} if report["run"].get("teacher", True) else {})}
     div, unit = energy_unit(max(v["per_sample"][k] for v in en.values() for k in keys.values()) or 1.0)
     series = {f"{b} ({e['energy_model']['name']})": [e["per_sample"][k] / div for k in keys.values()]
               for b, e in en.items()}

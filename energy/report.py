@@ -1,9 +1,10 @@
 """Energy report: op counts (``counter.count_ops``) priced by an ``EnergyModel``, as JSON and a table.
 
 JSON schema (``format`` "htakl-energy/1"); counts are exact integers summed over the
-recording's samples unless the key says ``per_sample``; energies in pJ:
+recording's samples unless the key says ``per_sample`` (the ``neurobench_*`` effective counts: over
+their ``neurobench_samples`` samples, ``energy.counter``); energies in pJ:
 
-    format, spikes_file, graph_file, backend, timesteps, samples, input_encoding
+    format, spikes_file, graph_file, backend, timesteps, samples, neurobench_samples, input_encoding
     energy_model: {name, source, e_ac_pj, e_mac_pj, e_neuron_update_pj, e_spike_pj, notes}
     layers: [{name, kind: conv|dense|identity, sources, via, targets, input: spikes|analog,
               acs, macs, acs_per_timestep[T], macs_per_timestep[T], synapses, dense_ops,
@@ -33,6 +34,10 @@ from __future__ import annotations
 from htakl_deploy.energy.models import EnergyModel
 
 FORMAT = "htakl-energy/1"
+#: samples the NeuroBench-style cross-check runs on by default (``energy --neurobench-samples``):
+#: spread over the recording; it runs every layer again, so on every sample of a 10,000-image split
+#: it cost more than the simulation (docs/PERFORMANCE.md, "Streaming")
+NEUROBENCH_SAMPLES = 256
 
 
 def energy_report(counts: dict, model: EnergyModel, **meta) -> dict:
@@ -53,6 +58,7 @@ def energy_report(counts: dict, model: EnergyModel, **meta) -> dict:
     ps["paper_style_energy_pj"] = model.energy_pj(acs=ps["paper_style_acs"], macs=ps["analytic_macs"]) + neuron_pj
     ps["ann_teacher_energy_pj"] = model.energy_pj(macs=ps["ann_teacher_macs"])
     return {"format": FORMAT, **meta, "timesteps": counts["timesteps"], "samples": s,
+            "neurobench_samples": counts.get("neurobench_samples"),
             "input_encoding": counts["input_encoding"], "energy_model": model.to_dict(),
             "layers": layers, "neurons": neurons, "totals": tot, "per_sample": ps}
 
@@ -104,7 +110,7 @@ def format_table(report: dict) -> str:
         f"{_energy(ps['analytic_energy_pj'])}; paper style {si(ps['paper_style_acs'])} ACs → "
         f"{_energy(ps['paper_style_energy_pj'])}",
         f"  ANN teacher: {si(ps['ann_teacher_macs'])} MACs → {_energy(ps['ann_teacher_energy_pj'])}",
-        f"  NeuroBench effective: {si(ps['neurobench_eff_acs'])} ACs, {si(ps['neurobench_eff_macs'])} MACs; "
+        f"  NeuroBench effective{_nb_on(report)}: {si(ps['neurobench_eff_acs'])} ACs, {si(ps['neurobench_eff_macs'])} MACs; "
         f"activation sparsity {_pct(t['activation_sparsity'])}, connection sparsity {_pct(t['connection_sparsity'])}",
     ]
     graded = [r["name"] for r in report["layers"] if r.get("payload_bits")]
@@ -115,8 +121,17 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def report_for_files(spikes_path, graph_path, model: EnergyModel, *, neurobench: bool = True) -> dict:
-    """Count a spike recording against the student's NIR graph (float or quantised) and price it."""
+def _nb_on(report: dict) -> str:
+    """`` (on 256 of 10000 samples)`` when the NeuroBench counts ran on a part of the recording."""
+    m, s = report.get("neurobench_samples"), report["samples"]
+    return f" (on {m} of {s} samples)" if m and m < s else ""
+
+
+def report_for_files(spikes_path, graph_path, model: EnergyModel, *,
+                     neurobench_samples: int | None = NEUROBENCH_SAMPLES) -> dict:
+    """Count a spike recording against the student's NIR graph (float or quantised) and price it;
+    the NeuroBench-style counts on ``neurobench_samples`` samples spread over it (None: all of
+    them, 0: none)."""
     from htakl_deploy.energy.counter import count_ops
     from htakl_deploy.energy.spikefile import open_spikes
     from htakl_deploy.errors import UserError
@@ -126,7 +141,8 @@ def report_for_files(spikes_path, graph_path, model: EnergyModel, *, neurobench:
     graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
     with open_spikes(spikes_path) as rec:  # read chunk by chunk: memory bounded by a block of samples
         try:
-            counts = count_ops(graph, rec, neurobench=neurobench)
+            counts = count_ops(graph, rec, neurobench=neurobench_samples != 0,
+                               neurobench_samples=neurobench_samples or None)
         except UserError as e:
             raise UserError(f"{spikes_path} vs {graph_path}: {e}") from None
         backend = rec.attrs.get("backend")

@@ -10,7 +10,7 @@ Reads (every part but ``config.json`` may be missing; the report says what is)::
 ``report.json`` (``format`` "htakl-report/1"); energies in pJ per sample, ops per sample::
 
     format, run_dir, generated {by, unix_s}
-    run: {name, data, model, method, timesteps, encoding, seed}
+    run: {name, data, model, method, timesteps, encoding, seed, teacher (bool: distilled from one)}
     backends: [backend...]  primary_backend       (simulate/ and energy/ names, known order first)
     accuracy: [{stage: training|export|simulate, model: teacher|student, backend, description,
                 accuracy, best_accuracy, samples, timesteps, file, wall_s, samples_per_s,
@@ -40,7 +40,7 @@ Reads (every part but ``config.json`` may be missing; the report says what is)::
 ``measured_pj`` is the energy file's ``per_sample.energy_pj`` unchanged (exact op counts ×
 the preset); ``analytic_pj`` the paper's estimate (per layer: input firing rate × dense OPs),
 ``paper_style_pj`` one network-wide rate × OPs (Table III style), ``ann_teacher_pj`` the ANN
-twin's dense MACs for one pass × e_mac (see ``energy.report``).
+twin's dense MACs for one pass × e_mac (see ``energy.report``; None for a run without a teacher).
 """
 
 from __future__ import annotations
@@ -215,7 +215,13 @@ def run_info(run: RunFiles) -> dict:
     c = run.config
     return {"name": run.root.resolve().name, "data": c.get("data"), "model": c.get("model"),
             "method": c.get("method"), "timesteps": c.get("timesteps"), "encoding": c.get("encoding"),
-            "seed": c.get("seed")}
+            "seed": c.get("seed"), "teacher": has_teacher(run)}
+
+
+def has_teacher(run: RunFiles) -> bool:
+    """Whether the run distilled from an ANN teacher (trained here or given): a run from a NIR file
+    or with a teacher-less method (``ce``) has none, and its report shows no teacher energy."""
+    return isinstance(run.summary, dict) and isinstance(run.summary.get("teacher"), dict)
 
 
 def training_accuracy(run: RunFiles) -> list[dict]:
@@ -330,8 +336,9 @@ def activity(run: RunFiles, backends: list[str]) -> dict:
     return out
 
 
-def energy_section(rep: dict, rel: str) -> dict:
-    """One backend's energy file as per-sample numbers, per layer and in total (see module doc)."""
+def energy_section(rep: dict, rel: str, teacher: bool = True) -> dict:
+    """One backend's energy file as per-sample numbers, per layer and in total (see module doc);
+    without a ``teacher`` the ANN teacher's figures are None (there is no teacher to compare with)."""
     m, s, ps = rep["energy_model"], rep["samples"], rep["per_sample"]
     e_ac, e_mac = m["e_ac_pj"], m["e_mac_pj"]
     layers = []
@@ -355,6 +362,9 @@ def energy_section(rep: dict, rel: str) -> dict:
         "ann_teacher_macs": ps["ann_teacher_macs"], "dense_ops": ps["dense_ops"], "spikes": ps["spikes"],
         "firing_rate": tot["firing_rate"],
     }
+    if not teacher:
+        for row in (per_sample, *layers):
+            row.update(ann_teacher_macs=None, ann_teacher_pj=None)
     return {"file": rel, "energy_model": dict(m), "samples": s, "timesteps": rep["timesteps"],
             "input_encoding": rep.get("input_encoding"), "per_sample": per_sample, "layers": layers}
 
@@ -363,7 +373,7 @@ def energy(run: RunFiles) -> dict:
     out = {}
     for b in order_backends(run.energy):
         try:
-            out[b] = energy_section(run.energy[b], f"energy/{b}.json")
+            out[b] = energy_section(run.energy[b], f"energy/{b}.json", has_teacher(run))
         except (KeyError, TypeError, ZeroDivisionError) as e:
             run.problems.append(f"energy/{b}.json: incomplete energy report ({type(e).__name__}: {e})")
     return out

@@ -94,8 +94,7 @@ def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, sample
 
     kwargs = {} if data_root is None else {"root": data_root}
     _, test = load_dataset(data, **kwargs)
-    if samples:
-        test = test.subset(samples)
+    test = test.subset(samples or len(test))  # the evaluation order, as `simulate` reads the split
     if tuple(test.in_shape) != tuple(want):
         raise UserError(f"--data {data}: images are {tuple(test.in_shape)}, the NIR graph's input is {want}")
     return from_dataset(test, timesteps or DEFAULT_TIMESTEPS)

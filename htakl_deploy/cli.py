@@ -86,7 +86,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from htakl_deploy.cliout import old_json_spelling
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    old = old_json_spelling(argv)
+    if old is not None:  # energy's and map's `--json FILE` before --json meant the same everywhere
+        chosen = _command_in(argv)
+        print(f"{PROG}: error: {old} (see `{PROG}{' ' + chosen if chosen in COMMANDS else ''} --help`)",
+              file=sys.stderr)
+        return 2
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from htakl_deploy.cliout import add_json_flags
 
 EXAMPLES = """\
 examples:
@@ -25,19 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     p.add_argument("--html", default="compare.html", metavar="FILE", help="HTML page to write (default compare.html)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    add_json_flags(p, "the rows")
     p.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.atomic import write_text
+    from htakl_deploy.cliout import check_json_out, emit
     from htakl_deploy.energy.compare import compare_runs, format_table, render_html
 
+    check_json_out(args)
     rows = compare_runs(args.runs)  # every run is read before anything is written
     write_text(args.html, render_html(rows))
-    if args.json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
-    else:
-        print(format_table(rows))
-        print(f"\nwrote {args.html}")
+    emit(rows, args, [format_table(rows), f"\nwrote {args.html}"])
     return 0

@@ -6,10 +6,8 @@ import argparse
 import os
 from dataclasses import fields
 
-import torch
-
-from htakl_deploy.cliout import add_json_flag, emit, pct
-from htakl_deploy.distill.config import DistillConfig, build_config, read_config_file
+from htakl_deploy.cliout import add_json_flags, check_json_out, emit, pct
+from htakl_deploy.distill.config import TEACHER_FIELDS, DistillConfig, build_config, read_config_file
 
 DISTILL_EXAMPLES = """\
 examples:
@@ -24,9 +22,17 @@ examples:
 
 TEACHER_EXAMPLES = """\
 examples:
-  htakl-deploy train-teacher --data fashion-mnist --run-name fmnist-teacher
+  htakl-deploy train-teacher --data fashion-mnist --epochs 10 --run-name fmnist-teacher
   htakl-deploy distill --data fashion-mnist --teacher runs/fmnist-teacher/teacher/last.pt
+
+train-teacher offers the settings an ANN teacher's training depends on; its --epochs is the
+teacher's (distill's and run's --teacher-epochs). The student's settings (method, timesteps,
+neurons, losses) are distill's.
 """
+
+#: train-teacher's own words for a setting (its --epochs is the config's teacher_epochs)
+TEACHER_FLAGS = {"teacher_epochs": "epochs"}
+TEACHER_HELP = {"teacher_epochs": "training epochs of the teacher (default depends on the data set)"}
 
 HELP = {
     "data": "data set: digits (embedded default), fashion-mnist, cifar10, cifar100, image-folder",
@@ -83,18 +89,48 @@ HELP = {
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, with_config: bool = True) -> None:
+class Refuse(argparse.Action):
+    """A flag a subcommand does not offer (hidden from its ``--help``), given anyway: the usual
+    one-line error, saying where the flag belongs (``hint``)."""
+
+    def __init__(self, option_strings, dest, hint: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.hint = hint
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(self.hint.format(flag=option_string))
+
+
+def _add_config_flags(parser, with_config: bool = True, only: tuple[str, ...] | None = None,
+                      names: dict[str, str] | None = None, helps: dict[str, str] | None = None) -> None:
+    """One flag per ``DistillConfig`` field (``only``: these fields; ``names``/``helps``: a field's
+    flag and help where this subcommand words it differently). The fields left out are refused
+    with a hint, and not listed by ``--help``."""
+    names, helps = names or {}, helps or {}
     for f in fields(DistillConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + names.get(f.name, f.name).replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        common = {"dest": f.name, "default": None}
+        if only is not None and f.name not in only:
+            if f.name in names.values():  # its flag is another field's here (train-teacher's --epochs)
+                continue
+            flags = [flag] + (["--no-" + flag[2:]] if kind == "bool" else [])
+            parser.add_argument(*flags, action=Refuse, hint="{flag} is a setting of the student's training "
+                                "(`htakl-deploy distill`, `run`); train-teacher trains only the ANN teacher", **common)
+            continue
+        if f.name in names:  # the usual spelling, given where the subcommand words it differently
+            parser.add_argument("--" + f.name.replace("_", "-"), action=Refuse, dest=f"_{f.name}",
+                                hint=f"{{flag}} is distill's and run's spelling; here the {f.name.replace('_', ' ')} "
+                                     f"are set with {flag}")
+        text = helps.get(f.name, HELP[f.name])
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text, **common)
         elif kind.startswith("int"):
-            parser.add_argument(flag, type=int, default=None, metavar="N", help=HELP[f.name])
+            parser.add_argument(flag, type=int, metavar="N", help=text, **common)
         elif kind.startswith("float"):
-            parser.add_argument(flag, type=float, default=None, metavar="X", help=HELP[f.name])
+            parser.add_argument(flag, type=float, metavar="X", help=text, **common)
         else:
-            parser.add_argument(flag, type=str, default=None, help=HELP[f.name])
+            parser.add_argument(flag, type=str, help=text, **common)
     if with_config:
         parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings (flags override it)")
 
@@ -108,9 +144,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             name, help=summary, description=summary, epilog=examples,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_config_flags(p)
+        if teacher_only:
+            _add_config_flags(p, only=TEACHER_FIELDS, names=TEACHER_FLAGS, helps=TEACHER_HELP)
+        else:
+            _add_config_flags(p)
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its saved config")
-        add_json_flag(p)
+        add_json_flags(p, "the run's summary")
         p.set_defaults(handler=run_command, teacher_only=teacher_only)
 
 
@@ -119,11 +158,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 RESUME_MAY_CHANGE = ("progress", "device")
 
 
-def set_determinism(on: bool, device: torch.device) -> None:
+def set_determinism(on: bool, device) -> None:
     """Repeatable runs. On CPU, PyTorch's kernels are deterministic for a fixed thread count, and
     ``torch.use_deterministic_algorithms`` makes convolutions ~40x slower here (measured), so it
     is only switched on for CUDA; the exact-resume test checks the CPU claim bitwise."""
     if on and device.type == "cuda":
+        import torch
+
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses determinism without it
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -134,7 +175,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | None:
     config decides, and no other setting may be given)."""
     from htakl_deploy.errors import UserError
 
-    flag_values = {f.name: getattr(args, f.name) for f in fields(DistillConfig)}
+    flag_values = {f.name: getattr(args, f.name, None) for f in fields(DistillConfig)}
     if args.resume:
         given = [k for k, v in flag_values.items() if v is not None and k not in RESUME_MAY_CHANGE]
         if given or args.config:
@@ -151,13 +192,14 @@ def resumed_config(args: argparse.Namespace) -> tuple[DistillConfig, bool]:
     from htakl_deploy.distill import recipe
 
     cfg, teacher_only = recipe.read_run(args.resume)
-    return cfg.replace(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE if getattr(args, k) is not None}), teacher_only
+    return cfg.replace(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE if getattr(args, k, None) is not None}), teacher_only
 
 
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.distill import dist, recipe
     from htakl_deploy.distill.device import device_for
 
+    check_json_out(args)
     cfg = config_from_args(args)
     if cfg is not None and args.teacher_only:
         cfg = cfg.replace(method="ce")
@@ -173,7 +215,7 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         dist.shutdown(env)
     if env.is_main:
-        emit(summary, args.json, summary_lines(summary))
+        emit(summary, args, summary_lines(summary))
     return 0
 
 
@@ -181,6 +223,9 @@ def summary_lines(summary: dict) -> list[str]:
     """The human summary of a ``distill``/``train-teacher`` result (``--json`` prints it whole)."""
     lines = [f"run: {summary['run_dir']} ({summary['data']}, {summary['model']}, {summary['device']}, "
              f"{summary['wall_s']:.1f} s)"]
+    if "train_samples" in summary:
+        lines.append(f"data: {summary['train_samples']} training images (batch {summary['batch_size']}), "
+                     f"{summary['test_samples']} test images")
     for role in ("teacher", "student"):
         stage = summary.get(role)
         if stage is None:
@@ -189,6 +234,6 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"{role}: {stage.get('checkpoint')} (given)")
             continue
         what = f"method {stage['method']}, T={stage['timesteps']}" if role == "student" else "ANN"
-        lines.append(f"{role} ({what}): test accuracy {pct(stage.get('test_acc'))}, best "
+        lines.append(f"{role} ({what}): test accuracy {pct(stage.get('test_acc'), summary.get('test_samples'))}, best "
                      f"{pct(stage.get('best_test_acc'))} after {stage['epoch']} epoch{'s' * (stage['epoch'] != 1)}; checkpoint {stage['best']}")
     return lines

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from htakl_deploy.cliout import add_json_flags
+from htakl_deploy.energy.report import NEUROBENCH_SAMPLES
+
 EXAMPLES = """\
 examples:
   htakl-deploy energy spikes.h5 --graph export/student_quant.nir                 # paper-45nm preset
-  htakl-deploy energy spikes.h5 --graph export/student_float.nir --preset loihi1 --json energy.json
+  htakl-deploy energy spikes.h5 --graph export/student_float.nir --preset loihi1 --json-out energy.json
+  htakl-deploy energy spikes.h5 --graph export/student_quant.nir --neurobench-samples all   # NeuroBench on every sample
   htakl-deploy energy spikes.h5 --graph export/student_quant.nir --energy-model my_chip.toml
 
 presets: paper-45nm (0.9 pJ/AC, 4.6 pJ/MAC), horowitz-int8 (add 0.03, mult 0.2 pJ), loihi1
@@ -26,25 +30,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default=None, help="energy preset (default: paper-45nm)")
     model.add_argument("--energy-model", metavar="FILE", help="energy model file (.toml or .json)")
-    p.add_argument("--json", metavar="OUT", help="also write the full report as JSON (atomically)")
-    p.add_argument("--no-neurobench", dest="neurobench", action="store_false",
-                   help="skip the NeuroBench-style effective op counts (one extra pass per layer)")
+    add_json_flags(p, "the full report")
+    nb = p.add_mutually_exclusive_group()
+    nb.add_argument("--neurobench-samples", metavar="N|all", type=neurobench_samples, default=NEUROBENCH_SAMPLES,
+                    help="the NeuroBench-style effective op counts, a cross-check that runs every layer again, "
+                         f"on N samples spread evenly over the recording (default {NEUROBENCH_SAMPLES}), or all "
+                         "of them; the AC/MAC counts and the energy always use every sample")
+    nb.add_argument("--no-neurobench", dest="neurobench_samples", action="store_const", const=0,
+                    help="skip the NeuroBench-style counts")
     p.set_defaults(handler=run_command)
 
 
+def neurobench_samples(text: str) -> int | None:
+    """``--neurobench-samples``: a positive count, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected a positive number of samples or 'all'")
+    return n
+
+
 def run_command(args: argparse.Namespace) -> int:
-    from htakl_deploy.atomic import write_json
+    from htakl_deploy.cliout import check_json_out, emit
     from htakl_deploy.energy.models import load_energy_model, load_preset
     from htakl_deploy.energy.report import format_table, report_for_files
 
-    from htakl_deploy.atomic import check_file_target
-
-    if args.json:  # before counting: a bad output path costs nothing
-        check_file_target(args.json, "--json")
+    check_json_out(args)  # before counting: a bad output path costs nothing
     model = load_energy_model(args.energy_model) if args.energy_model else load_preset(args.preset or "paper-45nm")
-    report = report_for_files(args.spikes, args.graph, model, neurobench=args.neurobench)
-    print(format_table(report))
-    if args.json:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
+    report = report_for_files(args.spikes, args.graph, model, neurobench_samples=args.neurobench_samples)
+    emit(report, args, [format_table(report)])
     return 0

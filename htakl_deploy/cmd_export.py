@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from htakl_deploy.cliout import add_json_flag, emit, pct
+from htakl_deploy.cliout import add_json_flags, check_json_out, emit, pct
 
 EXAMPLES = """\
 examples:
@@ -55,20 +55,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lava-check", type=int, default=4, metavar="N",
                    help="lava target: run N test images through Lava and the emulator, which must agree "
                         "spike for spike (0 skips; default 4)")
-    add_json_flag(p)
+    add_json_flags(p, "the export report")
     p.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.export.pipeline import run_export
 
+    check_json_out(args)
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
                         lava_check=args.lava_check, data=args.data, dt_s=args.dt_s, calibration=args.calibration,
                         input_file=args.input_file)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
-    emit(report, args.json, summary_lines(report))
+    emit(report, args, summary_lines(report))
     return 0
 
 

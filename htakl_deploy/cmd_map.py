@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 EXAMPLES = """\
 examples:
   htakl-deploy map runs/demo                               # Loihi 2; writes runs/demo/map/loihi2.json
-  htakl-deploy map runs/demo --target loihi1 --json loihi1.json
+  htakl-deploy map runs/demo --target loihi1 --json-out loihi1.json
   htakl-deploy map runs/demo/export/student.lava.npz --spikes sim/spikes.h5
   htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10
   htakl-deploy map runs/demo --target my_chip.toml         # a target file with the same keys
@@ -42,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     spikes = p.add_mutually_exclusive_group()
     spikes.add_argument("--spikes", metavar="SPIKES.h5", help="spike recording to route (default: the run's own)")
     spikes.add_argument("--no-spikes", action="store_true", help="the static mapping only")
-    p.add_argument("--json", metavar="OUT", help="write the mapping as JSON here (default for a run directory: "
-                                                 "RUN_DIR/map/TARGET.json)")
+    p.add_argument("--json", action="store_true", help="print the mapping as JSON on stdout instead of a summary")
+    p.add_argument("--json-out", metavar="FILE", help="write the mapping as JSON here (default for a run directory: "
+                                                      "RUN_DIR/map/TARGET.json)")
     p.set_defaults(handler=run_command)
 
 
@@ -51,17 +53,23 @@ def run_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from htakl_deploy.atomic import write_json
+    from htakl_deploy.cliout import check_json_out
     from htakl_deploy.hw.mapping import map_artefact
     from htakl_deploy.hw.mapping_report import format_text
 
+    check_json_out(args)
     spikes = None if args.no_spikes else (args.spikes or "auto")
     data = map_artefact(args.artefact, target=args.target, overrides=tuple(args.overrides), spikes=spikes,
                         strategy=args.strategy)
-    print(format_text(data))
-    out = args.json
+    out = args.json_out
     if out is None and (Path(args.artefact) / "config.json").is_file():
         out = Path(args.artefact) / "map" / f"{data['target']['name']}.json"
     if out:
         write_json(out, data)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    print(format_text(data))
+    if out:
         print(f"wrote {out}")
     return 0

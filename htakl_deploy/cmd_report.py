@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from htakl_deploy.cliout import add_json_flags
+
 EXAMPLES = """\
 examples:
   htakl-deploy report runs/demo          # writes runs/demo/report.md, report.html, report.json
@@ -22,12 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds config.json)")
+    add_json_flags(p, "report.json's content")
     p.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from htakl_deploy.cliout import check_json_out, emit
     from htakl_deploy.energy.document import write_report
 
+    check_json_out(args)
     report = write_report(args.run_dir)
     for note in report["missing"]:
         print(f"note: {note}", file=sys.stderr)
@@ -36,5 +41,5 @@ def run_command(args: argparse.Namespace) -> int:
     for w in report["warnings"]:
         print(f"warning: {w['code'].replace('_', ' ')}: {w['message']}", file=sys.stderr)
     root = report["run_dir"]
-    print(f"wrote {root}/report.md, {root}/report.html, {root}/report.json")
+    emit(report, args, [f"wrote {root}/report.md, {root}/report.html, {root}/report.json"])
     return 0

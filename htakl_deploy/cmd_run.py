@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 EXAMPLES = """\
 examples:
@@ -54,6 +53,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from htakl_deploy.cliout import add_json_flags
     from htakl_deploy.cmd_distill import _add_config_flags
 
     p = sub.add_parser(
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "flags override it)")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its saved settings: finished stages are skipped")
-    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
+    add_json_flags(g, "the run's result (progress then goes to stderr)")
     g.add_argument("--from-nir", metavar="MODEL.nir", dest="from_nir",
                    help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand) or a lava-dl netx file "
                         "(MODEL.net): no teacher, no distillation; export → simulate → energy → map → report. Needs "
@@ -109,6 +109,9 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.pipeline import run_pipeline
     from htakl_deploy.runconfig import PIPELINE_FIELDS
 
+    from htakl_deploy.cliout import check_json_out
+
+    check_json_out(args)
     if args.from_nir is not None:
         return _run_from_nir(args)
     given = [f for f, v in (("--dt", args.dt_s), ("--calibration", args.calibration), ("--input", args.input_file))
@@ -134,8 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
         say(f"[run] --{name.replace('_', '-')} given on resume: {_show(new)} (was {_show(old)})")
     result = run_pipeline(cfg, settings, resume_dir=args.resume, teacher_only=teacher_only, say=say,
                           progress=cfg.progress)
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+    _emit(result, args)
     return 0
 
 
@@ -164,8 +166,7 @@ def _run_from_nir(args: argparse.Namespace) -> int:
                           limit_test=args.limit_test, calibration=args.calibration, say=say,
                           input_file=args.input_file,
                           progress=True if args.progress is None else bool(args.progress))
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+    _emit(result, args)
     return 0
 
 
@@ -205,12 +206,18 @@ def _run_grid(args: argparse.Namespace, values: dict, accepted: frozenset) -> in
     cells = grid_plan(args, values, accepted)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     results = run_grid(cells, say, progress=cells[0][1].progress)
-    if args.json:
-        print(json.dumps(results, indent=2, sort_keys=True))
-    else:
+    _emit(results, args)
+    if not args.json:
         say(f"\ngrid finished: {len(results)} cells ({sum(bool(r.get('skipped')) for r in results)} already done); "
             f"compare them with `htakl-deploy compare {' '.join(r['run_dir'] for r in results)}`")
     return 0
+
+
+def _emit(result, args: argparse.Namespace) -> None:
+    """``--json-out``, then ``--json`` (the human summary has been said already, line by line)."""
+    from htakl_deploy.cliout import emit
+
+    emit(result, args, [])
 
 
 def _show(value) -> str:

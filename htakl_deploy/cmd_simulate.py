@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from htakl_deploy.cliout import add_json_flag, emit, pct
+from htakl_deploy.cliout import add_json_flags, check_json_out, emit, pct
 
 EXAMPLES = """\
 examples:
@@ -27,7 +27,7 @@ with the float student).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from htakl_deploy.hw.simulate import BACKENDS
+    from htakl_deploy.runconfig import SIM_BACKENDS as BACKENDS  # the keys of hw.simulate.BACKENDS, without torch
 
     p = sub.add_parser(
         "simulate", help="run the exported network in Lava or the bit-exact emulator, record spikes",
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
-    add_json_flag(p)
+    add_json_flags(p, "the simulation report")
     p.set_defaults(handler=run_command)
 
 
@@ -84,6 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from htakl_deploy.hw.simulate import simulate
 
+    check_json_out(args)
     backend = "lava-fixed_pt" if args.backend == "lava" else args.backend
     artefact = args.artefact
     from htakl_deploy.export.pipeline import is_nir_file
@@ -112,7 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
                           input_file=args.input_file)
     finally:
         bar.close()
-    emit(report, args.json, summary_lines(report))
+    emit(report, args, summary_lines(report))
     return 0
 
 

@@ -262,8 +262,9 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         "accuracy": {b: s["accuracy"] for b, s in sims.items()},
         "samples": {b: s["samples"] for b, s in sims.items()},
         "energy_per_sample_uj": {b: e["per_sample"]["energy_pj"] * 1e-6 for b, e in energies.items()},
-        "ann_teacher_energy_per_sample_uj": next(
-            (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None),
+        "ann_teacher_energy_per_sample_uj": next(  # only a run distilled from a teacher has one
+            (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None)
+        if isinstance(summary.get("teacher"), dict) else None,
         "student_test_acc": summary.get("student", {}).get("test_acc"),
         "warnings": warnings, "report_warnings": sanity,
     }
@@ -471,8 +472,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         "accuracy": {b: s["accuracy"] for b, s in sims.items()},
         "samples": {b: s["samples"] for b, s in sims.items()},
         "energy_per_sample_uj": {b: e["per_sample"]["energy_pj"] * 1e-6 for b, e in energies.items()},
-        "ann_teacher_energy_per_sample_uj": next(
-            (e["per_sample"]["ann_teacher_energy_pj"] * 1e-6 for e in energies.values()), None),
+        "ann_teacher_energy_per_sample_uj": None,  # a NIR graph comes without a teacher
         "student_test_acc": None,
         "export_accuracy": exported.get("nir", {}).get("accuracy"),
         "warnings": warnings, "report_warnings": sanity,

@@ -40,3 +40,7 @@ def test_docs_api_notebook_runs(tmp_path, monkeypatch):
     spikes = sum(int(ns["result"].spikes[n].sum()) for n in ns["result"].spikes)
     assert e["totals"]["spikes"] == spikes
     assert (tmp_path / "notebook" / "report.html").exists() and ns["report"]["run"]["method"] == "hta-kl"
+    # the example shows the tool working: the student learnt (chance 10 %) and every layer fires
+    assert ns["summary"]["student"]["test_acc"] > 0.5 and (ns["pred"] == ns["labels"]).mean() > 0.5
+    assert all(rate > 0.01 for rate in ns["rates"].values()), ns["rates"]
+    assert e["per_sample"]["acs"] > 0

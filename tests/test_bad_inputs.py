@@ -143,7 +143,7 @@ def test_read_only_outputs_refused_as_nobody(fixture_run):
             ["export", str(run), "--out", str(ro / "export"), "--no-eval"],
             ["simulate", str(run), "--backend", "emulator", "--samples", "2", "--out", str(ro / "sim")],
             ["energy", str(run / "simulate/emulator/spikes.h5"), "--graph", str(run / "export/student_quant.nir"),
-             "--json", str(ro / "e.json")],
+             "--json-out", str(ro / "e.json")],
             ["report", str(ro)],
         ]
         before = sorted(p.name for p in ro.iterdir())
@@ -183,7 +183,7 @@ def test_written_files_follow_the_umask(fixture_run, tmp_path, mask, want):
         assert main(["simulate", str(run), "--backend", "emulator", "--samples", "2",
                      "--out", str(tmp_path / "sim")]) == 0
         assert main(["energy", str(tmp_path / "sim/spikes.h5"), "--graph", str(tmp_path / "exp/student_quant.nir"),
-                     "--json", str(tmp_path / "sim/energy.json")]) == 0
+                     "--json-out", str(tmp_path / "sim/energy.json")]) == 0
         assert main(["report", str(run)]) == 0
     finally:
         os.umask(old)

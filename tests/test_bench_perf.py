@@ -307,6 +307,26 @@ def test_perf_md_stream_full_split_stopped_run_and_torch_float(tmp_path, monkeyp
     assert "| demo | 360 | 0.050 | 0.150 | ×3.00 | 100.0000 % (0 of 1000 differ) | 100.00 % | 2.0e-06 |" in md
 
 
+def test_perf_md_energy_variants_give_energy_over_simulate(tmp_path):
+    """stream_memory.py --neurobench-samples all,256,0: one energy row per variant on the same spike
+    file; the page shows each one's time and energy / simulate."""
+    sim = {"stage": "simulate", "samples": 10000, "peak_mb": 1000.0, "wall_s": 150.0, "emulator_s": 100.0,
+           "file_mb": 900.0}
+    energy = [{"stage": "energy", "samples": 10000, "peak_mb": 800.0, "wall_s": w, "neurobench_samples": n}
+              for w, n in ((180.0, 10000), (15.0, 256), (12.0, 0))]
+    run = {"model": "resnet20", "batch_size": 64, "record": "spikes", "neurobench_variants": ["all", "256", "0"],
+           "neurobench": True, "threads": 2, "load_before": [1.0], "load_after": [1.5], "rows": [sim, *energy]}
+    (tmp_path / "s.json").write_text(json.dumps(run))
+    page = tmp_path / "PERF.md"
+    load("perf_md").main(["--stream", str(tmp_path / "s.json"), "--out", str(page)])
+    md = page.read_text()
+    assert "energy's NeuroBench samples all, 256, 0" in md
+    assert "| 10000 | 1000 | 150 | 100 | 66.7 | 900.0 | 800 | 180 |" in md  # the first variant in the main table
+    assert "| 10000 | 256 samples | 800 | 15 | ×0.100 |" in md and "| 10000 | off | 800 | 12 | ×0.080 |" in md
+    assert "**energy / simulate on 10000 images: NeuroBench on 10000 ×1.20; NeuroBench on 256 ×0.10; " \
+           "NeuroBench on none ×0.08**" in md
+
+
 def test_set_firing_gives_an_untrained_student_the_asked_rate(monkeypatch):
     """``paper_runs.set_firing``: only the BatchNorm parameters and statistics change, and the
     eval-mode student's mean firing rate over its spiking layers comes out at the asked rate."""

@@ -166,3 +166,21 @@ def test_every_loss_setting_is_a_config_field_and_flag(capsys):
     help_text = capsys.readouterr().out
     for name in config_fields:
         assert "--" + name.replace("_", "-") in help_text, name
+
+
+def test_train_teacher_epochs_is_the_teachers_and_the_summary_counts_the_images(capsys, tmp_path):
+    """`train-teacher --epochs 1` trains one epoch (it trained the 10-epoch default); the summary
+    names how many training and test images the numbers are over."""
+    import json
+
+    from htakl_deploy.cmd_distill import summary_lines
+
+    rc = main(["train-teacher", "--epochs", "1", "--limit-train", "128", "--limit-test", "32", "--batch-size", "64",
+               "--out-dir", str(tmp_path), "--run-name", "t", "--no-progress", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["teacher"]["epoch"] == 1 and "student" not in summary
+    assert (summary["train_samples"], summary["test_samples"], summary["batch_size"]) == (128, 32, 64)
+    lines = summary_lines(summary)
+    assert lines[1] == "data: 128 training images (batch 64), 32 test images"
+    assert lines[2].startswith("teacher (ANN): test accuracy ") and "(of 32 images)" in lines[2]

@@ -19,7 +19,7 @@ from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
     Conv2dNode, DenseNode, FlattenNode, InputNode, LIFNode, OutputNode, PoolNode, StudentGraph, run_float,
 )
-from htakl_deploy.export.nir_io import write_nir
+from htakl_deploy.export.nir_io import from_nir, read_nir, write_nir
 from htakl_deploy.export.quantize import quantize, quantize_input, run_int
 
 
@@ -156,7 +156,7 @@ def test_record_float_gives_the_lif_outputs():
 
 def test_cli_energy_on_quantised_graph(files, capsys):
     out = files / "energy.json"
-    rc = main(["energy", str(files / "spikes.h5"), "--graph", str(files / "student_quant.nir"), "--json", str(out)])
+    rc = main(["energy", str(files / "spikes.h5"), "--graph", str(files / "student_quant.nir"), "--json-out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     rep = json.loads(out.read_text())
@@ -176,13 +176,13 @@ def test_cli_energy_on_quantised_graph(files, capsys):
 
 def test_cli_energy_presets_and_model_file(files, capsys, tmp_path):
     spikes, graph = str(files / "spikes.h5"), str(files / "student_float.nir")
-    assert main(["energy", spikes, "--graph", graph, "--preset", "loihi1", "--json", str(tmp_path / "l.json")]) == 0
+    assert main(["energy", spikes, "--graph", graph, "--preset", "loihi1", "--json-out", str(tmp_path / "l.json")]) == 0
     lo = json.loads((tmp_path / "l.json").read_text())
     t = lo["totals"]
     assert t["energy_pj"] == pytest.approx(23.6 * (t["acs"] + t["macs"]) + 81 * t["neuron_updates"] + 1.7 * t["spikes"])
     model = tmp_path / "m.json"
     model.write_text(json.dumps({"source": "unit test", "e_ac_pj": 1, "e_mac_pj": 0}))
-    rc = main(["energy", spikes, "--graph", graph, "--energy-model", str(model), "--json", str(tmp_path / "m_out.json")])
+    rc = main(["energy", spikes, "--graph", graph, "--energy-model", str(model), "--json-out", str(tmp_path / "m_out.json")])
     assert rc == 0
     m = json.loads((tmp_path / "m_out.json").read_text())
     assert m["totals"]["energy_pj"] == m["totals"]["acs"] and m["energy_model"]["name"] == "m"
@@ -218,3 +218,37 @@ def test_cli_subprocess_exit_2_without_traceback(tmp_path, files):
          str(files / "student_quant.nir")], capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "junk.h5" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_neurobench_counts_on_a_sample_of_the_recording(files, capsys, tmp_path):
+    """`energy --neurobench-samples N` runs the NeuroBench cross-check on N samples spread over the
+    recording (here every 2nd of 5: samples 0 and 2), exactly the counts of a recording holding only
+    those samples; the AC/MAC counts and the energy still use every sample. `all` = every sample,
+    `--no-neurobench` none; `--json` prints the report instead of the table."""
+    from htakl_deploy.energy.counter import spread
+    from htakl_deploy.energy.spikefile import SpikeRecording
+
+    spikes, graph = str(files / "spikes.h5"), str(files / "student_quant.nir")
+    assert spread(5, 2) == slice(0, 3, 2) and spread(10000, 256) == slice(0, 39 * 255 + 1, 39)
+    assert len(range(10000)[spread(10000, 256)]) == 256 and spread(5, 256) == slice(0, 5, 1)
+    assert main(["energy", spikes, "--graph", graph, "--neurobench-samples", "2", "--json"]) == 0
+    part = json.loads(capsys.readouterr().out)
+    assert main(["energy", spikes, "--graph", graph, "--neurobench-samples", "all", "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (part["samples"], part["neurobench_samples"], whole["neurobench_samples"]) == (5, 2, 5)
+    assert part["totals"]["acs"] == whole["totals"]["acs"] and part["totals"]["energy_pj"] == whole["totals"]["energy_pj"]
+    rec = read_spikes(spikes)
+    two = SpikeRecording({k: v[:, [0, 2]] for k, v in rec.layers.items()}, rec.input[:, [0, 2]])
+    direct = count_ops(from_nir(read_nir(graph)).graph, two)  # the quantised weights (some round to 0)
+    for key in ("neurobench_eff_acs", "neurobench_eff_macs"):
+        assert part["totals"][key] == direct["totals"][key] and part["per_sample"][key] == direct["totals"][key] / 2
+    assert part["per_sample"]["neurobench_eff_macs"] != whole["per_sample"]["neurobench_eff_macs"]  # another sample
+    assert main(["energy", spikes, "--graph", graph, "--neurobench-samples", "2"]) == 0
+    assert "NeuroBench effective (on 2 of 5 samples):" in capsys.readouterr().out
+    assert main(["energy", spikes, "--graph", graph, "--no-neurobench", "--json"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["neurobench_samples"] == 0 and off["totals"]["neurobench_eff_acs"] is None
+    for bad in ("0", "-3", "some"):
+        assert main(["energy", spikes, "--graph", graph, "--neurobench-samples", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "expected a positive number of samples or 'all'" in err

@@ -322,7 +322,7 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     assert data["totals"]["cores"] >= data["totals"]["lower_bound_cores_layerwise"]
     assert data["estimate"]["timesteps"] == 4 and data["estimate"]["samples"] == 16
     assert main(["map", str(run_dir / "export"), "--target", "loihi1", "--no-spikes",
-                 "--json", str(tmp_path / "l1.json")]) == 0
+                 "--json-out", str(tmp_path / "l1.json")]) == 0
     assert "estimate" not in json.loads((tmp_path / "l1.json").read_text())
     assert not (run_dir / "map/loihi1.json").exists()
     assert main(["map", str(run_dir), "--set", "input_axons_per_core=10"]) == 2
@@ -370,7 +370,7 @@ def test_map_a_graph_imported_from_nir(tmp_path, capsys):
     nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
     assert main(["export", str(path), "--target", "lava", "--lava-check", "0"]) == 0
     out = tmp_path / "m.json"
-    assert main(["map", str(tmp_path / "hand-export"), "--no-spikes", "--json", str(out)]) == 0
+    assert main(["map", str(tmp_path / "hand-export"), "--no-spikes", "--json-out", str(out)]) == 0
     capsys.readouterr()
     data = json.loads(out.read_text())
     lif_row, fc_row = data["layers"]

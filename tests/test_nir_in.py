@@ -304,7 +304,7 @@ def test_simulate_and_energy_on_a_nir_file(sj_conv, tmp_path, capsys):
     assert report["samples"] == 40 and report["accuracy"] > 0.7
     assert report["float_student"]["decision_agreement"] >= 0.95  # our float run of the NIR graph
     assert main(["energy", str(tmp_path / "sim" / "spikes.h5"), "--graph",
-                 str(tmp_path / "sj_conv-export" / "student_quant.nir"), "--json", str(tmp_path / "e.json")]) == 0
+                 str(tmp_path / "sj_conv-export" / "student_quant.nir"), "--json-out", str(tmp_path / "e.json")]) == 0
     energy = json.loads((tmp_path / "e.json").read_text())
     assert energy["samples"] == 40 and energy["totals"]["spikes"] > 0 and energy["totals"]["acs"] > 0
 

@@ -286,7 +286,7 @@ def test_dense_first_nir_file_simulates_and_counts(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 12 and 0.0 < report["firing_rate"]["a1"] < 1.0
     assert main(["energy", str(tmp_path / "sim" / "spikes.h5"), "--graph",
-                 str(tmp_path / "dense-export" / "student_quant.nir"), "--json", str(tmp_path / "e.json")]) == 0
+                 str(tmp_path / "dense-export" / "student_quant.nir"), "--json-out", str(tmp_path / "e.json")]) == 0
     energy = json.loads((tmp_path / "e.json").read_text())
     rows = {r["name"]: r for r in energy["layers"]}
     t = report["timesteps"]

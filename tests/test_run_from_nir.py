@@ -25,7 +25,8 @@ def test_run_from_nir_fills_a_run_directory(model, tmp_path, capsys):
                "--backends", "torch-float", "emulator", "lava-fixed_pt", "--lava-samples", "8", "--lava-check", "4",
                "--out-dir", str(tmp_path), "--run-name", "nir-run", "--no-progress"])
     assert rc == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     run = tmp_path / "nir-run"
     assert result["run_dir"] == str(run) and result["from_nir"] == str(model)
     assert result["samples"] == {"torch-float": 40, "emulator": 40, "lava-fixed_pt": 8}
@@ -45,6 +46,11 @@ def test_run_from_nir_fills_a_run_directory(model, tmp_path, capsys):
     assert emu["accuracy"] == pytest.approx(export["nir"]["accuracy"]["int_acc"], abs=1 / 40)
     report = json.loads((run / "report.json").read_text())
     assert report["run"]["model"] == "NIR graph hand.nir" and (run / "report.html").is_file()
+    # no teacher here, so no "ANN teacher" energy: not in the summary, the report or its figures
+    assert result["ann_teacher_energy_per_sample_uj"] is None and "ANN teacher" not in captured.err
+    assert report["run"]["teacher"] is False
+    assert all(e["per_sample"]["ann_teacher_pj"] is None for e in report["energy"].values())
+    assert "ANN teacher" not in (run / "report.md").read_text() and "ANN MACs" not in (run / "report.md").read_text()
     assert (run / "map").is_dir()
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert all(pipeline["stages"][s]["done"] for s in ("export", "simulate:emulator", "energy", "map", "report"))

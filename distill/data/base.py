@@ -127,15 +127,14 @@ class ArrayDataset:
         return x, self.labels[idx]
 
     def subset(self, n: int) -> ArrayDataset:
-        """``n`` samples with every class in proportion to its share of the split
-        (``stratified_indices``), kept in split order; all of them if ``n >= len(self)``.
-
-        Never simply the first ``n``: a folder read class by class would give one class."""
+        """The first ``n`` samples (all, if ``n >= len(self)``) in the split's *evaluation order*
+        (``stratified_order``): every class in proportion to its share of the split, whatever
+        order the split is stored in — never a class-sorted folder's first ``n``. A smaller
+        subset is the beginning of a larger one, in the same order (``simulate --samples 50``
+        runs the first 50 images a ``--limit-test 360`` run was evaluated on)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"subset size n must be an int >= 1, got {n!r}")
-        if n >= len(self):
-            return self
-        idx = stratified_indices(self.labels, n)
+        idx = stratified_order(self.labels)[:n]
         return ArrayDataset(
             name=self.name,
             images=self.images[idx],
@@ -145,14 +144,12 @@ class ArrayDataset:
         )
 
 
-def stratified_indices(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """The indices (ascending) of ``n`` of ``labels``' samples, every class in proportion to its
-    count, within one sample: the ``r``-th sample of a class of ``c`` (in split order) has the key
-    ``(r + 1/2) / c`` and the ``n`` smallest keys are taken (ties: the earlier sample first).
-
-    Deterministic, independent of how the split is ordered by class, and nested: the samples
-    for ``n`` are among those for any larger ``n`` (``simulate --samples 50`` runs a part of what
-    a ``--limit-test 360`` run evaluated)."""
+def stratified_order(labels: torch.Tensor) -> torch.Tensor:
+    """Every index of ``labels`` once, ordered so that each prefix holds every class in
+    proportion to its count, within one sample: the ``r``-th sample of a class of ``c`` (in
+    stored order) gets the key ``(r + 1/2) / c``, and the samples are sorted by key (ties: the
+    earlier sample first). Deterministic, and the same images of each class whatever order the
+    classes are stored in."""
     y = labels.cpu().numpy().astype(np.int64)
     counts = np.bincount(y)
     by_class = np.argsort(y, kind="stable")
@@ -160,5 +157,4 @@ def stratified_indices(labels: torch.Tensor, n: int) -> torch.Tensor:
     rank = np.empty(len(y), dtype=np.int64)
     rank[by_class] = np.arange(len(y)) - np.repeat(starts, counts)
     key = (rank + 0.5) / counts[y]
-    chosen = np.lexsort((np.arange(len(y)), key))[:n]
-    return torch.from_numpy(np.sort(chosen))
+    return torch.from_numpy(np.lexsort((np.arange(len(y)), key)))
