@@ -18,6 +18,13 @@ def tiny_digits_run(out: Path, **changes) -> Path:
     return out / "r"
 
 
+def netx_warnings(report: dict) -> list[str]:
+    """The warnings an export report gives for the layers netx holds but does not run bit-exactly
+    (``report["netx"]["inexact_layers"]``; none without a netx target)."""
+    return [f"netx: layer {layer['nodes']} is not bit-exact in lava-dl's netx: {layer['why']}"
+            for layer in report.get("netx", {}).get("inexact_layers", [])]
+
+
 def digit_pngs(root: Path, classes=(0, 1, 2), per_class: int | None = None) -> Path:
     """A class-sorted image folder ``root/class<k>/<i>.png`` of scikit-learn's 8×8 digits (greyscale
     PNGs, 0..255): a real, learnable bring-your-own-data set. ``per_class`` caps each class (the

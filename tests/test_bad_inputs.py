@@ -197,7 +197,7 @@ def test_distill_run_directory_follows_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        assert main(["train-teacher", "--no-progress", "--teacher-epochs", "1", "--limit-train", "64",
+        assert main(["train-teacher", "--no-progress", "--epochs", "1", "--limit-train", "64",
                      "--limit-test", "8", "--batch-size", "32", "--out-dir", str(tmp_path), "--run-name", "t"]) == 0
     finally:
         os.umask(old)

@@ -233,9 +233,9 @@ def test_bad_settings_name_the_flag(field, value, flag):
 
 def test_cli_runs_each_method_and_saves_the_generator(tmp_path, capsys):
     common = ["--data", "digits", "--limit-train", "256", "--limit-test", "64", "--batch-size", "64",
-              "--epochs", "1", "--teacher-epochs", "1", "--timesteps", "2", "--no-progress",
-              "--out-dir", str(tmp_path)]
-    assert main(["train-teacher", *common, "--run-name", "t"]) == 0
+              "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path)]
+    assert main(["train-teacher", *common, "--run-name", "t"]) == 0  # its --epochs is the teacher's
+    common += ["--teacher-epochs", "1", "--timesteps", "2"]
     out = capsys.readouterr().out  # a human summary by default (--json: the summary.json object)
     assert out.startswith(f"run: {tmp_path / 't'} (digits") and "\nteacher (ANN): test accuracy " in out, out
     for method in ("lasnn", "bkdsnn"):

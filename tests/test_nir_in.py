@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import netx_warnings
 from htakl_deploy.cli import main
 from htakl_deploy.distill.data import encode
 from htakl_deploy.distill.data.registry import load_dataset
@@ -181,9 +182,7 @@ def test_spikingjelly_export_deploys(model, request, tmp_path, capsys):
     assert report == json.loads((out / "export_report.json").read_text())
     assert report["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
     assert report["lava"]["lava_check"]["readout_identical"]
-    netx_said = [f"netx: layer {layer['nodes']} is not bit-exact in lava-dl's netx: {layer['why']}"
-                 for layer in report.get("netx", {}).get("inexact_layers", [])]
-    assert report["warnings"] == netx_said  # nothing else to warn about; netx's inexact layers are named
+    assert report["warnings"] == netx_warnings(report)  # nothing else to warn about; netx's inexact layers are named
     acc = report["nir"]["accuracy"]
     assert acc["samples"] == len(test) and acc["decision_agreement"] >= 0.99, acc
     netx = {"student.netx.h5"} if chain else set()

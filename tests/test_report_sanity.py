@@ -68,7 +68,7 @@ def test_dead_student_report_shows_the_warnings(tmp_path, capsys):
     assert "warning: dead layer: LIF layer stage1.act never fires" in out
     md = (run / "report.md").read_text()
     assert "## Warnings" in md and "never fires on emulator" in md and "sanity warnings** (section Warnings)" in md
-    assert "the first 24 test images (`--limit-test 24`)" in md and "full test split" not in md
+    assert "24 test images, every class in proportion (`--limit-test 24`)" in md and "full test split" not in md
     assert "Contents: [Summary](#summary) · [Warnings](#warnings)" in md
     for section in ("## Training", "## Quantisation", "## NeuroBench-style metrics", "## Stage timings"):
         assert section in md

@@ -250,8 +250,12 @@ def image_folder(classes: dict[str, int], ext: str = ".png", content: bytes | No
 
 
 # ------------------------------------------------------------------ distill / train-teacher / run
+#: train-teacher's own spelling of QUICK (its --epochs is the teacher's; it has no --teacher-epochs)
+TEACHER_QUICK = tuple(a for i, a in enumerate(QUICK) if "--teacher-epochs" not in QUICK[max(i - 1, 0):i + 1])
+
+
 def distill(*args, cmd="distill"):
-    return (cmd, *QUICK, *args)
+    return (cmd, *(TEACHER_QUICK if cmd == "train-teacher" else QUICK), *args)
 
 
 INT_FLAGS = ("timesteps", "epochs", "teacher-epochs", "batch-size", "limit-train", "limit-test", "seed",
@@ -356,7 +360,10 @@ add("distill-teacher-model-not-dict", distill("--teacher", "t.pt"), "t.pt",
     ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck.update(model="weights")))
 add("distill-teacher-is-npz", distill("--teacher", "{npz}"), "not a readable checkpoint")
 add("distill-teacher-is-nir", distill("--teacher", "{qnir}"), "not a readable checkpoint")
-add("teacher-flag-on-train-teacher", ("train-teacher", *QUICK, "--teacher-epochs", "0"), "--teacher-epochs")
+add("teacher-flag-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--teacher-epochs", "0"),
+    "here the teacher epochs are set with --epochs")
+add("student-flag-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--method", "kd"), "student's training")
+add("student-switch-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--no-tau-squared"), "student's training")
 # config files
 add("config-missing", distill("--config", "nope.toml"), "nope.toml")
 add("config-is-dir", distill("--config", "c.toml"), "directory", mkdir("c.toml"))
@@ -747,8 +754,11 @@ add("energy-model-no-source", (*E, "--energy-model", "m.toml"), "source", put("m
 add("energy-model-empty-source", (*E, "--energy-model", "m.toml"), "source",
     put("m.toml", "source=''\ne_ac_pj=1\ne_mac_pj=1\n"))
 add("energy-model-nested", (*E, "--energy-model", "m.toml"), "m.toml", put("m.toml", "[chip]\nsource='x'\n"))
-add("energy-json-out-dir", (*E, "--json", "d"), "directory", mkdir("d"))
-add("energy-json-under-file", (*E, "--json", "f/e.json"), "f", put("f", "x"))
+add("energy-json-out-dir", (*E, "--json-out", "d"), "directory", mkdir("d"))
+add("energy-json-under-file", (*E, "--json-out", "f/e.json"), "f", put("f", "x"))
+add("energy-json-old-spelling", (*E, "--json", "e.json"), "give --json-out e.json")
+add("energy-neurobench-samples-zero", (*E, "--neurobench-samples", "0"), "--neurobench-samples")
+add("energy-neurobench-samples-and-off", (*E, "--neurobench-samples", "5", "--no-neurobench"), "not allowed with")
 add("energy-no-graph", ("energy", "{h5}"), "--graph")
 add("energy-graph-mismatch", ("energy", "{h5}", "--graph", "{qnir}"), "stage1.act", h5_edit(
     "run/simulate/emulator/spikes.h5",
@@ -837,7 +847,8 @@ add("map-spikes-garbage", ("map", "{run}", "--spikes", "s.h5"), "s.h5", put("s.h
 add("map-spikes-external-link", ("map", "{run}", "--spikes", "{h5}"), "link", h5_edit(
     "run/simulate/emulator/spikes.h5", lambda f, ws: f.__setitem__(
         "labels_ext", __import__("h5py").ExternalLink(str(ws / "run/export/student_quant.nir"), "/node"))))
-add("map-json-is-dir", ("map", "{run}", "--json", "d"), "d", mkdir("d"))
+add("map-json-is-dir", ("map", "{run}", "--json-out", "d"), "d", mkdir("d"))
+add("map-json-old-spelling", ("map", "{run}", "--json", "m.json"), "give --json-out m.json")
 add("compare-missing", ("compare", "nowhere"), "nowhere")
 add("compare-no-positional", ("compare",), "RUN_DIR")
 add("compare-not-a-run", ("compare", "d"), "d", mkdir("d"))
