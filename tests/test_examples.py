@@ -119,9 +119,14 @@ def subcommand_flags(argv: list[str]) -> set[str]:
     """The option strings the named subcommand's parser offers."""
     from htakl_deploy.cli import build_parser
 
+    import argparse
+
     parser = build_parser(argv)
     sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
-    return set(sub.choices[argv[0]]._option_string_actions) if argv and argv[0] in sub.choices else set()
+    if not argv or argv[0] not in sub.choices:
+        return set()
+    return {opt for opt, action in sub.choices[argv[0]]._option_string_actions.items()  # noqa: SLF001
+            if action.help != argparse.SUPPRESS}  # a hidden flag is one the command refuses with a hint
 
 
 def with_budget(argv: list[str], fashion_root: Path | None = None) -> list[str]:
@@ -257,6 +262,9 @@ def test_budget_is_applied_only_where_offered():
                                                         "--limit-train", "256", "--limit-test", "64",
                                                         "--batch-size", "64"]
     assert with_budget(["simulate", "runs/x", "--samples", "10"]) == ["simulate", "runs/x", "--samples", "10"]
+    # train-teacher's --epochs is the teacher's; the --teacher-epochs it refuses (hidden) is not set
+    assert with_budget(["train-teacher", "--epochs", "10"]) == ["train-teacher", "--epochs", "1", "--limit-train", "256",
+                                                              "--limit-test", "64", "--batch-size", "64"]
     assert with_budget(["energy", "s.h5", "--graph", "g.nir"]) == ["energy", "s.h5", "--graph", "g.nir"]
     assert with_budget(["run", "--resume", "runs/demo"]) == ["run", "--resume", "runs/demo"]
     assert with_budget(["run", "--from-nir", "m.nir", "--lava-samples", "20"]) == [
