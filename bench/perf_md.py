@@ -1,10 +1,11 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
 emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py,
-train_memory.py, torch_float.py and artefact_size.py.
+train_memory.py, torch_float.py, artefact_size.py and cli_help.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
 [--counter C.json] [--scale S.json ...] [--roof R.json ...] [--stream S.json ...] [--train-memory M.json]
-[--torch-float F.json] [--artefact A.json] [--note TEXT ...] [--out docs/PERFORMANCE.md]``. A section whose
+[--torch-float F.json] [--artefact A.json] [--help-times H.json] [--note TEXT ...]
+[--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
 """
@@ -167,7 +168,8 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "roof": "Emulator vs float32 forward and roof", "stream": "Streaming: peak memory vs samples",
                   "train_memory": "Training memory: activation checkpointing",
                   "torch_float": "torch-float backend: float32 vs float64",
-                  "artefact": "Lava artefact: size, load and simulate's memory"}
+                  "artefact": "Lava artefact: size, load and simulate's memory",
+                  "help": "Command line: --help time per subcommand"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -497,6 +499,20 @@ def artefact_section(r: dict) -> list[str]:
     return out
 
 
+def help_section(r: dict) -> list[str]:
+    out = ["## Command line: --help time per subcommand", "",
+           f"`python bench/cli_help.py --json …` — `python -m htakl_deploy COMMAND --help` in a fresh process per "
+           f"call, the commands interleaved, {r['repeats']} rounds (median and minimum wall time); whether the "
+           f"process imported torch (`-X importtime`); the interpreter alone and the top-level help for scale. "
+           f"Python {r['python']}, load {load(r['load_before'])} → {load(r['load_after'])}.", "",
+           "| command | median (s) | min (s) | imports torch |", "|---|---|---|---|"]
+    for x in r["rows"]:
+        out.append(f"| {x['command']} | {x['median_s']:.3f} | {x['min_s']:.3f} | {'yes' if x['imports_torch'] else 'no'} |")
+    cmds = [x for x in r["rows"] if not x["command"].startswith("(")]
+    slowest = max(cmds, key=lambda x: x["median_s"])
+    return out + ["", f"**slowest subcommand --help: {slowest['command']} {slowest['median_s']:.3f} s (median)**", ""]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", help="JSON of bench/train_overhead.py")
@@ -510,6 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
     p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
     p.add_argument("--artefact", help="JSON of bench/artefact_size.py")
+    p.add_argument("--help-times", help="JSON of bench/cli_help.py")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -520,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     t, c, loss, meth, lava = (read(x) for x in (args.train, args.counter, args.loss, args.methods, args.lava))
     scales = [read(x) for x in args.scale]
     roofs = [read(x) for x in args.roof]
-    tmem, tfl, art = read(args.train_memory), read(args.torch_float), read(args.artefact)
+    tmem, tfl, art, helps = read(args.train_memory), read(args.torch_float), read(args.artefact), read(args.help_times)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
@@ -528,7 +545,8 @@ def main(argv: list[str] | None = None) -> None:
              "roof": roof_section(roofs) if roofs else None, "stream": stream_section(streams) if streams else None,
              "train_memory": train_memory_section(tmem) if tmem else None,
              "torch_float": torch_float_section(tfl) if tfl else None,
-             "artefact": artefact_section(art) if art else None}
+             "artefact": artefact_section(art) if art else None,
+             "help": help_section(helps) if helps else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
@@ -557,13 +575,14 @@ def main(argv: list[str] | None = None) -> None:
              *([lava["loadavg_before"][0]] if lava else []), *([c["loadavg_before"][0]] if c else []),
              *(s["loadavg_before"][0] for s in scales), *(x["load_before"][0] for x in roofs),
              *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
-             *(x["load_before"][0] for x in (tfl["runs"] if tfl else [])), *([art["load_before"][0]] if art else [])]
+             *(x["load_before"][0] for x in (tfl["runs"] if tfl else [])), *([art["load_before"][0]] if art else []),
+             *([helps["load_before"][0]] if helps else [])]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
                *(["emulator_roof.py"] if roofs else []), *(["stream_memory.py"] if streams else []),
                *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else []),
-               *(["artefact_size.py"] if art else [])]
+               *(["artefact_size.py"] if art else []), *(["cli_help.py"] if helps else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"

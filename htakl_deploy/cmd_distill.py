@@ -30,10 +30,6 @@ teacher's (distill's and run's --teacher-epochs). The student's settings (method
 neurons, losses) are distill's.
 """
 
-#: train-teacher's own words for a setting (its --epochs is the config's teacher_epochs)
-TEACHER_FLAGS = {"teacher_epochs": "epochs"}
-TEACHER_HELP = {"teacher_epochs": "training epochs of the teacher (default depends on the data set)"}
-
 HELP = {
     "data": "data set: digits (embedded default), fashion-mnist, cifar10, cifar100, image-folder",
     "data_root": "folder of the data set files (fashion-mnist default: /usr/share/datasets/fashion-mnist)",
@@ -101,28 +97,25 @@ class Refuse(argparse.Action):
         parser.error(self.hint.format(flag=option_string))
 
 
-def _add_config_flags(parser, with_config: bool = True, only: tuple[str, ...] | None = None,
-                      names: dict[str, str] | None = None, helps: dict[str, str] | None = None) -> None:
-    """One flag per ``DistillConfig`` field (``only``: these fields; ``names``/``helps``: a field's
-    flag and help where this subcommand words it differently). The fields left out are refused
-    with a hint, and not listed by ``--help``."""
-    names, helps = names or {}, helps or {}
+def _add_config_flags(parser, with_config: bool = True, teacher: bool = False) -> None:
+    """One flag per ``DistillConfig`` field. For ``train-teacher`` (``teacher``): only
+    ``TEACHER_FIELDS``, its ``--epochs`` setting ``teacher_epochs``; the student's flags and
+    ``--teacher-epochs`` are refused with a hint, and not listed by ``--help``."""
     for f in fields(DistillConfig):
-        flag = "--" + names.get(f.name, f.name).replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         common = {"dest": f.name, "default": None}
-        if only is not None and f.name not in only:
-            if f.name in names.values():  # its flag is another field's here (train-teacher's --epochs)
-                continue
+        flag, text = "--" + f.name.replace("_", "-"), HELP[f.name]
+        if teacher and f.name == "epochs":
+            continue  # train-teacher's --epochs is the teacher's (below)
+        if teacher and f.name not in TEACHER_FIELDS:
             flags = [flag] + (["--no-" + flag[2:]] if kind == "bool" else [])
             parser.add_argument(*flags, action=Refuse, hint="{flag} is a setting of the student's training "
                                 "(`htakl-deploy distill`, `run`); train-teacher trains only the ANN teacher", **common)
             continue
-        if f.name in names:  # the usual spelling, given where the subcommand words it differently
-            parser.add_argument("--" + f.name.replace("_", "-"), action=Refuse, dest=f"_{f.name}",
-                                hint=f"{{flag}} is distill's and run's spelling; here the {f.name.replace('_', ' ')} "
-                                     f"are set with {flag}")
-        text = helps.get(f.name, HELP[f.name])
+        if teacher and f.name == "teacher_epochs":
+            parser.add_argument(flag, action=Refuse, dest="_teacher_epochs", hint="{flag} is distill's and run's "
+                                "spelling; here the teacher's epochs are set with --epochs")
+            flag, text = "--epochs", "training epochs of the teacher (default depends on the data set)"
         if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text, **common)
         elif kind.startswith("int"):
@@ -144,10 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             name, help=summary, description=summary, epilog=examples,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if teacher_only:
-            _add_config_flags(p, only=TEACHER_FIELDS, names=TEACHER_FLAGS, helps=TEACHER_HELP)
-        else:
-            _add_config_flags(p)
+        _add_config_flags(p, teacher=teacher_only)
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its saved config")
         add_json_flags(p, "the run's summary")
         p.set_defaults(handler=run_command, teacher_only=teacher_only)

@@ -327,6 +327,24 @@ def test_perf_md_energy_variants_give_energy_over_simulate(tmp_path):
            "NeuroBench on none ×0.08**" in md
 
 
+def test_cli_help_bench_and_its_section(tmp_path, monkeypatch):
+    """bench/cli_help.py times every subcommand's --help in fresh processes (here 1 round, two commands)
+    and says whether torch was imported; perf_md renders the table and the slowest one."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    ch = load("cli_help")
+    monkeypatch.setattr(ch, "COMMANDS", {"export": None, "run": None})
+    r = ch.bench(repeats=1)
+    assert [x["command"] for x in r["rows"]] == ["(interpreter)", "(top level)", "export", "run"]
+    assert all(x["median_s"] > 0 and x["imports_torch"] is False for x in r["rows"])
+    (tmp_path / "h.json").write_text(json.dumps(r))
+    page = tmp_path / "PERF.md"
+    load("perf_md").main(["--help-times", str(tmp_path / "h.json"), "--out", str(page)])
+    md = page.read_text()
+    run = next(x for x in r["rows"] if x["command"] == "run")
+    assert f"| run | {run['median_s']:.3f} | {run['min_s']:.3f} | no |" in md
+    assert "**slowest subcommand --help: " in md
+
+
 def test_set_firing_gives_an_untrained_student_the_asked_rate(monkeypatch):
     """``paper_runs.set_firing``: only the BatchNorm parameters and statistics change, and the
     eval-mode student's mean firing rate over its spiking layers comes out at the asked rate."""

@@ -82,7 +82,7 @@ def test_train_teacher_offers_only_the_teachers_flags(capsys):
     assert not [flag for flag in student_only if f"{flag} " in shown or f"{flag}]" in shown or f"{flag}\n" in shown]
     for argv, said in ((["--method", "kd"], "--method is a setting of the student's training"),
                        (["--teacher-epochs", "3"], "--teacher-epochs is distill's and run's spelling; here the "
-                                                   "teacher epochs are set with --epochs")):
+                                                   "teacher's epochs are set with --epochs")):
         assert main(["train-teacher", *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and said in err, err

@@ -361,7 +361,7 @@ add("distill-teacher-model-not-dict", distill("--teacher", "t.pt"), "t.pt",
 add("distill-teacher-is-npz", distill("--teacher", "{npz}"), "not a readable checkpoint")
 add("distill-teacher-is-nir", distill("--teacher", "{qnir}"), "not a readable checkpoint")
 add("teacher-flag-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--teacher-epochs", "0"),
-    "here the teacher epochs are set with --epochs")
+    "here the teacher's epochs are set with --epochs")
 add("student-flag-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--method", "kd"), "student's training")
 add("student-switch-on-train-teacher", ("train-teacher", *TEACHER_QUICK, "--no-tau-squared"), "student's training")
 # config files
