@@ -4,6 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+#: data sets a test may need that `make install` does not bring (``@pytest.mark.needs_data(NAME)``):
+#: NAME → (a file that is there once it is installed, how to install it). Such a test is skipped,
+#: with that line as the reason, where the data are missing; `pytest -m needs_data --collect-only -q`
+#: lists them (docs/TESTING.md cites this table).
+NEEDS_DATA = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+                      "apt-get install dataset-fashion-mnist (Debian's package, 30 MB, 3 s)"),
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data(name): needs a data set `make install` does not install "
+                                       "(tests/conftest.py NEEDS_DATA: where it is read, how to install it); "
+                                       "skipped without it")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("needs_data")
+        if marker is not None:
+            path, how = NEEDS_DATA[marker.args[0]]
+            if not path.exists():
+                item.add_marker(pytest.mark.skip(reason=f"needs the {marker.args[0]} data set ({path.parent}): {how}"))
+
 
 def tiny_digits_run(out: Path, **changes) -> Path:
     """Train a small real digits run (teacher + KD student) into ``out/r``; ``changes`` override

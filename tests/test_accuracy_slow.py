@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from htakl_deploy.distill import recipe
 from htakl_deploy.distill.config import DistillConfig
 from htakl_deploy.distill.dist import DistEnv
-
-FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 @pytest.mark.slow
@@ -23,11 +19,12 @@ def test_digits_defaults_reach_95_percent(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.exists(), reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.needs_data("fashion-mnist")
 def test_fashion_mnist_hta_kl_t4_reaches_90_percent(tmp_path):
     """The Fashion-MNIST defaults (teacher 10, student 15 epochs, HTA-KL, T = 4) reach 90 %; about an
     hour on 2 cores (56 min when issue 31 ran it). Data: Debian's `apt-get install
-    dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist); skipped without it."""
+    dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist; ``needs_data`` marker, conftest's
+    NEEDS_DATA); skipped without it."""
     cfg = DistillConfig(data="fashion-mnist", out_dir=str(tmp_path), run_name="f", progress=False)
     summary = recipe.run(cfg, DistEnv())
     assert summary["student"]["test_acc"] >= 0.90, summary["student"]
