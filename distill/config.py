@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -255,7 +254,9 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
         raise UserError(f"--config: file not found: {path}")
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise UserError(f"--config: {path}: expected a .toml, .yaml or .yml file")
-    import yaml  # here, not at the top: `--help` does not need it
+    import tomllib
+
+    import yaml  # here, not at the top: `--help` does not need them
 
     try:
         text = path.read_text(encoding="utf-8")
