@@ -328,7 +328,7 @@ def test_subcommands_take_a_netx_file(netx_file, tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["lava"]["lava_check"]["samples"] == 2 and (out / "student.netx.h5").is_file()
     assert not rep["netx"].get("inexact_layers")  # the file's integers go back out exactly
-    assert main(["map", str(netx_file), "--no-spikes", "--json", str(tmp_path / "map.json")]) == 0
+    assert main(["map", str(netx_file), "--no-spikes", "--json-out", str(tmp_path / "map.json")]) == 0
     cores = json.loads((tmp_path / "map.json").read_text())["totals"]["cores"]
     assert cores >= 5  # one core per population at least
     x = _inputs((2, 12, 12), samples=3)
@@ -336,7 +336,7 @@ def test_subcommands_take_a_netx_file(netx_file, tmp_path, capsys):
     sim = tmp_path / "sim"
     assert main(["simulate", str(out / "student.lava.npz"), "--backend", "emulator", "--input",
                  str(tmp_path / "x.npy"), "--out", str(sim)]) == 0
-    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(netx_file), "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(netx_file), "--json-out", str(tmp_path / "e.json")]) == 0
     rows = {r["name"]: r for r in json.loads((tmp_path / "e.json").read_text())["layers"]}
     assert "input->layer0" not in rows  # the input is the input layer's bias: no synapse
     q = read_netx(netx_file)
