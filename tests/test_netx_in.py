@@ -442,7 +442,7 @@ def test_sigma_delta_subcommands_count_graded_messages(tmp_path, capsys):
     assert main(["simulate", str(out / "student.lava.npz"), "--backend", "emulator", "--input",
                  str(tmp_path / "x.npy"), "--out", str(sim)]) == 0
     emu = emulate(back, x, x_is_int=True)
-    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(path), "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["energy", str(sim / "spikes.h5"), "--graph", str(path), "--json-out", str(tmp_path / "e.json")]) == 0
     rep = json.loads((tmp_path / "e.json").read_text())
     rows = {r["name"]: r for r in rep["layers"]}
     assert "graded spikes" in capsys.readouterr().out
@@ -454,7 +454,7 @@ def test_sigma_delta_subcommands_count_graded_messages(tmp_path, capsys):
     np.testing.assert_array_equal(msgs, (emu.spikes["layer2"] != 0).sum(1).reshape(T, -1))
     assert rows["layer4.dense"]["acs"] == int((msgs @ fan_out).sum()) > 0
     assert rows["layer4.dense"]["payload_bits"] == 16 and dense.message_bits == 16
-    assert main(["map", str(path), "--no-spikes", "--json", str(tmp_path / "map.json")]) == 0
+    assert main(["map", str(path), "--no-spikes", "--json-out", str(tmp_path / "map.json")]) == 0
 
 
 def test_sigma_delta_network_round_trips_through_nir(tmp_path):
