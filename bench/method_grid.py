@@ -6,8 +6,10 @@ check) → the bit-exact emulator on the test split → ACs/MACs and energy (pap
 spikes. Every cell writes ``OUT/cells/<cell>.json``; a cell whose JSON exists is skipped, so the
 grid is resumable per cell. An interrupted cell's run directory (``OUT/runs/<cell>``) is deleted
 and the cell restarted, or continued from its last checkpoint with ``--resume``. At the end
-``OUT/results.json`` + ``OUT/results.csv`` aggregate the cells and ``docs/RESULTS.md`` is
-re-rendered (``bench/results_md.py``).
+``OUT/results.json`` + ``OUT/results.csv`` aggregate the cells and ``OUT/RESULTS.md`` is
+rendered beside them (``bench/results_md.py``); a trial grid never rewrites the tracked
+``docs/RESULTS.md``: ``.venv/bin/python bench/results_md.py`` renders that page from the grids'
+JSON, or give ``--results-md docs/RESULTS.md``.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/method_grid.py --data digits --epochs 30 --ablations
 
@@ -321,7 +323,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation-seeds", nargs="+", type=int, default=None,
                    help="seeds of the ablation cells (default: --seeds)")
     p.add_argument("--out", type=Path, default=None, help="default bench/results/<data>")
-    p.add_argument("--results-md", type=Path, default=results_md.DEFAULT_MD)
+    p.add_argument("--results-md", type=Path, default=None,
+                   help=f"the page to render (default OUT/RESULTS.md; {results_md.DEFAULT_MD.relative_to(results_md.REPO)} "
+                        "only when asked)")
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted cells from their last checkpoint instead of restarting them")
     p.add_argument("--keep-artefacts", action="store_true",
@@ -470,7 +474,7 @@ def _log_and_render(args, out: Path, settings: dict, planned: list[Cell], teache
                              "ran": len(ran), "skipped": len(skipped), "failed": len(failed),
                              "workers": args.workers}) + "\n")
     results = collect(out, settings, planned, teacher)
-    md = results_md.write(args.results_md, results_md.sources_with_defaults({args.data: out / "results.json"}))
+    md = results_md.write(args.results_md or out / "RESULTS.md", results_md.sources_with_defaults({args.data: out / "results.json"}))
     say(f"[grid] {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed, {len(busy)} held by other "
         f"workers; {out / 'results.json'}, {md}")
     return results, md
@@ -564,7 +568,7 @@ def measure(args: argparse.Namespace, settings: dict, out: Path, say: Callable[[
            "eval_epoch_all_cells_s": eval_all, "post_all_cells_s": post_all,
            "estimate_h": {"default_epochs": total_h(e_s, e_t), "one_epoch": total_h(1, e_t)}, "lines": lines}
     write_json(results_md.estimate_path(settings["data"]), rec)
-    md = results_md.write(args.results_md, results_md.sources_with_defaults())
+    md = results_md.write(args.results_md or out / "RESULTS.md", results_md.sources_with_defaults())
     say("\n".join(lines))
     return {"ran": [], "skipped": [], "failed": [], "results": rec, "markdown": md}
 

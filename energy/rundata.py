@@ -404,6 +404,7 @@ def build_report(run: RunFiles) -> dict:
     with_energy = [b for b in backends if b in report["energy"]] or list(report["activity"])
     report["primary_backend"] = with_energy[0] if with_energy else None
     report["mapping"] = read_maps(run.root, run.problems)
+    report["mapping_what_ifs"] = sorted(p.name for p in (run.root / "map" / "what-if").glob("*.json"))
     add_diagnostics(report, run)  # sanity warnings, training curves, quantisation, NeuroBench metrics
     report["figures"] = figure_list(report)
     report["missing"] = list(run.missing)

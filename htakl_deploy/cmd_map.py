@@ -10,7 +10,7 @@ examples:
   htakl-deploy map runs/demo                               # Loihi 2; writes runs/demo/map/loihi2.json
   htakl-deploy map runs/demo --target loihi1 --json-out loihi1.json
   htakl-deploy map runs/demo/export/student.lava.npz --spikes sim/spikes.h5
-  htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10
+  htakl-deploy map runs/demo --set input_axons_per_core=8192 --set e_synop_pj=10   # a what-if (map/what-if/)
   htakl-deploy map runs/demo --target my_chip.toml         # a target file with the same keys
   htakl-deploy map network.net --no-spikes                 # a lava-dl netx file (e.g. Intel's PilotNet LIF)
   htakl-deploy map runs/demo --strategy packed              # fewest cores, small layers sharing cores
@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     spikes.add_argument("--no-spikes", action="store_true", help="the static mapping only")
     p.add_argument("--json", action="store_true", help="print the mapping as JSON on stdout instead of a summary")
     p.add_argument("--json-out", metavar="FILE", help="write the mapping as JSON here (default for a run directory: "
-                                                      "RUN_DIR/map/TARGET.json)")
+                                                      "RUN_DIR/map/TARGET.json; a what-if with --set, another "
+                                                      "--strategy or other spikes: RUN_DIR/map/what-if/)")
     p.set_defaults(handler=run_command)
 
 
@@ -54,7 +55,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from htakl_deploy.atomic import write_json
     from htakl_deploy.cliout import check_json_out
-    from htakl_deploy.hw.mapping import map_artefact
+    from htakl_deploy.hw.mapping import map_artefact, map_path
     from htakl_deploy.hw.mapping_report import format_text
 
     check_json_out(args)
@@ -63,7 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
                         strategy=args.strategy)
     out = args.json_out
     if out is None and (Path(args.artefact) / "config.json").is_file():
-        out = Path(args.artefact) / "map" / f"{data['target']['name']}.json"
+        out = map_path(args.artefact, data["target"]["name"], strategy=args.strategy,
+                       overrides=tuple(args.overrides), spikes=spikes)
     if out:
         write_json(out, data)
     if args.json:

@@ -200,7 +200,7 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         t = time.perf_counter()
         with _progress_bar(progress, backend, samples) as bar:
             sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar,
-                                     data_root=cfg.data_root)
+                                     data_root=cfg.data_root, out_dir=run_dir / "simulate" / backend)
         timings[f"simulate_{backend}_s"] = time.perf_counter() - t
         record.mark(name, inputs, timings[f"simulate_{backend}_s"])
         s = sims[backend]
@@ -424,7 +424,8 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
             t = time.perf_counter()
             with _progress_bar(progress, backend, samples) as bar:
                 sims[backend] = simulate(run_dir / "export" / "student.lava.npz", backend=backend, samples=samples,
-                                         progress=bar, data_root=data_root, input_file=input_file)
+                                         progress=bar, data_root=data_root, input_file=input_file,
+                                         out_dir=run_dir / "simulate" / backend)
             timings[f"simulate_{backend}_s"] = time.perf_counter() - t
             record.mark(f"simulate:{backend}", {"samples": samples}, timings[f"simulate_{backend}_s"])
             acc = sims[backend]["accuracy"]

@@ -304,6 +304,29 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
     return data
 
 
+def map_path(run_dir, target_name: str, *, strategy: str = "compiler", overrides: tuple[str, ...] = (),
+             spikes: "str | None" = "auto"):
+    """Where a run directory's mapping is written. The run's own (the target's own numbers, the
+    compiler's partition, the run's recorded spikes: what ``run`` maps and the report shows) is
+    ``RUN_DIR/map/<target>.json``; a what-if (``--set``, another ``--strategy``, other or no spikes)
+    goes beside it, ``RUN_DIR/map/what-if/<target>-<settings>.json``, never over it."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    base = Path(run_dir) / "map"
+    parts = ([strategy] if strategy != "compiler" else []) + [o.replace(" ", "") for o in overrides]
+    if spikes != "auto":
+        parts.append("no-spikes" if not spikes else
+                     "spikes-" + hashlib.sha1(str(Path(spikes).resolve()).encode()).hexdigest()[:8])
+    if not parts:
+        return base / f"{target_name}.json"
+    tag = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", "-".join(parts))
+    if len(tag) > 80:
+        tag = hashlib.sha1(tag.encode()).hexdigest()[:12]
+    return base / "what-if" / f"{target_name}-{tag}.json"
+
+
 def map_run_dir(run_dir, target: str = "loihi2") -> str:
     """``htakl-deploy run``'s mapping stage: ``RUN_DIR/map/<target>.json`` from the run's artefact
     and spikes. A network that fits on no core is recorded there (``error``), not raised: the
@@ -314,7 +337,7 @@ def map_run_dir(run_dir, target: str = "loihi2") -> str:
     from htakl_deploy.hw.target import load_target
 
     tgt = load_target(target)
-    out = Path(run_dir) / "map" / f"{tgt.name}.json"
+    out = map_path(run_dir, tgt.name)
     try:
         data = map_artefact(run_dir, target=target)
     except UserError as e:

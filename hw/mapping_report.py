@@ -209,6 +209,11 @@ def mapping_blocks(report: dict, table_cls) -> list:
         if "layers" not in d:
             blocks.append(f"**Does not fit on {tn}**: {d.get('error', 'no layers in map/' + tn + '.json')}.")
             continue
-        blocks.append(totals_lines(d) + estimate_lines(d))
+        blocks.append([f"the run's own mapping (map/{tn}.json): the target's own numbers, its recorded spikes"]
+                      + totals_lines(d) + estimate_lines(d))
         blocks.append(table_cls(LAYER_HEADERS, layer_rows(d), f"Per layer on {tn} (map/{tn}.json).", "ll"))
+    what_ifs = report.get("mapping_what_ifs") or []
+    if what_ifs:
+        blocks.append(f"Not shown: {len(what_ifs)} what-if mapping(s) in map/what-if/ (`map --set`, another "
+                      f"`--strategy` or other spikes): {', '.join(what_ifs)}.")
     return blocks

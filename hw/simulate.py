@@ -15,7 +15,8 @@ neuron, so there is no output spike count to read; the readout population integr
 and its current ``u`` is read each step — ``logits_t = (u_t + bias)/(64·S)`` — and the class is
 the argmax of the logits' mean over the T steps, as in training (``distill.train.predict``).
 
-Outputs in ``OUT`` (default ``RUN_DIR/simulate/<backend>``), written atomically:
+Outputs in ``OUT`` (default ``RUN_DIR/simulate/<backend>``, or ``simulate/what-if/…`` beside a
+recording made there with other settings: ``default_out``), written atomically:
 ``spikes.h5`` (every population's spikes ``[T, samples, ...]`` in torch layout, the 8-bit input,
 labels, predictions; ``energy.spikefile`` format) and ``simulate.json`` (accuracy, wall time,
 samples/s, and the agreement with the emulator — spike for spike — and with the float student).
@@ -271,12 +272,33 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         inputs.close()
 
 
+def default_out(own: Path, inputs: Inputs, record) -> Path:
+    """``simulate``'s folder when no ``--out`` is given: the run's own recording,
+    ``simulate/<backend>/``, unless a recording there was made with other settings (another
+    ``--samples``, ``--timesteps``, ``--input`` or ``--record``): this what-if then goes beside it,
+    ``simulate/what-if/<backend>-<N>samples-T<T>[-<hash>]/``, never over it."""
+    import hashlib
+
+    try:
+        prev = json.loads((own / "simulate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return own  # nothing recorded there yet (or unreadable: the writer replaces it)
+    settings = json.loads(json.dumps({"samples": len(inputs), "timesteps": inputs.timesteps,
+                                      "inputs": inputs.source, "record": record}))
+    if isinstance(prev, dict) and all(prev.get(k) == v for k, v in settings.items()):
+        return own  # the same settings: the same recording
+    name = f"{own.name}-{settings['samples']}samples-T{settings['timesteps']}"
+    if isinstance(prev, dict) and (prev.get("inputs"), prev.get("record")) != (settings["inputs"], settings["record"]):
+        name += "-" + hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return own.parent / "what-if" / name
+
+
 def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, batch_size, record, device):
     t, n, labels = inputs.timesteps, len(inputs), inputs.labels
     if callable(getattr(progress, "set_total", None)):
         progress.set_total(n)  # a bar that did not know the sample count can show an ETA
     batch = batch_size or BATCH_SIZES.get(backend, DEFAULT_BATCH)
-    out = Path(out_dir) if out_dir else path.parent.parent / "simulate" / backend
+    out = Path(out_dir) if out_dir else default_out(path.parent.parent / "simulate" / backend, inputs, record)
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
     compare_lava = compare and backend.startswith("lava")
     netx = plan.metadata.get("source_format") == NETX_FORMAT  # integers only: no float student to compare with

@@ -291,7 +291,8 @@ def test_simulate_killed_then_run_again_matches_an_uninterrupted_run(fixture_run
     ref, run = tmp_path / "ref", tmp_path / "run"
     shutil.copytree(fixture_run, ref)
     shutil.copytree(fixture_run, run)
-    shutil.rmtree(run / "simulate")
+    for d in (ref, run):  # no earlier recording: both write simulate/emulator/
+        shutil.rmtree(d / "simulate")
     args = ["simulate", "--backend", "emulator", "--samples", "8"]
     assert main([args[0], str(ref), *args[1:]]) == 0
     started = time.monotonic()

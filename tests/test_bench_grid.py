@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
 
 
 def load(name: str):
@@ -48,8 +49,11 @@ def test_grid_cell_resume_and_markdown(tmp_path):
     # second call: the cell's JSON exists, so nothing is retrained or rewritten
     ckpt = out / "runs" / "kd-T1-s0" / "student" / "last.pt"
     stamps = (cell_path.stat().st_mtime_ns, ckpt.stat().st_mtime_ns)
-    second = grid.main(argv, say=lambda s: None)
+    docs = (REPO / "docs" / "RESULTS.md").read_bytes()
+    second = grid.main(argv[:-2], say=lambda s: None)  # no --results-md: the page goes beside the grid's JSON
     assert second["ran"] == [] and second["skipped"] == ["kd-T1-s0"]
+    assert second["markdown"] == out / "RESULTS.md" and "## digits" in second["markdown"].read_text()
+    assert (REPO / "docs" / "RESULTS.md").read_bytes() == docs  # a trial grid never rewrites the tracked page
     assert (cell_path.stat().st_mtime_ns, ckpt.stat().st_mtime_ns) == stamps
 
     text = md.read_text()

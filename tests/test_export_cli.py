@@ -105,6 +105,13 @@ def test_export_lava_then_simulate_lava_and_emulator(run_dir, capsys):
     emu = json.loads(capsys.readouterr().out)
     assert emu["samples"] == 64 and emu["timesteps"] == 4
     assert emu["float_student"]["decision_agreement"] >= 0.9  # the float student is reported, need not be 100 %
+    # a what-if (another --samples) writes beside the recording there, never over it
+    own = (run_dir / "simulate" / "emulator" / "spikes.h5").read_bytes()
+    assert main(["simulate", "--json", str(run_dir), "--backend", "emulator", "--samples", "7", "--no-compare"]) == 0
+    what_if = json.loads(capsys.readouterr().out)
+    assert what_if["out_dir"] == str(run_dir / "simulate" / "what-if" / "emulator-7samples-T4")
+    assert read_spikes(Path(what_if["out_dir"]) / "spikes.h5").samples == 7
+    assert (run_dir / "simulate" / "emulator" / "spikes.h5").read_bytes() == own
     assert main(["simulate", "--json", str(run_dir), "--backend", "lava", "--samples", "5"]) == 0
     lava = json.loads(capsys.readouterr().out)
     assert lava["agreement"]["spike_agreement"]["all"] == 1.0 and lava["agreement"]["readout_identical"]

@@ -321,6 +321,15 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     assert data["format"] == "htakl-map/1" and data["totals"]["cores"] == sum(r["cores"] for r in data["layers"])
     assert data["totals"]["cores"] >= data["totals"]["lower_bound_cores_layerwise"]
     assert data["estimate"]["timesteps"] == 4 and data["estimate"]["samples"] == 16
+    # a what-if writes beside the run's own mapping, never over it
+    own = (run_dir / "map/loihi2.json").read_bytes()
+    assert main(["map", str(run_dir), "--set", "e_synop_pj=10", "--strategy", "packed"]) == 0
+    what_if = run_dir / "map/what-if/loihi2-packed-e_synop_pj=10.json"
+    assert f"wrote {what_if}" in capsys.readouterr().out
+    assert (run_dir / "map/loihi2.json").read_bytes() == own
+    changed = json.loads(what_if.read_text())
+    assert changed["target"]["e_synop_pj"] == 10 and changed["totals"]["strategy"] == "packed"
+    assert data["target"]["e_synop_pj"] != 10
     assert main(["map", str(run_dir / "export"), "--target", "loihi1", "--no-spikes",
                  "--json-out", str(tmp_path / "l1.json")]) == 0
     assert "estimate" not in json.loads((tmp_path / "l1.json").read_text())
@@ -342,6 +351,8 @@ def test_map_cli_end_to_end(run_dir, capsys, tmp_path):
     assert "loihi2" in report["mapping"] and "**Does not fit on tiny_chip**" in (run_dir / "report.md").read_text()
     md = (run_dir / "report.md").read_text()
     assert "## Hardware mapping" in md and "binding limit" in md
+    assert "the run's own mapping (map/loihi2.json)" in md
+    assert "Not shown: 1 what-if mapping(s) in map/what-if/" in md and what_if.name in md
     assert 'id="fig-hardware_mapping"' in (run_dir / "report.html").read_text()
 
 
