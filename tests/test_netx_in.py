@@ -13,6 +13,8 @@ non-spiking readout (``vThMant = 2^17``, read as ``v``) like PilotNet's steering
 
 from __future__ import annotations
 
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -134,6 +136,45 @@ def test_emulator_and_our_lava_equal_lava_dl_netx_state_for_state(netx_file):
     for name, s in fast.spikes.items():
         np.testing.assert_array_equal(s, emu.spikes[name], err_msg=f"{name} fast path")
     np.testing.assert_array_equal(fast.readout_u, emu.readout_u)
+
+
+class _LateSemaphore:
+    """A channel's request semaphore whose every message is passed on ``delay_s`` late."""
+
+    def __init__(self, sem, delay_s: float) -> None:
+        self.sem, self.delay_s = sem, delay_s
+
+    def acquire(self, *args, **kwargs):
+        got = self.sem.acquire(*args, **kwargs)
+        time.sleep(self.delay_s)
+        return got
+
+
+def test_bias_input_lands_at_its_step_however_late_lava_delivers_it(netx_file, monkeypatch):
+    """The input layer's bias is written (``BiasWriter``, a RefPort) in the management phase after
+    each step; the population sets it when it services its VarPort, which it does only while it
+    polls in that phase. Here every message to the population's ``bias_mant`` VarPort is queued
+    10 ms late (the listener thread of that channel waits before queueing it, as a loaded machine
+    can make it wait): the state must still be the emulator's at every step. Without the writer's
+    wait for the write, the population ran its next step first and took the bias a step late
+    (test_emulator_and_our_lava_equal_lava_dl_netx_state_for_state failed so once at load 17)."""
+    from lava.magma.compiler.channels import pypychannel
+
+    from htakl_deploy.hw.lava_net import run_lava
+
+    listen = pypychannel.CspRecvPort._req_callback
+
+    def late(port, req):
+        return listen(port, _LateSemaphore(req, 0.01) if "bias_mant" in port.name else req)
+
+    monkeypatch.setattr(pypychannel.CspRecvPort, "_req_callback", late)
+    plan = plan_from_quantized(read_netx(netx_file))
+    x = _inputs(plan.input_shape)
+    emu = emulate(plan, x, x_is_int=True, record_state=True)
+    ours = run_lava(plan, x, x_is_int=True, record_state=True, worker=False)  # forked here: the patch holds
+    for name in plan.populations:
+        for i, var in enumerate("uv"):
+            np.testing.assert_array_equal(ours.state[name][i], emu.state[name][i], err_msg=f"{name}.{var}")
 
 
 def test_refractory_delay_and_pool_run_the_same_in_emulator_and_our_lava(tmp_path):

@@ -8,6 +8,15 @@ integrates it (lava-nc's LIF recomputes ``bias_mant << bias_exp`` at every step)
 population's initial ``bias_mant``. Samples can so run back to back in one Lava run, as the input
 currents of other networks do through a ``RingBuffer``.
 
+Each write is waited for (``PyRefPort.wait``: a read of the same Var, answered after the write is
+set). A Lava process model sets a Var from a RefPort only while it polls its VarPorts in a
+management phase, and each channel's messages are queued by a thread of their own: without the
+wait, the writer reported the step done, the runtime started the next step, and a population
+whose VarPort thread had not yet queued the write (a loaded machine) ran that step on the old
+bias — one step late, now and then (``tests/test_netx_in.py`` delays those messages to check it).
+With it, the next step cannot start before the population holds the bias: the step it lands at
+no longer depends on timing. The cost is one round trip more each step (the bias read back).
+
 Imported on its own by Lava's compiler (it scans this package's directory): absolute imports.
 """
 
@@ -47,3 +56,4 @@ class PyBiasWriterModel(PyLoihiProcessModel):
 
     def run_post_mgmt(self) -> None:
         self.ref.write(self.data[..., self.time_step])
+        self.ref.wait()  # set in the population before this step ends (see the module docstring)
