@@ -1,6 +1,6 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
 emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py,
-train_memory.py, torch_float.py, artefact_size.py and cli_help.py.
+train_memory.py, torch_float.py, artefact_size.py, cli_help.py and netx_pilotnet_speed.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
 [--counter C.json] [--scale S.json ...] [--roof R.json ...] [--stream S.json ...] [--train-memory M.json]
@@ -162,6 +162,48 @@ def methods_section(r: dict) -> list[str]:
     return out + [""]
 
 
+def netx_section(r: dict) -> list[str]:
+    """PilotNet LIF: emulator, our Lava, lava-dl netx in Lava and Loihi 2 (``bench/netx_pilotnet_speed.py``)."""
+    sp = r["emulator_split"]
+    tot = sp["total_s"] or 1.0
+    agree = r["agreement"]
+    chip = r["chip"]
+    out = [
+        "## netx: PilotNet LIF, Loihi 2 vs emulator vs Lava",
+        "",
+        f"`python bench/netx_pilotnet_speed.py --frames {r['frames']} --lava-frames {r['lava_frames']} --repeats "
+        f"{r['repeats']} --json …` — Intel's PilotNet LIF netx file (read from {r['source']}, not copied here), "
+        f"{r['steps_per_frame']} steps per frame as Intel's benchmark runs it, frames back to back; the emulator "
+        f"on {r['frames']} frames ({2 * r['repeats']} runs, before and after the Lava runs; median), our Lava builder "
+        f"and lava-dl's netx in Lava `fixed_pt` on {r['lava_frames']} frame(s) each, in the same process, "
+        f"{r['torch_threads']} torch threads; load average {load(r['load_before'])} → {load(r['load_after'])}.",
+        "",
+        "| system | frames/s | × emulator |",
+        "|---|---|---|",
+        f"| Loihi 2 (Intel's measurement: {chip['cores']} cores, {chip['watts']} W, {chip['mj_per_frame']} mJ/frame; "
+        f"{chip['source']}) | {chip['frames_per_s']:.2f} | ×{chip['frames_per_s'] / r['emulator_fps_median']:.1f} |",
+        f"| our emulator (CPU) | {r['emulator_fps_median']:.2f} | ×1 |",
+        f"| the emulator's float32 convolution roof (its convolutions alone) | {r['conv_roof_fps']:.2f} | "
+        f"×{r['conv_roof_fps'] / r['emulator_fps_median']:.2f} |",
+        f"| our Lava builder, `fixed_pt` | {r['our_lava_fps']:.3f} | ×{r['our_lava_fps'] / r['emulator_fps_median']:.4f} |",
+        f"| lava-dl netx in Lava, `fixed_pt` | {r['netx_lava_fps']:.3f} | "
+        f"×{r['netx_lava_fps'] / r['emulator_fps_median']:.4f} |",
+        "",
+        f"Same integers: our Lava's spikes {'=' if agree['our_lava_spikes_equal'] else '≠'} the emulator's on every "
+        f"layer, readouts {'equal' if agree['our_lava_readout_equal'] and agree['netx_readout_equal'] else 'DIFFER'} "
+        "(ours and netx's). Where the emulator's time goes (one profiled run): convolutions "
+        f"{100 * sp['convolution_s'] / tot:.0f} %, the fused neuron loop {100 * sp['neuron_loop_s'] / tot:.0f} %, the "
+        f"rest {100 * sp['other_s'] / tot:.0f} % (float32 conversions, bounds, the input layer). " + (
+            f"The emulator is ×{1 / r['chip_over_emulator']:.2f} the chip's rate here: the goal — the emulator "
+            "faster than the chip on this CPU — is met." if r["chip_over_emulator"] < 1 else
+            f"The chip stays ×{r['chip_over_emulator']:.1f} faster than the emulator here: the goal — the emulator "
+            f"faster than the chip on this CPU — is not met (its float32 convolutions alone run at "
+            f"{r['conv_roof_fps']:.0f} frames/s)."),
+        "",
+    ]
+    return out
+
+
 SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss": "HTA-KL vs KD training step",
                   "methods": "Every method's training step vs KD", "lava": "Emulator vs Lava",
                   "counter": "Energy counter vs inference", "scale": "Scale-out: torchrun, 2 processes vs 1",
@@ -169,7 +211,8 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "train_memory": "Training memory: activation checkpointing",
                   "torch_float": "torch-float backend: float32 vs float64",
                   "artefact": "Lava artefact: size, load and simulate's memory",
-                  "help": "Command line: --help time per subcommand"}
+                  "help": "Command line: --help time per subcommand",
+                  "netx": "netx: PilotNet LIF, Loihi 2 vs emulator vs Lava"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -527,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
     p.add_argument("--artefact", help="JSON of bench/artefact_size.py")
     p.add_argument("--help-times", help="JSON of bench/cli_help.py")
+    p.add_argument("--netx", help="JSON of bench/netx_pilotnet_speed.py (PilotNet LIF: Loihi 2 vs emulator vs Lava)")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -538,6 +582,7 @@ def main(argv: list[str] | None = None) -> None:
     scales = [read(x) for x in args.scale]
     roofs = [read(x) for x in args.roof]
     tmem, tfl, art, helps = read(args.train_memory), read(args.torch_float), read(args.artefact), read(args.help_times)
+    nx = read(args.netx)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
@@ -546,7 +591,8 @@ def main(argv: list[str] | None = None) -> None:
              "train_memory": train_memory_section(tmem) if tmem else None,
              "torch_float": torch_float_section(tfl) if tfl else None,
              "artefact": artefact_section(art) if art else None,
-             "help": help_section(helps) if helps else None}
+             "help": help_section(helps) if helps else None,
+             "netx": netx_section(nx) if nx else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
@@ -576,13 +622,15 @@ def main(argv: list[str] | None = None) -> None:
              *(s["loadavg_before"][0] for s in scales), *(x["load_before"][0] for x in roofs),
              *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
              *(x["load_before"][0] for x in (tfl["runs"] if tfl else [])), *([art["load_before"][0]] if art else []),
-             *([helps["load_before"][0]] if helps else [])]
+             *([helps["load_before"][0]] if helps else []),
+             *([nx["load_before"][0]] if nx else [])]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
                *(["emulator_roof.py"] if roofs else []), *(["stream_memory.py"] if streams else []),
                *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else []),
-               *(["artefact_size.py"] if art else []), *(["cli_help.py"] if helps else [])]
+               *(["artefact_size.py"] if art else []), *(["cli_help.py"] if helps else []),
+               *(["netx_pilotnet_speed.py"] if nx else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"

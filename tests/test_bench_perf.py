@@ -421,6 +421,33 @@ def test_perf_md_artefact_section(tmp_path):
     assert "identical: yes" in md and "`bench/artefact_size.py`" in md
 
 
+def _netx_json(emu_fps: float) -> dict:
+    return {"source": "git snapshot X", "steps_per_frame": 16, "frames": 32, "lava_frames": 2, "repeats": 3,
+            "torch_threads": 2, "load_before": [3.0, 2.0, 1.0], "load_after": [3.5, 2.0, 1.0],
+            "emulator_fps_median": emu_fps, "our_lava_fps": 0.25, "netx_lava_fps": 0.5, "conv_roof_fps": 900.0,
+            "chip_over_emulator": 408.91 / emu_fps,
+            "chip": {"frames_per_s": 408.91, "cores": 74, "watts": 0.679234, "mj_per_frame": 1.661103, "source": "nb"},
+            "agreement": {"our_lava_spikes_equal": True, "our_lava_readout_equal": True, "netx_readout_equal": True},
+            "emulator_split": {"total_s": 1.0, "convolution_s": 0.5, "neuron_loop_s": 0.25, "other_s": 0.25}}
+
+
+@pytest.mark.parametrize("emu_fps, verdict", [(100.0, "×4.1 faster than the emulator here: the goal — the "
+                                                       "emulator faster than the chip on this CPU — is not met"),
+                                              (817.82, "×2.00 the chip's rate here: the goal — the emulator faster "
+                                                       "than the chip on this CPU — is met")])
+def test_perf_md_netx_section(tmp_path, emu_fps, verdict):
+    """bench/netx_pilotnet_speed.py's JSON → the netx section: the chip, the emulator, its roof, our
+    Lava and netx's, side by side; the verdict follows the numbers."""
+    src = tmp_path / "n.json"
+    src.write_text(json.dumps(_netx_json(emu_fps)))
+    page = tmp_path / "PERF.md"
+    load("perf_md").main(["--netx", str(src), "--out", str(page)])
+    md = page.read_text()
+    assert "## netx: PilotNet LIF, Loihi 2 vs emulator vs Lava" in md and verdict in md
+    assert f"| our emulator (CPU) | {emu_fps:.2f} | ×1 |" in md and "| 408.91 |" in md
+    assert "| lava-dl netx in Lava, `fixed_pt` | 0.500 |" in md and "readouts equal" in md
+
+
 @pytest.mark.slow
 def test_artefact_size_bench_runs_both_formats(lava_run, tmp_path, capsys, monkeypatch):
     """The whole benchmark on a small run: the baseline commit's code (git archive) writes and reads
@@ -434,3 +461,11 @@ def test_artefact_size_bench_runs_both_formats(lava_run, tmp_path, capsys, monke
     assert new["export"]["members"]["float weights"] == 0 < old["export"]["members"]["float weights"]
     assert r["ratios"]["file"] < 0.25 and r["spikes_identical"]
     assert "artefact new/old" in capsys.readouterr().out
+
+
+def test_performance_page_netx_section_is_the_archived_bench_json():
+    """docs/PERFORMANCE.md's PilotNet section is what perf_md renders from the committed JSON of
+    bench/netx_pilotnet_speed.py (bench/results_archive/netx_pilotnet_speed.json)."""
+    r = json.loads((BENCH / "results_archive" / "netx_pilotnet_speed.json").read_text())
+    page = (BENCH.parent / "docs" / "PERFORMANCE.md").read_text()
+    assert "\n".join(load("perf_md").netx_section(r)).strip() in page

@@ -65,3 +65,19 @@ def test_pilotnet_lif_costs_through_the_subcommands():
     assert r["map"]["totals"]["cores"] == 74 and r["map"]["totals"]["chips"] == 1
     t = r["energy"]["totals"]
     assert t["acs"] > r["map"]["estimate"]["per_inference"]["synops"] > 0 and t["macs"] == 0
+
+
+@pytest.mark.netx_groundtruth
+def test_pilotnet_speed_bench_runs_three_ways_with_the_same_integers(tmp_path):
+    """bench/netx_pilotnet_speed.py on one frame: emulator, our Lava and lava-dl's netx in Lava all
+    timed, every spike and readout equal."""
+    import json
+
+    if not Path(gt.DEFAULT_LAVA_DL).exists():
+        pytest.skip(f"no lava-dl checkout or snapshot at {gt.DEFAULT_LAVA_DL} (set HTAKL_LAVA_DL)")
+    import netx_pilotnet_speed as speed
+
+    out = tmp_path / "s.json"
+    assert speed.main(["--frames", "2", "--lava-frames", "1", "--repeats", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert all(r["agreement"].values()) and min(r["our_lava_fps"], r["netx_lava_fps"], r["emulator_fps_median"]) > 0
