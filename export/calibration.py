@@ -19,8 +19,8 @@ or inputs the user gives, read as ``--input`` reads them (``distill.data.inputfi
 ``.npy``/``.npz``/``.h5`` of ``[T, B, *input]`` sequences — event frames, T from the data — or
 ``[B, *input]`` static inputs, or a folder of event recordings). Anything else is a one-line ``UserError``.
 
-Memory: the samples run a few at a time (``BATCH_BYTES`` of recorded state), and the file is read
-batch by batch, so a 64-sample, 300-step event calibration of the NIR paper's CNN stays small
+Memory: the samples run a few at a time (``graph.samples_per_batch``), and the file is read batch
+by batch, so a 64-sample, 300-step event calibration of the NIR paper's CNN stays small
 (docs/NIR.md has the measured peak).
 """
 
@@ -35,7 +35,6 @@ from htakl_deploy.distill.data.inputfile import Inputs, from_dataset, is_input_f
 from htakl_deploy.errors import UserError
 
 MAX_SAMPLES = 256
-BATCH_BYTES = 256 << 20  # calibration runs this much of recorded integer state at a time (bounded memory)
 
 
 def load_calibration(source: str, in_shape: tuple[int, ...], timesteps: int, *, data_root: str | None = None,
@@ -58,14 +57,13 @@ def load_calibration(source: str, in_shape: tuple[int, ...], timesteps: int, *, 
 def calibrate(graph, q, inputs: Inputs) -> tuple[dict[str, Any], list[str]]:
     """(report, warnings): decision agreement of the float graph and the integer network on
     ``inputs``, and each neuron layer's / the readout's 24-bit headroom (module docstring). The
-    samples run a few at a time (``BATCH_BYTES`` of recorded int64 state), so memory stays bounded
-    however long the sequences are."""
-    from htakl_deploy.export.graph import run_float
+    samples run a few at a time (``graph.samples_per_batch``), so memory stays bounded however long
+    the sequences are."""
+    from htakl_deploy.export.graph import run_float, samples_per_batch
     from htakl_deploy.export.quantize import logits_from_int, run_int
 
     n, t = len(inputs), inputs.timesteps
-    per_sample = 8 * t * sum(int(np.prod(s)) for s in graph.shapes.values())
-    step = max(1, BATCH_BYTES // max(per_sample, 1))
+    step = samples_per_batch(graph, t, n)
     same, peaks = 0, {}
     for s0 in range(0, n, step):
         x = torch.from_numpy(inputs.batch(s0, s0 + step))
@@ -95,17 +93,15 @@ def calibrate(graph, q, inputs: Inputs) -> tuple[dict[str, Any], list[str]]:
 def _headroom(q, vals: dict[str, np.ndarray], shape) -> dict[str, dict[str, int]]:
     """Per target (neuron layer or readout): the largest |u| and |v| before Lava's wrap/clip,
     stepping the real (wrapped) state so the numbers are those of the network as it runs."""
-    from htakl_deploy.export.quantize import _shift
+    from htakl_deploy.export.quantize import _current
     from htakl_deploy.hw.lif_ref import trunc_decay
 
     g = q.graph
     by_pair = {(c.node, c.target): c for c in q.connections}
     out = {}
     for name, tq in q.targets.items():
-        a = 0
-        for src in g.predecessors(name):
-            c = by_pair[(src, name)]
-            a = a + (vals[src] if not c.identity else _shift(vals[src] * c.weight_mant, c.weight_exp))
+        srcs = {s: _delayed(vals[s]) if (s, name) in g.back_edges else vals[s] for s in g.predecessors(name)}
+        a = _current(by_pair, name, srcs)  # a recurrent source's value arrives one step later
         a = np.broadcast_to(np.asarray(a, dtype=np.int64), (shape[0], shape[1], *g.shapes[name]))
         bias = tq.bias_v().reshape(-1, *([1] * (a.ndim - 3)))
         node = g.nodes[name]
@@ -120,4 +116,11 @@ def _headroom(q, vals: dict[str, np.ndarray], shape) -> dict[str, dict[str, int]
                 max_v = max(max_v, int(np.abs(v_free).max(initial=0)))
             _, u, v = node.int_step(u, v, a[t], tq, bias)
         out[name] = {"max_abs_u": max_u, "max_abs_v": max_v}
+    return out
+
+
+def _delayed(v: np.ndarray) -> np.ndarray:
+    """``v`` one step later along T (zeros at step 0)."""
+    out = np.zeros_like(v)
+    out[1:] = v[:-1]
     return out

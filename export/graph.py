@@ -8,6 +8,14 @@ neuron, or a spike/pooled-spike skip added to a conv's current).
 
 Shapes exclude time and batch (``(C, H, W)`` or ``(N,)``); runners work on ``[T, B, ...]``.
 
+Recurrence. Nodes are in topological order of the *forward* edges; an edge that goes backwards
+closes a cycle and must enter the cycle's one neuron (``back_edges``): the value crossing it is the
+previous step's (before step 0: the cycle's nodes evaluated on zero spikes — a recurrent affine's
+bias acts from step 0, as snnTorch's recurrent cells compute it). On Lava this is a layer's
+connection from its ``s_out`` back to its ``a_in``, whose one-step synapse delay is exactly that.
+A cycle with no neuron on it (an algebraic loop) and a cycle through several neuron layers (Lava
+would delay it by one step per layer, where the graph means one step) are refused naming the nodes.
+
 ``graph_from_classifier(model)`` builds the description from a **BN-folded** ``Classifier``
 (``export.fold.fold_batchnorm``) by walking its modules in data-flow order with two tables:
 
@@ -63,6 +71,7 @@ class StudentGraph:
     edges: list[tuple[str, str]]
     metadata: dict = field(default_factory=dict)
     shapes: dict[str, Shape] = field(init=False)
+    back_edges: frozenset = field(init=False)  # (src, neuron) edges closing a cycle: previous step's value
 
     def __post_init__(self):
         self.nodes = OrderedDict(self.nodes)
@@ -75,17 +84,18 @@ class StudentGraph:
         for a, b in self.edges:
             if a not in pos or b not in pos:
                 raise ValueError(f"edge ({a!r}, {b!r}) names an unknown node")
-            if pos[a] >= pos[b]:
-                raise ValueError(f"edge ({a!r}, {b!r}) goes backwards: nodes must be in topological order")
         if len(set(self.edges)) != len(self.edges):
             raise ValueError("duplicate edge")
+        self.back_edges = frozenset(e for e in self.edges if pos[e[0]] >= pos[e[1]])
+        for a, b in sorted(self.back_edges, key=lambda e: (pos[e[1]], pos[e[0]])):
+            check_cycle(self, a, b)
         inputs = [n for n, v in self.nodes.items() if v.ROLE == "input"]
         outputs = [n for n, v in self.nodes.items() if v.ROLE == "output"]
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"need exactly one input and one output node, got {inputs} and {outputs}")
         self.shapes = {}
         for name, node in self.nodes.items():
-            srcs = self.predecessors(name)
+            srcs = self.predecessors(name, back=False)
             if node.ROLE == "input":
                 if srcs:
                     raise ValueError(f"input node {name!r} has incoming edges {srcs}")
@@ -102,6 +112,11 @@ class StudentGraph:
                 raise ValueError(f"node {name!r}: {e}") from None
             if node.ROLE == "output" and self.successors(name):
                 raise ValueError(f"output node {name!r} has outgoing edges")
+        for a, b in self.back_edges:  # a recurrent input is summed with the forward ones: same shape
+            want = {self.shapes[s] for s in self.predecessors(b, back=False)}
+            if {self.shapes[a]} != want:
+                raise ValueError(f"node {b!r} sums inputs of different shapes {sorted(want | {self.shapes[a]})} "
+                                 f"(its recurrent input from {a!r})")
 
     @property
     def input_name(self) -> str:
@@ -114,11 +129,112 @@ class StudentGraph:
     def role(self, name: str) -> str:
         return self.nodes[name].ROLE
 
-    def predecessors(self, name: str) -> list[str]:
-        return [a for a, b in self.edges if b == name]
+    def predecessors(self, name: str, *, back: bool = True) -> list[str]:
+        """The nodes whose values ``name`` sums, in edge order (``back=False``: the forward ones only)."""
+        return [a for a, b in self.edges if b == name and (back or (a, b) not in self.back_edges)]
+
+    @property
+    def recurrent(self) -> list[str]:
+        """The neurons closing a cycle (targets of ``back_edges``), in node order."""
+        targets = {b for _, b in self.back_edges}
+        return [n for n in self.nodes if n in targets]
+
+    def cycle_body(self, neuron: str) -> list[str]:
+        """The nodes on the cycles through ``neuron`` other than itself, in node order."""
+        body = set().union(*(on_cycle(self, a, b) for a, b in self.back_edges if b == neuron)) - {neuron}
+        return [n for n in self.nodes if n in body]
 
     def successors(self, name: str) -> list[str]:
         return [b for a, b in self.edges if a == name]
+
+
+# -- cycles ------------------------------------------------------------------------------------
+
+
+def on_cycle(graph: "StudentGraph", a: str, b: str) -> set[str]:
+    """The nodes on forward paths from ``b`` to ``a`` (both included): the cycle the edge (a, b)
+    closes; empty if there is none (the edge merely goes backwards in the node order)."""
+    fwd = [e for e in graph.edges if e not in graph.back_edges]
+    down, frontier = {b}, [b]
+    while frontier:
+        n = frontier.pop()
+        for x, y in fwd:
+            if x == n and y not in down:
+                down.add(y)
+                frontier.append(y)
+    if a not in down:
+        return set()
+    up, frontier = {a}, [a]
+    while frontier:
+        n = frontier.pop()
+        for x, y in fwd:
+            if y == n and x not in up:
+                up.add(x)
+                frontier.append(x)
+    return down & up
+
+
+def check_cycle(graph: "StudentGraph", a: str, b: str) -> None:
+    """ValueError naming the nodes unless the backward edge (a, b) closes a cycle through exactly one
+    neuron, ``b`` (see the module docstring)."""
+    cycle = on_cycle(graph, a, b)
+    if not cycle:
+        raise ValueError(f"edge ({a!r}, {b!r}) goes backwards: nodes must be in topological order")
+    names = ", ".join(repr(n) for n in graph.nodes if n in cycle)
+    neurons = [n for n in graph.nodes if n in cycle and graph.nodes[n].ROLE == "neuron"]
+    if not neurons:
+        raise ValueError(f"nodes {names} form a cycle with no neuron on it (an algebraic loop: each needs the "
+                         "other's value of the same step)")
+    if len(neurons) > 1:
+        raise ValueError(f"nodes {names} form a cycle through {len(neurons)} neuron layers "
+                         f"({', '.join(map(repr, neurons))}): Lava delays a cycle by one step per layer, the graph "
+                         "means one step; a cycle must pass through one neuron layer (its recurrent connection)")
+    if neurons != [b]:
+        raise ValueError(f"edge ({a!r}, {b!r}) closes the cycle {names} but does not enter its neuron "
+                         f"{neurons[0]!r}: order the nodes so that the neuron's recurrent input is the backward edge")
+
+
+def strongly_connected(names: list[str], edges: list[tuple[str, str]]) -> list[list[str]]:
+    """The strongly connected components with a cycle (more than one node, or a self-loop), each in
+    ``names`` order (Tarjan's algorithm, iterative)."""
+    succ = {n: [b for a, b in edges if a == n] for n in names}
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+    for root in names:
+        if root in index:
+            continue
+        work = [(root, iter(succ[root]))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            n, it = work[-1]
+            nxt = next(it, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter[0]
+                    counter[0] += 1
+                    stack.append(nxt)
+                    on.add(nxt)
+                    work.append((nxt, iter(succ[nxt])))
+                elif nxt in on:
+                    low[n] = min(low[n], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[n])
+            if low[n] == index[n]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on.discard(m)
+                    comp.append(m)
+                    if m == n:
+                        break
+                if len(comp) > 1 or (n, n) in edges:
+                    order = {k: i for i, k in enumerate(names)}
+                    out.append(sorted(comp, key=order.__getitem__))
+    return out
 
 
 # -- connections: emitter → pools/flatten → synapses → neuron ---------------------------------
@@ -265,23 +381,57 @@ def graph_from_classifier(model: Classifier) -> StudentGraph:
 
 # -- float reference runner ----------------------------------------------------------------
 
+RUN_BYTES = 256 << 20  # a whole-graph run (float or integer, every node's values kept) this big at a time
+
+
+def samples_per_batch(graph: StudentGraph, timesteps: int, cap: int, budget: int = RUN_BYTES) -> int:
+    """How many samples a run of ``graph`` over ``timesteps`` takes at once so that every node's values
+    (float64 / int64: 8 bytes each) fit ``budget``: at most ``cap``, at least 1. Long inputs (300-step
+    event streams) then run a few samples at a time instead of holding ``[T, B, ...]`` of every layer."""
+    per_sample = 8 * int(timesteps) * sum(int(np.prod(s)) for s in graph.shapes.values())
+    return int(max(1, min(cap, budget // max(per_sample, 1))))
+
+
 
 def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool = False):
     """Run the graph in floating point on ``x`` ``[T, B, *input_shape]`` → output ``[T, B, K]``.
 
     With ``record=True`` returns ``(output, {node: tensor [T, B, ...]})``. Parameters are cast
-    to ``dtype``; pass ``torch.float32`` to compare with a float32 student.
+    to ``dtype``; pass ``torch.float32`` to compare with a float32 student. A neuron closing a
+    cycle runs step by step (``_run_recurrent``); every other node over all steps at once.
     """
     x = torch.as_tensor(x_tbchw, dtype=dtype)
     shape = graph.shapes[graph.input_name]
     if x.dim() != 2 + len(shape) or tuple(x.shape[2:]) != shape:
         raise ValueError(f"expected input [T, B, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
     vals: dict[str, torch.Tensor] = {}
+    recurrent = set(graph.recurrent)
     for name, node in graph.nodes.items():
-        srcs = graph.predecessors(name)
+        srcs = graph.predecessors(name, back=False)
         h = x if not srcs else vals[srcs[0]]
         for s in srcs[1:]:
             h = h + vals[s]
-        vals[name] = node.run_float(h)  # each node type's float semantics (export/nodes/)
+        # each node type's float semantics (export/nodes/)
+        vals[name] = _run_recurrent(graph, name, h, vals) if name in recurrent else node.run_float(h)
     out = vals[graph.output_name]
     return (out, vals) if record else out
+
+
+def _run_recurrent(graph: StudentGraph, name: str, h: torch.Tensor, vals: dict) -> torch.Tensor:
+    """Spikes of neuron ``name`` whose forward input is ``h`` ``[T, B, ...]`` and which also sums its
+    cycle's back edges: at step ``t`` the cycle's nodes evaluated on its spikes of step ``t − 1``
+    (zero spikes before step 0), one step at a time (``float_step``, export/nodes/)."""
+    node, body = graph.nodes[name], graph.cycle_body(name)
+    back = [a for a, b in graph.back_edges if b == name]
+    out = torch.empty_like(h)
+    prev, state = torch.zeros_like(h[:1]), None
+    for t in range(h.shape[0]):
+        step = {name: prev}
+        for b in body:  # stateless synapses/routes: one step each
+            srcs = graph.predecessors(b, back=False)
+            got = [step[s] if s in step else vals[s][t:t + 1] for s in srcs]
+            step[b] = graph.nodes[b].run_float(sum(got[1:], got[0]))
+        x_t = h[t] + sum(step[a][0] for a in back)
+        out[t], state = node.float_step(x_t, state)
+        prev = out[t:t + 1]
+    return out

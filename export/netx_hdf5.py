@@ -40,6 +40,9 @@ Mapping from ``QuantizedGraph`` (docs/DESIGN.md "Loihi-style fixed point"):
 - Output (logits): a dense/conv layer whose neuron never fires (``vThMant = 2**17``, netx's own
   default for a readout: ``v > vth << 6`` needs more than the 24-bit ``v``), with ``iDecay =
   vDecay = 4096``, so its ``v`` each step is ``a << 6 + bias`` — ``quantize.run_int``'s readout.
+  A graph whose last layer spikes (its output reads one neuron layer's spikes, as Sinabs' CNNs and
+  most netx networks end) ends in that layer; the file attribute ``readout`` is ``spikes`` (else
+  ``current``): the decision is its spike counts, as our readout's.
 - Pools: netx has none. A pool (stride = kernel, no padding, input H and W multiples of the
   kernel) between a neuron and the next conv/dense is folded into that layer, exactly in
   integers as ``run_int`` computes it (sum of spike counts × mantissas): conv → the kernel
@@ -85,8 +88,12 @@ def _chain(q: QuantizedGraph) -> list[str]:
     """The graph's nodes as one chain from input to output, or ValueError naming the node
     where it branches or joins."""
     g = q.graph
+    for src, neuron in sorted(g.back_edges):
+        raise ValueError(f"node {neuron!r}: recurrent connection from {src!r}; this netx writer holds feed-forward "
+                         "chains only (netx's 'dense_rec' layer is not written yet): use --target lava")
     for c in q.connections:
-        if c.identity and not (c.node == g.input_name and getattr(g.nodes[c.target], "bias_input", False)):
+        if c.identity and not spiking_readout(q, c) and not (
+                c.node == g.input_name and getattr(g.nodes[c.target], "bias_input", False)):
             raise ValueError(f"node {c.target!r}: identity (skip) connection from {c.node!r}; "
                              "netx HDF5 holds feed-forward chains only")
     order, name = [], g.input_name
@@ -199,6 +206,14 @@ def _neuron(group, du: int, dv: int, vth: int, ref_delay: int = 1) -> None:
     n.create_dataset("gradedSpike", data=False)
 
 
+def spiking_readout(q: QuantizedGraph, c) -> bool:
+    """Whether connection ``c`` is the output reading a spiking last layer (the output's one input is
+    a neuron layer's spikes): netx networks end in that layer, and its spike counts are the decision."""
+    g = q.graph
+    return (c.identity and c.target == g.output_name and not c.path.via
+            and g.predecessors(c.target) == [c.node] and g.role(c.node) == "neuron")
+
+
 def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     """Plain descriptions of the netx layers (datasets + attributes), in order: one per
     connection (``QuantConnection.path``: source → pools/flatten → conv/dense → neuron)."""
@@ -210,6 +225,8 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     _chain(q)
     layers = [{"type": "input", "shape": np.array(g.shapes[g.input_name]), "attrs": {"nodes": g.input_name}}]
     for c in q.connections:
+        if spiking_readout(q, c):  # the last neuron layer is netx's output: its spikes are read, nothing more
+            continue
         name, target, path = c.node, c.target, c.path
         node = g.nodes[name]
         if c.identity:  # a netx input layer whose bias is the input (_chain allows no other identity)
@@ -292,6 +309,7 @@ def write_netx(qgraph: QuantizedGraph, path: str | os.PathLike, *, strict: bool 
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["input_scale"] = float(qgraph.input_scale)
             f.attrs["input_message_bits"] = INPUT_MESSAGE_BITS
+            f.attrs["readout"] = "spikes" if any(spiking_readout(qgraph, c) for c in qgraph.connections) else "current"
             root = f.create_group("layer")
             for i, layer in enumerate(layers):
                 grp = root.create_group(str(i))

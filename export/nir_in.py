@@ -38,20 +38,22 @@ import torch
 from htakl_deploy.atomic import write_json
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import StudentGraph, run_float
-from htakl_deploy.export.nir_io import DT, from_nir, read_nir, write_nir
-from htakl_deploy.export.quantize import QuantizedGraph, quantize
+from htakl_deploy.export.nir_io import DT, from_nir, read_nir, type_check_failure, write_nir
+from htakl_deploy.export.quantize import QuantizedGraph, quantize, run_int
 
 NETX_FORMAT = "lava-dl-netx"  # export.netx_in.FORMAT (a QuantizedGraph read from a netx file)
 
 NIR_TARGETS = ("nir", "lava", "netx")
 DEFAULT_TIMESTEPS = 4
+ACTIVITY_SAMPLES = 4  # samples the export's silence check runs (at least the Lava check's)
 
 
 def read_graph(path: str | Path, dt_s: float | None = None) -> StudentGraph | QuantizedGraph:
     """A graph file as our description: a NIR graph (``nir_io.from_nir``: a ``StudentGraph``, or a
     ``QuantizedGraph`` for a quantised file of ours) or a lava-dl netx file (``netx_in.read_netx``: a
     ``QuantizedGraph``, its integers as they are; ``dt`` does not apply, netx counts steps). The one
-    entry every subcommand taking a graph file goes through."""
+    entry every subcommand taking a graph file goes through. A NIR file that fails NIR's own type
+    check is read all the same, with a warning in the graph's metadata naming the mismatch."""
     from htakl_deploy.export.netx_in import is_netx, read_netx
 
     if is_netx(path) or Path(path).suffix.lower() == ".net":  # .net: lava-dl's name for netx files
@@ -59,20 +61,45 @@ def read_graph(path: str | Path, dt_s: float | None = None) -> StudentGraph | Qu
     dt = DT if dt_s is None else float(dt_s)
     if not dt > 0 or not np.isfinite(dt):
         raise UserError(f"--dt: got {dt_s}, expected a positive number of seconds")
-    return from_nir(read_nir(path), dt=dt)
+    got = from_nir(read_nir(path), dt=dt)
+    failed = type_check_failure(path)
+    if failed:
+        (got.graph if isinstance(got, QuantizedGraph) else got).metadata.setdefault("warnings", []).append(failed)
+    return got
 
 
-def load_nir_graph(path: str | Path, dt_s: float | None = None) -> tuple[StudentGraph, QuantizedGraph]:
+def load_nir_graph(path: str | Path, dt_s: float | None = None,
+                   reset: list[str] | None = None) -> tuple[StudentGraph, QuantizedGraph]:
     """The float graph of a graph file (NIR or netx, ``read_graph``) and its fixed-point version
     (UserError naming the node or layer for anything that cannot be imported or quantised). A
-    quantised NIR file of ours and a netx file are used as they are."""
+    quantised NIR file of ours and a netx file are used as they are. ``reset``: ``--reset`` choices
+    (``set_resets``)."""
     got = read_graph(path, dt_s)
+    set_resets(got.graph if isinstance(got, QuantizedGraph) else got, reset)
     if isinstance(got, QuantizedGraph):
         return got.graph, got
     try:
         return got, quantize(got)
     except ValueError as e:
         raise UserError(f"{path}: cannot map this graph to Loihi fixed point: {e}") from None
+
+
+def set_resets(graph: StudentGraph, specs: list[str] | None) -> None:
+    """Apply ``--reset`` choices: ``MODE`` (every neuron layer) or ``LAYER=MODE``, MODE "zero" or
+    "subtract" (NIR 1.0.8 cannot record it; our files keep it in node metadata). UserError naming the
+    flag for an unknown mode or layer."""
+    from htakl_deploy.export.nodes import RESETS
+
+    neurons = [n for n, v in graph.nodes.items() if v.ROLE == "neuron"]
+    for spec in specs or ():
+        name, _, mode = str(spec).rpartition("=")
+        if mode not in RESETS:
+            raise UserError(f"--reset {spec}: mode {mode!r}, expected {' or '.join(RESETS)} (as MODE or LAYER=MODE)")
+        if name and name not in neurons:
+            raise UserError(f"--reset {spec}: no neuron layer {name!r} in the graph (its neuron layers: "
+                            f"{', '.join(neurons)})")
+        for n in [name] if name else neurons:
+            graph.nodes[n].reset = mode
 
 
 def _inputs(graph: StudentGraph, data: str | None, data_root: str | None, samples: int | None,
@@ -104,7 +131,8 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
                     timesteps: int | None = None, samples: int | None = None, data: str | None = None,
                     data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
                     dt_s: float | None = None, calibration: str | None = None,
-                    input_file: str | None = None) -> dict[str, Any]:
+                    input_file: str | None = None, reset: list[str] | None = None,
+                    strict: bool = False) -> dict[str, Any]:
     """Export a NIR file (see the module docstring); returns the report also written as
     ``export_report.json``."""
     from htakl_deploy.export.netx_hdf5 import _layers
@@ -117,7 +145,7 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
     for flag, value, low in (("--timesteps", timesteps, 1), ("--samples", samples, 1), ("--lava-check", lava_check, 0)):
         if value is not None and value < low:
             raise UserError(f"{flag}: got {value}, expected an integer >= {low}")
-    graph, q = load_nir_graph(path, dt_s)
+    graph, q = load_nir_graph(path, dt_s, reset)
     plan = None
     if "lava" in targets:
         try:
@@ -145,26 +173,59 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
         try:
             out.mkdir(parents=True, exist_ok=True)
             return _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
-                          lava_check, DT if dt_s is None else float(dt_s), calibration, calib)
+                          lava_check, DT if dt_s is None else float(dt_s), calibration, calib, strict)
         except BaseException:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
             raise
 
 
+def _check_inputs(test, n: int, t_steps: int, in_shape) -> tuple[np.ndarray, str]:
+    """The first ``n`` samples to check with: the data set's or the user's, else uniform random inputs
+    in [0, 1] (seed 0) shown every step; and words saying which."""
+    if test is not None:
+        x = test.batch(0, n)
+        return x, f"on {x.shape[1]} samples of {test.source}"
+    gen = np.random.default_rng(0)
+    return np.repeat(gen.random((1, n, *in_shape)), t_steps, axis=0), f"on {n} random inputs"
+
+
+def activity(graph, q, x_tb: np.ndarray, where: str, strict: bool = False) -> tuple[dict, list[str]]:
+    """(report, warnings): spikes per neuron layer of the deployed integer network (``run_int``, the
+    emulator's spikes) and of the float graph on ``x_tb``; a layer or network that never spikes is a
+    warning naming it (``hw.activity``), an error with ``strict``."""
+    from htakl_deploy.hw.activity import check_silence
+
+    neurons = [n for n, v in graph.nodes.items() if v.ROLE == "neuron"]
+    _, vals = run_int(q, x_tb, record=True)
+    counts = {n: int(vals[n].sum()) for n in neurons}
+    del vals
+    with torch.no_grad():
+        _, fvals = run_float(graph, torch.from_numpy(x_tb), record=True)
+    f_counts = {n: int(fvals[n].sum()) for n in neurons}
+    warnings = check_silence(counts, where, strict)
+    if warnings and not any(f_counts.values()):
+        warnings[0] += "; the float graph is silent there too"
+    return {"inputs": where, "spikes": counts, "float_spikes": f_counts}, warnings
+
+
 def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate, lava_check,
-           dt, calibration=None, calib=None) -> dict[str, Any]:
+           dt, calibration=None, calib=None, strict: bool = False) -> dict[str, Any]:
     from htakl_deploy.export.pipeline import compare_float_int, lava_check as run_lava_check, write_netx_target
     from htakl_deploy.hw.simulate import ARTEFACT_NAME
 
     report: dict[str, Any] = {"source_nir": str(path), "dt_s": dt, "timesteps": t_steps, "data": data,
-                              "warnings": q.warnings()}
+                              "resets": {n: v.reset for n, v in graph.nodes.items() if v.ROLE == "neuron"},
+                              "warnings": list(graph.metadata.get("warnings", [])) + q.warnings()}
     if calib is not None:
         from htakl_deploy.export.calibration import calibrate
 
         report["calibration"], calib_warnings = calibrate(graph, q, calib)
         report["calibration"]["source"] = str(calibration)
         report["warnings"] = report["warnings"] + calib_warnings
+    x_chk, where = _check_inputs(test, max(lava_check, ACTIVITY_SAMPLES), t_steps, graph.shapes[graph.input_name])
+    report["activity"], silent = activity(graph, q, x_chk, where, strict)
+    report["warnings"] = report["warnings"] + silent
     if "nir" in targets or "lava" in targets:
         float_path = write_nir(graph, out / "student_float.nir")
         quant_path = write_nir(graph, out / "student_quant.nir", quantized=q)
@@ -198,12 +259,7 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
                        "weight_exp": k.weight_exp} for k in plan.links],
         }
         if lava_check:
-            if test is not None:
-                x_tb = test.batch(0, lava_check)
-            else:
-                gen = np.random.default_rng(0)
-                x_tb = np.repeat(gen.random((1, lava_check, *plan.input_shape)), t_steps, axis=0)
-            report["lava"]["lava_check"] = run_lava_check(plan, x_tb)
+            report["lava"]["lava_check"] = run_lava_check(plan, x_chk[:, :lava_check])
         report["lava"]["wall_s"] = time.perf_counter() - t0
     if "netx" in targets:
         report["netx"] = write_netx_target(q, out)

@@ -12,7 +12,10 @@ unknown types raise naming the node:
     FlattenNode ↔ nir.Flatten(start_dim=−len(input shape), end_dim=−1)
     PoolNode   ↔ nir.AvgPool2d / nir.SumPool2d (kernel, stride, padding as length-2 arrays)
     OutputNode ↔ nir.Output (a leaky readout: nir.LI → nir.Output; read also from a CubaLI with tau_mem = dt)
-    nir.Scale after a conv/affine → folded into its weights; nested nir.NIRGraph → flattened
+    nir.Scale → a one-to-one synapse: folded into the conv/affine before or after it, else a diagonal
+               affine / depthwise 1×1 conv of its own; per-neuron input gains and thresholds of a
+               neuron layer (any r, w_in, v_threshold per neuron) read as Scales on its inputs
+    nested nir.NIRGraph → flattened
     residual join = several edges into one node (NIR sums them)
     nir.Threshold, nir.I → refused naming the node, with why (``NO_LOIHI_MAPPING``)
 
@@ -54,8 +57,8 @@ import nir
 
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
-from htakl_deploy.export.graph import TARGETS, StudentGraph
-from htakl_deploy.export.nodes import NIR_DT, NODE_TYPES
+from htakl_deploy.export.graph import TARGETS, StudentGraph, strongly_connected
+from htakl_deploy.export.nodes import FAMILIES, NIR_DT, NODE_TYPES, InputGain
 from htakl_deploy.export.nodes.io import CubaLIReadout, LIReadout, merge_li_readout, merge_neuron_readout
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
 
@@ -110,7 +113,7 @@ def to_nir(graph: StudentGraph, quantized: QuantizedGraph | None = None) -> nir.
 FROM_NIR: dict[type, Callable] = {
     **{nt: t.read_nir for t in NODE_TYPES for nt in t.NIR_TYPES},
     **{nt: r.read_nir for r in (LIReadout, CubaLIReadout) for nt in r.NIR_TYPES},
-    nir.Scale: lambda name, n, dt: _ScaleNode(np.asarray(n.scale, dtype=np.float64)),
+    nir.Scale: lambda name, n, dt: _scale_node(name, n, dt),  # defined below
 }
 
 
@@ -131,33 +134,148 @@ NO_LOIHI_MAPPING: dict[type, str] = {
 
 @dataclass(eq=False)
 class _ScaleNode:
-    """A NIR ``Scale`` while reading: folded into the conv/affine before it."""
+    """A NIR ``Scale`` while reading (``scale`` scalar or per element; ``shape``: its input's, if the
+    file says), and the per-neuron gains of a neuron layer (``InputGain``) on each of its inputs."""
 
     scale: np.ndarray
+    shape: tuple[int, ...] | None = None
+
+
+def _scale_node(name: str, n: nir.Scale, dt: float) -> _ScaleNode:
+    shape = (n.input_type or {}).get("input")
+    shape = tuple(int(s) for s in np.asarray(shape).reshape(-1)) if shape is not None and np.size(shape) else None
+    return _ScaleNode(np.asarray(n.scale, dtype=np.float64), shape)
+
+
+def _split_gains(nodes: OrderedDict, edges: list[tuple[str, str]]):
+    """A neuron layer read with per-neuron input gains (``InputGain``, export/nodes/): the layer with its
+    reference parameters, and a Scale of the gains on each incoming edge (folded next)."""
+    out: OrderedDict = OrderedDict()
+    for name, node in nodes.items():
+        if isinstance(node, InputGain):  # the Scales go just before the layer: the order stays topological
+            for k, (a, b) in enumerate([e for e in edges if e[1] == name]):
+                gain_name = f"{name}.gain{k}"
+                out[gain_name] = _ScaleNode(np.asarray(node.gain, dtype=np.float64), tuple(node.gain.shape))
+                edges = [(a, gain_name) if e == (a, b) else e for e in edges] + [(gain_name, b)]
+            node = node.node
+        out[name] = node
+    return out, edges
+
+
+def _per_channel(scale: np.ndarray, channels: int, what: str, whose: str) -> np.ndarray:
+    """``scale`` (scalar, or one value per channel × positions) as one value per channel."""
+    if scale.ndim == 0:
+        return np.full(channels, float(scale))
+    s = scale.reshape(scale.shape[0], -1)
+    if s.shape[0] != channels or not np.all(s == s[:, :1]):
+        raise UserError(f"{what}: the scale must be one value per channel of {whose} ({channels}), got shape "
+                        f"{scale.shape}")
+    return s[:, 0]
+
+
+def _synapse_ahead(nodes: OrderedDict, edges, name: str, node: _ScaleNode):
+    """(the conv/affine the Scale ``name`` reaches through single-input pools and flatten, the scale as
+    that node's input sees it), or None. A per-channel scale commutes with pooling; through a flatten
+    it becomes one value per element (the channel's value repeated over its positions)."""
+    from htakl_deploy.export.nodes.flatten import FlattenNode
+    from htakl_deploy.export.nodes.pool import PoolNode
+
+    scale, flat, cur = node.scale, False, name
+    while True:
+        succs = [b for a, b in edges if a == cur]
+        if len(succs) != 1 or [a for a, b in edges if b == succs[0]] != [cur]:
+            return None
+        nxt = nodes[succs[0]]
+        if getattr(nxt, "ROLE", None) == "synapse":
+            if flat and scale.ndim and nxt.weight.ndim == 2:  # per channel, flattened: repeat over positions
+                per = scale.reshape(scale.shape[0], -1)[:, 0]
+                if nxt.weight.shape[1] % per.size or not np.all(scale.reshape(per.size, -1) == per[:, None]):
+                    return None
+                scale = np.repeat(per, nxt.weight.shape[1] // per.size)
+            return succs[0], scale
+        if isinstance(nxt, PoolNode) and not flat:
+            pass  # per-channel values are checked where they fold
+        elif isinstance(nxt, FlattenNode) and not flat:
+            flat = True
+        else:
+            return None
+        cur = succs[0]
 
 
 def _fold_scales(nodes: OrderedDict, edges: list[tuple[str, str]]):
-    """A Scale right after a conv/affine (its only successor) multiplies that node's weights and
-    bias per output channel (the scale must be uniform over a conv's H and W); anywhere else it is
-    refused naming it."""
+    """A Scale is a one-to-one synapse. Right after a conv/affine (its only successor) it multiplies
+    that node's weights and bias per output channel; right before one (its only input) it multiplies
+    its weights per input channel; elsewhere on a spike path (between a neuron, the input, a pool and
+    a neuron or the output) it becomes a synapse of its own: a diagonal affine on a flat layer, a
+    depthwise 1×1 conv on channels. UserError naming it where its values do not fit (a conv's scale
+    must be one value per channel)."""
+    from htakl_deploy.export.nodes.conv import Conv2dNode
+    from htakl_deploy.export.nodes.dense import DenseNode
+
     for name, node in list(nodes.items()):
         if not isinstance(node, _ScaleNode):
             continue
-        preds = [a for a, b in edges if b == name]
-        src = nodes[preds[0]] if len(preds) == 1 else None
+        preds, succs = [a for a, b in edges if b == name], [b for a, b in edges if a == name]
         what = f"NIR node {name!r} (Scale)"
-        if getattr(src, "ROLE", None) != "synapse" or [b for a, b in edges if a == preds[0]] != [name]:
-            raise UserError(f"{what}: supported only as the one successor of a conv/affine (folded into its weights)")
-        cout = src.weight.shape[0]
-        s = node.scale.reshape(node.scale.shape[0], -1) if node.scale.ndim else np.full((cout, 1), float(node.scale))
-        if s.shape[0] != cout or not np.all(s == s[:, :1]):
-            raise UserError(f"{what}: the scale must be one value per output channel of {preds[0]!r} ({cout})")
-        s = s[:, 0]
-        src.weight = src.weight * s.reshape(-1, *([1] * (src.weight.ndim - 1)))
-        src.bias = src.bias * s
+        if len(preds) != 1:
+            raise UserError(f"{what}: needs exactly one input, got {preds}")
+        src, dst = nodes[preds[0]], (nodes[succs[0]] if len(succs) == 1 else None)
+        if getattr(src, "ROLE", None) == "synapse" and [b for a, b in edges if a == preds[0]] == [name]:
+            s = _per_channel(node.scale, src.weight.shape[0], what, repr(preds[0]))
+            src.weight = src.weight * s.reshape(-1, *([1] * (src.weight.ndim - 1)))
+            src.bias = src.bias * s
+        elif (ahead := _synapse_ahead(nodes, edges, name, node)) is not None:
+            dst_name, scale = ahead
+            dst = nodes[dst_name]
+            node = _ScaleNode(scale, node.shape)
+            succs = [dst_name]
+            groups = int(getattr(dst, "groups", 1))
+            if dst.weight.ndim == 2:  # a dense layer: one factor per input element
+                cols = dst.weight.shape[1]
+                s = node.scale.reshape(-1) if node.scale.ndim else np.full(cols, float(node.scale))
+                if s.size != cols:
+                    raise UserError(f"{what}: {s.size} values for the {cols} inputs of {succs[0]!r}")
+                dst.weight = dst.weight * s[None, :]
+            else:
+                cg = dst.weight.shape[1]
+                s = _per_channel(node.scale, cg * groups, what, f"the input of {succs[0]!r}").reshape(groups, cg)
+                w = dst.weight.reshape(groups, -1, cg, *dst.weight.shape[2:])
+                dst.weight = (w * s.reshape(groups, 1, cg, *([1] * (dst.weight.ndim - 2)))).reshape(dst.weight.shape)
+        else:  # a synapse of its own
+            shape = node.shape or (tuple(node.scale.shape) if node.scale.ndim else None)
+            if shape is None:
+                raise UserError(f"{what}: a scalar Scale between {preds[0]!r} and {succs} needs its input shape "
+                                "(the node's input_type) to become a synapse")
+            if len(shape) == 1:
+                s = np.broadcast_to(node.scale, shape).astype(np.float64)
+                nodes[name] = DenseNode(np.diag(s), np.zeros(shape[0]))
+            elif len(shape) == 3:
+                s = _per_channel(np.broadcast_to(node.scale, shape) if node.scale.ndim else node.scale, shape[0],
+                                 what, f"its input {preds[0]!r}")
+                nodes[name] = Conv2dNode(s.reshape(-1, 1, 1, 1), np.zeros(shape[0]), groups=shape[0])
+            else:
+                raise UserError(f"{what}: a Scale on a {len(shape)}-D layer (shape {shape}) cannot become a synapse")
+            continue
         edges = [(preds[0], b) if a == name else (a, b) for a, b in edges if b != name]
         del nodes[name]
     return nodes, edges
+
+
+def _batch_free_input(nodes: OrderedDict, edges: list[tuple[str, str]]) -> list[str]:
+    """An Input of shape ``(1, N)`` feeding only affine layers of ``N`` inputs (Rockpool writes its
+    batch of one into the type) is read as ``(N,)``; returns the warning saying so."""
+    from htakl_deploy.export.nodes.io import InputNode
+
+    for name, node in nodes.items():
+        if not isinstance(node, InputNode) or len(node.shape) < 2 or node.shape[0] != 1:
+            continue
+        succ = [nodes[b] for a, b in edges if a == name]
+        rest = int(np.prod(node.shape[1:]))
+        if succ and all(getattr(s, "KIND", None) == "dense" and s.weight.shape[1] == rest for s in succ):
+            nodes[name] = InputNode((rest,))
+            return [f"NIR Input {name!r} has type {node.shape}, its affine layer takes ({rest},): the leading 1 "
+                    "read as a batch of one (NIR types have no batch dimension)"]
+    return []
 
 
 def _check_finite(name: str, n: nir.NIRNode) -> None:
@@ -170,21 +288,47 @@ def _check_finite(name: str, n: nir.NIRNode) -> None:
                 raise UserError(f"NIR node {name!r} ({type(n).__name__}): {f.name} has NaN or infinite values")
 
 
-def _topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
+def _topological(flat: dict, edges: list[tuple[str, str]]) -> list[str]:
+    """The node names in topological order of the forward edges: each cycle must pass through one
+    neuron, and the edges into that neuron from its cycle are its recurrent (backward) inputs
+    (``export.graph``, "Recurrence"). UserError naming the nodes of a cycle with no neuron or several."""
+    names = list(flat)
+    neuron_types = tuple(t for fam in FAMILIES for t in fam.NIR_TYPES)
+    back: set[tuple[str, str]] = set()
+    while True:
+        fwd = [e for e in edges if e not in back]
+        comps = strongly_connected(names, fwd)
+        if not comps:
+            break
+        for comp in comps:
+            neurons = [n for n in comp if isinstance(flat[n], neuron_types)]
+            listed = ", ".join(map(repr, comp))
+            if not neurons:
+                raise UserError(f"NIR graph: nodes {listed} form a cycle with no neuron on it (an algebraic loop: "
+                                "each needs the other's value of the same step)")
+            if len(neurons) > 1:
+                raise UserError(f"NIR graph: nodes {listed} form a cycle through {len(neurons)} neuron layers "
+                                f"({', '.join(map(repr, neurons))}): Lava delays a cycle by one step per layer where "
+                                "the graph means one step; only a cycle through one neuron layer (a layer's recurrent "
+                                "connection) deploys")
+            closing = {(a, b) for a, b in fwd if b == neurons[0] and a in comp}
+            if all(e in closing for e in fwd if e[1] == neurons[0]):
+                raise UserError(f"NIR graph: neuron {neurons[0]!r} takes input only from its own cycle ({listed}); a "
+                                "recurrent layer needs an input from outside the cycle besides its recurrent one")
+            back |= closing
     indeg = {n: 0 for n in names}
-    for _, b in edges:
+    fwd = [e for e in edges if e not in back]
+    for _, b in fwd:
         indeg[b] += 1
     order, ready = [], [n for n in names if indeg[n] == 0]
     while ready:
         n = ready.pop(0)
         order.append(n)
-        for a, b in edges:
+        for a, b in fwd:
             if a == n:
                 indeg[b] -= 1
                 if indeg[b] == 0:
                     ready.append(b)
-    if len(order) != len(names):
-        raise UserError("NIR graph has a cycle (recurrent graphs are not supported)")
     return order
 
 
@@ -237,7 +381,7 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     record the step its exporter assumed (SpikingJelly's and snnTorch's exporters use 1e-4)."""
     flat_nodes, edges = _inline_subgraphs(ng)
     nodes: OrderedDict = OrderedDict()
-    for name in _topological(list(flat_nodes), edges):
+    for name in _topological(flat_nodes, edges):
         n = flat_nodes[name]
         family = (n.metadata or {}).get("family") if isinstance(getattr(n, "metadata", None), dict) else None
         family = family.decode() if isinstance(family, bytes) else family
@@ -255,9 +399,10 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
             nodes[name] = fn(name, n, dt)
         except ValueError as e:
             raise UserError(f"NIR node {name!r} ({type(n).__name__}): {e}") from None
-    nodes, edges = merge_neuron_readout(*merge_li_readout(*_fold_scales(nodes, edges)))
+    nodes, edges = merge_neuron_readout(*merge_li_readout(*_fold_scales(*_split_gains(nodes, edges))))
+    warnings = _batch_free_input(nodes, edges)
     try:
-        graph = StudentGraph(nodes, edges)
+        graph = StudentGraph(nodes, edges, metadata={"warnings": warnings})
     except ValueError as e:
         raise UserError(f"NIR graph is not a valid student: {e}") from None
     meta = ng.metadata if isinstance(ng.metadata, dict) else {}
@@ -337,6 +482,21 @@ def _check_node_types(path: Path) -> None:
             typ = typ.decode("utf8", "replace") if isinstance(typ, bytes) else str(typ)
             if typ not in _NIR_TYPES:
                 raise UserError(f"{path}: NIR node {name!r} has unknown type {typ!r}")
+
+
+def type_check_failure(path: str | os.PathLike) -> str | None:
+    """What NIR's own type check (``nir.read(path)``: ``infer_types`` then ``check_types``) says
+    against the file, or None if it passes. We read without it (``read_nir``): a file that fails it
+    is read all the same, with this as a warning naming the mismatch."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nir.read(Path(path), type_check=True)
+    except Exception as e:  # whatever NIR's checker raises: its message names the nodes
+        return f"NIR's own type check fails on this file ({type(e).__name__}: {str(e)[:200]}); read without it"
+    return None
 
 
 def read_nir(path: str | os.PathLike) -> nir.NIRGraph:

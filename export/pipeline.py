@@ -36,7 +36,7 @@ from htakl_deploy.distill.recipe import load_test, model_from_checkpoint
 from htakl_deploy.distill.train import predict
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.fold import fold_batchnorm
-from htakl_deploy.export.graph import graph_from_classifier
+from htakl_deploy.export.graph import graph_from_classifier, samples_per_batch
 from htakl_deploy.export.nir_io import read_nir, write_nir
 from htakl_deploy.export.onnx_export import export_onnx
 from htakl_deploy.export.quantize import logits_from_int, quantize, run_int
@@ -68,6 +68,7 @@ def compare_float_int(model: Callable[[torch.Tensor], torch.Tensor], q, data: In
     vs integer network on every sample of ``data`` (a data set's images, direct
     encoding, or the user's inputs: ``distill.data.inputfile``); accuracies None without labels."""
     float_logits, int_logits = [], []
+    batch_size = samples_per_batch(q.graph, data.timesteps, batch_size)  # long sequences: fewer at a time
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
@@ -170,6 +171,7 @@ def lava_check(plan, x_tb: np.ndarray) -> dict[str, Any]:
     emu = emulate(plan, x_tb)
     agree = spike_agreement(lava.spikes, emu.spikes)
     check = {"samples": int(x_tb.shape[1]), "spike_agreement": agree,
+             "spikes": int(sum(np.count_nonzero(v) for v in emu.spikes.values())),
              "readout_identical": bool(np.array_equal(lava.readout_u, emu.readout_u)),
              "lava_s": time.perf_counter() - t0}
     if agree["all"] != 1.0 or not check["readout_identical"]:
@@ -259,7 +261,7 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
                timesteps: int | None = None, samples: int | None = None,
                data_root: str | None = None, evaluate: bool = True, lava_check: int = 4,
                data: str | None = None, dt_s: float | None = None, calibration: str | None = None,
-               input_file: str | None = None) -> dict[str, Any]:
+               input_file: str | None = None, reset: list[str] | None = None, strict: bool = False) -> dict[str, Any]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise UserError(f"--target: got {unknown[0]!r}, expected one of {', '.join(TARGETS)}")
@@ -278,10 +280,10 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
 
         return export_from_nir(Path(checkpoint), targets, out_dir, timesteps=timesteps, samples=samples,
                                data=data, data_root=data_root, evaluate=evaluate, lava_check=lava_check, dt_s=dt_s,
-                               calibration=calibration, input_file=input_file)
-    if data is not None or dt_s is not None or calibration is not None or input_file is not None:
-        raise UserError("--data, --input, --dt and --calibration apply to a NIR file (MODEL.nir) only: a checkpoint "
-                        "knows its data set")
+                               calibration=calibration, input_file=input_file, reset=reset, strict=strict)
+    if data is not None or dt_s is not None or calibration is not None or input_file is not None or reset or strict:
+        raise UserError("--data, --input, --dt, --reset, --strict and --calibration apply to a NIR file (MODEL.nir) "
+                        "only: a checkpoint knows its data set and neurons")
     model, ckpt, ckpt_path = load_student(checkpoint)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else None
     out = Path(out_dir) if out_dir else ckpt_path.parent.parent / "export"

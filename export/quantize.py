@@ -326,34 +326,56 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
         raise ValueError(f"expected input [T, B, {g.shapes[g.input_name]}], got {tuple(x.shape)}")
     vals: dict[str, np.ndarray] = {}
     by_node = {(c.node, c.target): c for c in q.connections}
+    recurrent = set(g.recurrent)
     for name, node in g.nodes.items():
-        preds = g.predecessors(name)
+        preds = g.predecessors(name, back=False)
         if node.ROLE == "input":
             vals[name] = quantize_input(x.numpy(), q.input_scale)
         elif node.ROLE in TARGETS:  # sum the connections' currents, then the node's fixed-point step
-            a = 0
-            for src in preds:
-                c = by_node[(src, name)]
-                a = a + (vals[src] if not c.identity else _shift(vals[src] * c.weight_mant, c.weight_exp))
+            a = _current(by_node, name, {s: vals[s] for s in preds})
             a = np.broadcast_to(np.asarray(a, dtype=np.int64), (x.shape[0], x.shape[1], *g.shapes[name]))
             tq = q.targets[name]
             bias = tq.bias_v().reshape(-1, *([1] * (a.ndim - 3)))
             u = np.zeros(a.shape[1:], np.int64)
             v = np.zeros(a.shape[1:], np.int64)
             out = np.zeros(a.shape, np.int64)
+            body, back = (g.cycle_body(name), [s for s, d in g.back_edges if d == name]) if name in recurrent else ((), ())
             for t in range(a.shape[0]):
-                out[t], u, v = node.int_step(u, v, a[t], tq, bias)
+                a_t = a[t]
+                if back:  # the cycle's current from the previous step's spikes (none before step 0)
+                    step = {name: out[t - 1:t] if t else np.zeros((1, *a.shape[1:]), np.int64)}
+                    for b in body:
+                        step[b] = _int_value(q, b, {s: step[s] if s in step else vals[s][t:t + 1]
+                                                    for s in g.predecessors(b, back=False)})
+                    a_t = a_t + _current(by_node, name, {s: step[s] for s in back})[0]
+                out[t], u, v = node.int_step(u, v, a_t, tq, bias)
             vals[name] = out
-        elif len(preds) > 1:  # only reachable for pools/flatten fed by sums, rejected by quantize
-            raise ValueError(f"node {name!r}: summed inputs outside a neuron are not supported")
-        elif node.ROLE == "synapse":  # 8-bit mantissas, then the connection's exponent
-            c = next(c for c in q.connections if c.node == name)
-            w = torch.from_numpy(c.weight_mant.astype(np.float64))
-            vals[name] = _shift(_exact(node.apply, vals[preds[0]], w), c.weight_exp)
-        else:  # a route: sum pools on integer spike counts, flatten
-            vals[name] = node.run_int(vals[preds[0]])
+        else:
+            vals[name] = _int_value(q, name, {s: vals[s] for s in preds})
     out = vals[g.output_name]
     return (out, vals) if record else out
+
+
+def _current(by_node: dict, target: str, srcs: dict[str, np.ndarray]):
+    """The integer current into ``target`` from its sources' values ``[T, B, ...]``: a conv/dense
+    node's value as it is, an identity skip's spikes (or pooled counts) times its mantissa, shifted."""
+    a = 0
+    for src, v in srcs.items():
+        c = by_node[(src, target)]
+        a = a + (v if not c.identity else _shift(v * c.weight_mant, c.weight_exp))
+    return a
+
+
+def _int_value(q: QuantizedGraph, name: str, srcs: dict[str, np.ndarray]) -> np.ndarray:
+    """The integer value of a synapse or route node from its one source's value."""
+    node = q.graph.nodes[name]
+    if len(srcs) != 1:  # only reachable for pools/flatten fed by sums, rejected by quantize
+        raise ValueError(f"node {name!r}: summed inputs outside a neuron are not supported")
+    (v,) = srcs.values()
+    if node.ROLE == "synapse":  # 8-bit mantissas, then the connection's exponent
+        c = next(c for c in q.connections if c.node == name)
+        return _shift(_exact(node.apply, v, torch.from_numpy(c.weight_mant.astype(np.float64))), c.weight_exp)
+    return node.run_int(v)  # a route: sum pools on integer spike counts, flatten
 
 
 def logits_from_int(q: QuantizedGraph, out_int: np.ndarray) -> np.ndarray:

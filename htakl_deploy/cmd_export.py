@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "to run the Lava check with (instead of --data): .npy/.npz/.h5 of [T, B, ...] sequences "
                         "(event frames; T from the data) or [B, ...] static inputs, labels optional; or a folder of "
                         "N-MNIST-format .bin event recordings")
+    p.add_argument("--reset", action="append", metavar="[LAYER=]MODE",
+                   help="MODEL.nir only: reset after a spike, 'zero' (default) or 'subtract' (Loihi 2 programmable "
+                        "neuron), for every neuron layer or one (repeat the flag); NIR cannot record it")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4: SpikingJelly, "
                         "snnTorch; NIR files do not record it)")
@@ -52,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
     p.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the float vs integer accuracy comparison")
+    p.add_argument("--strict", action="store_true",
+                   help="MODEL.nir only: fail (exit 2, nothing written) when the deployed network or a layer never "
+                        "spikes on the check inputs (default: a warning)")
     p.add_argument("--lava-check", type=int, default=4, metavar="N",
                    help="lava target: run N test images through Lava and the emulator, which must agree "
                         "spike for spike (0 skips; default 4)")
@@ -66,7 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
     report = run_export(args.checkpoint, args.target, args.out, timesteps=args.timesteps,
                         samples=args.samples, data_root=args.data_root, evaluate=args.evaluate,
                         lava_check=args.lava_check, data=args.data, dt_s=args.dt_s, calibration=args.calibration,
-                        input_file=args.input_file)
+                        input_file=args.input_file, reset=args.reset, strict=args.strict)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     emit(report, args, summary_lines(report))
@@ -95,7 +101,9 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"lava: {lava['artefact']} ({len(lava['populations'])} populations, {len(lava['links'])} links)")
         check = lava.get("lava_check")
         if check is not None:
-            lines.append(f"  Lava fixed_pt = emulator spike for spike on {check['samples']} images")
+            n = check.get("spikes")
+            what = "" if n is None else f" ({n} spikes)" if n else " — 0 spikes: nothing was compared"
+            lines.append(f"  Lava fixed_pt = emulator spike for spike on {check['samples']} samples{what}")
     netx = report.get("netx")
     if netx is not None:
         inexact = len(netx.get("inexact_layers", []))

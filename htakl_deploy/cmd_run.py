@@ -65,11 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "flags override it)")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run with its saved settings: finished stages are skipped")
+    g.add_argument("--strict", action="store_true",
+                   help="fail when the deployed network or a layer never spikes (default: a warning)")
     add_json_flags(g, "the run's result (progress then goes to stderr)")
     g.add_argument("--from-nir", metavar="MODEL.nir", dest="from_nir",
                    help="start from a float NIR graph (snnTorch, SpikingJelly, Norse, by hand) or a lava-dl netx file "
                         "(MODEL.net): no teacher, no distillation; export → simulate → energy → map → report. Needs "
                         "--data or --input, and --dt for a NIR file")
+    g.add_argument("--reset", action="append", metavar="[LAYER=]MODE",
+                   help="--from-nir only: reset after a spike, 'zero' (default) or 'subtract' (Loihi 2 programmable "
+                        "neuron), for every neuron layer or one (repeat the flag); NIR cannot record it")
     g.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="--from-nir only: the time step the NIR file's exporter divided by (1e-4 for "
                         "SpikingJelly/snnTorch, 1e-6 for Norse 1.1.0)")
@@ -114,8 +119,8 @@ def run_command(args: argparse.Namespace) -> int:
     check_json_out(args)
     if args.from_nir is not None:
         return _run_from_nir(args)
-    given = [f for f, v in (("--dt", args.dt_s), ("--calibration", args.calibration), ("--input", args.input_file))
-             if v is not None]
+    given = [f for f, v in (("--dt", args.dt_s), ("--calibration", args.calibration), ("--input", args.input_file),
+                            ("--reset", args.reset)) if v is not None]
     if given:
         from htakl_deploy.errors import UserError
 
@@ -135,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     for name, (old, new) in changed.items():
         say(f"[run] --{name.replace('_', '-')} given on resume: {_show(new)} (was {_show(old)})")
-    result = run_pipeline(cfg, settings, resume_dir=args.resume, teacher_only=teacher_only, say=say,
+    result = run_pipeline(cfg, settings, resume_dir=args.resume, teacher_only=teacher_only, say=say, strict=args.strict,
                           progress=cfg.progress)
     _emit(result, args)
     return 0
@@ -164,7 +169,7 @@ def _run_from_nir(args: argparse.Namespace) -> int:
     result = run_from_nir(args.from_nir, data=args.data, dt_s=args.dt_s, settings=settings, timesteps=args.timesteps,
                           run_name=args.run_name, out_dir=args.out_dir or "runs", data_root=args.data_root,
                           limit_test=args.limit_test, calibration=args.calibration, say=say,
-                          input_file=args.input_file,
+                          input_file=args.input_file, reset=args.reset, strict=args.strict,
                           progress=True if args.progress is None else bool(args.progress))
     _emit(result, args)
     return 0

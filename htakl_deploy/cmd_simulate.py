@@ -55,8 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "counts, labels optional ('labels' in .npz/.h5); or a folder of N-MNIST-format .bin "
                         "event recordings (1 ms frames, read with tonic)")
     p.add_argument("--data", help="MODEL.nir only: the data set to run (or --input)")
+    p.add_argument("--reset", action="append", metavar="[LAYER=]MODE",
+                   help="MODEL.nir only: reset after a spike, 'zero' (default) or 'subtract' (Loihi 2 programmable "
+                        "neuron), for every neuron layer or one (repeat the flag); NIR cannot record it")
     p.add_argument("--dt", type=float, dest="dt_s", metavar="SECONDS",
                    help="MODEL.nir only: the time step its exporter assumed (default 1e-4)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 2, nothing written) when a layer never spikes (default: a warning)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
     add_json_flags(p, "the simulation report")
@@ -73,7 +78,8 @@ def _export_nir(args: argparse.Namespace) -> Path:
     if args.data is not None and args.input_file is not None:
         raise UserError("--data and --input: give one (a data set's test images, or your own inputs)")
     report = export_from_nir(Path(args.artefact), ["nir", "lava"], timesteps=args.timesteps, data=args.data,
-                             data_root=args.data_root, evaluate=False, lava_check=0, dt_s=args.dt_s)
+                             data_root=args.data_root, evaluate=False, lava_check=0, dt_s=args.dt_s,
+                             reset=args.reset, input_file=args.input_file)
     for warning in report["warnings"]:
         print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     return Path(report["lava"]["artefact"])
@@ -91,10 +97,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     if is_nir_file(artefact):  # a NIR graph or a lava-dl netx file
         artefact = _export_nir(args)
-    elif args.data is not None or args.dt_s is not None:
+    elif args.data is not None or args.dt_s is not None or args.reset:
         from htakl_deploy.errors import UserError
 
-        raise UserError("--data and --dt apply to a NIR file (MODEL.nir) only: an artefact knows its data set")
+        raise UserError("--data, --dt and --reset apply to a NIR file (MODEL.nir) only: an artefact knows its data "
+                        "set and neurons")
     bar = tqdm(total=args.samples, unit="sample", desc=backend, disable=not sys.stderr.isatty())
 
     def progress(done: int) -> None:
@@ -110,9 +117,11 @@ def run_command(args: argparse.Namespace) -> int:
         report = simulate(artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
                           batch_size=args.batch_size, record=args.record, device=args.device,
-                          input_file=args.input_file)
+                          input_file=args.input_file, strict=args.strict)
     finally:
         bar.close()
+    for warning in report["warnings"]:
+        print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     emit(report, args, summary_lines(report))
     return 0
 
@@ -126,8 +135,10 @@ def summary_lines(report: dict) -> list[str]:
              f"spikes: {report['out_dir']}/{report['spikes_file']} (record {report['record']}); "
              f"summary {report['out_dir']}/simulate.json"]
     agree = report.get("agreement")
+    total = sum(report.get("spikes", {}).values())
+    over = f" over {total} spikes" if total else " — 0 spikes: nothing was compared"
     if agree is not None:
-        lines.append(f"vs {agree['vs']}: spikes agree {pct(agree['spike_agreement']['all'])}, decisions "
+        lines.append(f"vs {agree['vs']}: spikes agree {pct(agree['spike_agreement']['all'])}{over}, decisions "
                      f"{pct(agree['decision_agreement'])}, readout identical: {agree['readout_identical']}")
     fl = report.get("float_student")
     if fl is not None:

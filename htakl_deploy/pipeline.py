@@ -96,7 +96,7 @@ class _Record:
 
 def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str | None = None,
                  teacher_only: bool = False, say: Callable[[str], None] = print,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, strict: bool = False) -> dict[str, Any]:
     """distil (or, with ``resume_dir``, continue the run there with ``cfg``, its saved config) →
     export → simulate → energy → report, as ``settings`` says. Returns the machine-readable
     summary (also what ``run --json`` prints)."""
@@ -200,12 +200,15 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         t = time.perf_counter()
         with _progress_bar(progress, backend, samples) as bar:
             sims[backend] = simulate(run_dir, backend=backend, samples=samples, progress=bar,
-                                     data_root=cfg.data_root, out_dir=run_dir / "simulate" / backend)
+                                     data_root=cfg.data_root, out_dir=run_dir / "simulate" / backend,
+                                     strict=strict)
         timings[f"simulate_{backend}_s"] = time.perf_counter() - t
         record.mark(name, inputs, timings[f"simulate_{backend}_s"])
         s = sims[backend]
         finished(name, timings[f"simulate_{backend}_s"],
                  f"accuracy {100 * s['accuracy']:.2f} % on {s['samples']} samples")
+        for warning in s.get("warnings", []):
+            say(f"      warning: {warning}")
 
     # ---------------------------------------------------------------- 4: energy
     i += 1
@@ -337,7 +340,8 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
                  timesteps: int | None = None, run_name: str | None = None, out_dir: str = "runs",
                  data_root: str | None = None, limit_test: int | None = None, calibration: str | None = None,
                  say: Callable[[str], None] = print, progress: bool = True,
-                 input_file: str | None = None) -> dict[str, Any]:
+                 input_file: str | None = None, reset: list[str] | None = None,
+                 strict: bool = False) -> dict[str, Any]:
     """``run --from-nir MODEL.nir``: no teacher, no distillation — export the foreign float graph
     (``export.nir_in``; ONNX needs a trained checkpoint and is left out) → simulate → energy →
     map → report, in a new run directory, with ``settings``' backends, preset and map target.
@@ -368,7 +372,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         raise UserError("run --from-nir needs --dt SECONDS: the time step the NIR file's exporter divided by "
                         "(1e-4 for SpikingJelly's and snnTorch's exporters, 1e-6 for Norse 1.1.0's; see docs/NIR.md)")
     model = load_preset(settings.preset)
-    graph, _ = load_nir_graph(path, dt_s)  # refusals (bad file, unknown node, wrong dt) before any folder
+    graph, _ = load_nir_graph(path, dt_s, reset)  # refusals (bad file, unknown node, wrong dt) before any folder
     probe = _inputs(graph, data, data_root, 1, input_file, timesteps)  # the inputs exist and fit the graph
     probe.close()
     if calibration is not None:  # a bad calibration source is refused before the run directory exists
@@ -393,7 +397,8 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "provenance.json", provenance(0, 1))
         write_json(run_dir / "config.json", {
-            "from_nir": str(path), "dt_s": None if dt_s is None else float(dt_s), "data": data, "input": input_file, "timesteps": t_steps,
+            "from_nir": str(path), "dt_s": None if dt_s is None else float(dt_s), "data": data, "input": input_file,
+            "reset": reset, "timesteps": t_steps,
             "encoding": "direct" if input_file is None else probe.kind,
             "model": f"NIR graph {path.name}", "method": "none (imported from NIR, not trained here)",
             "limit_test": limit_test, "calibration": calibration, "teacher_only": False})
@@ -404,7 +409,8 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         t = time.perf_counter()
         exported = export_from_nir(path, targets, run_dir / "export", timesteps=t_steps, samples=limit_test,
                                    data=data, data_root=data_root, lava_check=settings.effective_lava_check,
-                                   dt_s=dt_s, calibration=calibration, input_file=input_file)
+                                   dt_s=dt_s, calibration=calibration, input_file=input_file, reset=reset,
+                                   strict=strict)
         warnings = exported["warnings"]
         timings["export_s"] = time.perf_counter() - t
         record.mark("export", {"export_targets": targets, "lava_check": settings.effective_lava_check},
@@ -425,12 +431,14 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
             with _progress_bar(progress, backend, samples) as bar:
                 sims[backend] = simulate(run_dir / "export" / "student.lava.npz", backend=backend, samples=samples,
                                          progress=bar, data_root=data_root, input_file=input_file,
-                                         out_dir=run_dir / "simulate" / backend)
+                                         out_dir=run_dir / "simulate" / backend, strict=strict)
             timings[f"simulate_{backend}_s"] = time.perf_counter() - t
             record.mark(f"simulate:{backend}", {"samples": samples}, timings[f"simulate_{backend}_s"])
             acc = sims[backend]["accuracy"]
             say(f"      done in {_duration(timings[f'simulate_{backend}_s'])} — "
                 + ("no labels" if acc is None else f"accuracy {100 * acc:.2f} %") + f" on {sims[backend]['samples']} samples")
+            for warning in sims[backend]["warnings"]:
+                say(f"      warning: {warning}")
 
         i = 2 + len(sims)
         say(f"[{i}/{n}] energy: ACs/MACs from every spike, priced with {settings.preset}")

@@ -107,7 +107,7 @@ def _pop_keys() -> set[str]:
 def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
     """Every header field, and the type and shape of every array it refers to (read from the
     arrays' own headers: nothing is allocated here)."""
-    from htakl_deploy.hw.plan import LINK_KINDS, NEURONS, READS, WEIGHTED_KINDS
+    from htakl_deploy.hw.plan import LINK_KINDS, NEURONS, READS, RESETS, WEIGHTED_KINDS
 
     POP_KEYS = _pop_keys()
 
@@ -160,6 +160,8 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
         if d["neuron"] not in NEURONS or (d["neuron"] == "graded" and d["readout"]):
             raise bad(f"{who}: neuron must be one of {', '.join(NEURONS)} (a graded relay is not the readout), "
                       f"got {d['neuron']!r}")
+        if d["reset"] not in RESETS:
+            raise bad(f"{who}: reset must be one of {', '.join(RESETS)}, got {d['reset']!r}")
         for k in (k for k in ("depth", "scale", "du", "dv", "vth", "bias_exp", "ref_delay", "message_bits")
                   if k in POP_KEYS):
             lo, hi = INT_RANGES[k]
@@ -284,8 +286,9 @@ def _check_values(path: Path, plan) -> None:
 
 
 def check_plan(path: Path, plan) -> None:
-    """Whole-graph consistency of a loaded plan: sizes, acyclic order, depths and delays."""
-    from htakl_deploy.hw.plan import INPUT, INPUT_KINDS
+    """Whole-graph consistency of a loaded plan: sizes, topological order (a population's own recurrent
+    link aside), depths and delays."""
+    from htakl_deploy.hw.plan import INPUT, INPUT_KINDS, check_recurrent_start
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {what}")
@@ -301,9 +304,13 @@ def check_plan(path: Path, plan) -> None:
     shapes = {INPUT: plan.input_shape, **{n: p.shape for n, p in pops.items()}}
     for link in plan.links:
         who = f"link {link.name!r}"
-        if link.src == link.dst or (link.src != INPUT and position[link.src] >= position[link.dst]):
-            raise bad(f"{who}: {link.src} → {link.dst} makes a cycle (populations must be in topological order)")
-        if depth[link.dst] != depth[link.src] + 1 + link.delay:
+        if link.src == link.dst:  # a recurrent link: its one-step hop is the recurrence, nothing more
+            if link.delay or pops[link.src].readout:
+                raise bad(f"{who}: a recurrent link ({link.src} → itself) must have delay 0 and not be the readout's")
+        elif link.src != INPUT and position[link.src] >= position[link.dst]:
+            raise bad(f"{who}: {link.src} → {link.dst} makes a cycle through several populations (populations "
+                      "must be in topological order; only a population's own recurrent link goes back)")
+        elif depth[link.dst] != depth[link.src] + 1 + link.delay:
             raise bad(f"{who}: depth of {link.dst!r} ({depth[link.dst]}) must be the depth of {link.src!r} "
                       f"({depth[link.src]}) + 1 + delay ({link.delay})")
         if (link.src == INPUT) != (link.kind in INPUT_KINDS):
@@ -335,6 +342,10 @@ def check_plan(path: Path, plan) -> None:
     for name in names:
         if not plan.links_into(name):
             raise bad(f"population {name!r} has no incoming link")
+    try:
+        check_recurrent_start(pops, plan.links)
+    except ValueError as e:
+        raise bad(str(e)) from None
 
 
 def read_plan(path: str | Path, label: str = "ARTEFACT"):

@@ -13,8 +13,9 @@ computes one sample after another — the same integer operations in the same or
              sent through an int32 channel;
 - the population's ``a_in``: the links' int32 outputs added in int32 (Lava's InPort sum);
 - the neuron: ``PyLifResetModelBitAcc`` (``hw.lif_ref.lif_int_step`` — the update
-  checked bit for bit against real Lava in tests/test_lava.py), state zeroed at each sample's
-  first step (the ``LIFReset`` interval).
+  checked bit for bit against real Lava in tests/test_lava.py; reset by subtraction as
+  ``hw.lava_procs.subtract`` runs it), state zeroed at each sample's first step (the ``LIFReset``
+  interval); a population's recurrent link adds its output of the previous step's spikes.
 
 Delays only move a population's steps in Lava time (see ``hw.plan``); every input of a
 population refers to the same sample step, so the emulator runs each population over the
@@ -208,10 +209,10 @@ def bias_as_current(pop: Population) -> bool:
 def general_only(plan: DeploymentPlan, name: str, pop: Population) -> bool:
     """Whether the population needs the general path (``hw.kernels``' fused loop is the LIF's, for 0/1
     spikes in — or a bias-driven input taken as a current, ``bias_as_current`` —; it has no
-    refractory state or v readout)."""
+    refractory state, v readout or recurrent link)."""
     return (pop.ref_delay != 1 or pop.read != "current" or pop.graded
-            or any((k.kind == "bias" and not bias_as_current(pop)) or (k.src != INPUT and plan.populations[k.src].graded)
-                   for k in plan.links_into(name)))
+            or any((k.kind == "bias" and not bias_as_current(pop)) or k.src == name
+                   or (k.src != INPUT and plan.populations[k.src].graded) for k in plan.links_into(name)))
 
 
 def _run_sd_population(pop: Population, a_in: torch.Tensor, start: dict | None = None):
@@ -233,14 +234,15 @@ def _run_sd_population(pop: Population, a_in: torch.Tensor, start: dict | None =
 
 
 def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch.Tensor | None = None,
-                      shape: tuple[int, ...] | None = None, want_v: bool = False):
+                      shape: tuple[int, ...] | None = None, want_v: bool = False, recurrent: list[Link] = ()):
     """The population's neurons over the ``T`` steps of ``a_in`` ``[T, B, *shape]`` (None: no
     synaptic input, a netx input layer) with, from a ``bias`` link, ``bias_in`` ``[T, B, *shape]``
     added to the bias mantissas each step: spikes, u (and v with ``want_v``). The update is
     ``hw.lif_ref.lif_int_step`` (with the refractory state where ``ref_delay > 1``); its wraps are
     skipped where they cannot trigger: the int32 ones when |a_in| < 2^25 (``a_in << 6`` fits
     int32) and |bias| < 2^29 (u, v stay 24-bit); the 24-bit one of u when it has no memory
-    (du = 4095) and |a_in| < 2^17."""
+    (du = 4095) and |a_in| < 2^17. ``recurrent``: links from the population to itself; their output
+    of step t − 1's spikes joins ``a_in`` at step t (Lava's InPort sum, int32), so no wrap is skipped."""
     plain = pop.readout and pop.read == "current"  # our readout: its bias is added when read
     shape = tuple(a_in.shape) if a_in is not None else tuple(bias_in.shape)
     bias_np = np.zeros(pop.shape, np.int64) if plain else population_bias(pop)
@@ -251,7 +253,7 @@ def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch
     a_max = _abs_max(a_in)
     b_max = int(np.abs(bias_np).max(initial=0)) if bias_in is None else max(
         int(np.abs(bias_np).max(initial=0)), (_abs_max(bias_in) + int(np.abs(pop.bias_mant).max(initial=0))) << max(pop.bias_exp, 0))
-    i32_wraps = not (a_max < 2**25 and b_max < 2**29)
+    i32_wraps = bool(recurrent) or not (a_max < 2**25 and b_max < 2**29)
     u_wraps = i32_wraps or pop.du != 4095 or a_max >= 2**17
     u = torch.zeros(shape[1:], dtype=torch.int64)
     v = torch.zeros_like(u)
@@ -261,8 +263,11 @@ def _run_population_t(pop: Population, a_in: torch.Tensor | None, bias_in: torch
     vs = torch.zeros(shape, dtype=torch.int64) if want_v else None
     for t in range(shape[0]):
         b = bias if bias_in is None else wrap_i32(_t_shift(mant + bias_in[t], pop.bias_exp))
-        out = lif_int_step(u, v, a_in[t], du=pop.du, dv=pop.dv, bias_v=b, vth=pop.vth, i32_wraps=i32_wraps,
-                           u_wraps=u_wraps, ref_delay=pop.ref_delay, ref=ref)
+        a_t = a_in[t]
+        for link in recurrent if t else ():
+            a_t = _t_wrap(a_t + _link_output_t(link, spikes[t - 1:t], pop.shape)[0], 32)
+        out = lif_int_step(u, v, a_t, du=pop.du, dv=pop.dv, bias_v=b, vth=pop.vth, i32_wraps=i32_wraps,
+                           u_wraps=u_wraps, ref_delay=pop.ref_delay, ref=ref, subtract=pop.reset == "subtract")
         spikes[t], u, v = out[:3]
         ref = out[3] if ref is not None else None
         us[t] = u
@@ -379,6 +384,8 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
         else:  # the general path (int64 / float64, every wrap checked), on the CPU
             a, bias_in = None, None
             for link in plan.links_into(name):
+                if link.src == name:
+                    continue  # recurrent: step by step below
                 out = (_input_currents_t(plan, torch.from_numpy(x_int)) if link.src == INPUT
                        else _link_output_t(link, spikes[link.src].cpu(), pop.shape))
                 if link.kind == "bias":
@@ -391,7 +398,8 @@ def _emulate_batch(plan: DeploymentPlan, x_int: np.ndarray, device: torch.device
             elif pop.neuron in SIGMA_DELTA:  # graded outputs; its state pair is (sigma, act)
                 got = _run_sd_population(pop, a, (starts or {}).get(name))[0]
             else:
-                got = _run_population_t(pop, a, bias_in, want_v=want_v)
+                got = _run_population_t(pop, a, bias_in, want_v=want_v,
+                                        recurrent=[k for k in plan.links_into(name) if k.src == name])
             s, u = got[:2]
             if state is not None and pop.neuron != "graded":
                 us, vs = state.setdefault(name, ([], []))

@@ -217,7 +217,7 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
         us = np.empty(flat.shape if want_u else (1, 1), np.int64)
         with numba_threads():
             lif_loop(flat, exp, flat2, exp2, second is not None, b, b.size, int(pop.du), int(pop.dv), int(pop.vth),
-                     u_wraps, spikes, spikes_f, us, want_u)
+                     u_wraps, pop.reset == "subtract", spikes, spikes_f, us, want_u)
         return (torch.from_numpy(spikes).reshape(a.shape), torch.from_numpy(spikes_f).reshape(a.shape),
                 torch.from_numpy(us).reshape(a.shape) if want_u else None)
     def shifted(x, e):
@@ -232,7 +232,7 @@ def lif_fused(pop, a: torch.Tensor, bias: np.ndarray, bound: int, *, want_u: boo
     us = torch.empty(a.shape, dtype=torch.int64, device=a.device) if want_u else None
     for t in range(steps):
         spikes[t], u, v = lif_int_step(u, v, a64[t], du=pop.du, dv=pop.dv, bias_v=bias_t, vth=pop.vth,
-                                       i32_wraps=False, u_wraps=u_wraps)
+                                       i32_wraps=False, u_wraps=u_wraps, subtract=pop.reset == "subtract")
         if want_u:
             us[t] = u
     return spikes, spikes.to(torch.float32), us

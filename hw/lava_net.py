@@ -6,7 +6,10 @@ table of link kind → builder (``LINK_BUILDERS``):
 - a ``RingBuffer`` sending the first population's pre-computed input currents (the off-chip
   encoding layer), one column per Lava step;
 - ``LIFReset`` per population (``reset_interval = T``, ``reset_offset = (1 + depth) mod T``:
-  neuron state is zeroed at each sample's first step, samples run back to back);
+  neuron state is zeroed at each sample's first step, samples run back to back; a population that
+  resets by subtraction: ``hw.lava_procs.subtract.LIFResetSubtract``, the same with its own models);
+  a recurrent link connects a population's ``s_out`` back to its own ``a_in`` (a recurrent network's
+  samples run side by side only, ``run_lava``);
 - ``Conv`` (every kernel link without delay where ``Sparse`` is not cheaper, ``_as_lava_conv``) /
   ``Dense`` / ``Sparse`` / ``DelaySparse`` per link; several links into one
   population connect to its single ``a_in`` InPort, which sums them (residual joins);
@@ -266,6 +269,8 @@ def _build_sigma_delta(pop: Population, fixed: bool):
 def _build_population(pop: Population, timesteps: int, fixed: bool):
     from lava.proc.lif.process import LIFReset
 
+    from htakl_deploy.hw.lava_procs.subtract import LIFResetSubtract
+
     shape = lava_shape(pop.shape)
     if pop.neuron in SIGMA_DELTA:
         return _build_sigma_delta(pop, fixed)
@@ -289,12 +294,13 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
     kwargs = dict(shape=shape, reset_interval=timesteps, reset_offset=(1 + pop.depth) % timesteps, name=pop.name,
                   **params)
     if pop.ref_delay != 1:
-        if not fixed:
-            raise ValueError(f"population {pop.name!r}: refractory delay {pop.ref_delay} is built for fixed_pt only")
+        if not fixed or pop.reset != "zero":
+            raise ValueError(f"population {pop.name!r}: refractory delay {pop.ref_delay} is built for fixed_pt with "
+                             "reset to zero only")
         from htakl_deploy.hw.lava_procs.refractory import LIFResetRefractory
 
         return LIFResetRefractory(ref_delay=pop.ref_delay, **kwargs)
-    return LIFReset(**kwargs)
+    return (LIFResetSubtract if pop.reset == "subtract" else LIFReset)(**kwargs)  # our programmable neuron, or lava's
 
 
 def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt",
@@ -414,6 +420,7 @@ def _recorded(net: LavaNetwork, plan: DeploymentPlan) -> dict[str, np.ndarray]:
 # images (2 cores, load ~10): K = 1: 29 images/s (5.6 ms a step), 2: 58, 4: 61, 8: 44, 16: 49
 # (the copies' computing then dominates, and building the wider network takes longer).
 MAX_COPIES = 8
+RECURRENT_MAX_COPIES = 64  # a recurrent network runs k samples side by side per Lava run (each run ~1-3 s to start)
 PROGRESS_EVERY_S = 2.0
 COPIES_NNZ_BUDGET = 16_000_000  # synapses of all Sparse links of all copies (≈ 8 B each)
 
@@ -459,12 +466,19 @@ def _link_nnz(plan: DeploymentPlan, link: Link) -> int:
     return int(np.count_nonzero(w)) * int(np.prod(plan.populations[link.dst].shape[1:]))  # upper bound
 
 
+def is_recurrent(plan: DeploymentPlan) -> bool:
+    """Whether a population of ``plan`` feeds itself (a recurrent link)."""
+    return any(link.src == link.dst for link in plan.links)
+
+
 def choose_copies(plan: DeploymentPlan, samples: int) -> int:
-    """How many samples per Lava step: as many as there are samples, at most ``MAX_COPIES``,
+    """How many samples per Lava step: as many as there are samples, at most ``MAX_COPIES``
+    (``RECURRENT_MAX_COPIES`` for a recurrent network, whose samples cannot run back to back),
     and the copies' synapses within ``COPIES_NNZ_BUDGET``."""
     nnz = sum(_link_nnz(plan, link) for link in plan.links)
-    by_memory = COPIES_NNZ_BUDGET // nnz if nnz else MAX_COPIES
-    return int(max(1, min(samples, MAX_COPIES, by_memory)))
+    cap = RECURRENT_MAX_COPIES if is_recurrent(plan) else MAX_COPIES
+    by_memory = COPIES_NNZ_BUDGET // nnz if nnz else cap
+    return int(max(1, min(samples, cap, by_memory)))
 
 
 def _fold(a_tb: np.ndarray, k: int) -> np.ndarray:
@@ -604,20 +618,22 @@ def run_lava(plan: DeploymentPlan, x_tb, *, backend: str = "fixed_pt", x_is_int:
     k = choose_copies(plan, samples) if copies is None else int(copies)
     if k < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
-    kwargs = dict(backend=backend, copies=k, record=record, progress=progress, chunk_samples=chunk_samples,
-                  timings=timings, record_state=record_state)
+    kwargs = dict(backend=backend, record=record, chunk_samples=chunk_samples, timings=timings,
+                  record_state=record_state)
     if worker:
         from htakl_deploy.hw.lava_worker import run_in_worker as run_it
     else:
         run_it = run_network
-    if any(p.neuron in SIGMA_DELTA for p in plan.populations.values()):
-        # netx resets no sigma-delta neuron, and samples back to back would carry state over: each group
-        # of k samples (side by side) is a network of its own, run from its first step
-        parts = [run_it(plan, currents[:, i:i + k], **{**kwargs, "copies": min(k, samples - i)})
+    if is_recurrent(plan) or any(p.neuron in SIGMA_DELTA for p in plan.populations.values()):
+        # a recurrent link would carry one sample's last spikes into the next one's first step, and netx
+        # resets no sigma-delta neuron: each group of k samples (side by side) is a network of its own,
+        # run from its first step
+        parts = [run_it(plan, currents[:, i:i + k], copies=min(k, samples - i),
+                        progress=None if progress is None else (lambda n, i=i: progress(i + n)), **kwargs)
                  for i in range(0, samples, k)]
         rec = {key: np.concatenate([p[key] for p in parts], axis=1) for key in parts[0]}
     else:
-        rec = run_it(plan, currents, **kwargs)
+        rec = run_it(plan, currents, copies=k, progress=progress, **kwargs)
     state = ({name: (rec.pop(f"{name}#u"), rec.pop(f"{name}#v")) for name, p in plan.populations.items()
               if p.neuron != "graded"} if record_state else None)
     readout_u = rec.pop(plan.readout.name)

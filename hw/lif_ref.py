@@ -158,7 +158,7 @@ def dense_lif_fixed_pt(
 
 
 @_jitable
-def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
+def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps, subtract=False):
     """One lava-nc ``PyLifModelBitAcc`` / ``PyLifResetModelBitAcc`` step: **the only definition
     of the fixed-point neuron update in the package**. Elementwise and branch-free on the data, so
     the one source serves every caller: numpy arrays and torch tensors (``lif_int_step``, the
@@ -167,7 +167,9 @@ def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
 
     ``bias_v`` = ``bias_mant << bias_exp`` (broadcastable to ``v``); spikes when v > vth << 6.
     ``i32_wraps=False`` skips Lava's int32 wraps and ``u_wraps=False`` its 24-bit wrap of ``u``:
-    only where the caller has proved they cannot trigger (same integers, fewer operations)."""
+    only where the caller has proved they cannot trigger (same integers, fewer operations).
+    ``subtract``: reset by subtraction (``v − (vth << 6)`` after a spike, Loihi 2's programmable
+    neuron ``hw.lava_procs.subtract``) instead of Lava's reset to 0."""
     u = trunc_decay(u, (1 << _DECAY_SHIFT) - (du + 1))
     if i32_wraps:
         u = _i32(_i32(u) + _i32(a_in << _MSB_SHIFT))
@@ -180,11 +182,12 @@ def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
         v = _i32(v)
     v = v - (v > _UV_MAX - 1) * (v - (_UV_MAX - 1)) - (v < 1 - _UV_MAX) * (v + (_UV_MAX - 1))  # clip to 24 bits
     th = vth << _MSB_SHIFT
-    return v > th, u, v * (v <= th)
+    s = v > th
+    return s, u, v - s * (th if subtract else v)
 
 
 def lif_int_step(u, v, a_in, *, du: int, dv: int, bias_v, vth: int, i32_wraps: bool = True,
-                 u_wraps: bool = True, ref_delay: int = 1, ref=None):
+                 u_wraps: bool = True, ref_delay: int = 1, ref=None, subtract: bool = False):
     """``lif_update`` on arrays of any shape, int64, all numpy or all torch: (spikes bool, u, v
     after reset). ``i32_wraps`` / ``u_wraps``: see ``lif_update``. On the CPU with numba the
     update runs compiled, one pass over the neurons (``lif_elementwise``); elsewhere (a CUDA
@@ -197,13 +200,13 @@ def lif_int_step(u, v, a_in, *, du: int, dv: int, bias_v, vth: int, i32_wraps: b
     Refractory period (Loihi's ``refDelay``, ``ref_delay`` >= 1 steps counting the spike's own
     step, see ``refractory_hold``): with ``ref_delay > 1`` pass ``ref`` (int64, the steps each
     neuron is still held, 0 at the start) and get ``(spikes, u, v, ref)`` back. ``ref_delay = 1``
-    (every file slayer writes) is the plain update."""
-    args = (int(du), int(dv), bias_v, int(vth), bool(i32_wraps), bool(u_wraps))
+    (every file slayer writes) is the plain update. ``subtract``: reset by subtraction (``lif_update``)."""
+    args = (int(du), int(dv), bias_v, int(vth), bool(i32_wraps), bool(u_wraps), bool(subtract))
     size = u.numel() if isinstance(u, torch.Tensor) else np.size(u)
     if numba is not None and size >= ELEMENTWISE_MIN and _cpu_int64(u, v, a_in, bias_v):
         s, u, v = lif_elementwise(u, v, a_in, *args)
     else:
-        s, u, v = lif_update(u, v, a_in, args[0], args[1], args[2], args[3], args[4], args[5])
+        s, u, v = lif_update(u, v, a_in, *args)
     if ref is None:
         if ref_delay != 1:
             raise ValueError(f"ref_delay {ref_delay} > 1 needs the refractory state ref")
@@ -241,7 +244,7 @@ def _cpu_int64(*xs) -> bool:
     return all(ok(x) for x in xs)
 
 
-def lif_elementwise(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
+def lif_elementwise(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps, subtract=False):
     """``lif_update`` compiled by numba over every neuron in one pass (numpy arrays or CPU torch
     tensors, int64, broadcast together); returns new arrays of the inputs' kind."""
     is_torch = isinstance(u, torch.Tensor)
@@ -251,14 +254,14 @@ def lif_elementwise(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps):
     s_out = np.empty(flat[0].size, np.bool_)
     u_out, v_out = np.empty(flat[0].size, np.int64), np.empty(flat[0].size, np.int64)
     with numba_threads():
-        _lif_elem_nb(*flat, du, dv, vth, i32_wraps, u_wraps, s_out, u_out, v_out)
+        _lif_elem_nb(*flat, du, dv, vth, i32_wraps, u_wraps, subtract, s_out, u_out, v_out)
     out = (s_out.reshape(shape), u_out.reshape(shape), v_out.reshape(shape))
     return tuple(torch.from_numpy(o) for o in out) if is_torch else out
 
 
-def _lif_elem(u, v, a, bias, du, dv, vth, i32_wraps, u_wraps, s_out, u_out, v_out):
+def _lif_elem(u, v, a, bias, du, dv, vth, i32_wraps, u_wraps, subtract, s_out, u_out, v_out):
     for j in _prange(u.size):
-        s, uj, vj = lif_update(u[j], v[j], a[j], du, dv, bias[j], vth, i32_wraps, u_wraps)
+        s, uj, vj = lif_update(u[j], v[j], a[j], du, dv, bias[j], vth, i32_wraps, u_wraps, subtract)
         s_out[j] = s
         u_out[j] = uj
         v_out[j] = vj
@@ -279,7 +282,7 @@ def numba_threads():
 LOOP_CHUNK = 2048  # neurons a thread steps together: its u, v (32 KiB) stay in L1/L2
 
 
-def _lif_loop(a, exp, a2, exp2, two, bias, n, du, dv, vth, u_wraps, spikes, spikes_f, us, store_u):
+def _lif_loop(a, exp, a2, exp2, two, bias, n, du, dv, vth, u_wraps, subtract, spikes, spikes_f, us, store_u):
     """All T steps of ``lif_update`` over a flat population (numba-compiled as ``lif_loop``,
     parallel over chunks of ``LOOP_CHUNK`` neurons; within a chunk the steps go one after the other
     and the innermost loop runs over contiguous neurons, so the compiler vectorises the update).
@@ -305,7 +308,7 @@ def _lif_loop(a, exp, a2, exp2, two, bias, n, du, dv, vth, u_wraps, spikes, spik
                 if two:
                     bi = np.int64(a2[t, j])
                     ai += (bi << exp2) if exp2 >= 0 else (bi >> -exp2)
-                s, u[k], v[k] = lif_update(u[k], v[k], ai, du, dv, b[k], vth, False, u_wraps)
+                s, u[k], v[k] = lif_update(u[k], v[k], ai, du, dv, b[k], vth, False, u_wraps, subtract)
                 spikes[t, j] = s
                 spikes_f[t, j] = np.float32(s)
                 if store_u:

@@ -87,8 +87,8 @@ class Mapping:
 def _out_axons(name: str, geoms_out: dict, layers: dict, x_stride: int, readout: bool):
     def f(tiling: Tiling) -> np.ndarray:
         out = tiling.sizes().reshape(-1).astype(np.float64) if readout else np.zeros(tiling.n_tiles)
-        for dst, g in geoms_out[name]:
-            out += g.output_axons(tiling, layers[dst].tiling, x_stride)
+        for dst, g in geoms_out[name]:  # a recurrent link (dst == name) reaches the population's own tiles
+            out += g.output_axons(tiling, tiling if dst == name else layers[dst].tiling, x_stride)
         return out
     return f
 

@@ -72,6 +72,7 @@ LINK_KINDS = ("input", "bias", "conv", "dense", "sparse")
 INPUT_KINDS = ("input", "bias")  # the links that read the graph's input
 WEIGHTED_KINDS = ("input", "conv", "dense", "sparse")  # the kinds that carry a kernel or a matrix
 READS = ("current", "v", "spikes", "sigma")
+RESETS = ("zero", "subtract")  # a population's reset after a spike: Lava's LIF, or by subtraction (hw.lava_procs.subtract)
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
 # the neuron models: lava-nc's LIF; "graded", a relay (hw.map_transform); a netx SDNN's sigma-delta
@@ -102,6 +103,7 @@ class Population:
     read: str = "current"
     neuron: str = "lif"  # one of NEURONS
     message_bits: int = 0  # a graded population's payload bits (0: binary spikes)
+    reset: str = "zero"  # RESETS: v = 0 after a spike (lava-nc's LIF) or v − vth (Loihi 2 microcode)
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -116,6 +118,8 @@ class Population:
                              f"{'graded' if self.graded else 'binary'} spikes, message_bits {self.message_bits}")
         if self.read != "current" and not self.readout:
             raise ValueError(f"population {self.name!r}: only the readout has a read mode")
+        if self.reset not in RESETS:
+            raise ValueError(f"population {self.name!r}: reset {self.reset!r} not in {RESETS}")
         self.bias_mant = np.asarray(self.bias_mant, dtype=np.int64)
         self.f_bias = np.asarray(self.f_bias, dtype=np.float64)
         if self.depth < 0:
@@ -450,11 +454,13 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             wnode = g.nodes[conn.node]
             source, chain, divisor = conn.path.source, list(conn.path.via), conn.path.divisor
             src_pop = INPUT if g.role(source) == "input" else source
-            if src_pop != INPUT and src_pop not in pops:
+            if src_pop != INPUT and src_pop not in pops and src_pop != name:
                 raise ValueError(f"node {name!r}: source {source!r} is not a deployed population")
             incoming.append((conn, wnode, source, src_pop, chain, divisor))
-        depths = [0 if inc[3] == INPUT else pops[inc[3]].depth + 1 for inc in incoming]
-        depth = max(depths)
+        # a recurrent link (the population's own spikes) has no extra delay: its one-step hop brings step
+        # t − 1's spikes to step t, the graph's recurrence; the others line up on the deepest
+        depth = max(0 if inc[3] == INPUT else pops[inc[3]].depth + 1 for inc in incoming if inc[3] != name)
+        depths = [depth if inc[3] == name else 0 if inc[3] == INPUT else pops[inc[3]].depth + 1 for inc in incoming]
         for (conn, wnode, source, src_pop, chain, divisor), d_src in zip(incoming, depths):
             delay = depth - d_src  # extra steps on top of the link's own one-step hop
             if src_pop == INPUT and delay:
@@ -535,9 +541,31 @@ def plan_from_quantized(q: QuantizedGraph) -> DeploymentPlan:
             pop = Population(name, g.shapes[name], depth, False, t.scale, du=t.du, dv=t.dv, vth=t.vth,
                              bias_mant=t.bias_mant, bias_exp=t.bias_exp, f_du=neuron.f_du, f_dv=neuron.f_dv,
                              f_vth=neuron.v_threshold, f_bias=b_float if own else b_float * fgain / neuron.f_du,
-                             ref_delay=getattr(node, "ref_delay", 1), neuron=kind, message_bits=bits)
+                             ref_delay=getattr(node, "ref_delay", 1), neuron=kind, message_bits=bits,
+                             reset=getattr(node, "reset", "zero"))
         pops[name] = pop
+    check_recurrent_start(pops, links)
     return DeploymentPlan(g.shapes[g.input_name], q.input_scale, pops, links, dict(q.metadata))
+
+
+def check_recurrent_start(pops: dict[str, Population], links: list[Link]) -> None:
+    """ValueError naming the layer if a recurrent population could spike before its first step.
+
+    A population at depth ``d`` runs ``d`` Lava steps before a sample's first step reaches it; there a
+    bias (its own, or one upstream that makes the populations feeding it spike) can make it spike, and a
+    spike at the last of those steps would enter its first step through its recurrent link (samples of a
+    recurrent network run side by side, never back to back, so only the start matters). Without a bias
+    on the way nothing spikes before the input arrives: exact."""
+    active: set[str] = set()  # populations that can spike during their warm-up steps
+    for name, pop in pops.items():
+        feeds = {k.src for k in links if k.dst == name and k.src not in (INPUT, name)}
+        if np.any(pop.bias_mant) or feeds & active:
+            active.add(name)
+        if pop.depth > 0 and name in active and any(k.src == k.dst == name for k in links):
+            raise ValueError(f"node {name!r}: a recurrent layer {pop.depth} synapse hops from the input must have "
+                             "no bias on the way (its own or upstream): on Lava the bias makes it spike before the "
+                             "sample reaches it, and that spike would enter its first step through the recurrent "
+                             "connection")
 
 
 def _bias_float(g: StudentGraph, target: str) -> np.ndarray:

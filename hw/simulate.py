@@ -48,6 +48,7 @@ from htakl_deploy.distill.data.inputfile import Inputs, from_dataset, open_input
 from htakl_deploy.distill.recipe import load_test
 from htakl_deploy.errors import UserError
 from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
+from htakl_deploy.hw.activity import check_silence
 from htakl_deploy.hw.emulator import EmulatorResult, emulate
 from htakl_deploy.hw.plan import DeploymentPlan
 
@@ -89,6 +90,23 @@ BACKENDS: dict[str, Callable[[DeploymentPlan, Path, np.ndarray, Any], EmulatorRe
 # recordings of a 10,000-image run stream through the SpikeWriter instead of being held at once.
 BATCH_SIZES: dict[str, int] = {"lava-fixed_pt": 1000, "lava-floating_pt": 1000}
 DEFAULT_BATCH = 64
+# Without --batch-size a batch is also bounded by its size: its arrays take about BYTES_PER_NEURON_STEP
+# per neuron and step (the emulator's spikes and currents, the float student's values of every node for
+# the comparison; a Lava run alone 1 byte: its shared recordings, compared with the emulator and the
+# float student in pieces of the emulator's size), within BATCH_BYTES. Long inputs (300-step event
+# streams) then run a few samples at a time.
+BYTES_PER_NEURON_STEP = 32
+BATCH_BYTES = 512 << 20
+
+
+def default_batch(plan: DeploymentPlan, backend: str, timesteps: int, compare: bool = True) -> int:
+    """Samples per backend call without ``--batch-size``: ``BATCH_SIZES`` (else ``DEFAULT_BATCH``),
+    fewer where their arrays would pass ``BATCH_BYTES`` (a Lava run's comparisons go in pieces of
+    the emulator's size: ``compare=False`` sizes the run alone)."""
+    neurons = sum(p.size for p in plan.populations.values())
+    alone = backend.startswith("lava") and not compare
+    per_sample = timesteps * neurons * (1 if alone else BYTES_PER_NEURON_STEP)
+    return int(max(1, min(BATCH_SIZES.get(backend, DEFAULT_BATCH), BATCH_BYTES // max(per_sample, 1))))
 
 
 def resolve_artefact(path: str | Path) -> Path:
@@ -235,9 +253,10 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
              timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
              progress: Callable[[int], None] | None = None, compare: bool = True,
              batch_size: int | None = None, record="spikes", device: str | None = None,
-             input_file: str | Path | None = None) -> dict[str, Any]:
+             input_file: str | Path | None = None, strict: bool = False) -> dict[str, Any]:
     """Run ``backend`` on the artefact's test split or on ``input_file`` (see the module docstring);
-    returns the report also written as ``simulate.json``."""
+    returns the report also written as ``simulate.json``. A layer that never spikes is a warning in
+    it (``hw.activity``); with ``strict`` an error, and nothing is written."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
@@ -267,7 +286,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         raise UserError(f"--record: {e}") from None
     inputs = open_samples(plan, input_file, samples, timesteps, data_root)  # converted batch by batch below
     try:
-        return _simulate(plan, path, inputs, backend, out_dir, progress, compare, batch_size, record, device)
+        return _simulate(plan, path, inputs, backend, out_dir, progress, compare, batch_size, record, device, strict)
     finally:
         inputs.close()
 
@@ -293,11 +312,12 @@ def default_out(own: Path, inputs: Inputs, record) -> Path:
     return own.parent / "what-if" / name
 
 
-def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, batch_size, record, device):
+def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, batch_size, record, device, strict):
     t, n, labels = inputs.timesteps, len(inputs), inputs.labels
     if callable(getattr(progress, "set_total", None)):
         progress.set_total(n)  # a bar that did not know the sample count can show an ETA
-    batch = batch_size or BATCH_SIZES.get(backend, DEFAULT_BATCH)
+    batch = batch_size or default_batch(plan, backend, t, compare=False)
+    cmp_batch = min(batch, default_batch(plan, "emulator", t))
     out = Path(out_dir) if out_dir else default_out(path.parent.parent / "simulate" / backend, inputs, record)
     check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
     compare_lava = compare and backend.startswith("lava")
@@ -322,17 +342,22 @@ def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, b
             wall_s += time.perf_counter() - t0
             pred = result.logits.mean(0).argmax(-1)
             correct += 0 if y is None else int((pred == y).sum())
-            if compare_lava:
-                emu = emulate(plan, x_tb, batch_size=max(1, x_tb.shape[1]))
-                vs_emu.add(result.spikes, emu.spikes)
-                emu_same += int((emu.logits.mean(0).argmax(-1) == pred).sum())
-                readout_identical &= bool(np.array_equal(emu.readout_u, result.readout_u))
-            if f_graph is not None:
-                f_spikes, f_logits = float_student_spikes(path, x_tb, f_graph)
-                f_pred = f_logits.mean(0).argmax(-1)
-                float_correct += 0 if y is None else int((f_pred == y).sum())
-                float_same += int((f_pred == pred).sum())
-                vs_float.add(f_spikes, result.spikes)
+            for c0 in range(0, x_tb.shape[1], cmp_batch) if compare_lava or f_graph is not None else ():
+                part = slice(c0, c0 + cmp_batch)  # the comparisons a piece at a time: bounded memory
+                got = {k: v[:, part] for k, v in result.spikes.items()}
+                if compare_lava:
+                    emu = emulate(plan, x_tb[:, part], batch_size=cmp_batch)
+                    vs_emu.add(got, emu.spikes)
+                    emu_same += int((emu.logits.mean(0).argmax(-1) == pred[part]).sum())
+                    readout_identical &= bool(np.array_equal(emu.readout_u, result.readout_u[:, part]))
+                    del emu
+                if f_graph is not None:
+                    f_spikes, f_logits = float_student_spikes(path, x_tb[:, part], f_graph)
+                    f_pred = f_logits.mean(0).argmax(-1)
+                    float_correct += 0 if y is None else int((f_pred == y[part]).sum())
+                    float_same += int((f_pred == pred[part]).sum())
+                    vs_float.add(f_spikes, got)
+                    del f_spikes
             if writer is None:
                 bits = {k: p.message_bits for k, p in plan.populations.items() if p.message_bits and k in result.spikes}
                 writer = SpikeWriter(out / "spikes.h5", layer_shapes={k: v.shape[2:] for k, v in result.spikes.items()},
@@ -347,6 +372,8 @@ def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, b
             del result, x_tb
             if progress is not None:
                 progress(min(s0 + batch, n))
+        counts = {k: int(c.sum()) for k, c in writer.counts.items()}
+        silent = check_silence(counts, f"on {n} samples of {inputs.source}", strict)  # strict: nothing kept
         writer.close()
     except BaseException:
         if writer is not None:
@@ -358,6 +385,7 @@ def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, b
         "samples_per_s": n / wall_s if wall_s > 0 else None, "spikes_file": "spikes.h5",
         "batch_size": batch, "record": record, "readout": readout,
         "firing_rate": {k: float(c.sum()) / c.size / n for k, c in writer.counts.items()},
+        "spikes": counts, "warnings": silent,
     }
     if compare_lava:
         report["agreement"] = {"vs": "emulator", "spike_agreement": vs_emu.result(),

@@ -322,3 +322,31 @@ def test_export_names_the_layers_netx_cannot_express_exactly(convnet, tmp_path):
         a = layer["attrs"]
         if layer["type"] in ("conv", "dense"):  # why is empty exactly when the layer is exact
             assert bool(a["exact"]) == (a["inexact_why"] == ""), a
+
+
+def test_spiking_last_layer_ends_the_netx_file(tmp_path):
+    """A graph whose output reads its last LIF's spikes (Sinabs' CNNs end so): the netx file ends in
+    that layer (``readout = spikes``), and lava-dl's netx runs it with the emulator's spikes there."""
+    netx = _import_netx()
+    from htakl_deploy.hw.emulator import emulate
+    from htakl_deploy.hw.plan import plan_from_quantized
+
+    g = _pool_chain()
+    nodes = dict(g.nodes)
+    nodes.pop("output")
+    nodes["l3"], nodes["output"] = LIFNode(2.0, 0.5), OutputNode()
+    edges = [e for e in g.edges if e[1] != "output"] + [("fc", "l3"), ("l3", "output")]
+    q = quantize(StudentGraph(nodes, edges))
+    for c in q.connections:  # exponent >= 0 and no bias: the file is bit-exact (as above)
+        c.weight_mant = (2 * np.round(c.weight_mant * 2.0 ** min(c.weight_exp, 0) / 2)).astype(np.int64)
+        c.weight_exp = max(c.weight_exp, 0)
+    for t in q.targets.values():
+        t.bias_mant = np.zeros_like(t.bias_mant)
+    path = write_netx(q, tmp_path / "spiking.net")
+    summary = read_netx_summary(path)
+    assert summary["attrs"]["readout"] == "spikes" and [la["type"] for la in summary["layers"]][-1] == "dense"
+    assert summary["layers"][-1]["neuron"]["vThMant"] < 2**17  # a neuron that fires, not a readout
+    x = torch.rand(6, 1, 2, 8, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    spikes, _, net = _netx_run(netx, path, quantize_input(x[:, 0].numpy()), x.shape[0] + 4, probes=[2])
+    want = emulate(plan_from_quantized(q), x.numpy()).spikes["l3"][:, 0]
+    assert want.any() and np.array_equal(spikes[2][3:3 + x.shape[0]], want)

@@ -336,7 +336,7 @@ def test_nested_subgraphs_are_flattened(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
 
 
-def test_scale_is_folded_into_the_layer_before(tmp_path, capsys):
+def test_scale_is_a_one_to_one_synapse(tmp_path, capsys):
     scale = np.linspace(0.5, 2.0, 10)
     g = _hand_graph(nodes={"scale": nir.Scale(scale=scale)},
                     edges=[("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "fc"),
@@ -351,9 +351,16 @@ def test_scale_is_folded_into_the_layer_before(tmp_path, capsys):
     nir.write(path, g)
     assert main(["export", "--json", str(path), "--target", "lava", "--lava-check", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0
-    bad = _hand_graph(nodes={"scale": nir.Scale(scale=np.ones((4, 8, 8)))},
-                      edges=[("input", "conv"), ("conv", "lif"), ("lif", "scale"), ("scale", "pool"), ("pool", "flat"),
-                             ("flat", "fc"), ("fc", "output")])
+    # on the spikes, before the pool: per channel, it passes the pool and the flatten into fc's columns
+    per_channel = np.repeat(np.array([0.5, 1.0, 2.0, 1.5]), 64).reshape(4, 8, 8)
+    spikes_path = [("input", "conv"), ("conv", "lif"), ("lif", "scale"), ("scale", "pool"), ("pool", "flat"),
+                   ("flat", "fc"), ("fc", "output")]
+    ours = from_nir(_hand_graph(nodes={"scale": nir.Scale(scale=per_channel)}, edges=spikes_path))
+    assert "scale" not in ours.nodes
+    ref = from_nir(_hand_graph())
+    ref.nodes["fc"].weight = ref.nodes["fc"].weight * np.repeat([0.5, 1.0, 2.0, 1.5], 16)[None, :]
+    torch.testing.assert_close(run_float(ours, x), run_float(ref, x), rtol=0, atol=0)
+    bad = _hand_graph(nodes={"scale": nir.Scale(scale=np.linspace(0.5, 1, 256).reshape(4, 8, 8))}, edges=spikes_path)
     nir.write(tmp_path / "bad.nir", bad)
     assert main(["export", str(tmp_path / "bad.nir"), "--target", "lava"]) == 2
-    assert "NIR node 'scale' (Scale): supported only as the one successor of a conv/affine" in capsys.readouterr().err
+    assert "NIR node 'scale' (Scale): the scale must be one value per channel" in capsys.readouterr().err

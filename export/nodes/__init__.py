@@ -53,8 +53,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 NIR_DT = 1e-4  # the step (s) our NIR files assume (SpikingJelly's and snnTorch's exporters' default)
+RESETS = ("zero", "subtract")  # a neuron's reset after a spike: to 0, or by subtracting the threshold
 ROLES = ("input", "synapse", "route", "neuron", "output")
 
 
@@ -99,14 +101,20 @@ class Node:
 
 
 class NeuronNode(Node):
-    """Base of every spiking neuron node; per-layer scalars, hard reset to 0, shape-preserving.
-    A family gives ``NIR_TYPE``, ``to_nir(shape, dt)`` / ``from_nir``, ``float_metadata()`` /
-    ``from_metadata`` (the exact float parameters kept in a quantised file), ``run_float`` and
-    ``loihi()``; the rest is shared here."""
+    """Base of every spiking neuron node; per-layer scalars, shape-preserving. A family gives
+    ``NIR_TYPE``, ``to_nir(shape, dt)`` / ``from_nir``, ``float_metadata()`` / ``from_metadata`` (the
+    exact float parameters kept in a quantised file), ``float_step`` (one float step; ``run_float``
+    loops it, and a recurrent layer is stepped with it) and ``loihi()``; the rest is shared here.
+
+    ``reset`` (a field of every family, ``RESETS``): "zero" (lava-nc's LIF) or "subtract" (the
+    threshold is subtracted from ``v`` after a spike: Loihi 2 runs it as a programmable neuron,
+    ``hw.lava_procs.subtract``). NIR 1.0.8 cannot say which; a node's metadata ``reset`` (written
+    by us) or ``export --reset`` chooses."""
 
     ROLE = "neuron"
     NIR_TYPE: type = None
     NIR_THRESHOLD = "v_threshold"  # the NIR_TYPE's field that holds the integer threshold when quantised
+    reset: str = "zero"  # a family without the choice (a dataclass field in those that have it)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -116,11 +124,27 @@ class NeuronNode(Node):
     def out_shape(self, in_shape):
         return in_shape
 
+    def run_float(self, x_tb):
+        """Spikes ``[T, B, ...]`` (x's dtype) for currents ``x_tb``, state starting at 0: the family's
+        ``float_step`` (one step: ``x, state → spikes, state``; ``state`` None before the first)."""
+        out, state = torch.empty_like(x_tb), None
+        for t in range(x_tb.shape[0]):
+            out[t], state = self.float_step(x_tb[t], state)
+        return out
+
+    @property
+    def subtract(self) -> bool:
+        return self.reset == "subtract"
+
+    def check_reset(self) -> None:
+        if self.reset not in RESETS:
+            raise ValueError(f"{type(self).__name__} reset must be one of {RESETS}, got {self.reset!r}")
+
     def int_step(self, u, v, a, target, bias):
-        """One fixed-point step of the layer (lava-nc's LIF): (spikes, u, v)."""
+        """One fixed-point step of the layer (lava-nc's LIF; reset as ``reset`` says): (spikes, u, v)."""
         from htakl_deploy.hw.lif_ref import lif_int_step
 
-        return lif_int_step(u, v, a, du=target.du, dv=target.dv, bias_v=bias, vth=target.vth)
+        return lif_int_step(u, v, a, du=target.du, dv=target.dv, bias_v=bias, vth=target.vth, subtract=self.subtract)
 
     def nir_node(self, name, graph, quantized):
         """Its family's NIR node; quantised, the integer threshold and the Loihi fields (plus the
@@ -129,20 +153,29 @@ class NeuronNode(Node):
 
         shape = graph.shapes[name]
         n = self.to_nir(shape, NIR_DT)
+        if self.subtract:  # NIR 1.0.8 has no reset mode: ours travels in the node's metadata
+            n = dataclasses.replace(n, metadata={**(n.metadata or {}), "reset": self.reset})
         if quantized is None:
             return n
         t = quantized.targets[name]
         meta = {"du": np.int64(t.du), "dv": np.int64(t.dv), "vth": np.int64(t.vth), "scale_S": np.int64(t.scale),
                 "bias_mant": t.bias_mant, "bias_exp": np.int64(t.bias_exp), **self.float_metadata(),
-                **identity_meta(name, quantized)}
+                **identity_meta(name, quantized), **({"reset": self.reset} if self.subtract else {})}
         return dataclasses.replace(n, **{self.NIR_THRESHOLD: np.full(shape, t.vth, dtype=np.int64)}, metadata=meta)
 
     @classmethod
     def read_nir(cls, name: str, n, dt: float) -> "NeuronNode":
+        from htakl_deploy.errors import UserError
+
         meta = n.metadata or {}
-        if "v_threshold_float" in meta:  # quantised: the exact float parameters are kept in metadata
-            return cls.from_metadata(meta)
-        return cls.from_nir(name, n, dt)
+        # quantised: the exact float parameters are kept in metadata
+        node = cls.from_metadata(meta) if "v_threshold_float" in meta else cls.from_nir(name, n, dt)
+        reset = meta.get("reset", "zero")
+        reset = reset.decode() if isinstance(reset, bytes) else str(reset)
+        if reset not in RESETS:
+            raise UserError(f"NIR node {name!r}: metadata reset {reset!r}, expected one of {', '.join(RESETS)}")
+        (node.node if isinstance(node, InputGain) else node).reset = reset
+        return node
 
 
 def identity_meta(name: str, quantized) -> dict:
@@ -156,13 +189,41 @@ def identity_meta(name: str, quantized) -> dict:
 
 
 def uniform(arr, what: str, name: str) -> float:
-    """The one value of a per-neuron NIR parameter (UserError naming the node if it varies)."""
+    """The one value of a per-neuron NIR parameter (UserError naming the node and the count of
+    distinct values if it varies: a Loihi population has one decay, one reset)."""
     from htakl_deploy.errors import UserError
 
     a = np.asarray(arr, dtype=np.float64).reshape(-1)
-    if a.size == 0 or not np.all(a == a[0]):
-        raise UserError(f"NIR node {name!r}: {what} must be uniform across the layer")
+    if a.size == 0:
+        raise UserError(f"NIR node {name!r}: {what} is empty")
+    if not np.all(a == a[0]):
+        raise UserError(f"NIR node {name!r}: {what} has {len(np.unique(a))} distinct values across the layer's "
+                        f"{a.size} neurons; a Loihi neuron layer takes one {what} (per-neuron gains and thresholds "
+                        "fold into the weights, per-neuron time constants do not)")
     return float(a[0])
+
+
+@dataclass(eq=False)
+class InputGain:
+    """While reading NIR: a neuron layer whose per-neuron input gains and thresholds differ — ``node``
+    holds the reference values (the first neuron's), ``gain`` (the neuron shape) each neuron's input
+    gain relative to it, its threshold folded in (``r_i/r_0 · θ_0/θ_i``: the layer's equations are
+    linear in ``v`` and its input, and a reset to 0 or by subtraction scales with them). ``nir_io``
+    folds ``gain`` into the synapses before the layer (a Scale on each incoming edge)."""
+
+    node: "NeuronNode"
+    gain: np.ndarray
+
+
+def with_gain(node: "NeuronNode", gain: np.ndarray) -> "NeuronNode | InputGain":
+    """``node``, or ``InputGain(node, gain)`` where some neuron's gain is not exactly 1."""
+    gain = np.asarray(gain, dtype=np.float64)
+    return node if np.all(gain == 1.0) else InputGain(node, gain)
+
+
+def first(arr) -> float:
+    """A per-neuron NIR parameter's reference value: its first neuron's."""
+    return float(np.asarray(arr, dtype=np.float64).reshape(-1)[0])
 
 
 def _families() -> tuple[type, ...]:

@@ -31,7 +31,7 @@ import nir
 import numpy as np
 import torch
 
-from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
+from htakl_deploy.export.nodes import InputGain, LoihiNeuron, NeuronNode, first, uniform, with_gain
 
 
 @dataclass(eq=False)
@@ -43,10 +43,12 @@ class CubaLIFNode(NeuronNode):
     r: float
     w_in: float
     v_threshold: float
+    reset: str = "zero"
 
     NIR_TYPE = nir.CubaLIF
 
     def __post_init__(self):
+        self.check_reset()
         for k in ("alpha", "beta", "r", "w_in", "v_threshold"):
             setattr(self, k, float(getattr(self, k)))
         for k in ("alpha", "beta"):
@@ -55,18 +57,13 @@ class CubaLIFNode(NeuronNode):
         if not (self.r > 0 and self.w_in > 0 and self.v_threshold > 0):
             raise ValueError("cuba_lif r, w_in and v_threshold must be > 0")
 
-    def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
-        i = torch.zeros_like(x_tb[0])
-        v = torch.zeros_like(x_tb[0])
-        out = torch.empty_like(x_tb)
-        c_in, c_v = self.alpha * self.w_in, self.beta * self.r
-        for t in range(x_tb.shape[0]):
-            i = (1.0 - self.alpha) * i + c_in * x_tb[t]
-            h = (1.0 - self.beta) * v + c_v * i
-            s = (h >= self.v_threshold).to(h.dtype)
-            v = h * (1.0 - s)
-            out[t] = s
-        return out
+    def float_step(self, x: torch.Tensor, state):
+        """One step: (spikes, (I, V after reset)) for current ``x`` and state (None: 0)."""
+        i, v = (torch.zeros_like(x), torch.zeros_like(x)) if state is None else state
+        i = (1.0 - self.alpha) * i + (self.alpha * self.w_in) * x
+        h = (1.0 - self.beta) * v + (self.beta * self.r) * i
+        s = (h >= self.v_threshold).to(h.dtype)
+        return s, (i, h - s * self.v_threshold if self.subtract else h * (1.0 - s))
 
     def loihi(self) -> LoihiNeuron:
         du, dv = int(round(4096 * self.alpha)) - 1, int(round(4096 * self.beta))
@@ -90,15 +87,20 @@ class CubaLIFNode(NeuronNode):
         return cls(*(float(meta[f"{k}_float"]) for k in ("alpha", "beta", "r", "w_in", "v_threshold")))
 
     @classmethod
-    def from_nir(cls, name: str, n: nir.CubaLIF, dt: float) -> "CubaLIFNode":
+    def from_nir(cls, name: str, n: nir.CubaLIF, dt: float) -> "CubaLIFNode | InputGain":
+        """NIR's ``CubaLIF``: ``tau_syn``, ``tau_mem`` one per layer; per-neuron ``r``, ``w_in`` and
+        thresholds fold into the weights (``InputGain``)."""
         from htakl_deploy.errors import UserError
 
         if uniform(n.v_leak, "v_leak", name) != 0 or uniform(n.v_reset, "v_reset", name) != 0:
-            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
+            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (reset to 0, or by subtraction: "
+                            "--reset) is supported")
         alpha, beta = dt / uniform(n.tau_syn, "tau_syn", name), dt / uniform(n.tau_mem, "tau_mem", name)
         for what, v in (("tau_syn", alpha), ("tau_mem", beta)):
             if not 0.0 < v <= 1.0:
                 raise UserError(f"NIR node {name!r}: dt/{what} = {v} (dt = {dt} s) must be in (0, 1] "
                                 "(is --dt right?)")
-        return cls(round(alpha, 12), round(beta, 12), uniform(n.r, "r", name), uniform(n.w_in, "w_in", name),
-                   uniform(n.v_threshold, "v_threshold", name))
+        r, w_in, th = (np.asarray(a, dtype=np.float64) for a in (n.r, n.w_in, n.v_threshold))
+        node = cls(round(alpha, 12), round(beta, 12), first(r), first(w_in), first(th))
+        gain = (r * w_in) / (first(r) * first(w_in)) * (first(th) / th)
+        return with_gain(node, np.broadcast_to(gain, np.broadcast_shapes(r.shape, w_in.shape, th.shape)))

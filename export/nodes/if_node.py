@@ -13,8 +13,8 @@ import nir
 import numpy as np
 import torch
 
-from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
-from htakl_deploy.export.nodes.lif import run_steps
+from htakl_deploy.export.nodes import InputGain, LoihiNeuron, NeuronNode, first, uniform, with_gain
+from htakl_deploy.export.nodes.lif import lif_float_step
 
 
 @dataclass(eq=False)
@@ -23,18 +23,23 @@ class IFNode(NeuronNode):
 
     gain: float
     v_threshold: float
+    reset: str = "zero"
 
     NIR_TYPE = nir.IF
 
     def __post_init__(self):
+        self.check_reset()
         self.gain, self.v_threshold = float(self.gain), float(self.v_threshold)
         if not (self.gain > 0 and np.isfinite(self.gain)):
             raise ValueError(f"if gain (r·dt) must be > 0, got {self.gain}")
         if not self.v_threshold > 0.0:
             raise ValueError(f"if v_threshold must be > 0, got {self.v_threshold}")
 
-    def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
-        return run_steps(x_tb, tau=None, v_threshold=self.v_threshold, gain=self.gain)
+    def float_step(self, x: torch.Tensor, v: torch.Tensor | None):
+        """One step: (spikes, V after reset) for current ``x`` and membrane ``v`` (None: 0)."""
+        x = x if self.gain == 1.0 else self.gain * x
+        return lif_float_step(torch.zeros_like(x) if v is None else v, x, tau=None, v_threshold=self.v_threshold,
+                              v_reset=None if self.subtract else 0.0)
 
     def loihi(self) -> LoihiNeuron:
         return LoihiNeuron(1.0 / self.gain, 4095, 0, 1.0, 0.0, self.v_threshold)
@@ -51,9 +56,12 @@ class IFNode(NeuronNode):
         return cls(float(meta["gain_float"]), float(meta["v_threshold_float"]))
 
     @classmethod
-    def from_nir(cls, name: str, n: nir.IF, dt: float) -> "IFNode":
+    def from_nir(cls, name: str, n: nir.IF, dt: float) -> "IFNode | InputGain":
+        """NIR's ``IF``: gain ``r·dt``; per-neuron ``r`` and thresholds fold into the weights (``InputGain``)."""
         from htakl_deploy.errors import UserError
 
         if uniform(n.v_reset, "v_reset", name) != 0:
-            raise UserError(f"NIR node {name!r}: only v_reset = 0 (hard reset to 0) is supported")
-        return cls(round(uniform(n.r, "r", name) * dt, 12), uniform(n.v_threshold, "v_threshold", name))
+            raise UserError(f"NIR node {name!r}: only v_reset = 0 (reset to 0, or by subtraction: --reset) is supported")
+        r, th = np.asarray(n.r, dtype=np.float64), np.asarray(n.v_threshold, dtype=np.float64)
+        node = cls(round(first(r) * dt, 12), first(th))
+        return with_gain(node, np.broadcast_to(r / first(r) * (first(th) / th), np.broadcast_shapes(r.shape, th.shape)))

@@ -4,7 +4,8 @@ Float (per step): ``H = V + (X − V)/τ`` (``decay_input``; else ``H = V − V/
 ``H ≥ θ``, then ``V = 0``. Loihi: no current memory (``du = 4095``: ``u`` is this step's input),
 ``dv = round(4096/τ)``, input gain ``1/τ`` with ``decay_input`` (else 1).
 NIR: ``tau = τ·dt`` s, ``r = 1`` (``decay_input``) or ``τ`` (input added unscaled: snnTorch's
-``Leaky`` export, ``r = tau/dt``), ``v_leak = v_reset = 0``.
+``Leaky`` export, ``r = tau/dt``), ``v_leak = v_reset = 0``; any other ``r``, and per-neuron ``r`` or
+thresholds, read as an input gain folded into the weights (``from_nir``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
-from htakl_deploy.export.nodes import LoihiNeuron, NeuronNode, uniform
+from htakl_deploy.export.nodes import InputGain, LoihiNeuron, NeuronNode, first, uniform, with_gain
 
 
 def lif_float_step(v: torch.Tensor, x: torch.Tensor, *, tau: float | None, v_threshold: float,
@@ -44,30 +45,20 @@ def lif_float_step(v: torch.Tensor, x: torch.Tensor, *, tau: float | None, v_thr
     return s, v
 
 
-def run_steps(x_tb: torch.Tensor, *, tau: float | None, v_threshold: float, decay_input: bool = True,
-              gain: float = 1.0) -> torch.Tensor:
-    """``lif_float_step`` (hard reset to 0) over currents ``x_tb`` ``[T, B, ...]`` times ``gain``,
-    state starting at 0 → spikes in x's dtype."""
-    v = torch.zeros_like(x_tb[0])
-    out = torch.empty_like(x_tb)
-    for t in range(x_tb.shape[0]):
-        x = x_tb[t] if gain == 1.0 else gain * x_tb[t]
-        out[t], v = lif_float_step(v, x, tau=tau, v_threshold=v_threshold, decay_input=decay_input)
-    return out
-
-
 @dataclass(eq=False)
 class LIFNode(NeuronNode):
-    """SpikingJelly LIF with hard reset to 0: ``H = V(1 - 1/tau) + X/tau`` (``decay_input``,
-    else ``+ X``), spike iff ``H >= v_threshold``, then ``V = 0``. Per-layer scalars."""
+    """SpikingJelly LIF: ``H = V(1 - 1/tau) + X/tau`` (``decay_input``, else ``+ X``), spike iff
+    ``H >= v_threshold``, then ``V = 0`` (``reset`` "subtract": ``V = H − v_threshold``). Per-layer scalars."""
 
     tau: float
     v_threshold: float
     decay_input: bool = True
+    reset: str = "zero"
 
     NIR_TYPE = nir.LIF
 
     def __post_init__(self):
+        self.check_reset()
         self.tau = float(self.tau)
         self.v_threshold = float(self.v_threshold)
         self.decay_input = bool(self.decay_input)
@@ -76,9 +67,10 @@ class LIFNode(NeuronNode):
         if not self.v_threshold > 0.0:
             raise ValueError(f"lif v_threshold must be > 0, got {self.v_threshold}")
 
-    def run_float(self, x_tb: torch.Tensor) -> torch.Tensor:
-        """Spikes ``[T, B, ...]`` (x's dtype) for currents ``x_tb``, state starting at 0."""
-        return run_steps(x_tb, tau=self.tau, v_threshold=self.v_threshold, decay_input=self.decay_input)
+    def float_step(self, x: torch.Tensor, v: torch.Tensor | None):
+        """One step: (spikes, V after reset) for current ``x`` and membrane ``v`` (None: 0)."""
+        return lif_float_step(torch.zeros_like(x) if v is None else v, x, tau=self.tau, v_threshold=self.v_threshold,
+                              v_reset=None if self.subtract else 0.0, decay_input=self.decay_input)
 
     TORCH_TYPES = (sj_neuron.LIFNode,)
 
@@ -106,18 +98,25 @@ class LIFNode(NeuronNode):
         return cls(float(meta["tau_float"]), float(meta["v_threshold_float"]), bool(meta["decay_input"]))
 
     @classmethod
-    def from_nir(cls, name: str, n: nir.LIF, dt: float) -> "LIFNode":
+    def from_nir(cls, name: str, n: nir.LIF, dt: float) -> "LIFNode | InputGain":
+        """NIR's ``LIF`` at step ``dt``: ``tau`` one per layer; ``r`` and ``v_threshold`` any, per neuron
+        too. ``r = 1`` reads as ``decay_input`` and ``r = tau/dt`` (one value) as its input added
+        unscaled, exactly; any other ``r`` (Rockpool writes ``(tau/dt)·e^(−dt/tau)``) and per-neuron
+        thresholds are an input gain folded into the weights before the layer (``InputGain``)."""
         from htakl_deploy.errors import UserError
 
         tau = uniform(n.tau, "tau", name) / dt
-        r = uniform(n.r, "r", name)
         if uniform(n.v_leak, "v_leak", name) != 0 or uniform(n.v_reset, "v_reset", name) != 0:
-            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (hard reset to 0) is supported")
-        decay_input = bool(np.isclose(r, 1.0))
-        if not decay_input and not np.isclose(r, tau):
-            raise UserError(f"NIR node {name!r}: r must be 1 (input scaled by dt/tau) or tau/dt (input added "
-                            f"unscaled), got r = {r} with tau/dt = {tau} (dt = {dt} s: is --dt right?)")
+            raise UserError(f"NIR node {name!r}: only v_leak = v_reset = 0 (reset to 0, or by subtraction: "
+                            "--reset) is supported")
         if not tau > 1.0:
             raise UserError(f"NIR node {name!r}: tau/dt = {tau} (dt = {dt} s) must be > 1 for a leaky neuron "
                             "(is --dt right?)")
-        return cls(round(tau, 9), uniform(n.v_threshold, "v_threshold", name), decay_input)
+        r = np.asarray(n.r, dtype=np.float64)
+        r0, one = first(r), bool(np.all(r == first(r)))
+        decay_input = not (one and np.isclose(r0, tau) and not np.isclose(r0, 1.0))
+        # the r the node itself means (a file's 1 or tau/dt, to rounding), the rest a gain on its input
+        ref = r0 if one and (np.isclose(r0, 1.0) or not decay_input) else 1.0
+        th = np.asarray(n.v_threshold, dtype=np.float64)
+        node = cls(round(tau, 9), first(th), decay_input)
+        return with_gain(node, np.broadcast_to(r / ref * (first(th) / th), np.broadcast_shapes(r.shape, th.shape)))

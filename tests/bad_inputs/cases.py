@@ -618,8 +618,10 @@ add("sim-float-weights-missing", ("simulate", "{run}", "--backend", "emulator"),
     npz_edit(lambda h, a, ws: h.update(float_weights=True)))
 add("sim-unknown-src", ("simulate", "{run}", "--backend", "emulator"), "nowhere", npz_edit(lambda h, a, ws: h["links"][1].update(src="nowhere")))
 add("sim-cycle", ("simulate", "{run}"), "cycle", npz_edit(lambda h, a, ws: _back_link(h, a)))
-add("sim-self-loop", ("simulate", "{run}", "--backend", "emulator"), "cycle", npz_edit(
-    lambda h, a, ws: h["links"][1].update(src="stage2.act", dst="stage2.act")))
+add("sim-self-loop", ("simulate", "{run}", "--backend", "emulator"), "does not take", npz_edit(
+    lambda h, a, ws: h["links"][1].update(src="stage2.act", dst="stage2.act")))  # recurrent, but the kernel misfits
+add("sim-self-loop-readout", ("simulate", "{run}", "--backend", "emulator"), "recurrent link", npz_edit(
+    lambda h, a, ws: h["links"][-1].update(src=h["links"][-1]["dst"])))
 add("sim-two-readouts", ("simulate", "{run}"), "readout",
     npz_edit(lambda h, a, ws: h["populations"][0].update(readout=True)))
 add("sim-no-input-link", ("simulate", "{run}", "--backend", "emulator"), "input", npz_edit(lambda h, a, ws: h["links"][0].update(kind="sparse")))
@@ -956,3 +958,13 @@ add("netx-sdnn-to-netx", ("export", "m.net", "--target", "nir", "netx"), "not si
     netx_file("m.net", lambda f, ws: [f[f"layer/{i}/neuron/type"].__setitem__((), b"SDNN") for i in (0, 2)]))
 add("netx-bias-13-bit", ("export", "m.net", "--target", "lava"), "fits no 13-bit mantissa",
     netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 5001.0))))
+
+# ------------------------------------------------------------------ --reset, --strict (issue 26)
+add("export-reset-mode", ("export", "{fnir}", "--target", "nir", "--reset", "sideways", "--out", "o"), "mode 'sideways'")
+add("export-reset-layer", ("export", "{fnir}", "--target", "nir", "--reset", "nope=subtract", "--out", "o"),
+    "no neuron layer 'nope'")
+add("export-reset-checkpoint", ("export", "{run}", "--reset", "subtract"), "apply to a NIR file")
+add("export-strict-checkpoint", ("export", "{run}", "--strict"), "apply to a NIR file")
+add("simulate-reset-artefact", ("simulate", "{run}", "--backend", "emulator", "--reset", "subtract"),
+    "apply to a NIR file")
+add("run-reset-without-from-nir", ("run", "--reset", "subtract", *QUICK), "applies to --from-nir only")
