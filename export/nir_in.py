@@ -223,7 +223,8 @@ def _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, e
         report["calibration"], calib_warnings = calibrate(graph, q, calib)
         report["calibration"]["source"] = str(calibration)
         report["warnings"] = report["warnings"] + calib_warnings
-    x_chk, where = _check_inputs(test, max(lava_check, ACTIVITY_SAMPLES), t_steps, graph.shapes[graph.input_name])
+    x_chk, where = _check_inputs(test or calib, max(lava_check, ACTIVITY_SAMPLES), t_steps,
+                                 graph.shapes[graph.input_name])
     report["activity"], silent = activity(graph, q, x_chk, where, strict)
     report["warnings"] = report["warnings"] + silent
     if "nir" in targets or "lava" in targets:
