@@ -133,6 +133,10 @@ class StudentGraph:
         """The nodes whose values ``name`` sums, in edge order (``back=False``: the forward ones only)."""
         return [a for a, b in self.edges if b == name and (back or (a, b) not in self.back_edges)]
 
+    def back_inputs(self, name: str) -> list[str]:
+        """The sources of ``name``'s backward (recurrent) edges, in edge order."""
+        return [a for a, b in self.edges if b == name and (a, b) in self.back_edges]
+
     @property
     def recurrent(self) -> list[str]:
         """The neurons closing a cycle (targets of ``back_edges``), in node order."""
@@ -174,23 +178,33 @@ def on_cycle(graph: "StudentGraph", a: str, b: str) -> set[str]:
     return down & up
 
 
+def cycle_problem(names: list[str], neurons: list[str]) -> str | None:
+    """Why the cycle through ``names`` (its ``neurons`` among them) cannot run, or None: it needs
+    exactly one neuron layer (module docstring, "Recurrence")."""
+    listed = ", ".join(map(repr, names))
+    if not neurons:
+        return f"nodes {listed} form a cycle with no neuron on it (an algebraic loop: each needs the other's value " \
+               "of the same step)"
+    if len(neurons) > 1:
+        return (f"nodes {listed} form a cycle through {len(neurons)} neuron layers ({', '.join(map(repr, neurons))}): "
+                "Lava delays a cycle by one step per layer where the graph means one step; only a cycle through one "
+                "neuron layer (a layer's recurrent connection) deploys")
+    return None
+
+
 def check_cycle(graph: "StudentGraph", a: str, b: str) -> None:
     """ValueError naming the nodes unless the backward edge (a, b) closes a cycle through exactly one
     neuron, ``b`` (see the module docstring)."""
     cycle = on_cycle(graph, a, b)
     if not cycle:
         raise ValueError(f"edge ({a!r}, {b!r}) goes backwards: nodes must be in topological order")
-    names = ", ".join(repr(n) for n in graph.nodes if n in cycle)
-    neurons = [n for n in graph.nodes if n in cycle and graph.nodes[n].ROLE == "neuron"]
-    if not neurons:
-        raise ValueError(f"nodes {names} form a cycle with no neuron on it (an algebraic loop: each needs the "
-                         "other's value of the same step)")
-    if len(neurons) > 1:
-        raise ValueError(f"nodes {names} form a cycle through {len(neurons)} neuron layers "
-                         f"({', '.join(map(repr, neurons))}): Lava delays a cycle by one step per layer, the graph "
-                         "means one step; a cycle must pass through one neuron layer (its recurrent connection)")
+    names = [n for n in graph.nodes if n in cycle]
+    neurons = [n for n in names if graph.nodes[n].ROLE == "neuron"]
+    problem = cycle_problem(names, neurons)
+    if problem:
+        raise ValueError(problem)
     if neurons != [b]:
-        raise ValueError(f"edge ({a!r}, {b!r}) closes the cycle {names} but does not enter its neuron "
+        raise ValueError(f"edge ({a!r}, {b!r}) closes the cycle {', '.join(map(repr, names))} but does not enter its neuron "
                          f"{neurons[0]!r}: order the nodes so that the neuron's recurrent input is the backward edge")
 
 
@@ -392,7 +406,6 @@ def samples_per_batch(graph: StudentGraph, timesteps: int, cap: int, budget: int
     return int(max(1, min(cap, budget // max(per_sample, 1))))
 
 
-
 def run_float(graph: StudentGraph, x_tbchw, *, dtype=torch.float64, record: bool = False):
     """Run the graph in floating point on ``x`` ``[T, B, *input_shape]`` → output ``[T, B, K]``.
 
@@ -421,8 +434,7 @@ def _run_recurrent(graph: StudentGraph, name: str, h: torch.Tensor, vals: dict) 
     """Spikes of neuron ``name`` whose forward input is ``h`` ``[T, B, ...]`` and which also sums its
     cycle's back edges: at step ``t`` the cycle's nodes evaluated on its spikes of step ``t − 1``
     (zero spikes before step 0), one step at a time (``float_step``, export/nodes/)."""
-    node, body = graph.nodes[name], graph.cycle_body(name)
-    back = [a for a, b in graph.back_edges if b == name]
+    node, body, back = graph.nodes[name], graph.cycle_body(name), graph.back_inputs(name)
     out = torch.empty_like(h)
     prev, state = torch.zeros_like(h[:1]), None
     for t in range(h.shape[0]):

@@ -57,7 +57,7 @@ import nir
 
 from htakl_deploy.atomic import atomic_path
 from htakl_deploy.errors import UserError
-from htakl_deploy.export.graph import TARGETS, StudentGraph, strongly_connected
+from htakl_deploy.export.graph import TARGETS, StudentGraph, cycle_problem, strongly_connected
 from htakl_deploy.export.nodes import FAMILIES, NIR_DT, NODE_TYPES, InputGain
 from htakl_deploy.export.nodes.io import CubaLIReadout, LIReadout, merge_li_readout, merge_neuron_readout
 from htakl_deploy.export.quantize import QuantConnection, QuantizedGraph, QuantTarget
@@ -225,22 +225,19 @@ def _fold_scales(nodes: OrderedDict, edges: list[tuple[str, str]]):
             src.weight = src.weight * s.reshape(-1, *([1] * (src.weight.ndim - 1)))
             src.bias = src.bias * s
         elif (ahead := _synapse_ahead(nodes, edges, name, node)) is not None:
-            dst_name, scale = ahead
+            dst_name, scale = ahead  # the scale as the conv/affine's input sees it (through pools, a flatten)
             dst = nodes[dst_name]
-            node = _ScaleNode(scale, node.shape)
-            succs = [dst_name]
-            groups = int(getattr(dst, "groups", 1))
             if dst.weight.ndim == 2:  # a dense layer: one factor per input element
                 cols = dst.weight.shape[1]
-                s = node.scale.reshape(-1) if node.scale.ndim else np.full(cols, float(node.scale))
+                s = scale.reshape(-1) if scale.ndim else np.full(cols, float(scale))
                 if s.size != cols:
-                    raise UserError(f"{what}: {s.size} values for the {cols} inputs of {succs[0]!r}")
+                    raise UserError(f"{what}: {s.size} values for the {cols} inputs of {dst_name!r}")
                 dst.weight = dst.weight * s[None, :]
-            else:
-                cg = dst.weight.shape[1]
-                s = _per_channel(node.scale, cg * groups, what, f"the input of {succs[0]!r}").reshape(groups, cg)
+            else:  # a conv: one factor per input channel, within its groups
+                groups, cg = int(getattr(dst, "groups", 1)), dst.weight.shape[1]
+                s = _per_channel(scale, cg * groups, what, f"the input of {dst_name!r}").reshape(groups, 1, cg)
                 w = dst.weight.reshape(groups, -1, cg, *dst.weight.shape[2:])
-                dst.weight = (w * s.reshape(groups, 1, cg, *([1] * (dst.weight.ndim - 2)))).reshape(dst.weight.shape)
+                dst.weight = (w * s.reshape(*s.shape, *([1] * (dst.weight.ndim - 2)))).reshape(dst.weight.shape)
         else:  # a synapse of its own
             shape = node.shape or (tuple(node.scale.shape) if node.scale.ndim else None)
             if shape is None:
@@ -302,15 +299,10 @@ def _topological(flat: dict, edges: list[tuple[str, str]]) -> list[str]:
             break
         for comp in comps:
             neurons = [n for n in comp if isinstance(flat[n], neuron_types)]
+            problem = cycle_problem(comp, neurons)
+            if problem:
+                raise UserError(f"NIR graph: {problem}")
             listed = ", ".join(map(repr, comp))
-            if not neurons:
-                raise UserError(f"NIR graph: nodes {listed} form a cycle with no neuron on it (an algebraic loop: "
-                                "each needs the other's value of the same step)")
-            if len(neurons) > 1:
-                raise UserError(f"NIR graph: nodes {listed} form a cycle through {len(neurons)} neuron layers "
-                                f"({', '.join(map(repr, neurons))}): Lava delays a cycle by one step per layer where "
-                                "the graph means one step; only a cycle through one neuron layer (a layer's recurrent "
-                                "connection) deploys")
             closing = {(a, b) for a, b in fwd if b == neurons[0] and a in comp}
             if all(e in closing for e in fwd if e[1] == neurons[0]):
                 raise UserError(f"NIR graph: neuron {neurons[0]!r} takes input only from its own cycle ({listed}); a "

@@ -339,7 +339,7 @@ def run_int(q: QuantizedGraph, x_tb, *, record: bool = False):
             u = np.zeros(a.shape[1:], np.int64)
             v = np.zeros(a.shape[1:], np.int64)
             out = np.zeros(a.shape, np.int64)
-            body, back = (g.cycle_body(name), [s for s, d in g.back_edges if d == name]) if name in recurrent else ((), ())
+            body, back = (g.cycle_body(name), g.back_inputs(name)) if name in recurrent else ((), ())
             for t in range(a.shape[0]):
                 a_t = a[t]
                 if back:  # the cycle's current from the previous step's spikes (none before step 0)

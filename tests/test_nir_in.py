@@ -364,3 +364,29 @@ def test_scale_is_a_one_to_one_synapse(tmp_path, capsys):
     nir.write(tmp_path / "bad.nir", bad)
     assert main(["export", str(tmp_path / "bad.nir"), "--target", "lava"]) == 2
     assert "NIR node 'scale' (Scale): the scale must be one value per channel" in capsys.readouterr().err
+
+
+def test_scale_before_a_conv_and_between_neurons(tmp_path, capsys):
+    """A Scale on the input folds into the conv's input channels; a Scale between a flatten and a
+    neuron layer becomes a one-to-one synapse of its own (a diagonal affine) and deploys."""
+    rng = np.random.default_rng(4)
+    s_in, s_mid = 2.0, rng.uniform(0.5, 2.0, 64)
+    lif2 = nir.LIF(tau=np.full(64, 2e-4), r=np.ones(64), v_leak=np.zeros(64), v_threshold=np.full(64, 0.3),
+                   v_reset=np.zeros(64))
+    g = _hand_graph(nodes={"s_in": nir.Scale(scale=np.full((1, 8, 8), s_in)), "s_mid": nir.Scale(scale=s_mid),
+                           "lif2": lif2},
+                    edges=[("input", "s_in"), ("s_in", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"),
+                           ("flat", "s_mid"), ("s_mid", "lif2"), ("lif2", "fc"), ("fc", "output")])
+    ours = from_nir(g)
+    assert "s_in" not in ours.nodes and type(ours.nodes["s_mid"]).__name__ == "DenseNode"
+    x = torch.rand(T, 3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).double()
+    _, vals = run_float(ours, x, record=True)
+    ref = from_nir(_hand_graph())
+    _, ref_vals = run_float(ref, x * s_in, record=True)  # by hand: the input doubled, the flat spikes scaled
+    assert torch.equal(vals["lif"], ref_vals["lif"]) and vals["lif"].any()
+    assert torch.equal(vals["s_mid"], ref_vals["flat"] * torch.from_numpy(s_mid))
+    path = tmp_path / "scales.nir"
+    nir.write(path, g)
+    assert main(["export", "--json", str(path), "--target", "lava", "--lava-check", "2"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["lava"]["lava_check"]["spike_agreement"]["all"] == 1.0 and rep["activity"]["spikes"]["lif2"] > 0
