@@ -155,27 +155,24 @@ class StudentGraph:
 # -- cycles ------------------------------------------------------------------------------------
 
 
+def _reach(start: str, edges: list[tuple[str, str]]) -> set[str]:
+    """The nodes reachable from ``start`` along ``edges`` (``start`` included)."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        n = frontier.pop()
+        for x, y in edges:
+            if x == n and y not in seen:
+                seen.add(y)
+                frontier.append(y)
+    return seen
+
+
 def on_cycle(graph: "StudentGraph", a: str, b: str) -> set[str]:
     """The nodes on forward paths from ``b`` to ``a`` (both included): the cycle the edge (a, b)
     closes; empty if there is none (the edge merely goes backwards in the node order)."""
     fwd = [e for e in graph.edges if e not in graph.back_edges]
-    down, frontier = {b}, [b]
-    while frontier:
-        n = frontier.pop()
-        for x, y in fwd:
-            if x == n and y not in down:
-                down.add(y)
-                frontier.append(y)
-    if a not in down:
-        return set()
-    up, frontier = {a}, [a]
-    while frontier:
-        n = frontier.pop()
-        for x, y in fwd:
-            if y == n and x not in up:
-                up.add(x)
-                frontier.append(x)
-    return down & up
+    down = _reach(b, fwd)
+    return down & _reach(a, [(y, x) for x, y in fwd]) if a in down else set()
 
 
 def cycle_problem(names: list[str], neurons: list[str]) -> str | None:

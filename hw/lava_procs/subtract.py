@@ -32,22 +32,32 @@ class LIFResetSubtract(LIFReset):
 
 
 class _PerSample:
-    """Zero ``u`` and ``v`` at each sample's first step, as ``LIFReset`` does."""
+    """``LIFReset``'s step: zero ``u`` and ``v`` at each sample's first step, then the model's
+    dynamics, spikes and (its) reset."""
 
     def _start(self, proc_params) -> None:
         self.reset_interval = proc_params["reset_interval"]
         self.reset_offset = proc_params["reset_offset"] % self.reset_interval
 
-    def _sample_start(self) -> None:
+    def _prepare(self) -> None:  # the fixed-point model scales its bias and threshold first
+        pass
+
+    def run_spk(self) -> None:
+        a_in_data = self.a_in.recv()
         if (self.time_step % self.reset_interval) == self.reset_offset:
             self.u *= 0
             self.v *= 0
+        self._prepare()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
 
 
 @implements(proc=LIFResetSubtract, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyLifResetSubtractModelBitAcc(AbstractPyLifModelFixed, _PerSample):
+class PyLifResetSubtractModelBitAcc(_PerSample, AbstractPyLifModelFixed):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
 
@@ -66,22 +76,16 @@ class PyLifResetSubtractModelBitAcc(AbstractPyLifModelFixed, _PerSample):
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[spike_vector] -= self.effective_vth
 
-    def run_spk(self) -> None:
-        a_in_data = self.a_in.recv()
-        self._sample_start()
+    def _prepare(self) -> None:
         self.scale_bias()
         if not self.isthrscaled:
             self.scale_threshold()
-        self.subthr_dynamics(activation_in=a_in_data)
-        s_out = self.spiking_activation()
-        self.reset_voltage(spike_vector=s_out)
-        self.s_out.send(s_out)
 
 
 @implements(proc=LIFResetSubtract, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyLifResetSubtractModelFloat(AbstractPyLifModelFloat, _PerSample):
+class PyLifResetSubtractModelFloat(_PerSample, AbstractPyLifModelFloat):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     vth: float = LavaPyType(float, float)
 
@@ -94,11 +98,3 @@ class PyLifResetSubtractModelFloat(AbstractPyLifModelFloat, _PerSample):
 
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[spike_vector] -= self.vth
-
-    def run_spk(self) -> None:
-        a_in_data = self.a_in.recv()
-        self._sample_start()
-        self.subthr_dynamics(activation_in=a_in_data)
-        s_out = self.spiking_activation()
-        self.reset_voltage(spike_vector=s_out)
-        self.s_out.send(s_out)
