@@ -14,7 +14,7 @@ computes one sample after another — the same integer operations in the same or
 - the population's ``a_in``: the links' int32 outputs added in int32 (Lava's InPort sum);
 - the neuron: ``PyLifResetModelBitAcc`` (``hw.lif_ref.lif_int_step`` — the update
   checked bit for bit against real Lava in tests/test_lava.py; reset by subtraction as
-  ``hw.lava_procs.subtract`` runs it), state zeroed at each sample's first step (the ``LIFReset``
+  ``hw.lava_procs.loihi_lif`` runs it), state zeroed at each sample's first step (the ``LIFReset``
   interval); a population's recurrent link adds its output of the previous step's spikes.
 
 Delays only move a population's steps in Lava time (see ``hw.plan``); every input of a

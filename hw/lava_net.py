@@ -7,7 +7,7 @@ table of link kind → builder (``LINK_BUILDERS``):
   encoding layer), one column per Lava step;
 - ``LIFReset`` per population (``reset_interval = T``, ``reset_offset = (1 + depth) mod T``:
   neuron state is zeroed at each sample's first step, samples run back to back; a population that
-  resets by subtraction: ``hw.lava_procs.subtract.LIFResetSubtract``, the same with its own models);
+  resets by subtraction or has a refractory delay: ``hw.lava_procs.loihi_lif.LIFResetLoihi``);
   a recurrent link connects a population's ``s_out`` back to its own ``a_in`` (a recurrent network's
   samples run side by side only, ``run_lava``);
 - ``Conv`` (every kernel link without delay where ``Sparse`` is not cheaper, ``_as_lava_conv``) /
@@ -269,7 +269,7 @@ def _build_sigma_delta(pop: Population, fixed: bool):
 def _build_population(pop: Population, timesteps: int, fixed: bool):
     from lava.proc.lif.process import LIFReset
 
-    from htakl_deploy.hw.lava_procs.subtract import LIFResetSubtract
+    from htakl_deploy.hw.lava_procs.loihi_lif import LIFResetLoihi
 
     shape = lava_shape(pop.shape)
     if pop.neuron in SIGMA_DELTA:
@@ -293,14 +293,11 @@ def _build_population(pop: Population, timesteps: int, fixed: bool):
                       bias_exp=0)
     kwargs = dict(shape=shape, reset_interval=timesteps, reset_offset=(1 + pop.depth) % timesteps, name=pop.name,
                   **params)
-    if pop.ref_delay != 1:
-        if not fixed or pop.reset != "zero":
-            raise ValueError(f"population {pop.name!r}: refractory delay {pop.ref_delay} is built for fixed_pt with "
-                             "reset to zero only")
-        from htakl_deploy.hw.lava_procs.refractory import LIFResetRefractory
-
-        return LIFResetRefractory(ref_delay=pop.ref_delay, **kwargs)
-    return (LIFResetSubtract if pop.reset == "subtract" else LIFReset)(**kwargs)  # our programmable neuron, or lava's
+    if pop.ref_delay == 1 and pop.reset == "zero":
+        return LIFReset(**kwargs)  # lava's own
+    if pop.ref_delay != 1 and not fixed:
+        raise ValueError(f"population {pop.name!r}: refractory delay {pop.ref_delay} is built for fixed_pt only")
+    return LIFResetLoihi(ref_delay=pop.ref_delay, reset=pop.reset, **kwargs)  # Loihi 2's additions
 
 
 def build_network(plan: DeploymentPlan, currents_tb: np.ndarray, *, backend: str = "fixed_pt",

@@ -169,7 +169,7 @@ def lif_update(u, v, a_in, du, dv, bias_v, vth, i32_wraps, u_wraps, subtract=Fal
     ``i32_wraps=False`` skips Lava's int32 wraps and ``u_wraps=False`` its 24-bit wrap of ``u``:
     only where the caller has proved they cannot trigger (same integers, fewer operations).
     ``subtract``: reset by subtraction (``v − (vth << 6)`` after a spike, Loihi 2's programmable
-    neuron ``hw.lava_procs.subtract``) instead of Lava's reset to 0."""
+    neuron ``hw.lava_procs.loihi_lif``) instead of Lava's reset to 0."""
     u = trunc_decay(u, (1 << _DECAY_SHIFT) - (du + 1))
     if i32_wraps:
         u = _i32(_i32(u) + _i32(a_in << _MSB_SHIFT))

@@ -72,7 +72,7 @@ LINK_KINDS = ("input", "bias", "conv", "dense", "sparse")
 INPUT_KINDS = ("input", "bias")  # the links that read the graph's input
 WEIGHTED_KINDS = ("input", "conv", "dense", "sparse")  # the kinds that carry a kernel or a matrix
 READS = ("current", "v", "spikes", "sigma")
-RESETS = ("zero", "subtract")  # a population's reset after a spike: Lava's LIF, or by subtraction (hw.lava_procs.subtract)
+RESETS = ("zero", "subtract")  # a population's reset after a spike: Lava's LIF, or by subtraction (hw.lava_procs.loihi_lif)
 CONV_SUM_LIMIT = 2**23  # Lava's Conv sums in float32 and wraps at 24 bits: stay below both
 MAX_DELAY = 63  # Loihi 2 synaptic delays are 6 bits
 # the neuron models: lava-nc's LIF; "graded", a relay (hw.map_transform); a netx SDNN's sigma-delta

@@ -108,7 +108,7 @@ class NeuronNode(Node):
 
     ``reset`` (a field of every family, ``RESETS``): "zero" (lava-nc's LIF) or "subtract" (the
     threshold is subtracted from ``v`` after a spike: Loihi 2 runs it as a programmable neuron,
-    ``hw.lava_procs.subtract``). NIR 1.0.8 cannot say which; a node's metadata ``reset`` (written
+    ``hw.lava_procs.loihi_lif``). NIR 1.0.8 cannot say which; a node's metadata ``reset`` (written
     by us) or ``export --reset`` chooses."""
 
     ROLE = "neuron"
