@@ -1,6 +1,6 @@
 """The NIR paper's own graphs through htakl-deploy: export → emulator = Lava ``fixed_pt`` on every
 spike, decisions against the graph's float run (ours, and Norse 1.1.0's importer), on event inputs
-generated here. Writes ``docs/nir_paper.json`` and the table in docs/NIR.md.
+generated here. Writes ``bench/results_archive/nir_paper.json`` and the table in docs/NIR.md.
 
 The graphs are those of Pedersen et al., "Neuromorphic intermediate representation: A unified
 instruction set for interoperable brain-inspired computing", Nature Communications 2024
@@ -12,7 +12,7 @@ the inputs are event streams generated here (``nmnist_like``, ``braille_like``),
 data sets cannot be measured; what is measured is whether the deployed network computes what the
 graph means on event inputs of the same shape and rate.
 
-    python bench/nir_paper.py                       # all four graphs, docs/nir_paper.json + docs/NIR.md
+    python bench/nir_paper.py                       # all four graphs: the JSON + docs/NIR.md
     python bench/nir_paper.py --graphs cnn --samples 16 --lava-samples 2 --no-docs
     python bench/nir_paper.py --memory --no-docs   # peak memory of the CNN's 64 × 300-step calibration, simulate
 
@@ -248,9 +248,9 @@ def memory(paper: Path, tmp: Path, samples: int = 64, steps: int = 300) -> dict:
     out = {"samples": samples, "timesteps": steps}
     out["calibration_mb"], out["calibration_s"] = peak_rss_mb(
         ["export", str(path), "--target", "lava", "--dt", "1", "--calibration", str(tmp / "events.npz"), "--no-eval",
-         "--lava-check", "0", "--out", str(tmp / "cal")])
+         "--lava-check", "0", "--out", str(tmp / "cnn_sinabs-export")])
     out["simulate_mb"], out["simulate_s"] = peak_rss_mb(
-        ["simulate", str(tmp / "cal"), "--backend", "emulator", "--input", str(tmp / "events.npz"), "--out",
+        ["simulate", str(tmp / "cnn_sinabs-export"), "--backend", "emulator", "--input", str(tmp / "events.npz"), "--out",
          str(tmp / "sim")])
     return out
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--lava-samples", type=int, default=4)
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "nir_paper.json")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results_archive" / "nir_paper.json")
     p.add_argument("--no-docs", dest="docs", action="store_false", help="do not rewrite docs/NIR.md's table")
     p.add_argument("--memory", action="store_true",
                    help="measure only the peak memory of the CNN's 64 × 300-step calibration and simulate (kept in --out)")
@@ -300,7 +300,7 @@ BEGIN, END = "<!-- nir_paper table: bench/nir_paper.py writes it -->", "<!-- end
 
 
 def table(result: dict) -> str:
-    """The docs table of ``result`` (``docs/nir_paper.json``)."""
+    """The docs table of ``result`` (``bench/results_archive/nir_paper.json``)."""
     head = ("| graph | T × samples | populations (recurrent) | Lava fixed_pt = emulator | spikes (emulator) | "
             "decisions int = float | float = Norse | reported accuracy per platform (paper repository) |\n"
             "|---|---|---|---|---|---|---|---|")

@@ -192,19 +192,29 @@ def _check_inputs(test, n: int, t_steps: int, in_shape) -> tuple[np.ndarray, str
 
 def activity(graph, q, x_tb: np.ndarray, where: str, strict: bool = False) -> tuple[dict, list[str]]:
     """(report, warnings): spikes per neuron layer of the deployed integer network (``run_int``, the
-    emulator's spikes) and of the float graph on ``x_tb``; a layer or network that never spikes is a
+    emulator's spikes; for a netx file, which holds integers only, the emulator's) and of the float
+    graph on ``x_tb``; a layer or network that never spikes is a
     warning naming it (``hw.activity``), an error with ``strict``."""
     from htakl_deploy.hw.activity import check_silence
 
-    neurons = [n for n, v in graph.nodes.items() if v.ROLE == "neuron"]
-    _, vals = run_int(q, x_tb, record=True)
-    counts = {n: int(vals[n].sum()) for n in neurons}
-    del vals
-    with torch.no_grad():
-        _, fvals = run_float(graph, torch.from_numpy(x_tb), record=True)
-    f_counts = {n: int(fvals[n].sum()) for n in neurons}
+    if q.metadata.get("format") == NETX_FORMAT:  # integers only (sigma-delta layers too): the emulator's spikes
+        from htakl_deploy.hw.emulator import emulate
+        from htakl_deploy.hw.plan import plan_from_quantized
+
+        plan = plan_from_quantized(q)
+        got = emulate(plan, x_tb).spikes
+        counts = {n: int(np.count_nonzero(got[n])) for n, p in plan.populations.items() if not p.readout}
+        f_counts = None
+    else:
+        neurons = [n for n, v in graph.nodes.items() if v.ROLE == "neuron"]
+        _, vals = run_int(q, x_tb, record=True)
+        counts = {n: int(vals[n].sum()) for n in neurons}
+        del vals
+        with torch.no_grad():
+            _, fvals = run_float(graph, torch.from_numpy(x_tb), record=True)
+        f_counts = {n: int(fvals[n].sum()) for n in neurons}
     warnings = check_silence(counts, where, strict)
-    if warnings and not any(f_counts.values()):
+    if warnings and f_counts is not None and not any(f_counts.values()):
         warnings[0] += "; the float graph is silent there too"
     return {"inputs": where, "spikes": counts, "float_spikes": f_counts}, warnings
 
