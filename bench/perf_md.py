@@ -390,6 +390,9 @@ def roof_section(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
+STREAM_INTRO_LINES = 4  # the title, the description and their blank lines
+
+
 def stream_section(runs: list[dict]) -> list[str]:
     out = ["## Streaming: peak memory vs samples", "",
            "`python bench/stream_memory.py --json …` — `simulate --backend emulator` (no comparisons) and "
@@ -566,6 +569,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", action="append", default=[], help="JSON of bench/scale_out.py (repeatable)")
     p.add_argument("--roof", action="append", default=[], help="JSON of bench/emulator_roof.py (repeatable: one per model)")
     p.add_argument("--stream", action="append", default=[], help="JSON of bench/stream_memory.py (repeatable)")
+    p.add_argument("--stream-append", action="store_true",
+                   help="add the --stream runs below the page's streaming section instead of replacing it")
     p.add_argument("--train-memory", help="JSON of bench/train_memory.py")
     p.add_argument("--torch-float", help="JSON of bench/torch_float.py")
     p.add_argument("--artefact", help="JSON of bench/artefact_size.py")
@@ -595,6 +600,11 @@ def main(argv: list[str] | None = None) -> None:
              "netx": netx_section(nx) if nx else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
+    if args.stream_append and streams and SECTION_TITLES["stream"] in old_sections:
+        before = old_sections[SECTION_TITLES["stream"]]
+        while before and not before[-1].strip():
+            before = before[:-1]
+        given["stream"] = [*before, "", *given["stream"][STREAM_INTRO_LINES:]]
     kept = [k for k, v in given.items() if v is None and SECTION_TITLES[k] in old_sections]
     body = []
     for key, lines in given.items():

@@ -325,6 +325,12 @@ def test_perf_md_energy_variants_give_energy_over_simulate(tmp_path):
     assert "| 10000 | 256 samples | 800 | 15 | ×0.100 |" in md and "| 10000 | off | 800 | 12 | ×0.080 |" in md
     assert "**energy / simulate on 10000 images: NeuroBench on 10000 ×1.20; NeuroBench on 256 ×0.10; " \
            "NeuroBench on none ×0.08**" in md
+    # --stream-append: another run goes below the section's earlier runs instead of replacing them
+    (tmp_path / "s2.json").write_text(json.dumps({**run, "model": "resnet19"}))
+    load("perf_md").main(["--stream", str(tmp_path / "s2.json"), "--stream-append", "--out", str(page)])
+    md2 = page.read_text()
+    assert md2.count("## Streaming") == 1 and md2.index("**resnet20**") < md2.index("**resnet19**")
+    assert md2.count("| 10000 | 256 samples | 800 | 15 | ×0.100 |") == 2
 
 
 def test_cli_help_bench_and_its_section(tmp_path, monkeypatch):
