@@ -167,6 +167,8 @@ def check_header(path: Path, header: dict, arrays: fmt.Members) -> None:
             lo, hi = INT_RANGES[k]
             if not (_is_int(d[k]) and lo <= d[k] <= hi):
                 raise bad(f"{who}: {k} must be an integer in {lo}..{hi}, got {d[k]!r}")
+        if d["neuron"] == "lif" and d["vth"] < 1:  # 0 is a graded or sigma-delta population's only
+            raise bad(f"{who}: vth must be an integer in 1..{INT_RANGES['vth'][1]} for a LIF population, got {d['vth']!r}")
         for k in (k for k in ("f_du", "f_dv", "f_vth") if k in POP_KEYS):
             if not (_is_num(d[k]) and d[k] >= 0):
                 raise bad(f"{who}: {k} must be a finite number >= 0, got {d[k]!r}")
