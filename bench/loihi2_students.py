@@ -13,7 +13,7 @@ at a trained network's rates, 10 % by default) is mapped:
 With ``--images N`` test images through the emulator: each plan's spikes (the rewritten plan's
 decisions against the untransformed plan's, every readout value compared) and the latency and
 energy per inference with the range the calibration leaves. With ``--lava K`` the rewritten plan
-runs K images in Lava ``fixed_pt`` too (ResNet-19: ~4 min and ~4 GB per image: run it under
+runs K images in Lava ``fixed_pt`` too (ResNet-19: half an hour for one image on a loaded machine: run it under
 ``flock /work/coord/heavy.lock``): every spike and relay payload against the emulator.
 
 Run: ``python bench/loihi2_students.py [--models resnet20 vgg16 resnet19] [--images 2] [--lava 1]
@@ -24,6 +24,7 @@ docs/MAPPING.md (``--md`` rewrites its ``<!-- loihi2_students -->`` section).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -80,6 +81,7 @@ def one(model: str, root: str, firing, images: int, lava: int) -> dict:
         new, decisions = deployable(plan, t2)
     maps = map_strategies(new, t2)
     row["map_s"] = time.perf_counter() - t0
+    row["map_loadavg_1m"] = os.getloadavg()[0]
     row["decisions"] = decisions
     row["after"] = {k: {"cores": v.cores, "chips": v.chips} for k, v in maps.items()}
     if images:
@@ -103,7 +105,7 @@ def one(model: str, root: str, firing, images: int, lava: int) -> dict:
             t0 = time.perf_counter()
             lv = run_lava(new, x_tb[:, :lava], backend="fixed_pt")
             em = emulate(new, x_tb[:, :lava])
-            row["lava"] = {"images": lava, "seconds": time.perf_counter() - t0,
+            row["lava"] = {"images": lava, "seconds": time.perf_counter() - t0, "loadavg_1m": os.getloadavg()[0],
                            "every_spike_equal": all(np.array_equal(lv.spikes[n], em.spikes[n]) for n in em.spikes),
                            "spikes": int(sum(np.count_nonzero(v) for v in em.spikes.values())),
                            "readout_equal": bool(np.array_equal(lv.readout_u, em.readout_u))}
@@ -124,7 +126,8 @@ def markdown(rows: list[dict]) -> str:
         same = "—" if "decisions_equal" not in r else (
             "every readout value and spike" if r["decisions_equal"] and r["spikes_equal"] else "NO")
         lv = r.get("lava")
-        lava = "—" if not lv else (f"every spike ({lv['spikes']:,}), {lv['images']} image(s), {lv['seconds']:.0f} s"
+        lava = "—" if not lv else (f"every spike ({lv['spikes']:,}), {lv['images']} image(s), {lv['seconds']:.0f} s "
+                                   f"at load {lv['loadavg_1m']:.1f}"
                                    if lv["every_spike_equal"] and lv["readout_equal"] else "NO")
         lines.append(f"| {r['model']} | {before} | {a['compiler']['cores']} ({a['compiler']['chips']}) | "
                      f"{a['packed']['cores']} ({a['packed']['chips']}) | {rew} | {same} | {lava} |")

@@ -66,3 +66,15 @@ def digit_pngs(root: Path, classes=(0, 1, 2), per_class: int | None = None) -> P
         for i, im in enumerate(images):
             Image.fromarray(np.round(im * 255 / 16).astype(np.uint8), "L").save(root / f"class{k}" / f"{i:03d}.png")
     return root
+
+
+def load_bench(name: str):
+    """A ``bench/NAME.py`` script imported as a module (``bench_NAME``), for tests that run a benchmark
+    on a small budget or check a docs section against its JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parent.parent
+                                                  / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

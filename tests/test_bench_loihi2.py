@@ -4,7 +4,6 @@ on a small digits student (a target with few input axons forces a rewrite onto g
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -12,24 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_digits_run
+from conftest import load_bench, tiny_digits_run
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_bench = load_bench
 
 
-def test_pilotnet_section_of_the_docs_is_the_committed_bench_json():
-    pn = _bench("loihi2_pilotnet")
-    r = json.loads((BENCH / "results_archive" / "loihi2_pilotnet.json").read_text())
+@pytest.mark.parametrize("name", ["loihi2_pilotnet", "loihi2_students"])
+def test_docs_section_is_the_committed_bench_json(name):
+    bench = _bench(name)
+    r = json.loads((BENCH / "results_archive" / f"{name}.json").read_text())
     doc = (BENCH.parent / "docs" / "MAPPING.md").read_text(encoding="utf-8")
-    a, b = doc.index(pn.MARK), doc.rindex(pn.MARK) + len(pn.MARK)
-    assert doc[a:b] == pn.markdown(r)
+    a, b = doc.index(bench.MARK), doc.rindex(bench.MARK) + len(bench.MARK)
+    assert doc[a:b] == bench.markdown(r["rows"] if name == "loihi2_students" else r)
+
+
+def test_the_archived_resnet19_fits_and_lava_equals_the_emulator_on_it():
+    """The flagship claim of docs/MAPPING.md, as the archived students run recorded it."""
+    rows = {r["model"]: r for r in json.loads((BENCH / "results_archive" / "loihi2_students.json").read_text())["rows"]}
+    r19 = rows["resnet19"]
+    assert "error" in r19["untransformed"] and r19["decisions"]
+    assert 0 < r19["after"]["compiler"]["chips"] and r19["decisions_equal"] and r19["spikes_equal"]
+    assert r19["lava"]["every_spike_equal"] and r19["lava"]["readout_equal"] and r19["lava"]["spikes"] > 0
 
 
 def test_students_bench_on_a_small_student(tmp_path, monkeypatch):
