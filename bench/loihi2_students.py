@@ -89,7 +89,6 @@ def one(model: str, root: str, firing, images: int, lava: int) -> dict:
         res = emulate(plan, x_tb)
         res_new = emulate(new, x_tb) if new is not plan else res
         row["decisions_equal"] = bool(np.array_equal(res.readout_u, res_new.readout_u))
-        row["readout_identical"] = row["decisions_equal"]
         row["argmax_equal"] = bool(np.array_equal(res.logits.mean(0).argmax(-1), res_new.logits.mean(0).argmax(-1)))
         row["spikes_equal"] = all(np.array_equal(res.spikes[n], res_new.spikes[n]) for n in res.spikes)
         est = estimate(maps["compiler"], recording(new, res_new))
