@@ -12,7 +12,10 @@ writes it); a file is a chain of layers ``layer/{i}`` read in order, each a grou
              bias [Cout], neuron/
     flatten  type, shape (C·H·W, 1, 1)                 netx flattens (C, H, W) in C order, as torch
     dense    type, shape (N,), weight [N, in], inFeatures, outFeatures, bias [N], neuron/
-    neuron/  type 'CUBA', iDecay, vDecay, vThMant, refDelay = 1, gradedSpike = False
+    neuron/  type 'CUBA', iDecay, vDecay, vThMant, refDelay = 1, gradedSpike = False; or, for a
+             network read from a netx SDNN file, type 'SDNN', activation 'relu', vThMant (and
+             sigma_output on a sigma decoder, which has no bias): its layers are written unscaled
+             (j = 0, graded outputs cannot be rescaled), biases in 2**12 steps
 
 Mapping from ``QuantizedGraph`` (docs/DESIGN.md "Loihi-style fixed point"):
 
@@ -92,8 +95,9 @@ def _chain(q: QuantizedGraph) -> list[str]:
         raise ValueError(f"node {neuron!r}: recurrent connection from {src!r}; this netx writer holds feed-forward "
                          "chains only (netx's 'dense_rec' layer is not written yet): use --target lava")
     for c in q.connections:
-        if c.identity and not spiking_readout(q, c) and not (
-                c.node == g.input_name and getattr(g.nodes[c.target], "bias_input", False)):
+        into_input_layer = getattr(g.nodes[c.target], "bias_input", False) or getattr(g.nodes[c.target],
+                                                                                     "input_current", False)
+        if c.identity and not spiking_readout(q, c) and not (c.node == g.input_name and into_input_layer):
             raise ValueError(f"node {c.target!r}: identity (skip) connection from {c.node!r}; "
                              "netx HDF5 holds feed-forward chains only")
     order, name = [], g.input_name
@@ -182,13 +186,16 @@ def _inexact_why(weight_exp: int, j: int, bias_exact: bool, weights_exact: bool 
     return "; ".join(why)
 
 
-def _netx_bias(name: str, bias_v: np.ndarray, j: int, strict: bool) -> tuple[np.ndarray, bool]:
+def _netx_bias(name: str, bias_v: np.ndarray, j: int, strict: bool,
+               bias_exp: int = NETX_BIAS_EXP) -> tuple[np.ndarray, bool]:
+    """The file's bias: ``bias_v · 2**j`` in units of netx's ``2**bias_exp`` (6 for LIF; a sigma-delta
+    layer's 12, ``spike_exp + state_exp``)."""
     bias_v = np.asarray(bias_v, dtype=np.int64) << j
-    b = _round_shift(bias_v, -NETX_BIAS_EXP)
-    exact = bool(np.array_equal(b << NETX_BIAS_EXP, bias_v))
+    b = _round_shift(bias_v, -bias_exp)
+    exact = bool(np.array_equal(b << bias_exp, bias_v))
     if strict and not exact:
-        raise ValueError(f"node {name!r}: bias (mant << exp) is not a multiple of 64, netx's bias step "
-                         f"(bias_exp fixed at {NETX_BIAS_EXP}); strict=False rounds it")
+        raise ValueError(f"node {name!r}: bias (mant << exp) is not a multiple of 2^{bias_exp}, netx's bias step "
+                         f"(bias_exp fixed at {bias_exp}); strict=False rounds it")
     return b, exact
 
 
@@ -214,14 +221,24 @@ def spiking_readout(q: QuantizedGraph, c) -> bool:
             and g.predecessors(c.target) == [c.node] and g.role(c.node) == "neuron")
 
 
+def _sdnn_spec(node) -> dict:
+    """A sigma-delta layer's neuron group, as slayer's sigma-delta blocks write it."""
+    return {"type": "SDNN", "vThMant": node.v_th_mant, "sigma_output": node.kind == "sigma"}
+
+
+def _sdnn_neuron(group, spec: dict) -> None:
+    n = group.create_group("neuron")
+    _str(n, "type", "SDNN")
+    _str(n, "activation", "relu")
+    n.create_dataset("vThMant", data=np.int64(spec["vThMant"]))
+    if spec["sigma_output"]:
+        n.create_dataset("sigma_output", data=True)
+
+
 def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
     """Plain descriptions of the netx layers (datasets + attributes), in order: one per
     connection (``QuantConnection.path``: source → pools/flatten → conv/dense → neuron)."""
     g = q.graph
-    graded = [n for n, node in g.nodes.items() if getattr(node, "MESSAGE_BITS", 0)]
-    if graded:
-        raise ValueError(f"node {graded[0]!r} ({type(g.nodes[graded[0]]).__name__}): this writer writes CUBA "
-                         "layers only, not sigma-delta ones (the netx file the network was read from holds it)")
     _chain(q)
     layers = [{"type": "input", "shape": np.array(g.shapes[g.input_name]), "attrs": {"nodes": g.input_name}}]
     for c in q.connections:
@@ -232,7 +249,8 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
         if c.identity:  # a netx input layer whose bias is the input (_chain allows no other identity)
             t, tn = q.targets[target], g.nodes[target]
             transform = g.metadata.get("input_transform", {})
-            layers[0].update({"neuron": (t.du, t.dv, t.vth, tn.ref_delay), "attrs": {"nodes": f"{name},{target}"},
+            neuron = _sdnn_spec(tn) if getattr(tn, "MESSAGE_BITS", 0) else (t.du, t.dv, t.vth, tn.ref_delay)
+            layers[0].update({"neuron": neuron, "attrs": {"nodes": f"{name},{target}"},
                               **{k: np.float32(v) for k, v in transform.items()}})
             continue
         if node.ROLE == "synapse" and not isinstance(node, (Conv2dNode, DenseNode)):  # e.g. Conv1d
@@ -269,9 +287,11 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
         else:
             mant = _fold_pools_dense(mant, pools, pool_in)
         x_max = round(1.0 / q.input_scale) if isinstance(g.nodes[path.source], InputNode) else 1
-        j, w = _layer_scale(name, mant, c.weight_exp, 0 if is_out else t.vth, x_max, strict)
+        sdnn = bool(getattr(g.nodes[target], "MESSAGE_BITS", 0))  # graded outputs: no 2^j scaling possible
+        j, w = _layer_scale(name, mant, c.weight_exp, 0 if is_out else t.vth, x_max, strict or sdnn)
         w_exact = c.weight_exp >= 0 or not np.any(np.asarray(mant) % (1 << -c.weight_exp))  # integer weights
-        bias, b_exact = _netx_bias(target, t.bias_v(), j, strict)
+        bias, b_exact = _netx_bias(target, t.bias_v(), j, strict or sdnn,
+                                   g.nodes[target].BIAS_EXP if sdnn else NETX_BIAS_EXP)
         in_shape = g.shapes[path.source]
         if flatten is not None:
             layers.append({"type": "flatten", "shape": np.array([int(np.prod(in_shape)), 1, 1]),
@@ -280,7 +300,8 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
                  "weight_exp": c.weight_exp, "v_scale_exp": j, "scale_S": t.scale, "bias_mant": t.bias_mant,
                  "bias_exp": t.bias_exp, "bias_exact": b_exact,
                  "exact": w_exact and b_exact, "inexact_why": _inexact_why(c.weight_exp, j, b_exact, w_exact)}
-        neuron = (t.du, 4096, READOUT_VTH) if is_out else (t.du, t.dv, t.vth << j, getattr(g.nodes[target], "ref_delay", 1))
+        neuron = (_sdnn_spec(g.nodes[target]) if sdnn else (t.du, 4096, READOUT_VTH) if is_out
+                  else (t.du, t.dv, t.vth << j, getattr(g.nodes[target], "ref_delay", 1)))
         out_shape = np.array(g.shapes[target])
         if isinstance(node, Conv2dNode):
             layers.append({"type": "conv", "shape": out_shape, "weight": w, "bias": bias,
@@ -292,6 +313,10 @@ def _layers(q: QuantizedGraph, strict: bool) -> list[dict]:
             layers.append({"type": "dense", "shape": out_shape, "weight": w, "bias": bias,
                            "inFeatures": np.int64(w.shape[1]), "outFeatures": np.int64(w.shape[0]),
                            "neuron": neuron, "attrs": attrs})
+        if sdnn and neuron["sigma_output"]:  # a sigma decoder has no bias (lava-nc's Sigma takes none)
+            if np.any(bias):
+                raise ValueError(f"node {target!r}: a sigma decoder with a bias has no netx layer")
+            del layers[-1]["bias"]
     return layers
 
 
@@ -316,7 +341,7 @@ def write_netx(qgraph: QuantizedGraph, path: str | os.PathLike, *, strict: bool 
                 _str(grp, "type", layer["type"])
                 for key, val in layer.items():
                     if key == "neuron":
-                        _neuron(grp, *val)
+                        _neuron(grp, *val) if isinstance(val, tuple) else _sdnn_neuron(grp, val)
                     elif key == "attrs":
                         grp.attrs.update(val)
                     elif key != "type":

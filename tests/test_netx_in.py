@@ -498,22 +498,29 @@ def test_sigma_delta_subcommands_count_graded_messages(tmp_path, capsys):
     assert main(["map", str(path), "--no-spikes", "--json-out", str(tmp_path / "map.json")]) == 0
 
 
-def test_sigma_delta_network_round_trips_through_nir(tmp_path):
-    """lava-dl SDNN file → our quantised NIR (family-tagged Threshold nodes) → back: the same sigma,
-    act and graded outputs at every step."""
+def test_sigma_delta_network_round_trips_through_nir_and_netx(tmp_path):
+    """lava-dl SDNN file → our quantised NIR (family-tagged Threshold nodes) → back, and → our netx
+    file → back: the same sigma, act and graded outputs at every step; lava-dl's netx runs our file
+    to the same integers."""
+    from htakl_deploy.export.netx_hdf5 import write_netx
     from htakl_deploy.export.nir_io import from_nir, read_nir, write_nir
+    from htakl_deploy.hw.netx_reference import run_netx_lava
 
     q = read_netx(_sdnn_file(tmp_path / "sdnn.net", seed=3))
-    back = from_nir(read_nir(write_nir(q.graph, tmp_path / "q.nir", quantized=q)))
+    via_nir = from_nir(read_nir(write_nir(q.graph, tmp_path / "q.nir", quantized=q)))
+    ours = write_netx(via_nir, tmp_path / "ours.net")
     x = np.random.default_rng(2).integers(-60, 60, size=(T, 2, 2, 12, 12))
     a = emulate(plan_from_quantized(q), x, x_is_int=True, record_state=True)
-    b = emulate(plan_from_quantized(back), x, x_is_int=True, record_state=True)
-    assert [p.neuron for p in plan_from_quantized(back).populations.values()][-1] == "sigma"
-    for name, (s, act) in a.state.items():
-        np.testing.assert_array_equal(b.state[name][0], s, err_msg=name)
-        np.testing.assert_array_equal(b.state[name][1], act, err_msg=name)
-    np.testing.assert_array_equal(a.readout_u, b.readout_u)
     assert np.abs(a.readout_u).max() > 0
+    ref = run_netx_lava(ours, x)
+    for back in (via_nir, read_netx(ours)):
+        b = emulate(plan_from_quantized(back), x, x_is_int=True, record_state=True)
+        assert [p.neuron for p in plan_from_quantized(back).populations.values()][-1] == "sigma"
+        for name, (s, act) in a.state.items():
+            np.testing.assert_array_equal(b.state[name][0], s, err_msg=name)
+            np.testing.assert_array_equal(b.state[name][1], act, err_msg=name)
+            np.testing.assert_array_equal(ref[name]["u"], s, err_msg=f"{name}: netx on our file")
+        np.testing.assert_array_equal(a.readout_u, b.readout_u)
 
 
 def test_a_graded_last_layer_reads_as_its_payloads(tmp_path):

@@ -954,8 +954,6 @@ add("netx-external-link", ("export", "m.net", "--target", "nir"), "external link
         "bias", __import__("h5py").ExternalLink(str(ws / "run/export/student_quant.nir"), "/node"))))
 add("netx-shape-wrong", ("simulate", "m.net", "--data", "digits", "--backend", "emulator"), "does not follow",
     netx_file("m.net", lambda f, ws: f["layer/2/shape"].__setitem__(0, 11)))
-add("netx-sdnn-to-netx", ("export", "m.net", "--target", "nir", "netx"), "not sigma-delta ones",
-    netx_file("m.net", lambda f, ws: [f[f"layer/{i}/neuron/type"].__setitem__((), b"SDNN") for i in (0, 2)]))
 add("netx-bias-13-bit", ("export", "m.net", "--target", "lava"), "fits no 13-bit mantissa",
     netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 5001.0))))
 
