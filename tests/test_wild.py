@@ -208,3 +208,16 @@ def test_nir_paper_graphs(tmp_path):
     rows = json.loads(out.read_text())["graphs"]
     for name, r in rows.items():
         assert r["lava"]["equal"] and sum(r["spikes"].values()) > 0, name
+
+
+def test_docs_table_is_the_bench_json():
+    """docs/NIR.md's table of the NIR paper's graphs is what bench/nir_paper.py measured (its JSON, kept
+    in bench/results_archive/): every graph deployed, Lava fixed_pt = emulator on every spike compared,
+    and the CNN's 64 × 300-step calibration within the issue's 2 GB."""
+    result = json.loads((BENCH / "results_archive" / "nir_paper.json").read_text())
+    assert nir_paper.table(result) in (BENCH.parent / "docs" / "NIR.md").read_text()
+    assert set(result["graphs"]) == set(nir_paper.GRAPHS)
+    for name, r in result["graphs"].items():
+        assert r["lava"]["equal"] and r["lava"]["spikes_compared"] > 0 and sum(r["spikes"].values()) > 0, name
+    m = result["memory"]
+    assert (m["samples"], m["timesteps"]) == (64, 300) and m["calibration_mb"] < 2048
