@@ -169,3 +169,24 @@ def test_recurrent_layer_after_a_biased_one_is_refused_for_lava(tmp_path, capsys
     assert main(["export", "--json", str(tmp_path / "deep0.nir"), "--target", "lava", "--input",
                  str(tmp_path / "ev.npy"), "--lava-check", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["lava"]["populations"]["lif"]["depth"] == 1
+
+
+def test_calibration_streams_samples_and_gives_the_same_report(tmp_path, monkeypatch):
+    """Bounded memory (issue 26, item 6): calibration runs ``graph.samples_per_batch`` samples at a time;
+    one sample at a time (the budget a long input would force) gives the report of all at once, the
+    recurrent layer's headroom included (its state restarts with each sample, as in Lava)."""
+    import htakl_deploy.export.graph as graph_mod
+    from htakl_deploy.export.calibration import calibrate, load_calibration
+
+    nir.write(tmp_path / "rec.nir", rec_graph())
+    graph, q = load_nir_graph(tmp_path / "rec.nir")
+    np.save(tmp_path / "x.npy", _events(t=30, b=7, p=0.4, seed=3))
+    shape = graph.shapes[graph.input_name]
+    whole, _ = calibrate(graph, q, load_calibration(str(tmp_path / "x.npy"), shape, 30))
+    sizes = []
+    real = graph_mod.samples_per_batch
+    monkeypatch.setattr(graph_mod, "samples_per_batch", lambda g, t, cap: sizes.append(real(g, t, cap, budget=1))
+                        or sizes[-1])
+    one, _ = calibrate(graph, q, load_calibration(str(tmp_path / "x.npy"), shape, 30))
+    assert sizes == [1] and real(graph, 30, 7) == 7
+    assert one == whole and whole["samples"] == 7
