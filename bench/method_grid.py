@@ -1,17 +1,18 @@
 """Method comparison grid: methods × T × seeds (+ HTA-KL ablations), from distillation to energy.
 
-One cell = (method, T, seed[, one loss setting]): distil the SNN student from the data set's one
-shared ANN teacher (trained once, in ``OUT/teacher``) → export (NIR + Lava artefact, no Lava
-check) → the bit-exact emulator on the test split → ACs/MACs and energy (paper-45nm) from its
-spikes. Every cell writes ``OUT/cells/<cell>.json``; a cell whose JSON exists is skipped, so the
-grid is resumable per cell. An interrupted cell's run directory (``OUT/runs/<cell>``) is deleted
-and the cell restarted, or continued from its last checkpoint with ``--resume``. At the end
-``OUT/results.json`` + ``OUT/results.csv`` aggregate the cells and ``OUT/RESULTS.md`` is
-rendered beside them (``bench/results_md.py``); a trial grid never rewrites the tracked
-``docs/RESULTS.md``: ``.venv/bin/python bench/results_md.py`` renders that page from the grids'
-JSON, or give ``--results-md docs/RESULTS.md``.
+One cell = (method, T, seed[, one loss setting]): a ``run`` pipeline (``htakl_deploy.grid``, the
+one grid runner: each cell a Ray task) — distil the SNN student from the data set's one shared
+ANN teacher (trained once, in ``OUT/teacher``) → export (NIR + Lava artefact, no Lava check) → the
+bit-exact emulator on the test split → ACs/MACs and energy (paper-45nm) from its spikes → its
+report — in ``OUT/runs/<cell>``. As each cell finishes this script writes ``OUT/cells/<cell>.json``
+(the row its tables are built from); a cell whose JSON exists is skipped, an interrupted one
+continues from its last checkpoint (a killed worker's cell at once; after Ctrl-C, run the same
+command again). At the end ``OUT/results.json`` + ``OUT/results.csv`` aggregate the cells and the
+results page is rendered beside them, ``OUT/RESULTS.md`` (``--results-md`` to choose): a grid never
+writes over the tracked ``docs/RESULTS.md`` unless told to — that page is re-rendered from the
+default locations with ``python bench/results_md.py``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/method_grid.py --data digits --epochs 30 --ablations
+    .venv/bin/python bench/method_grid.py --data digits --epochs 30 --ablations --workers 2
 
 Ablations (``--ablations``, at ``--ablation-timesteps``, default T=2): HTA-KL with head threshold
 δ ∈ {0.3, 0.5, 0.7} and ``fixed`` with head weight 0.1 … 0.9 (``DistillConfig.delta`` and
@@ -21,15 +22,15 @@ into the same ``--out`` is refused, so all cells of one table share one budget. 
 ``bench/results/<data>`` (git-ignored). After a cell, its ``spikes.h5`` and Lava artefact are
 deleted unless ``--keep-artefacts`` (Fashion-MNIST: ~GB and ~80 MB per cell).
 
-``--workers N`` runs N cells side by side (one process each, ``--threads`` torch threads each;
-on this 2-core machine ``--workers 2 --threads 1``). Workers claim a cell with an exclusive
-``OUT/claims/<cell>.claim`` file holding their pid, so several invocations with the same
-arguments may also share one ``--out`` (e.g. on two machines sharing a disk: claims name the
-host, and only a claim by a dead process on this host is taken over).
+``--workers N`` runs N cells side by side on a local Ray cluster of N × ``--threads`` CPUs (each
+cell ``--threads`` torch threads; on this 2-core machine ``--workers 2 --threads 1``);
+``--ray-address ADDR`` runs them on an existing cluster instead (docs/SCALING.md: every node must
+see ``OUT`` at the same path).
 
 ``--measure-images N`` runs no grid: it times one epoch of every (method, T) on N training
-images and writes ``bench/results/<data>-estimate.json``, the full grid's estimated wall time and
-budgets that fit in 3 h, which docs/RESULTS.md shows for a data set not run yet.
+images, one cell at a time, and writes ``OUT-estimate.json`` (for the default ``OUT``:
+``bench/results/<data>-estimate.json``, which docs/RESULTS.md shows for a data set not run yet), the
+full grid's estimated wall time and budgets that fit in 3 h.
 """
 
 from __future__ import annotations
@@ -40,12 +41,9 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,7 +102,11 @@ def plan_cells(methods, timesteps, seeds, *, ablations: bool, ablation_timesteps
     return out
 
 
-# ----------------------------------------------------------------------------- stages
+# ----------------------------------------------------------------------------- cells
+#: what every cell's pipeline does after training: the emulator only (bit-exact with Lava's fixed_pt)
+PIPELINE = dict(lava=False, backends=("emulator",), export_targets=("nir", "lava"), lava_check=0, map_target=None)
+
+
 def base_config(settings: dict, **changes):
     from htakl_deploy.distill.config import DistillConfig
 
@@ -114,75 +116,56 @@ def base_config(settings: dict, **changes):
                          teacher_epochs=settings["teacher_epochs"], progress=False, **changes)
 
 
-def _train(cfg, run_dir: Path, resume: bool, teacher_only: bool = False) -> dict[str, Any]:
-    """Distil into ``run_dir``: fresh, or (``resume``) continuing an interrupted run of ``cfg``."""
-    from htakl_deploy.distill import recipe
-    from htakl_deploy.distill.dist import DistEnv
+def shared_teacher(settings: dict, out: Path):
+    """The one ANN teacher every cell distils from (``OUT/teacher``: seed 0, ``--teacher-lr``)."""
+    from htakl_deploy.grid import Teacher, absolute
 
-    if (run_dir / "config.json").exists() and resume:
-        saved, saved_teacher_only = recipe.read_run(run_dir)
-        if saved.replace(progress=False) != cfg or saved_teacher_only != teacher_only:
-            raise UserError(f"--resume: {run_dir} was started with another config; delete it or drop --resume")
-        return recipe.run(saved, DistEnv(), teacher_only=teacher_only, resume_dir=run_dir)
-    if run_dir.exists():  # interrupted before: start it again from scratch
-        shutil.rmtree(run_dir)
-    return recipe.run(cfg, DistEnv(), teacher_only=teacher_only)
+    return Teacher("teacher", absolute(base_config(settings, lr=settings["teacher_lr"], seed=0, out_dir=str(out),
+                                                   run_name="teacher")))
 
 
-def ensure_teacher(settings: dict, out: Path, resume: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    """The one ANN teacher every cell distils from (``OUT/teacher``), trained on first use."""
-    run_dir = out / "teacher"
-    done = run_dir / "teacher" / "done.json"
-    if not done.exists():
-        cfg = base_config(settings, lr=settings["teacher_lr"], seed=0, out_dir=str(out), run_name="teacher")
-        say(f"[grid] teacher: {settings['teacher_epochs']} epochs → {run_dir}")
-        t0 = time.perf_counter()
-        _train(cfg, run_dir, resume, teacher_only=True)
-        write_json(run_dir / "teacher_wall.json", {"wall_s": time.perf_counter() - t0})
+def grid_cell(cell: Cell, settings: dict, out: Path, teacher):
+    """The runner's cell (``htakl_deploy.grid.Cell``) of a (method, T, seed[, override]) cell."""
+    from htakl_deploy.distill.losses import TEACHERLESS
+    from htakl_deploy.grid import Cell as GridCell, absolute
+    from htakl_deploy.runconfig import PipelineConfig
+
+    cfg = base_config(settings, method=cell.method, timesteps=cell.timesteps, seed=cell.seed, lr=settings["lr"],
+                      teacher=str(teacher.checkpoint), out_dir=str(out / "runs"), run_name=cell.name,
+                      **dict(cell.overrides))
+    return GridCell(cell.name, absolute(cfg), PipelineConfig(**PIPELINE),
+                    teacher=None if cell.method in TEACHERLESS else teacher.name)
+
+
+def teacher_record(teacher) -> dict[str, Any] | None:
+    done = teacher.run_dir / "teacher" / "done.json"
+    if not done.is_file():
+        return None
     rec = json.loads(done.read_text(encoding="utf-8"))
-    wall = run_dir / "teacher_wall.json"
-    return {"run_dir": str(run_dir), "test_acc": rec.get("test_acc"), "epochs": rec.get("epoch"),
-            "wall_s": json.loads(wall.read_text())["wall_s"] if wall.exists() else None}
+    summary = teacher.run_dir / "summary.json"
+    return {"run_dir": str(teacher.run_dir), "test_acc": rec.get("test_acc"), "epochs": rec.get("epoch"),
+            "wall_s": json.loads(summary.read_text())["wall_s"] if summary.is_file() else None}
 
 
-def run_cell(cell: Cell, settings: dict, out: Path, teacher: dict, *, resume: bool,
-             keep_artefacts: bool) -> dict[str, Any]:
-    from htakl_deploy.energy.models import load_preset
-    from htakl_deploy.energy.report import report_for_files
-    from htakl_deploy.export.pipeline import run_export
-    from htakl_deploy.hw.simulate import simulate
+def cell_record(cell: Cell, settings: dict, run_dir: Path, teacher: dict | None) -> dict[str, Any]:
+    """A finished cell's row, read from its run directory (summary, simulation, energy, timings)."""
+    def read(*parts):
+        return json.loads(run_dir.joinpath(*parts).read_text(encoding="utf-8"))
 
-    energy_model = load_preset("paper-45nm")
-    run_dir = out / "runs" / cell.name
-    cfg = base_config(settings, method=cell.method, timesteps=cell.timesteps, seed=cell.seed,
-                      lr=settings["lr"], teacher=teacher["run_dir"], out_dir=str(out / "runs"),
-                      run_name=cell.name, **dict(cell.overrides))
-    wall: dict[str, float] = {}
-    t0 = t = time.perf_counter()
-    summary = _train(cfg, run_dir, resume)
-    wall["distill"] = time.perf_counter() - t
-    t = time.perf_counter()
-    run_export(run_dir, ["nir", "lava"], lava_check=0, evaluate=False)
-    wall["export"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sim = simulate(run_dir, backend="emulator", compare=False, data_root=settings["data_root"])
-    wall["emulator"] = time.perf_counter() - t
-    t = time.perf_counter()
-    spikes = Path(sim["out_dir"]) / "spikes.h5"
-    rep = report_for_files(spikes, run_dir / "export" / "student_quant.nir", energy_model)
-    write_json(run_dir / "energy" / "emulator.json", rep)
-    if not keep_artefacts:  # large on Fashion-MNIST (spikes ~GB, Lava artefact ~80 MB); the counts are in
-        spikes.unlink()      # energy/emulator.json, `htakl-deploy export RUN --target lava` rebuilds the artefact
-        (run_dir / "export" / "student.lava.npz").unlink(missing_ok=True)
-    wall["energy"] = time.perf_counter() - t
-    wall["total"] = time.perf_counter() - t0
+    cfg, summary, sim, rep = read("config.json"), read("summary.json"), read("simulate", "emulator", "simulate.json"), \
+        read("energy", "emulator.json")
+    stages = read("pipeline.json")["stages"]
+    wall = {"distill": stages["distill"]["wall_s"], "export": stages["export"]["wall_s"],
+            "emulator": stages["simulate:emulator"]["wall_s"], "energy": stages["energy"]["wall_s"],
+            "report": stages["report"]["wall_s"]}
+    wall["total"] = sum(wall.values())
     student, ps = summary["student"], rep["per_sample"]
     return {
         "format": CELL_FORMAT, "cell": cell.name, "data": settings["data"], "method": cell.method,
         "timesteps": cell.timesteps, "seed": cell.seed, "overrides": dict(cell.overrides),
-        "delta": cfg.delta, "head_weight": cfg.head_weight,
-        "epochs": cfg.resolved_epochs, "teacher_epochs": settings["teacher_epochs"],
-        "teacher_acc": teacher["test_acc"],
+        "delta": cfg["delta"], "head_weight": cfg["head_weight"],
+        "epochs": cfg["epochs"], "teacher_epochs": settings["teacher_epochs"],
+        "teacher_acc": (teacher or {}).get("test_acc"),
         "float_acc": student["test_acc"], "float_best_acc": student.get("best_test_acc"),
         "emulator_acc": sim["accuracy"], "test_samples": sim["samples"],
         "firing_rate": rep["totals"]["firing_rate"], "firing_rate_layers": sim["firing_rate"],
@@ -195,63 +178,38 @@ def run_cell(cell: Cell, settings: dict, out: Path, teacher: dict, *, resume: bo
     }
 
 
-# ----------------------------------------------------------------------------- claims
-def claim_cell(out: Path, cell: Cell) -> bool:
-    """Claim ``cell`` for this process; False if a live process (or another host) holds it."""
-    path = out / "claims" / f"{cell.name}.claim"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):  # being written right now, or vanished: leave it to its owner
-                return False
-            if holder.get("host") != me["host"] or _pid_alive(int(holder.get("pid", -1))):
-                return False
-            path.unlink(missing_ok=True)  # its process died: the claim is stale
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(me, fh)
-        return True
-    return False
+def run_cells(cells: list[Cell], settings: dict, out: Path, teacher, args, say: Callable[[str], None],
+              keep_artefacts: bool, workers: int) -> tuple[list[str], list[str]]:
+    """Run ``cells`` on Ray (``htakl_deploy.grid.run_grid``); each finished cell's row is written to
+    ``OUT/cells/<cell>.json`` as it ends (and its large files deleted), a failed one's error to
+    ``OUT/errors/<cell>.error.json``. Returns (ran, failed)."""
+    from htakl_deploy.cluster import ray_address
+    from htakl_deploy.grid import run_grid
 
+    by_name = {c.name: c for c in cells}
+    ran, failed = [], []
 
-def release_cell(out: Path, cell: Cell) -> None:
-    (out / "claims" / f"{cell.name}.claim").unlink(missing_ok=True)
+    def on_done(rec: dict) -> None:
+        cell, run_dir = by_name[rec["cell"]], Path(rec["run_dir"])
+        if rec["status"] == "failed":
+            failed.append(cell.name)
+            write_json(out / "errors" / f"{cell.name}.error.json", {"cell": cell.name, "error": rec["error"],
+                                                                     "log": rec["log"]})
+            return
+        row = cell_record(cell, settings, run_dir, teacher_record(teacher))
+        write_json(out / "cells" / f"{cell.name}.json", row)
+        (out / "errors" / f"{cell.name}.error.json").unlink(missing_ok=True)
+        if not keep_artefacts:  # large on Fashion-MNIST (spikes ~GB, Lava artefact ~80 MB); the counts are in
+            (run_dir / "simulate" / "emulator" / "spikes.h5").unlink(missing_ok=True)  # energy/emulator.json,
+            (run_dir / "export" / "student.lava.npz").unlink(missing_ok=True)  # `export --target lava` rebuilds it
+        ran.append(cell.name)
+        say(f"[grid]   {cell.name}: float {row['float_acc']:.4f} emulator {row['emulator_acc']:.4f} "
+            f"rate {row['firing_rate']:.3f} {row['energy_uj_per_sample']:.4f} µJ")
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def spawn_workers(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
-    """``n`` more copies of this invocation with ``--workers 1``; they share the cells through claims."""
-    argv = _without_workers(argv_of(args))
-    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--workers", "1", "--worker-tag",
-                              f"w{i + 1}", "--invocation-start", repr(args.invocation_start)]) for i in range(n)]
-
-
-def _without_workers(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in ("--workers", "--worker-tag", "--invocation-start"):
-            skip = True
-        elif not a.startswith(("--workers=", "--worker-tag=", "--invocation-start=")):
-            out.append(a)
-    return out
+    address = ray_address(args.ray_address)
+    run_grid([grid_cell(c, settings, out, teacher) for c in cells], [teacher], address=address,
+             cpus=None if address else workers * args.threads, cell_cpus=args.threads, say=say, on_done=on_done)
+    return ran, failed
 
 
 # ----------------------------------------------------------------------------- results
@@ -324,43 +282,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seeds of the ablation cells (default: --seeds)")
     p.add_argument("--out", type=Path, default=None, help="default bench/results/<data>")
     p.add_argument("--results-md", type=Path, default=None,
-                   help=f"the page to render (default OUT/RESULTS.md; {results_md.DEFAULT_MD.relative_to(results_md.REPO)} "
-                        "only when asked)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue interrupted cells from their last checkpoint instead of restarting them")
+                   help="the results page to write (default: OUT/RESULTS.md, beside the results; docs/RESULTS.md is "
+                        "re-rendered from the default OUTs by bench/results_md.py)")
     p.add_argument("--keep-artefacts", action="store_true",
                    help="keep each cell's spikes.h5 and Lava artefact (student.lava.npz); deleted by default")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (the machine is shared)")
+    p.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) per cell (the machine is shared)")
     p.add_argument("--workers", type=int, default=1,
-                   help="cells run side by side, one process each (default 1; 2 on a 2-core machine)")
-    p.add_argument("--worker-tag", default=None, help=argparse.SUPPRESS)  # set for the spawned workers
-    p.add_argument("--invocation-start", type=float, default=None, help=argparse.SUPPRESS)  # the spawner's clock
-    p.add_argument("--max-cells", type=int, default=None, help="stop after running this many cells")
+                   help="cells run side by side on a local Ray cluster (default 1; 2 on a 2-core machine)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run the cells on an existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    p.add_argument("--max-cells", type=int, default=None, help="run at most this many of the cells not done yet")
     p.add_argument("--note", default=None, help="a sentence printed above the data set's tables")
     p.add_argument("--measure-images", type=int, default=None, metavar="N",
                    help="instead of the grid: time one epoch of every (method, T) on N training images "
-                        "(seed 0, into OUT-measure) and write bench/results/<data>-estimate.json, the "
-                        "full grid's estimated wall time, which RESULTS.md shows until the grid has run")
+                        "(seed 0, into OUT-measure) and write OUT-estimate.json, the full grid's estimated wall "
+                        "time, which RESULTS.md shows until the grid has run")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error(f"--workers: expected 1 or more, got {args.workers}")
     if args.threads < 1:
         p.error(f"--threads: expected 1 or more, got {args.threads}")
     args._argv = list(sys.argv[1:] if argv is None else argv)
-    if args.invocation_start is None:
-        args.invocation_start = time.time()
     return args
 
 
 def main(argv: list[str] | None = None, *, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the grid; returns ``{"ran", "skipped", "failed", "results", "markdown"}``."""
-    import torch
-
     from htakl_deploy.distill.config import DEFAULT_EPOCHS, DEFAULT_TEACHER_EPOCHS
     from htakl_deploy.distill.methods import LOSSES
 
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     unknown = [m for m in args.methods if m not in LOSSES]
     if unknown:
         raise UserError(f"--methods: unknown {unknown}; expected some of {', '.join(LOSSES)}")
@@ -395,88 +346,33 @@ def main(argv: list[str] | None = None, *, say: Callable[[str], None] = print) -
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     git = git_state(results_md.REPO)  # the code this process imports (later commits do not reach it)
-
-    teacher = None
-    ran, skipped, failed, busy = [], [], [], []
-    workers: list[subprocess.Popen] = []
-    worker_failed = False
+    skipped = [c.name for c in planned if (out / "cells" / f"{c.name}.json").exists()]
+    todo = [c for c in planned if c.name not in skipped][:args.max_cells]
+    teacher = shared_teacher(settings, out)
+    ran, failed = [], []
     try:
-        needs_teacher = any(c.method != "ce" for c in planned if not (out / "cells" / f"{c.name}.json").exists())
-        teacher = ensure_teacher(settings, out, args.resume, say) if needs_teacher or (out / "teacher").exists() else None
-        if teacher is None:
-            teacher = {"run_dir": None, "test_acc": None, "wall_s": None}
+        ran, failed = run_cells(todo, settings, out, teacher, args, say, args.keep_artefacts, args.workers)
+    finally:  # also after Ctrl-C: the cells finished so far are in the tables
         settings["train_samples"] = _train_samples(out)
-        if args.workers > 1:  # after the teacher, so the workers do not race to train it
-            workers = spawn_workers(args, args.workers - 1)
-        tag = f"[grid{' ' + args.worker_tag if args.worker_tag else ''}]"
-        for i, cell in enumerate(planned):
-            path = out / "cells" / f"{cell.name}.json"
-            if path.exists():
-                skipped.append(cell.name)
-                continue
-            if args.max_cells is not None and len(ran) + len(failed) >= args.max_cells:
-                break
-            if not claim_cell(out, cell):
-                busy.append(cell.name)
-                continue
-            try:
-                if path.exists():  # finished by another worker between the check and the claim
-                    skipped.append(cell.name)
-                    continue
-                error = out / "errors" / f"{cell.name}.error.json"
-                if error.exists() and error.stat().st_mtime >= args.invocation_start:
-                    failed.append(cell.name)  # another worker of this invocation ran it and it failed
-                    continue
-                say(f"{tag} {i + 1}/{len(planned)} {cell.name} …")
-                rec = run_cell(cell, settings, out, teacher, resume=args.resume, keep_artefacts=args.keep_artefacts)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 — one diverged cell must not stop the grid
-                failed.append(cell.name)
-                write_json(out / "errors" / f"{cell.name}.error.json",
-                           {"cell": cell.name, "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc()})
-                say(f"{tag}   FAILED: {type(exc).__name__}: {exc}")
-                continue
-            else:
-                write_json(path, rec)
-                (out / "errors" / f"{cell.name}.error.json").unlink(missing_ok=True)
-                ran.append(cell.name)
-                say(f"{tag}   float {rec['float_acc']:.4f} emulator {rec['emulator_acc']:.4f} "
-                    f"rate {rec['firing_rate']:.3f} {rec['energy_uj_per_sample']:.4f} µJ  "
-                    f"({rec['wall_s']['total']:.0f} s)")
-            finally:
-                release_cell(out, cell)
-        for w in workers:  # the tables below should hold every worker's cells
-            if w.wait() != 0:
-                worker_failed = True
-    finally:
-        for w in workers:  # interrupted: do not leave the workers running
-            if w.poll() is None:
-                w.terminate()
-                w.wait()
-        if not args.worker_tag:  # a spawned worker leaves logging and tables to the invocation that spawned it
-            results, md = _log_and_render(args, out, settings, all_planned, teacher, command=command,
-                                          started=started, git=git, wall_s=time.perf_counter() - t_start,
-                                          ran=ran, skipped=skipped, failed=failed, busy=busy, say=say)
-    if args.worker_tag:
-        return {"ran": ran, "skipped": skipped, "failed": failed, "busy": busy}
-    return {"ran": ran, "skipped": skipped, "failed": failed, "busy": busy, "results": results, "markdown": md,
-            "worker_failed": worker_failed}
+        results, md = _log_and_render(args, out, settings, all_planned, teacher_record(teacher), command=command,
+                                      started=started, git=git, wall_s=time.perf_counter() - t_start,
+                                      ran=ran, skipped=skipped, failed=failed, say=say)
+    return {"ran": ran, "skipped": skipped, "failed": failed, "results": results, "markdown": md}
 
 
 def _log_and_render(args, out: Path, settings: dict, planned: list[Cell], teacher: dict | None, *, command: str,
-                    started: str, git: dict, wall_s: float, ran: list, skipped: list, failed: list, busy: list,
+                    started: str, git: dict, wall_s: float, ran: list, skipped: list, failed: list,
                     say: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
-    """Append this invocation to ``OUT/commands.jsonl``, aggregate the cells, re-render RESULTS.md."""
+    """Append this invocation to ``OUT/commands.jsonl``, aggregate the cells, render the results page
+    (``--results-md``, default ``OUT/RESULTS.md``)."""
     with open(out / "commands.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"command": command, "started_utc": started, "git": git, "wall_s": round(wall_s, 1),
                              "ran": len(ran), "skipped": len(skipped), "failed": len(failed),
                              "workers": args.workers}) + "\n")
     results = collect(out, settings, planned, teacher)
-    md = results_md.write(args.results_md or out / "RESULTS.md", results_md.sources_with_defaults({args.data: out / "results.json"}))
-    say(f"[grid] {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed, {len(busy)} held by other "
-        f"workers; {out / 'results.json'}, {md}")
+    md = results_md.write(args.results_md or out / "RESULTS.md",
+                          results_md.sources_with_defaults({args.data: out / "results.json"}))
+    say(f"[grid] {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed; {out / 'results.json'}, {md}")
     return results, md
 
 
@@ -502,26 +398,31 @@ def measure(args: argparse.Namespace, settings: dict, out: Path, say: Callable[[
     train, test = load_data(full.replace(limit_train=settings["limit_train"], limit_test=settings["limit_test"]))
     load_s = time.perf_counter() - t0  # paid once per cell, not per test image
     n_train_full, n_test_full = len(train), len(test)
-    teacher = ensure_teacher(mset, mout, False, say)
+    cells = [Cell(m, t, args.seeds[0]) for t in args.timesteps for m in args.methods]
+    todo = [c for c in cells if not (mout / "cells" / f"{c.name}.json").exists()]
+    teacher = shared_teacher(mset, mout)
+    if todo:  # one cell at a time: the timings are the estimate's unit
+        say(f"[measure] {len(todo)} cells on {n} images …")
+        ran, failed = run_cells(todo, mset, mout, teacher, args, say, keep_artefacts=False, workers=1)
+        if failed:
+            raise UserError(f"--measure-images: cells {failed} failed; see {mout / 'errors'}")
+    for c in cells:
+        shutil.rmtree(mout / "runs" / c.name, ignore_errors=True)  # only the timings are needed
     measured = {}
-    for t in args.timesteps:
-        for m in args.methods:
-            cell = Cell(m, t, args.seeds[0])
-            path = mout / "cells" / f"{cell.name}.json"
-            if not path.exists():
-                say(f"[measure] {cell.name} on {n} images …")
-                write_json(path, run_cell(cell, mset, mout, teacher, resume=False, keep_artefacts=False))
-                shutil.rmtree(mout / "runs" / cell.name)  # only the timings are needed
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            w = rec["wall_s"]
-            train_s = n // settings["batch_size"] * settings["batch_size"] / rec["train_images_per_s"]
-            eval_s = max(w["distill"] - train_s - load_s, 0.0) * n_test_full / n_test  # per epoch
-            # the emulator loads the data set once more
-            post = load_s + w["export"] + (max(w["emulator"] - load_s, 0.0) + w["energy"]) * n_test_full / n_test
-            measured[cell.name] = {"method": m, "timesteps": t, "train_images_per_s": rec["train_images_per_s"],
-                                   "train_epoch_s_full": n_train_full / rec["train_images_per_s"],
-                                   "eval_epoch_s_full": eval_s, "post_s_full": post,
-                                   "loadavg_1m": rec["loadavg_1m"]}
+    for cell in cells:
+        m, t = cell.method, cell.timesteps
+        rec = json.loads((mout / "cells" / f"{cell.name}.json").read_text(encoding="utf-8"))
+        w = rec["wall_s"]
+        train_s = n // settings["batch_size"] * settings["batch_size"] / rec["train_images_per_s"]
+        eval_s = max(w["distill"] - train_s - load_s, 0.0) * n_test_full / n_test  # per epoch
+        # the emulator loads the data set once more; the report is once per cell
+        post = (load_s + w["export"] + w.get("report", 0.0)
+                + (max(w["emulator"] - load_s, 0.0) + w["energy"]) * n_test_full / n_test)
+        measured[cell.name] = {"method": m, "timesteps": t, "train_images_per_s": rec["train_images_per_s"],
+                               "train_epoch_s_full": n_train_full / rec["train_images_per_s"],
+                               "eval_epoch_s_full": eval_s, "post_s_full": post,
+                               "loadavg_1m": rec["loadavg_1m"]}
+    teacher = teacher_record(teacher)
     teacher_epoch_s = max(teacher["wall_s"] - load_s, 0.0) * n_train_full / n
     planned = plan_cells(args.methods, args.timesteps, args.seeds, ablations=True,
                          ablation_timesteps=args.ablation_timesteps,
@@ -567,8 +468,8 @@ def measure(args: argparse.Namespace, settings: dict, out: Path, say: Callable[[
            "teacher_epoch_s_full": teacher_epoch_s, "train_epoch_all_cells_s": train_all,
            "eval_epoch_all_cells_s": eval_all, "post_all_cells_s": post_all,
            "estimate_h": {"default_epochs": total_h(e_s, e_t), "one_epoch": total_h(1, e_t)}, "lines": lines}
-    write_json(results_md.estimate_path(settings["data"]), rec)
-    md = results_md.write(args.results_md or out / "RESULTS.md", results_md.sources_with_defaults())
+    write_json(out.parent / f"{out.name}-estimate.json", rec)  # beside OUT: the default OUT's is the page's
+    md = results_md.write(args.results_md or out.parent / f"{out.name}-estimate.md", results_md.sources_with_defaults())
     say("\n".join(lines))
     return {"ran": [], "skipped": [], "failed": [], "results": rec, "markdown": md}
 
@@ -609,4 +510,8 @@ if __name__ == "__main__":
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(1 if res["failed"] or res.get("worker_failed") else 0)
+    except KeyboardInterrupt:
+        print("interrupted: the finished cells are in the tables; run the same command again to continue",
+              file=sys.stderr)
+        sys.exit(130)
+    sys.exit(1 if res["failed"] else 0)

@@ -176,11 +176,23 @@ def spread(samples: int, m: int | None) -> slice:
     return slice(0, step * (m - 1) + 1, step)
 
 
-def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], recording,
-                   chunk: int = 256, samples: slice | None = None) -> tuple[int, int] | None:
-    """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording's samples
-    (``samples``: a ``spread`` of them; default all), or None if one of its inputs is another
-    layer's current (not recorded)."""
+def split_spread(sl: slice, samples: int, parts: int) -> list[slice]:
+    """``sl`` (a ``spread`` of ``samples``) cut into ``parts`` consecutive slices of (almost) equal
+    length (fewer when it has fewer indices): their indices, in order, are ``sl``'s."""
+    n = len(range(samples)[sl])
+    k = max(1, min(parts, n))
+    bounds = [i * n // k for i in range(k + 1)]
+    return [slice(sl.start + a * sl.step, sl.start + (b - 1) * sl.step + 1, sl.step)
+            for a, b in zip(bounds, bounds[1:])]
+
+
+def neurobench_steps(graph: StudentGraph, name: str, conns: list[Connection], recording,
+                     samples: slice | None = None, chunk: int = 256) -> list[tuple[int, bool]] | None:
+    """NeuroBench effective ops of conv/dense node ``name`` per timestep over the recording's
+    samples (``samples``: a ``spread`` of them, or a part of one; default all):
+    ``[(ops, every input value in {-1, 0, 1}), ...]``, or None if one of its inputs is another
+    layer's current (not recorded) or not kept per sample. The steps of consecutive parts of a
+    spread add up (``merge_steps``) to the spread's."""
     import torch
 
     node = graph.nodes[name]
@@ -194,7 +206,7 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
     w = torch.as_tensor(node.weight != 0, dtype=torch.float32)
     sl = samples or slice(0, recording.samples, 1)
     n = len(range(recording.samples)[sl])
-    acs = macs = 0
+    steps = []
     for t in range(recording.timesteps):
         ops, spiking = 0, True
         for start in range(0, n, chunk):  # chunk positions start..stop-1 of the spread
@@ -204,11 +216,39 @@ def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], reco
             spiking &= bool(((x == 0) | (x == 1) | (x == -1)).all())
             y = node.apply((x != 0).to(torch.float32), w)  # the synapse's map with 0/1 weights
             ops += int(y.sum(dtype=torch.float64))  # per-output counts are small exact integers
-        if spiking:
-            acs += ops
-        else:
-            macs += ops
-    return acs, macs
+        steps.append((ops, spiking))
+    return steps
+
+
+def merge_steps(parts: list[list[tuple[int, bool]] | None]) -> list[tuple[int, bool]] | None:
+    """The per-step NeuroBench ops of parts of a spread (``split_spread``) as the whole spread's."""
+    if any(p is None for p in parts):
+        return None
+    return [(sum(p[t][0] for p in parts), all(p[t][1] for p in parts)) for t in range(len(parts[0]))]
+
+
+def neurobench_rows(graph: StudentGraph, recording, samples: slice | None = None) -> dict:
+    """``neurobench_steps`` of every conv/dense node of ``graph`` over ``samples`` (default all)."""
+    groups: dict[str, list[Connection]] = {}
+    for c in find_connections(graph):
+        groups.setdefault(c.name, []).append(c)
+    return {name: neurobench_steps(graph, name, cs, recording, samples) for name, cs in groups.items()
+            if graph.nodes[cs[0].node].ROLE == "synapse"}
+
+
+def neurobench_ops(graph: StudentGraph, name: str, conns: list[Connection], recording,
+                   chunk: int = 256, samples: slice | None = None) -> tuple[int, int] | None:
+    """NeuroBench effective (ACs, MACs) of conv/dense node ``name`` over the recording's samples
+    (``samples``: a ``spread`` of them; default all), or None if one of its inputs is another
+    layer's current (not recorded)."""
+    return _split(neurobench_steps(graph, name, conns, recording, samples, chunk))
+
+
+def _split(steps: list[tuple[int, bool]] | None) -> tuple[int, int] | None:
+    """(ACs, MACs): a step's ops are ACs iff every input value of the step was in {-1, 0, 1}."""
+    if steps is None:
+        return None
+    return sum(ops for ops, spiking in steps if spiking), sum(ops for ops, spiking in steps if not spiking)
 
 
 # -- counting ------------------------------------------------------------------------------
@@ -231,7 +271,7 @@ def _per_step(counts: np.ndarray, fan: np.ndarray) -> np.ndarray:
 
 
 def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True,
-              neurobench_samples: int | None = None) -> dict:
+              neurobench_samples: int | None = None, neurobench_by_row: dict | None = None) -> dict:
     """Count every op of ``recording`` (a ``SpikeRecording``, or a ``SpikeFile`` read chunk by
     chunk: ``timesteps``, ``samples``, ``layer_shape``, ``layer_counts``, ``input_nonzero``,
     ``input_events``; the NeuroBench counts also read ``layers`` / ``input`` block by block) on ``graph``. Returns a JSON-ready dict:
@@ -242,7 +282,9 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True,
     (neurons, spikes, per-step spikes, firing_rate, activation_sparsity, neuron_updates);
     ``totals`` (sums over samples) and ``per_sample`` (totals / samples). The NeuroBench counts run
     on ``neurobench_samples`` samples spread over the recording (default: all; see the module
-    docstring); ``neurobench_samples`` in the output says how many.
+    docstring); ``neurobench_samples`` in the output says how many. ``neurobench_by_row``: those
+    counts already made (``neurobench_rows`` on the same spread, e.g. by sample shards and
+    ``merge_steps``).
     """
     check_recording(graph, recording)
     t_steps, n_samples = recording.timesteps, recording.samples
@@ -315,7 +357,10 @@ def count_ops(graph: StudentGraph, recording, *, neurobench: bool = True,
             wz = int(np.count_nonzero(target.weight == 0))
             row.update(weights=int(target.weight.size), zero_weights=wz,
                        connection_sparsity=wz / target.weight.size)
-            nb = neurobench_ops(graph, row_name, cs, recording, samples=nb_slice) if neurobench else None
+            if neurobench and neurobench_by_row is not None:
+                nb = _split(neurobench_by_row.get(row_name))
+            else:
+                nb = neurobench_ops(graph, row_name, cs, recording, samples=nb_slice) if neurobench else None
             if nb is not None:
                 row.update(neurobench_eff_acs=nb[0], neurobench_eff_macs=nb[1])
         rows.append(row)

@@ -128,21 +128,33 @@ def _nb_on(report: dict) -> str:
 
 
 def report_for_files(spikes_path, graph_path, model: EnergyModel, *,
-                     neurobench_samples: int | None = NEUROBENCH_SAMPLES) -> dict:
+                     neurobench_samples: int | None = NEUROBENCH_SAMPLES, shards: int | None = None,
+                     ray_address: str | None = None, ray_cpus: int | None = None) -> dict:
     """Count a spike recording against the student's NIR graph (float or quantised) and price it;
     the NeuroBench-style counts on ``neurobench_samples`` samples spread over it (None: all of
-    them, 0: none)."""
+    them, 0: none). ``shards`` > 1: that pass runs on that many Ray workers (``hw.shards``; the
+    same counts)."""
     from htakl_deploy.energy.counter import count_ops
     from htakl_deploy.energy.spikefile import open_spikes
     from htakl_deploy.errors import UserError
     from htakl_deploy.export.nir_in import read_graph
 
+    if shards is not None and shards < 1:
+        raise UserError(f"--shards: got {shards}, expected an integer >= 1")
     graph = read_graph(graph_path)  # a NIR file (float or quantised) or a lava-dl netx file
     graph = getattr(graph, "graph", graph)  # a QuantizedGraph carries its StudentGraph
     with open_spikes(spikes_path) as rec:  # read chunk by chunk: memory bounded by a block of samples
         try:
+            nb = None
+            if neurobench_samples != 0 and shards is not None and shards > 1:
+                from htakl_deploy.energy.counter import check_recording, spread
+                from htakl_deploy.hw.shards import neurobench_sharded
+
+                check_recording(graph, rec)  # a mismatch is refused before any worker starts
+                nb = neurobench_sharded(spikes_path, graph_path, rec.samples, spread(rec.samples, neurobench_samples or None),
+                                        shards, address=ray_address, cpus=ray_cpus)
             counts = count_ops(graph, rec, neurobench=neurobench_samples != 0,
-                               neurobench_samples=neurobench_samples or None)
+                               neurobench_samples=neurobench_samples or None, neurobench_by_row=nb)
         except UserError as e:
             raise UserError(f"{spikes_path} vs {graph_path}: {e}") from None
         backend = rec.attrs.get("backend")

@@ -294,13 +294,7 @@ class SpikeWriter:
             if spikes[n].shape[2:] != self.shapes[n]:
                 raise ValueError(f"layer {n!r} has shape {spikes[n].shape}, expected [T, B, {self.shapes[n]}]")
         if self.input_shape is None:
-            self.input_shape = tuple(x.shape[2:])
-            self.input_nz = np.zeros((t, *self.input_shape), np.int64)
-            if self.record != "counts":
-                chunk = max(1, min(1024, _CHUNK_BYTES // max(x[0, 0].nbytes, 1)))
-                self._f.create_dataset("input", shape=(t, 0, *self.input_shape), maxshape=(t, None, *self.input_shape),
-                                       dtype=x.dtype, chunks=(1, chunk, *self.input_shape), compression="gzip",
-                                       compression_opts=1)
+            self._start_input(tuple(x.shape[2:]), x.dtype)
         for what, arr in (("labels", labels), ("predictions", predictions)):
             self.has[what] = arr is not None
         s0, s1 = self.samples, self.samples + b
@@ -322,6 +316,60 @@ class SpikeWriter:
                 self._f[what].resize(s1, axis=0)
                 self._f[what][s0:s1] = np.asarray(arr).astype(np.int64)
         self.samples = s1
+
+    def _start_input(self, shape: tuple[int, ...], dtype) -> None:
+        """The first batch fixes the input's shape and dtype (and creates ``/input``)."""
+        t = self.timesteps
+        self.input_shape = shape
+        self.input_nz = np.zeros((t, *shape), np.int64)
+        if self.record != "counts":
+            chunk = max(1, min(1024, _CHUNK_BYTES // max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)))
+            self._f.create_dataset("input", shape=(t, 0, *shape), maxshape=(t, None, *shape), dtype=dtype,
+                                   chunks=(1, chunk, *shape), compression="gzip", compression_opts=1)
+
+    def append_file(self, part: "SpikeFile", input_magnitudes, batch: int) -> None:
+        """Append every sample of ``part`` — a spike file of this file's layers, shapes, T, record
+        and attributes, e.g. one shard of a split simulation — copying its packed spikes as they
+        are (no unpacking), ``batch`` samples at a time in ``append``'s order of writes: appending
+        the shards of a run, with its batch size, writes the file the run's one writer writes,
+        byte for byte. ``input_magnitudes``: the distinct non-zero input magnitudes ``part``'s
+        writer saw (``SpikeWriter.magnitudes``: a ``record="counts"`` file keeps no input to find
+        them in)."""
+        if part.format != FORMAT or part.layer_order != self.order or part.timesteps != self.timesteps \
+                or part.record != self.record or {n: part.shapes[n][2:] for n in self.order} != self.shapes \
+                or part.attrs != {**self.attrs, "format": FORMAT, "layer_order": self.order,
+                                  "timesteps": self.timesteps, "samples": part.samples}:
+            raise ValueError(f"{part.path}: another recording's layout (layers, shapes, T, record or attributes)")
+        if self.input_shape is None:
+            self._start_input(part.input_shape, part.input.dtype if part.input is not None else np.uint8)
+        elif part.input_shape != self.input_shape:
+            raise ValueError(f"{part.path}: input {part.input_shape}, this file's {self.input_shape}")
+        extra = {what: getattr(part, what) for what in ("labels", "predictions")}
+        for what, arr in extra.items():
+            if self.has[what] is not None and self.has[what] != (arr is not None):
+                raise ValueError(f"{what} must be given in every part or in none")
+            self.has[what] = arr is not None
+        layers = {n: part._f["layers"][n] for n in self.full}
+        for a in range(0, part.samples, batch):
+            z = min(a + batch, part.samples)
+            s0, s1 = self.samples, self.samples + z - a
+            for n, src in layers.items():
+                self._ds[n].resize(s1, axis=1)
+                self._ds[n][:, s0:s1] = src[:, a:z]
+            if "input" in self._f:  # opened per write, as append does: when HDF5 flushes its chunks follows
+                self._f["input"].resize(s1, axis=1)
+                self._f["input"][:, s0:s1] = part.input[:, a:z]
+            for what, arr in extra.items():
+                if arr is not None:
+                    if what not in self._f:
+                        self._f.create_dataset(what, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+                    self._f[what].resize(s1, axis=0)
+                    self._f[what][s0:s1] = arr[a:z].astype(np.int64)
+            self.samples = s1
+        for n in self.order:
+            self.counts[n] += part.layer_counts(n)
+        self.input_nz += part.input_nonzero()
+        self.magnitudes = nonzero_magnitudes(np.concatenate([self.magnitudes, np.asarray(input_magnitudes, float)]))
 
     def close(self) -> Path:
         if self.samples < 1:

@@ -1,7 +1,8 @@
 """``htakl-deploy``: the command-line entry point. It only parses and dispatches.
 
-Exit codes: 0 success; 2 a user mistake (bad flag, file, data or checkpoint — one line on stderr,
-no traceback); 3 training diverged (NaN/inf loss; last good checkpoint kept); 130 interrupted.
+Exit codes: 0 success; 1 a grid finished with failed cells (each named on stderr with its log);
+2 a user mistake (bad flag, file, data or checkpoint — one line on stderr, no traceback); 3
+training diverged (NaN/inf loss; last good checkpoint kept); 130 interrupted.
 """
 
 from __future__ import annotations

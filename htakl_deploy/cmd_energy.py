@@ -13,6 +13,7 @@ examples:
   htakl-deploy energy spikes.h5 --graph export/student_float.nir --preset loihi1 --json-out energy.json
   htakl-deploy energy spikes.h5 --graph export/student_quant.nir --neurobench-samples all   # NeuroBench on every sample
   htakl-deploy energy spikes.h5 --graph export/student_quant.nir --energy-model my_chip.toml
+  htakl-deploy energy spikes.h5 --graph export/student_quant.nir --shards 2   # NeuroBench pass on 2 Ray workers
 
 presets: paper-45nm (0.9 pJ/AC, 4.6 pJ/MAC), horowitz-int8 (add 0.03, mult 0.2 pJ), loihi1
 (23.6 pJ/synaptic op, 81 pJ/neuron update, 1.7 pJ/spike). An energy model file (TOML or JSON)
@@ -38,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "of them; the AC/MAC counts and the energy always use every sample")
     nb.add_argument("--no-neurobench", dest="neurobench_samples", action="store_const", const=0,
                     help="skip the NeuroBench-style counts")
+    from htakl_deploy.cluster import add_ray_flags
+
+    g = p.add_argument_group("shards (docs/SCALING.md)")
+    g.add_argument("--shards", type=int, metavar="N",
+                   help="run the NeuroBench-style counts (the pass that reads every spike of its samples) as N Ray "
+                        "tasks over parts of those samples; the counts are exactly one process's (default: one "
+                        "process, no Ray)")
+    add_ray_flags(g, "the shards")
     p.set_defaults(handler=run_command)
 
 
@@ -59,8 +68,14 @@ def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.energy.models import load_energy_model, load_preset
     from htakl_deploy.energy.report import format_table, report_for_files
 
+    from htakl_deploy.cluster import ray_address
+    from htakl_deploy.errors import UserError
+
+    if (args.ray_address or args.ray_cpus) and not (args.shards and args.shards > 1):
+        raise UserError(f"{'--ray-address' if args.ray_address else '--ray-cpus'} applies with --shards N (N >= 2)")
     check_json_out(args)  # before counting: a bad output path costs nothing
     model = load_energy_model(args.energy_model) if args.energy_model else load_preset(args.preset or "paper-45nm")
-    report = report_for_files(args.spikes, args.graph, model, neurobench_samples=args.neurobench_samples)
+    report = report_for_files(args.spikes, args.graph, model, neurobench_samples=args.neurobench_samples,
+                              shards=args.shards, ray_address=ray_address(args.ray_address), ray_cpus=args.ray_cpus)
     emit(report, args, [format_table(report)])
     return 0

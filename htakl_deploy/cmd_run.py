@@ -10,7 +10,8 @@ examples:
   htakl-deploy run --run-name demo --lava-samples 100
   htakl-deploy run --data fashion-mnist --epochs 20 --lr 0.05 --lava-samples 200
   htakl-deploy run --config configs/digits.toml --method hta-kl --timesteps 4
-  htakl-deploy run --config configs/paper/cifar100-resnet20.toml     # a [grid] of runs: every cell, resumable
+  htakl-deploy run --config configs/paper/cifar100-resnet20.toml     # a [grid] of runs on Ray: every cell, resumable
+  htakl-deploy run --config configs/digits-grid.toml --ray-address auto   # the grid on a running Ray cluster
   htakl-deploy run --resume runs/demo                # finish an interrupted run with its saved settings
   htakl-deploy run --resume runs/demo --lava-samples 50   # pipeline flags given on resume override
   htakl-deploy run --from-nir model.nir --data digits --dt 1e-4   # a NIR graph from any framework: no training
@@ -85,6 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--from-nir only: run your own inputs instead of --data: .npy/.npz/.h5 of [T, B, ...] "
                         "sequences (event frames; T from the data) or [B, ...] static inputs, labels optional; or a "
                         "folder of N-MNIST-format .bin event recordings")
+    from htakl_deploy.cluster import add_ray_flags
+
+    r = p.add_argument_group("grid (a --config file with a [grid] table: its cells run as Ray tasks; docs/SCALING.md)")
+    add_ray_flags(r, "the cells")
+    r.add_argument("--cell-cpus", type=float, metavar="N",
+                   help="CPUs each cell holds and uses as torch/numba threads (default 1); a cell whose device is "
+                        "cuda also holds one GPU")
     add_pipeline_flags(p)
     _add_config_flags(p.add_argument_group("training (as `htakl-deploy distill`; fixed by --resume)"),
                       with_config=False)
@@ -111,29 +119,34 @@ def run_command(args: argparse.Namespace) -> int:
 
     from htakl_deploy.cmd_distill import config_from_args, resumed_config
     from htakl_deploy.distill.config import FIELD_NAMES, build_config, read_config_file
+    from htakl_deploy.errors import UserError
     from htakl_deploy.pipeline import run_pipeline
     from htakl_deploy.runconfig import PIPELINE_FIELDS
 
     from htakl_deploy.cliout import check_json_out
 
     check_json_out(args)
+    accepted = FIELD_NAMES | set(PIPELINE_FIELDS)
+    values = {}
+    if args.config and args.from_nir is None and not args.resume:
+        values = read_config_file(args.config, accepted | {"grid"})
+        if "grid" in values:
+            return _run_grid(args, values, accepted)
+    grid_flags = [f for f in ("ray_address", "ray_cpus", "cell_cpus") if getattr(args, f) is not None]
+    if grid_flags:
+        raise UserError(f"--{grid_flags[0].replace('_', '-')} applies to a grid (a --config file with a [grid] "
+                        "table); a single run runs in this process")
     if args.from_nir is not None:
         return _run_from_nir(args)
     given = [f for f, v in (("--dt", args.dt_s), ("--calibration", args.calibration), ("--input", args.input_file),
                             ("--reset", args.reset)) if v is not None]
     if given:
-        from htakl_deploy.errors import UserError
-
         raise UserError(f"{given[0]} applies to --from-nir only (a trained run knows its own time step and data)")
     if args.resume:
         config_from_args(args)  # refuses training flags and --config with --resume
         settings, changed = pipeline_settings(args, {})
         cfg, teacher_only = resumed_config(args)
     else:
-        accepted = FIELD_NAMES | set(PIPELINE_FIELDS)
-        values = read_config_file(args.config, accepted | {"grid"}) if args.config else {}
-        if "grid" in values:
-            return _run_grid(args, values, accepted)
         file_pipeline = {k: values.pop(k) for k in list(values) if k in PIPELINE_FIELDS}
         settings, changed = pipeline_settings(args, file_pipeline)
         cfg, teacher_only = build_config(values, {f: getattr(args, f) for f in FIELD_NAMES}), False
@@ -176,13 +189,13 @@ def _run_from_nir(args: argparse.Namespace) -> int:
 
 
 def grid_plan(args: argparse.Namespace, values: dict, accepted: frozenset) -> list:
-    """The cells (name, DistillConfig, PipelineConfig) of a config file with a ``[grid]`` table,
-    each validated (``htakl_deploy.grid``)."""
+    """The cells (``grid.Cell``: name, DistillConfig, PipelineConfig) of a config file with a
+    ``[grid]`` table, each validated, their paths absolute (``htakl_deploy.grid``)."""
     from pathlib import Path
 
     from htakl_deploy.distill.config import FIELD_NAMES, build_config
     from htakl_deploy.errors import UserError
-    from htakl_deploy.grid import cell_name, grid_cells
+    from htakl_deploy.grid import Cell, absolute, cell_name, grid_cells
     from htakl_deploy.runconfig import PIPELINE_FIELDS
 
     values = dict(values)
@@ -198,24 +211,42 @@ def grid_plan(args: argparse.Namespace, values: dict, accepted: frozenset) -> li
         name = cell_name(cell)
         file_pipeline = {k: merged.pop(k) for k in list(merged) if k in PIPELINE_FIELDS}
         settings, _ = pipeline_settings(args, file_pipeline)
-        cfg = build_config(merged, {**flags, "run_name": None}).replace(run_name=f"{base}-{name}")
-        cells.append((name, cfg, settings))
+        cfg = build_config(merged, {**flags, "run_name": None}).replace(run_name=f"{base}-{name}", progress=False)
+        cells.append(Cell(name, absolute(cfg), settings))
     return cells
 
 
 def _run_grid(args: argparse.Namespace, values: dict, accepted: frozenset) -> int:
+    """``run --config GRID``: every cell on Ray (``htakl_deploy.grid``); 0 when every cell
+    finished, 1 (with the list) when some failed, 130 on Ctrl-C (every cell resumable)."""
     import sys
+    from pathlib import Path
 
-    from htakl_deploy.grid import run_grid
+    from htakl_deploy.cluster import check_ray_flags, ray_address
+    from htakl_deploy.grid import run_grid, share_teachers
 
+    address = ray_address(args.ray_address)
+    check_ray_flags(address, args.ray_cpus)
     cells = grid_plan(args, values, accepted)
+    base = cells[0].cfg.run_name[: -len(cells[0].name) - 1]
+    cells, teachers = share_teachers(cells, base)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    results = run_grid(cells, say, progress=cells[0][1].progress)
+    try:
+        results = run_grid(cells, teachers, address=address, cpus=args.ray_cpus,
+                           cell_cpus=args.cell_cpus if args.cell_cpus is not None else 1.0, say=say)
+    except KeyboardInterrupt:
+        print("htakl-deploy: grid interrupted: the running cells were stopped; every cell continues from its last "
+              "checkpoint when you run the same command again", file=sys.stderr)
+        return 130
+    failed = [r for r in results if r["status"] == "failed"]
     _emit(results, args)
     if not args.json:
-        say(f"\ngrid finished: {len(results)} cells ({sum(bool(r.get('skipped')) for r in results)} already done); "
-            f"compare them with `htakl-deploy compare {' '.join(r['run_dir'] for r in results)}`")
-    return 0
+        say(f"\ngrid finished: {len(results)} cells ({sum(r['status'] == 'skipped' for r in results)} already done, "
+            f"{len(failed)} failed); compare them with `htakl-deploy compare "
+            f"{' '.join(str(Path(r['run_dir'])) for r in results if r['status'] != 'failed')}`")
+    for r in failed:
+        print(f"htakl-deploy: grid cell {r['cell']} failed: {r['error']} (log: {r['log']})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _emit(result, args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ examples:
   htakl-deploy simulate model.nir --data digits --backend emulator   # a NIR graph from any framework
   htakl-deploy simulate cnn-export --input events.npy      # your own inputs: [T, B, ...] event frames, labels optional
   htakl-deploy simulate cnn-export --input nmnist/Test/ --samples 100   # N-MNIST .bin recordings (read with tonic)
+  htakl-deploy simulate runs/demo --backend emulator --shards 2      # the samples split over 2 Ray workers
 
 Class decision: argmax over classes of the mean over T of the readout's logits (the last layer
 has no neuron; its current is read each step). Outputs: OUT/spikes.h5 (every layer's spikes,
@@ -64,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fail (exit 2, nothing written) when a layer never spikes (default: a warning)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="skip the agreement checks against the emulator and the float student")
+    from htakl_deploy.cluster import add_ray_flags
+
+    g = p.add_argument_group("shards (docs/SCALING.md)")
+    g.add_argument("--shards", type=int, metavar="N",
+                   help="split the samples into N ranges of whole batches, each a Ray task, and merge their spike "
+                        "files into one spikes.h5 (identical to one process's; default: one process, no Ray)")
+    add_ray_flags(g, "the shards")
     add_json_flags(p, "the simulation report")
     p.set_defaults(handler=run_command)
 
@@ -88,9 +96,14 @@ def _export_nir(args: argparse.Namespace) -> Path:
 def run_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from htakl_deploy.cluster import ray_address
     from htakl_deploy.hw.simulate import simulate
 
     check_json_out(args)
+    if (args.ray_address or args.ray_cpus) and not (args.shards and args.shards > 1):
+        from htakl_deploy.errors import UserError
+
+        raise UserError(f"{'--ray-address' if args.ray_address else '--ray-cpus'} applies with --shards N (N >= 2)")
     backend = "lava-fixed_pt" if args.backend == "lava" else args.backend
     artefact = args.artefact
     from htakl_deploy.export.pipeline import is_nir_file
@@ -117,7 +130,8 @@ def run_command(args: argparse.Namespace) -> int:
         report = simulate(artefact, backend=backend, samples=args.samples, timesteps=args.timesteps,
                           out_dir=args.out, data_root=args.data_root, progress=progress, compare=args.compare,
                           batch_size=args.batch_size, record=args.record, device=args.device,
-                          input_file=args.input_file, strict=args.strict)
+                          input_file=args.input_file, strict=args.strict, shards=args.shards,
+                          ray_address=ray_address(args.ray_address), ray_cpus=args.ray_cpus)
     finally:
         bar.close()
     for warning in report["warnings"]:

@@ -269,14 +269,20 @@ def _lif_elem(u, v, a, bias, du, dv, vth, i32_wraps, u_wraps, subtract, s_out, u
 
 @contextmanager
 def numba_threads():
-    """numba's thread count = torch's for the call (OMP_NUM_THREADS / torch.set_num_threads)."""
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """numba's thread count = torch's for the call (OMP_NUM_THREADS / torch.set_num_threads), and
+    torch's count unchanged by it: numba's first call starts its OpenMP threading layer, which sets
+    the process's OpenMP count — the one torch reads — to numba's default (every core), so a
+    1-thread grid cell or shard ran all its later torch work on every core."""
+    torch_threads = torch.get_num_threads()
+    want = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     old = numba.get_num_threads()
     numba.set_num_threads(want)
+    torch.set_num_threads(torch_threads)
     try:
         yield
     finally:
         numba.set_num_threads(old)
+        torch.set_num_threads(torch_threads)
 
 
 LOOP_CHUNK = 2048  # neurons a thread steps together: its u, v (32 KiB) stay in L1/L2

@@ -33,8 +33,8 @@ backend its own default).
 from __future__ import annotations
 
 import json
-
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -249,14 +249,79 @@ def float_student_spikes(artefact: Path, x_tb: np.ndarray, graph=None,
     return spikes, out.numpy().astype(np.float64)
 
 
-def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
-             timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
-             progress: Callable[[int], None] | None = None, compare: bool = True,
-             batch_size: int | None = None, record="spikes", device: str | None = None,
-             input_file: str | Path | None = None, strict: bool = False) -> dict[str, Any]:
-    """Run ``backend`` on the artefact's test split or on ``input_file`` (see the module docstring);
-    returns the report also written as ``simulate.json``. A layer that never spikes is a warning in
-    it (``hw.activity``); with ``strict`` an error, and nothing is written."""
+@dataclass
+class Tally:
+    """What a simulation counts, as exact integers: summed over batches, and over shards
+    (``hw.shards``) into the same numbers one process gets."""
+
+    samples: int = 0
+    correct: int = 0
+    emu_same: int = 0
+    float_correct: int = 0
+    float_same: int = 0
+    readout_identical: bool = True
+    wall_s: float = 0.0
+    vs_emu: Agreement = field(default_factory=Agreement)
+    vs_float: Agreement = field(default_factory=Agreement)
+
+    def merge(self, other: "Tally") -> None:
+        for k in ("samples", "correct", "emu_same", "float_correct", "float_same", "wall_s"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.readout_identical &= other.readout_identical
+        for mine, theirs in ((self.vs_emu, other.vs_emu), (self.vs_float, other.vs_float)):
+            for k in theirs.equal:
+                mine.equal[k] = mine.equal.get(k, 0) + theirs.equal[k]
+                mine.size[k] = mine.size.get(k, 0) + theirs.size[k]
+
+
+@dataclass
+class Simulation:
+    """One simulation, checked and resolved (``prepare``): the artefact, its plan, the inputs and
+    every setting; ``run_range`` runs a range of its samples. ``close()`` releases the inputs."""
+
+    path: Path
+    plan: DeploymentPlan
+    inputs: Inputs
+    backend: str
+    batch: int
+    cmp_batch: int  # samples per comparison with the emulator / float student (bounded memory)
+    out: Path
+    record: Any
+    compare_lava: bool
+    f_graph: Any
+    device: str | None
+    strict: bool
+    shown: str  # the artefact as the command named it (files and reports say this)
+
+    @property
+    def samples(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def timesteps(self) -> int:
+        return self.inputs.timesteps
+
+    @property
+    def readout(self) -> str:
+        return READOUTS[self.plan.readout.read]
+
+    def attrs(self, layers) -> dict[str, Any]:
+        """The attributes of a spike file of ``layers`` (every shard's and the merged file's alike):
+        ``message_bits`` names the recorded layers whose spikes are graded messages."""
+        bits = {k: p.message_bits for k, p in self.plan.populations.items() if p.message_bits and k in layers}
+        return {"backend": self.backend, "artefact": self.shown, "timesteps": self.timesteps,
+                "input_scale": self.plan.input_scale, "readout": self.readout,
+                **({"message_bits": json.dumps(bits)} if bits else {})}
+
+    def close(self) -> None:
+        self.inputs.close()
+
+
+def prepare(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
+            timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
+            compare: bool = True, batch_size: int | None = None, record="spikes", device: str | None = None,
+            input_file: str | Path | None = None, strict: bool = False) -> Simulation:
+    """Check every argument (one ``UserError`` naming the flag) and resolve the simulation."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
     if samples is not None and samples < 1:
@@ -284,11 +349,20 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         record = parse_record(record, names)
     except ValueError as e:
         raise UserError(f"--record: {e}") from None
-    inputs = open_samples(plan, input_file, samples, timesteps, data_root)  # converted batch by batch below
+    inputs = open_samples(plan, input_file, samples, timesteps, data_root)  # converted batch by batch
     try:
-        return _simulate(plan, path, inputs, backend, out_dir, progress, compare, batch_size, record, device, strict)
-    finally:
+        t = inputs.timesteps
+        out = Path(out_dir) if out_dir else default_out(path.parent.parent / "simulate" / backend, inputs, record)
+        check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
+        netx = plan.metadata.get("source_format") == NETX_FORMAT  # integers only: no float student to compare with
+        f_graph = (float_student_graph(path) if compare and backend != "torch-float" and not netx
+                   and (path.parent / "student_float.nir").exists() else None)
+    except BaseException:
         inputs.close()
+        raise
+    batch = batch_size or default_batch(plan, backend, t, compare=False)
+    return Simulation(path, plan, inputs, backend, batch, min(batch, default_batch(plan, "emulator", t)), out, record,
+                      compare and backend.startswith("lava"), f_graph, device, strict, str(path))
 
 
 def default_out(own: Path, inputs: Inputs, record) -> Path:
@@ -312,87 +386,116 @@ def default_out(own: Path, inputs: Inputs, record) -> Path:
     return own.parent / "what-if" / name
 
 
-def _simulate(plan, path, inputs: Inputs, backend, out_dir, progress, compare, batch_size, record, device, strict):
-    t, n, labels = inputs.timesteps, len(inputs), inputs.labels
-    if callable(getattr(progress, "set_total", None)):
-        progress.set_total(n)  # a bar that did not know the sample count can show an ETA
-    batch = batch_size or default_batch(plan, backend, t, compare=False)
-    cmp_batch = min(batch, default_batch(plan, "emulator", t))
-    out = Path(out_dir) if out_dir else default_out(path.parent.parent / "simulate" / backend, inputs, record)
-    check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
-    compare_lava = compare and backend.startswith("lava")
-    netx = plan.metadata.get("source_format") == NETX_FORMAT  # integers only: no float student to compare with
-    f_graph = (float_student_graph(path) if compare and backend != "torch-float" and not netx
-               and (path.parent / "student_float.nir").exists() else None)
-    readout = READOUTS[plan.readout.read]
-    vs_emu, vs_float = Agreement(), Agreement()
-    correct = emu_same = float_correct = float_same = 0
-    readout_identical = True
-    in_dtype = np.uint8 if inputs.max_value <= 1 else np.uint16  # event counts c > 1 are 255·c
-    wall_s = 0.0
-    t_start = time.perf_counter()
+def run_range(job: Simulation, start: int, stop: int, spikes_path: Path,
+              progress: Callable[[int], None] | None = None) -> tuple[Tally, SpikeWriter]:
+    """Samples ``start:stop`` of ``job``'s inputs, ``job.batch`` at a time (batches start at
+    ``start``), into a new spike file at ``spikes_path``: the counts and the writer, still open
+    (``finish`` closes it; on an error it is aborted here)."""
+    plan, path, labels, cmp_batch = job.plan, job.path, job.inputs.labels, job.cmp_batch
+    in_dtype = np.uint8 if job.inputs.max_value <= 1 else np.uint16  # event counts c > 1 are 255·c
+    tally = Tally()
     writer = None
     try:
-        for s0 in range(0, n, batch):
-            x_tb = inputs.batch(s0, min(s0 + batch, n))
+        for s0 in range(start, stop, job.batch):
+            x_tb = job.inputs.batch(s0, min(s0 + job.batch, stop))
             y = None if labels is None else labels[s0:s0 + x_tb.shape[1]]
             t0 = time.perf_counter()
-            in_batch = None if progress is None else (lambda done, s0=s0: progress(s0 + done))  # Lava: per chunk
-            result = BACKENDS[backend](plan, path, x_tb, in_batch, **({"device": device} if backend == "emulator" else {}))
-            wall_s += time.perf_counter() - t0
+            in_batch = None if progress is None else (lambda done, s0=s0: progress(s0 - start + done))  # Lava: per chunk
+            result = BACKENDS[job.backend](plan, path, x_tb, in_batch,
+                                           **({"device": job.device} if job.backend == "emulator" else {}))
+            tally.wall_s += time.perf_counter() - t0
             pred = result.logits.mean(0).argmax(-1)
-            correct += 0 if y is None else int((pred == y).sum())
-            for c0 in range(0, x_tb.shape[1], cmp_batch) if compare_lava or f_graph is not None else ():
+            tally.samples += x_tb.shape[1]
+            tally.correct += 0 if y is None else int((pred == y).sum())
+            for c0 in range(0, x_tb.shape[1], cmp_batch) if job.compare_lava or job.f_graph is not None else ():
                 part = slice(c0, c0 + cmp_batch)  # the comparisons a piece at a time: bounded memory
                 got = {k: v[:, part] for k, v in result.spikes.items()}
-                if compare_lava:
+                if job.compare_lava:
                     emu = emulate(plan, x_tb[:, part], batch_size=cmp_batch)
-                    vs_emu.add(got, emu.spikes)
-                    emu_same += int((emu.logits.mean(0).argmax(-1) == pred[part]).sum())
-                    readout_identical &= bool(np.array_equal(emu.readout_u, result.readout_u[:, part]))
+                    tally.vs_emu.add(got, emu.spikes)
+                    tally.emu_same += int((emu.logits.mean(0).argmax(-1) == pred[part]).sum())
+                    tally.readout_identical &= bool(np.array_equal(emu.readout_u, result.readout_u[:, part]))
                     del emu
-                if f_graph is not None:
-                    f_spikes, f_logits = float_student_spikes(path, x_tb[:, part], f_graph)
+                if job.f_graph is not None:
+                    f_spikes, f_logits = float_student_spikes(path, x_tb[:, part], job.f_graph)
                     f_pred = f_logits.mean(0).argmax(-1)
-                    float_correct += 0 if y is None else int((f_pred == y[part]).sum())
-                    float_same += int((f_pred == pred[part]).sum())
-                    vs_float.add(f_spikes, got)
+                    tally.float_correct += 0 if y is None else int((f_pred == y[part]).sum())
+                    tally.float_same += int((f_pred == pred[part]).sum())
+                    tally.vs_float.add(f_spikes, got)
                     del f_spikes
             if writer is None:
-                bits = {k: p.message_bits for k, p in plan.populations.items() if p.message_bits and k in result.spikes}
-                writer = SpikeWriter(out / "spikes.h5", layer_shapes={k: v.shape[2:] for k, v in result.spikes.items()},
-                                     timesteps=t, record=record,
-                                     attrs={"backend": backend, "artefact": str(path), "timesteps": t,
-                                            "input_scale": plan.input_scale, "readout": readout,
-                                            **({"message_bits": json.dumps(bits)} if bits else {})})
-            x_rec = result.input_int if backend == "torch-float" else result.input_int.astype(in_dtype)
+                writer = SpikeWriter(spikes_path, layer_shapes={k: v.shape[2:] for k, v in result.spikes.items()},
+                                     timesteps=job.timesteps, record=job.record, attrs=job.attrs(result.spikes))
+            x_rec = result.input_int if job.backend == "torch-float" else result.input_int.astype(in_dtype)
             # a sigma-delta layer's graded spikes are kept as its messages (payload ≠ 0): what ops count
             layers = {k: v if v.dtype == np.bool_ else v != 0 for k, v in result.spikes.items()}
             writer.append(layers=layers, input=x_rec, labels=y, predictions=pred)
             del result, x_tb
             if progress is not None:
-                progress(min(s0 + batch, n))
-        counts = {k: int(c.sum()) for k, c in writer.counts.items()}
-        silent = check_silence(counts, f"on {n} samples of {inputs.source}", strict)  # strict: nothing kept
-        writer.close()
+                progress(min(s0 + job.batch, stop) - start)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    report: dict[str, Any] = {
-        "backend": backend, "artefact": str(path), "inputs": inputs.source, "input_kind": inputs.kind,
-        "samples": int(n), "timesteps": t, "accuracy": None if labels is None else correct / n, "wall_s": wall_s, "total_wall_s": time.perf_counter() - t_start,
-        "samples_per_s": n / wall_s if wall_s > 0 else None, "spikes_file": "spikes.h5",
-        "batch_size": batch, "record": record, "readout": readout,
+    return tally, writer
+
+
+def finish(job: Simulation, tally: Tally, writer: SpikeWriter, total_wall_s: float, **extra) -> dict[str, Any]:
+    """Check the whole recording for silent layers (``strict``: an error, the file aborted), close
+    the spike file and write ``simulate.json`` (returned) from the counts of all the samples."""
+    n, labelled = tally.samples, job.inputs.labels is not None
+    try:
+        counts = {k: int(c.sum()) for k, c in writer.counts.items()}
+        silent = check_silence(counts, f"on {n} samples of {job.inputs.source}", job.strict)  # strict: nothing kept
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    rep: dict[str, Any] = {
+        "backend": job.backend, "artefact": job.shown, "inputs": job.inputs.source, "input_kind": job.inputs.kind,
+        "samples": int(n), "timesteps": job.timesteps, "accuracy": tally.correct / n if labelled else None,
+        "wall_s": tally.wall_s, "total_wall_s": total_wall_s,
+        "samples_per_s": n / tally.wall_s if tally.wall_s > 0 else None, "spikes_file": "spikes.h5",
+        "batch_size": job.batch, "record": job.record, "readout": job.readout,
         "firing_rate": {k: float(c.sum()) / c.size / n for k, c in writer.counts.items()},
-        "spikes": counts, "warnings": silent,
+        "spikes": counts, "warnings": silent, **extra,
     }
-    if compare_lava:
-        report["agreement"] = {"vs": "emulator", "spike_agreement": vs_emu.result(),
-                               "decision_agreement": emu_same / n, "readout_identical": readout_identical}
-    if f_graph is not None:
-        report["float_student"] = {"accuracy": None if labels is None else float_correct / n, "decision_agreement": float_same / n,
-                                   "spike_agreement": vs_float.result()}
-    write_json(out / "simulate.json", report)
-    report["out_dir"] = str(out)
-    return report
+    if job.compare_lava:
+        rep["agreement"] = {"vs": "emulator", "spike_agreement": tally.vs_emu.result(),
+                            "decision_agreement": tally.emu_same / n, "readout_identical": tally.readout_identical}
+    if job.f_graph is not None:
+        rep["float_student"] = {"accuracy": tally.float_correct / n if labelled else None,
+                                "decision_agreement": tally.float_same / n, "spike_agreement": tally.vs_float.result()}
+    write_json(job.out / "simulate.json", rep)
+    rep["out_dir"] = str(job.out)
+    return rep
+
+
+def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: int | None = None,
+             timesteps: int | None = None, out_dir: str | Path | None = None, data_root: str | None = None,
+             progress: Callable[[int], None] | None = None, compare: bool = True,
+             batch_size: int | None = None, record="spikes", device: str | None = None,
+             input_file: str | Path | None = None, strict: bool = False, shards: int | None = None,
+             ray_address: str | None = None, ray_cpus: int | None = None) -> dict[str, Any]:
+    """Run ``backend`` on the artefact's test split or on ``input_file`` (see the module docstring);
+    returns the report also written as ``simulate.json``. A layer that never spikes is a warning in
+    it (``hw.activity``); with ``strict`` an error, and nothing is written. ``shards`` > 1 splits
+    the samples across Ray workers (``hw.shards``: the same files, the same numbers)."""
+    if shards is not None and shards < 1:
+        raise UserError(f"--shards: got {shards}, expected an integer >= 1")
+    job = prepare(artefact, backend=backend, samples=samples, timesteps=timesteps, out_dir=out_dir,
+                  data_root=data_root, compare=compare, batch_size=batch_size, record=record, device=device,
+                  input_file=input_file, strict=strict)
+    try:
+        if callable(getattr(progress, "set_total", None)):
+            progress.set_total(job.samples)  # a bar that did not know the sample count can show an ETA
+        if shards is not None and shards > 1:
+            from htakl_deploy.hw.shards import simulate_sharded
+
+            return simulate_sharded(job, shards, address=ray_address, cpus=ray_cpus, data_root=data_root,
+                                    input_file=input_file, progress=progress)
+        t_start = time.perf_counter()
+        tally, writer = run_range(job, 0, job.samples, job.out / "spikes.h5", progress)
+        return finish(job, tally, writer, time.perf_counter() - t_start)
+    finally:
+        job.close()

@@ -1,4 +1,5 @@
-"""bench/method_grid.py: one tiny cell end to end, the per-cell resume skip, and the Markdown page."""
+"""bench/method_grid.py: one tiny cell end to end on the grid runner (a local Ray cluster), the
+per-cell skip, the Markdown page beside the results (never over docs/RESULTS.md), and the tables."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def load(name: str):
@@ -28,9 +28,14 @@ TINY = ["--data", "digits", "--methods", "kd", "--timesteps", "1", "--seeds", "0
 def test_grid_cell_resume_and_markdown(tmp_path):
     grid = load("method_grid")
     out, md = tmp_path / "grid", tmp_path / "RESULTS.md"
-    argv = [*TINY, "--out", str(out), "--results-md", str(md)]
+    docs = BENCH.parent / "docs" / "RESULTS.md"
+    tracked = (docs.read_bytes(), docs.stat().st_mtime_ns)
+    argv = [*TINY, "--out", str(out)]
     first = grid.main(argv, say=lambda s: None)
     assert first["ran"] == ["kd-T1-s0"] and not first["failed"]
+    # a trial grid writes its page beside its results, never over the tracked one
+    assert first["markdown"] == out / "RESULTS.md" and "| kd | 1 | 1 |" in (out / "RESULTS.md").read_text()
+    assert (docs.read_bytes(), docs.stat().st_mtime_ns) == tracked
 
     cell_path = out / "cells" / "kd-T1-s0.json"
     cell = json.loads(cell_path.read_text())
@@ -41,19 +46,21 @@ def test_grid_cell_resume_and_markdown(tmp_path):
         assert 0.0 <= cell[key] <= 1.0
     assert cell["macs_per_sample"] > 0 and cell["energy_uj_per_sample"] > 0  # the encoding layer's MACs
     assert cell["acs_per_sample"] >= 0
-    assert (out / "runs" / "kd-T1-s0" / "export" / "student_quant.nir").exists()
+    assert set(cell["wall_s"]) == {"distill", "export", "emulator", "energy", "report", "total"}
+    run = out / "runs" / "kd-T1-s0"
+    assert (run / "export" / "student_quant.nir").exists() and (run / "report.html").exists()
+    assert not (run / "export" / "student.lava.npz").exists()  # large files deleted (--keep-artefacts keeps them)
+    assert json.loads((run / "config.json").read_text())["teacher"] == str(out / "teacher" / "teacher" / "last.pt")
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("cell,")
-    assert json.loads((out / "results.json").read_text())["cells"][0]["cell"] == "kd-T1-s0"
+    results = json.loads((out / "results.json").read_text())
+    assert results["cells"][0]["cell"] == "kd-T1-s0" and results["teacher"]["epochs"] == 1
 
-    # second call: the cell's JSON exists, so nothing is retrained or rewritten
+    # second call: the cell's JSON exists, so nothing is retrained or rewritten (and Ray is not started)
     ckpt = out / "runs" / "kd-T1-s0" / "student" / "last.pt"
     stamps = (cell_path.stat().st_mtime_ns, ckpt.stat().st_mtime_ns)
-    docs = (REPO / "docs" / "RESULTS.md").read_bytes()
-    second = grid.main(argv[:-2], say=lambda s: None)  # no --results-md: the page goes beside the grid's JSON
+    second = grid.main([*argv, "--results-md", str(md)], say=lambda s: None)
     assert second["ran"] == [] and second["skipped"] == ["kd-T1-s0"]
-    assert second["markdown"] == out / "RESULTS.md" and "## digits" in second["markdown"].read_text()
-    assert (REPO / "docs" / "RESULTS.md").read_bytes() == docs  # a trial grid never rewrites the tracked page
     assert (cell_path.stat().st_mtime_ns, ckpt.stat().st_mtime_ns) == stamps
 
     text = md.read_text()
@@ -86,48 +93,6 @@ def test_aggregate_paired_difference():
     diff = agg["hta_minus_kd"][0]["float_acc"]
     assert diff["mean"] == pytest.approx(0.01) and diff["n"] == 3
     assert diff["significant_95"]  # the same +1 pt on every seed
-
-
-def test_cell_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
-    import os
-    import socket
-    import subprocess
-
-    grid = load("method_grid")
-    cell = grid.Cell("kd", 1, 0)
-    assert grid.claim_cell(tmp_path, cell)
-    assert not grid.claim_cell(tmp_path, cell)  # held by a live process (this one)
-    grid.release_cell(tmp_path, cell)
-    assert grid.claim_cell(tmp_path, cell)
-
-    claim = tmp_path / "claims" / f"{cell.name}.claim"
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # its pid is now free: a claim naming it is stale
-    claim.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
-    assert grid.claim_cell(tmp_path, cell)
-    assert json.loads(claim.read_text())["pid"] == os.getpid()
-
-    claim.write_text(json.dumps({"pid": dead.pid, "host": "another-host"}))  # cannot tell if it is alive there
-    assert not grid.claim_cell(tmp_path, cell)
-
-    argv = ["--data", "digits", "--workers", "2", "--worker-tag", "w1", "--invocation-start=1.5", "--seeds", "0"]
-    assert grid._without_workers(argv) == ["--data", "digits", "--seeds", "0"]
-
-
-def test_two_workers_share_the_cells(tmp_path):
-    grid = load("method_grid")
-    out, md = tmp_path / "grid", tmp_path / "RESULTS.md"
-    argv = [*TINY[:2], "--methods", "kd", "ce", *TINY[4:], "--out", str(out), "--results-md", str(md),
-            "--workers", "2"]
-    res = grid.main(argv, say=lambda s: None)
-    assert not res["failed"] and not res["worker_failed"]
-    cells = sorted(p.name for p in (out / "cells").glob("*.json"))
-    assert cells == ["ce-T1-s0.json", "kd-T1-s0.json"]  # each once, whichever worker ran it
-    assert sorted(res["ran"] + res["busy"] + res["skipped"]) == ["ce-T1-s0", "kd-T1-s0"]
-    assert not list((out / "claims").iterdir())  # every claim released
-    log = (out / "commands.jsonl").read_text().splitlines()
-    assert len(log) == 1 and json.loads(log[0])["workers"] == 2  # the spawned worker does not log itself
-    assert json.loads((out / "results.json").read_text())["missing"] == []
 
 
 def test_reading_names_methods_that_lose_accuracy_to_fixed_point():

@@ -1,5 +1,6 @@
 """configs/: the paper's Table I / III grids and our digits / Fashion-MNIST grids are valid `run`
-configs (every cell builds), and a [grid] file runs, shares its teacher, and continues when repeated."""
+configs (every cell builds, one shared teacher per data set and model); a grid axis given as a flag
+is refused. (A grid running on Ray: tests/test_ray.py.)"""
 
 from __future__ import annotations
 
@@ -29,37 +30,31 @@ def cells_of(path, *flags):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_builds_every_cell(path):
+    from htakl_deploy.grid import share_teachers
+
     cells = cells_of(path)
-    names = [c[0] for c in cells]
-    assert len(set(names)) == len(names) and all(cfg.run_name.startswith(path.stem) for _, cfg, _ in cells)
+    names = [c.name for c in cells]
+    assert len(set(names)) == len(names) and all(c.cfg.run_name.startswith(path.stem) for c in cells)
+    assert all(Path(c.cfg.out_dir).is_absolute() for c in cells)  # workers do not share our working folder
+    cells, teachers = share_teachers(cells, path.stem)
+    assert len(teachers) == len({(c.cfg.data, c.cfg.model) for c in cells if c.teacher})
+    assert all(c.cfg.teacher == str(next(t for t in teachers if t.name == c.teacher).checkpoint)
+               for c in cells if c.teacher)
 
 
 def test_paper_table1_cells_are_the_papers():
     cells = cells_of(next(p for p in CONFIGS if p.name == "cifar100-resnet19.toml"))
-    got = {(cfg.method, cfg.timesteps) for _, cfg, _ in cells}
+    got = {(c.cfg.method, c.cfg.timesteps) for c in cells}
     assert got == {(m, t) for m in ("kdsnn", "lasnn", "bkdsnn", "hta-kl") for t in (1, 2, 4)}
-    cfg, settings = cells[0][1], cells[0][2]
+    cfg, settings = cells[0].cfg, cells[0].settings
     assert (cfg.data, cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.momentum) == ("cifar100", "resnet19", 300, 0.01,
                                                                                         128, 0.9)
     assert settings.lava is False and settings.preset == "paper-45nm"
 
 
-def test_a_grid_runs_shares_its_teacher_and_continues(tmp_path, capsys):
+def test_a_grid_axis_given_as_a_flag_is_refused(tmp_path, capsys):
     cfg = tmp_path / "g.toml"
-    cfg.write_text('data = "digits"\nlimit_train = 128\nlimit_test = 24\nbatch_size = 64\nepochs = 1\n'
-                   'teacher_epochs = 1\nprogress = false\nlava = false\nbackends = ["emulator"]\n'
-                   'export_targets = ["nir", "lava"]\nmap_target = "none"\n'
-                   '[grid]\nmethod = ["kd", "hta-kl"]\ntimesteps = [1]\n')
-    out_dir = tmp_path / "runs"
-    assert main(["run", "--config", str(cfg), "--out-dir", str(out_dir)]) == 0
-    first, second = out_dir / "g-kd-T1", out_dir / "g-hta-kl-T1"
-    assert (first / "report.html").exists() and (second / "report.html").exists()
-    assert not (second / "teacher").exists()  # the second cell used the first cell's teacher
-    assert json.loads((second / "config.json").read_text())["teacher"] == str(first / "teacher" / "last.pt")
-    capsys.readouterr()
-    assert main(["run", "--config", str(cfg), "--out-dir", str(out_dir)]) == 0
-    assert capsys.readouterr().out.count("already done, skipped") == 2
-    # a flag that is a grid axis is refused before anything runs
+    cfg.write_text('data = "digits"\nepochs = 1\n[grid]\nmethod = ["kd", "hta-kl"]\ntimesteps = [1]\n')
     assert main(["run", "--config", str(cfg), "--out-dir", str(tmp_path / "other"), "--method", "kd"]) == 2
     assert "--method is a [grid] axis" in capsys.readouterr().err and not (tmp_path / "other").exists()
 

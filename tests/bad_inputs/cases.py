@@ -966,3 +966,24 @@ add("export-strict-checkpoint", ("export", "{run}", "--strict"), "apply to a NIR
 add("simulate-reset-artefact", ("simulate", "{run}", "--backend", "emulator", "--reset", "subtract"),
     "apply to a NIR file")
 add("run-reset-without-from-nir", ("run", "--reset", "subtract", *QUICK), "applies to --from-nir only")
+# ------------------------------------------------------------------ Ray: grids and shards (issue 28)
+GRID = "data = 'digits'\nepochs = 1\n[grid]\nmethod = ['kd', 'ce']\n"
+add("run-ray-address-without-grid", distill("--ray-address", "auto", cmd="run"), "--ray-address")
+add("run-ray-cpus-without-grid", distill("--ray-cpus", "2", cmd="run"), "--ray-cpus")
+add("run-cell-cpus-without-grid", distill("--cell-cpus", "1", cmd="run"), "--cell-cpus")
+add("run-grid-ray-cpus-zero", ("run", "--config", "g.toml", "--out-dir", "runs", "--ray-cpus", "0"), "--ray-cpus",
+    put("g.toml", GRID))
+add("run-grid-cell-cpus-zero", ("run", "--config", "g.toml", "--out-dir", "runs", "--cell-cpus", "0"), "--cell-cpus",
+    put("g.toml", GRID))
+add("run-grid-ray-cpus-and-address", ("run", "--config", "g.toml", "--out-dir", "runs", "--ray-cpus", "2",
+                                      "--ray-address", "auto"), "--ray-cpus", put("g.toml", GRID))
+add("run-grid-cuda-n", ("run", "--config", "g.toml", "--out-dir", "runs", "--device", "cuda:1"), "cuda",
+    put("g.toml", GRID))
+add("sim-shards-zero", ("simulate", "{run}", "--backend", "emulator", "--shards", "0"), "--shards")
+add("sim-shards-word", ("simulate", "{run}", "--backend", "emulator", "--shards", "two"), "--shards")
+add("sim-ray-address-without-shards", ("simulate", "{run}", "--backend", "emulator", "--ray-address", "auto"),
+    "--ray-address")
+add("energy-shards-zero", (*E, "--shards", "0"), "--shards")
+add("energy-ray-cpus-without-shards", (*E, "--ray-cpus", "2"), "--ray-cpus")
+add("run-grid-cuda-without-gpu", ("run", "--config", "g.toml", "--out-dir", "runs", "--device", "cuda"), "CUDA",
+    put("g.toml", GRID))
