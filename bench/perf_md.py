@@ -1,10 +1,10 @@
 """Write docs/PERFORMANCE.md from the JSON of bench/train_overhead.py, loss_step.py, method_step.py,
 emulator_vs_lava.py, counter_overhead.py, scale_out.py, emulator_roof.py, stream_memory.py,
-train_memory.py, torch_float.py, artefact_size.py, cli_help.py and netx_pilotnet_speed.py.
+train_memory.py, torch_float.py, artefact_size.py, cli_help.py, netx_pilotnet_speed.py and ray_scale.py.
 
 Run: ``python bench/perf_md.py [--train T.json] [--loss L.json] [--methods M.json] [--lava E.json]
 [--counter C.json] [--scale S.json ...] [--roof R.json ...] [--stream S.json ...] [--train-memory M.json]
-[--torch-float F.json] [--artefact A.json] [--help-times H.json] [--note TEXT ...]
+[--torch-float F.json] [--artefact A.json] [--help-times H.json] [--netx N.json] [--ray R.json] [--note TEXT ...]
 [--out docs/PERFORMANCE.md]``. A section whose
 JSON is not given is kept as it stands in the current ``--out`` page (the header says which, and the
 date of the page they come from), so one benchmark can be re-run and its section replaced alone.
@@ -212,7 +212,8 @@ SECTION_TITLES = {"train": "Training loop vs a plain SpikingJelly loop", "loss":
                   "torch_float": "torch-float backend: float32 vs float64",
                   "artefact": "Lava artefact: size, load and simulate's memory",
                   "help": "Command line: --help time per subcommand",
-                  "netx": "netx: PilotNet LIF, Loihi 2 vs emulator vs Lava"}
+                  "netx": "netx: PilotNet LIF, Loihi 2 vs emulator vs Lava",
+                  "ray": "Grids and shards on Ray"}
 
 
 KEPT_PREFIX = "- kept unchanged from an earlier page ("
@@ -496,6 +497,52 @@ def torch_float_section(r: dict) -> list[str]:
     return out + [""]
 
 
+def ray_section(r: dict) -> list[str]:
+    """bench/ray_scale.py: the grid on Ray vs sequential (with a killed worker), and sample shards."""
+    out = ["## Grids and shards on Ray", "",
+           "`python bench/ray_scale.py --json …` (docs/SCALING.md; variants one after the other, never "
+           f"concurrently; git {r.get('git', '?')}).", ""]
+    g = r.get("grid")
+    if g:
+        k = g["killed"]
+        out += [
+            f"**A {len(g['cells'])}-cell digits grid** (kd, hta-kl × T = 1, 2; {g['epochs']} student / "
+            f"{g['teacher_epochs']} teacher epochs, one shared teacher), load average "
+            f"{load(g['load_before'])} → {load(g['load_after'])}:", "",
+            "| variant | wall (s) |", "|---|---|",
+            f"| sequential: one cell after the other in one process, 1 thread, no Ray | {g['sequential_wall_s']:.1f} |",
+            f"| `{g['ray_command']}` | {g['ray_wall_s']:.1f} |",
+            f"| the same, the worker of `{k['cell']}` SIGKILLed after {k['student_epochs_done']} of its "
+            f"{g['epochs']} epochs ({k['seconds_after_start']:.0f} s in) | {g['ray_kill_wall_s']:.1f} |", "",
+            f"- **sequential / Ray (2 CPUs, 1 thread per cell): ×{g['ratio_sequential_over_ray']:.2f}** "
+            "(Ray's start-up, the teacher that runs alone and the last cell alone included).",
+            "- The killed cell ran again at once and continued from its checkpoint; every cell of both Ray "
+            "runs equals the sequential run's (teacher and student weights bit for bit, float and emulator "
+            "accuracy, every dataset of the emulator's spike file, energy per sample): "
+            f"**{'yes' if g['all_identical'] else 'NO'}**.", ""]
+    s = r.get("shards")
+    if s:
+        med = s["simulate_wall_s_median"]
+        out += [
+            f"**`simulate --backend emulator` on {s['images']} CIFAR-shaped images**, ResNet-20 student at "
+            f"{100 * s['firing']:.0f} % firing (`paper_runs.make_run`; measured mean rate "
+            f"{100 * s['firing_rate_mean']:.1f} %), spike file {s['spikes_file_bytes'] / 2**20:.0f} MiB; whole "
+            f"commands, median of {s['repeats']} interleaved repeats, load average {load(s['load_before'])} → "
+            f"{load(s['load_after'])}:", "",
+            "| variant | simulate wall (s) | energy wall (s) |", "|---|---|---|",
+            *(f"| {name} | {w:.1f} | {s['energy_wall_s_median'][name]:.1f} |" if name in s["energy_wall_s_median"]
+              else f"| {name} | {w:.1f} | |" for name, w in med.items()), "",
+            f"- **one process × 1 thread / 2 shards: ×{s['ratio_1thread_over_shards']:.2f}**; one process × 2 "
+            f"threads / 2 shards: ×{s['ratio_2threads_over_shards']:.2f} (the shards' time includes starting "
+            f"Ray, {s['ray_start_s']:.1f} s, and merging the files; the shards' own: "
+            + ", ".join(f"{w:.1f} s" for w in s["shard_wall_s"]) + ").",
+            f"- The sharded `spikes.h5` is byte for byte one process's: **{s['spikes_file_identical']}**; "
+            f"`simulate.json` the same numbers: **{s['simulate_json_identical']}**; `energy --shards 2` the same "
+            f"report ({s['energy_uj_per_sample']:.3f} µJ/sample, "
+            f"{s['neurobench_eff_acs_per_sample']:.4g} NeuroBench ACs/sample): **{s['energy_identical']}**.", ""]
+    return out
+
+
 def train_memory_section(t: dict) -> list[str]:
     out = ["## Training memory: activation checkpointing", "",
            "`python bench/train_memory.py --json …` — one HTA-KL step (teacher forward, student forward over T, "
@@ -576,6 +623,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--artefact", help="JSON of bench/artefact_size.py")
     p.add_argument("--help-times", help="JSON of bench/cli_help.py")
     p.add_argument("--netx", help="JSON of bench/netx_pilotnet_speed.py (PilotNet LIF: Loihi 2 vs emulator vs Lava)")
+    p.add_argument("--ray", help="JSON of bench/ray_scale.py (section: grids and shards on Ray)")
     p.add_argument("--note", action="append", default=[], help="an extra line for the header")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"))
     args = p.parse_args(argv)
@@ -588,6 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     roofs = [read(x) for x in args.roof]
     tmem, tfl, art, helps = read(args.train_memory), read(args.torch_float), read(args.artefact), read(args.help_times)
     nx = read(args.netx)
+    ray = read(args.ray)
     streams = [read(x) for x in args.stream]
     given = {"train": train_section(t) if t else None, "loss": loss_section(loss) if loss else None,
              "methods": methods_section(meth) if meth else None, "lava": lava_section(lava) if lava else None,
@@ -597,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
              "torch_float": torch_float_section(tfl) if tfl else None,
              "artefact": artefact_section(art) if art else None,
              "help": help_section(helps) if helps else None,
-             "netx": netx_section(nx) if nx else None}
+             "netx": netx_section(nx) if nx else None, "ray": ray_section(ray) if ray else None}
     # a section whose JSON is not given is kept from the page as it was (its numbers, its date)
     old_header, old_sections = page_sections(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).is_file() else ([], {})
     if args.stream_append and streams and SECTION_TITLES["stream"] in old_sections:
@@ -633,14 +682,15 @@ def main(argv: list[str] | None = None) -> None:
              *(x["load_before"][0] for x in streams), *([tmem["load_before"][0]] if tmem else []),
              *(x["load_before"][0] for x in (tfl["runs"] if tfl else [])), *([art["load_before"][0]] if art else []),
              *([helps["load_before"][0]] if helps else []),
-             *([nx["load_before"][0]] if nx else [])]
+             *([nx["load_before"][0]] if nx else []),
+             *(ray[k]["load_before"][0] for k in ("grid", "shards") if ray and k in ray)]
     scripts = [*(["train_overhead.py"] if t else []), *(["loss_step.py"] if loss else []),
                *(["method_step.py"] if meth else []), *(["emulator_vs_lava.py"] if lava else []),
                *(["counter_overhead.py"] if c else []), *(["scale_out.py"] if scales else []),
                *(["emulator_roof.py"] if roofs else []), *(["stream_memory.py"] if streams else []),
                *(["train_memory.py"] if tmem else []), *(["torch_float.py"] if tfl else []),
                *(["artefact_size.py"] if art else []), *(["cli_help.py"] if helps else []),
-               *(["netx_pilotnet_speed.py"] if nx else [])]
+               *(["netx_pilotnet_speed.py"] if nx else []), *(["ray_scale.py"] if ray else [])]
     if not scripts:
         p.error("give the JSON of at least one benchmark")
     listed = (", ".join(f"`bench/{x}`" for x in scripts[:-1]) + " and " if len(scripts) > 1 else "") + f"`bench/{scripts[-1]}`"
