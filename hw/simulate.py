@@ -33,6 +33,7 @@ backend its own default).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,6 +487,7 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     job = prepare(artefact, backend=backend, samples=samples, timesteps=timesteps, out_dir=out_dir,
                   data_root=data_root, compare=compare, batch_size=batch_size, record=record, device=device,
                   input_file=input_file, strict=strict)
+    created = not job.out.exists()  # a refused or failed run leaves no folder it made (strict silence included)
     try:
         if callable(getattr(progress, "set_total", None)):
             progress.set_total(job.samples)  # a bar that did not know the sample count can show an ETA
@@ -497,5 +499,9 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
         t_start = time.perf_counter()
         tally, writer = run_range(job, 0, job.samples, job.out / "spikes.h5", progress)
         return finish(job, tally, writer, time.perf_counter() - t_start)
+    except BaseException:
+        if created:
+            shutil.rmtree(job.out, ignore_errors=True)
+        raise
     finally:
         job.close()

@@ -79,6 +79,23 @@ def test_sinabs_cnn_at_the_default_dt_is_a_silent_deployment_caught_at_export(si
     assert sum(rep["activity"]["spikes"].values()) == 0
 
 
+def test_simulate_of_a_silent_deployment_warns_and_strict_fails(sinabs_cnn, capsys):
+    """simulate counts every layer's spikes: on the silent export (default --dt) a warning naming the
+    silence, no agreement claimed over zero spikes; with --strict exit 2 and nothing written."""
+    d, _, _ = sinabs_cnn
+    assert main(["export", str(d / "cnn.nir"), "--target", "lava", "--input", str(d / "events.npz"), "--lava-check",
+                 "0", "--out", str(d / "mute")]) == 0
+    sim = ["simulate", str(d / "mute"), "--input", str(d / "events.npz"), "--backend", "emulator"]
+    capsys.readouterr()
+    assert main([*sim, "--out", str(d / "sim-strict"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--strict" in err[0] and "never spikes" in err[0], err
+    assert not (d / "sim-strict").exists()
+    assert main([*sim, "--out", str(d / "sim-warned"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert sum(rep["spikes"].values()) == 0 and any("never spikes" in w for w in rep["warnings"]), rep["warnings"]
+
+
 def test_sinabs_cnn_deploys_with_dt_1(sinabs_cnn, capsys):
     d, x, labels = sinabs_cnn
     row = nir_paper.compare(d / "cnn.nir", x, labels, dt=1.0, reset=None, lava_samples=1)
