@@ -30,8 +30,8 @@ REQUIRED_KEYS = ("format", "version", "role", "model_spec", "model")
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)  # through a Python file: a full disk is an OSError (atomic_path's one line)
 
 
 def resolve_checkpoint(path: str | Path, role: str, flag: str | None = None) -> Path:

@@ -26,6 +26,7 @@ MAX_TIMESTEPS = 1000  # every backend holds [T, B, ...] per layer; far beyond an
 MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch.manual_seed both take it
 MAX_INT = 2**63 - 1
+_INT_RANGES = {"seed": f"an integer in 0..{MAX_SEED}"}  # fields with a narrower range than int64
 
 #: Epoch budgets per data set when none is given. The paper trains CIFAR for 300 epochs; the
 #: small data sets converge much sooner on a 2-core CPU (docs/RESULTS.md has measured accuracies).
@@ -137,10 +138,10 @@ class DistillConfig:
                 raise bad(f.name, v, _KIND_WORDS[kinds[0]] + (" (or absent)" if "None" in kinds else ""))
             if kinds[0] == "float" and not math.isfinite(v):
                 raise bad(f.name, v, "a finite number")
-            if kinds[0] == "int" and not -MAX_INT <= v <= MAX_INT:
-                raise bad(f.name, v, f"an integer of at most {MAX_INT}")
+            if kinds[0] == "int" and not -MAX_INT <= v <= MAX_INT:  # the field's own range when it has one
+                raise bad(f.name, v, _INT_RANGES.get(f.name, f"an integer of at most {MAX_INT}"))
         if not 0 <= self.seed <= MAX_SEED:
-            raise bad("seed", self.seed, f"an integer in 0..{MAX_SEED}")
+            raise bad("seed", self.seed, _INT_RANGES["seed"])
         if self.timesteps > MAX_TIMESTEPS:
             raise bad("timesteps", self.timesteps, f"an integer in 1..{MAX_TIMESTEPS} ({ALLOWED_TIMESTEPS_HINT})")
         for name in ("epochs", "teacher_epochs"):
@@ -254,6 +255,9 @@ def read_config_file(path: str | Path, accepted: frozenset[str] | None = None) -
         raise UserError(f"--config: file not found: {path}")
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise UserError(f"--config: {path}: expected a .toml, .yaml or .yml file")
+    from htakl_deploy.readers import check_text_size
+
+    check_text_size(path, "--config", "config file")
     import tomllib
 
     import yaml  # here, not at the top: `--help` does not need them

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as tdist
 
-from htakl_deploy.atomic import check_writable_dir, make_dir, write_json
+from htakl_deploy.atomic import check_writable_dir, write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import DistillConfig, config_from_dict
 from htakl_deploy.distill.data import ArrayDataset, load_dataset
@@ -124,11 +124,33 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path, flag: str) -> Classi
                         f"(the student is the SNN, the teacher its ANN twin)")
     try:
         model = build_model(**spec)
+        problem = state_dict_problem(model.state_dict(), ckpt["model"])
+        if problem:
+            raise UserError(f"{label}: {path} does not match its architecture ({spec['arch']}): {problem}")
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, IndexError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UserError(f"{label}: {path} does not match its architecture: {first}") from None
     return model
+
+
+def state_dict_problem(want: dict, got: Any) -> str | None:
+    """The first tensor a checkpoint's state dict lacks, has too many of, or holds in another shape
+    (torch's own message stops at 'Error(s) in loading state_dict' on its first line)."""
+    if not isinstance(got, dict):
+        return f"its weights are a {type(got).__name__}, expected a table of tensors"
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shapes = [k for k in want if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(want[k].shape)]
+    if shapes:
+        k = shapes[0]
+        return (f"tensor {k!r} has shape {list(got[k].shape)}, the architecture's is {list(want[k].shape)}"
+                + (f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""))
+    if missing:
+        return f"tensor {missing[0]!r} is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    if extra:
+        return f"tensor {str(extra[0])!r} is not part of it" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+    return None
 
 
 def model_spec_problem(spec: Any) -> str | None:
@@ -204,28 +226,38 @@ def _agree(env: DistEnv, value: Any) -> Any:
     return box[0]
 
 
-def open_run(cfg: DistillConfig, env: DistEnv, teacher_only: bool) -> Path:
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or _run_name(cfg, teacher_only))
-    problem = None
-    if (run_dir / "config.json").exists():
-        problem = (
-            f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
-            "or choose another --run-name"
-        )
+def _has_checkpoint(run_dir: Path) -> bool:
+    """A run directory worth keeping after a failure: ``--resume`` continues from a checkpoint."""
+    return any((run_dir / stage / "last.pt").is_file() for stage in ("teacher", "student"))
+
+
+def open_run(cfg: DistillConfig, env: DistEnv, teacher_only: bool, resume_dir: str | Path | None = None):
+    """Claim the run directory (``htakl_deploy.rundir``: one writer per run; of two commands on one
+    name exactly one goes on) and, for a new run, create it with its provenance and config.
+    Returns ``(run_dir, claim)``; the claim (None on other ranks) is held until training ends."""
+    from htakl_deploy.rundir import claim
+
+    if resume_dir is not None:
+        run_dir, label, new_run = Path(resume_dir), "--resume", False
+    else:
+        run_dir, label, new_run = Path(cfg.out_dir) / (cfg.run_name or _run_name(cfg, teacher_only)), "--out-dir", True
+    held, problem = None, None
+    if env.is_main:
+        try:
+            held = claim(run_dir, label, new_run=new_run, keep=_has_checkpoint).acquire()
+        except UserError as e:
+            problem = str(e)
     run_dir, problem = _agree(env, (run_dir, problem))
     if problem:
         raise UserError(problem)
-    if env.is_main:
-        created = not run_dir.exists()
-        make_dir(run_dir, "--out-dir")
+    if env.is_main and new_run:
         try:
             write_json(run_dir / "provenance.json", provenance(cfg.seed, env.world_size))
             write_json(run_dir / "config.json", {"teacher_only": teacher_only, **cfg.to_dict()})
         except BaseException:
-            if created:  # a refused command leaves no run directory behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+            held.release(failed=True)  # a refused command leaves no run directory behind
             raise
-    return run_dir
+    return run_dir, held
 
 
 def read_run(run_dir: str | Path) -> tuple[DistillConfig, bool]:
@@ -279,38 +311,43 @@ def run(
         if model is not None:
             model.to(device)
 
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-    else:
-        run_dir = open_run(cfg, env, teacher_only)
-    if on_open is not None and env.is_main:
-        on_open(run_dir)
+    run_dir, held = open_run(cfg, env, teacher_only, resume_dir)
+    try:
+        if on_open is not None and env.is_main:
+            on_open(run_dir)
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "data": cfg.data, "model": cfg.model,
-                               "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device),
-                               "train_samples": len(train), "test_samples": len(test), "batch_size": cfg.batch_size}
-    if train_teacher:
-        stage_dir = run_dir / "teacher"
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        stage = Stage("teacher", teacher, 1, "ce", cfg.resolved_teacher_epochs)
-        summary["teacher"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    elif teacher is not None:
-        summary["teacher"] = {"checkpoint": str(cfg.teacher)}
+        summary: dict[str, Any] = {"run_dir": str(run_dir), "data": cfg.data, "model": cfg.model,
+                                   "method": cfg.method, "timesteps": cfg.timesteps, "device": describe(device),
+                                   "train_samples": len(train), "test_samples": len(test),
+                                   "batch_size": cfg.batch_size}
+        if train_teacher:
+            stage_dir = run_dir / "teacher"
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            stage = Stage("teacher", teacher, 1, "ce", cfg.resolved_teacher_epochs)
+            summary["teacher"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        elif teacher is not None:
+            summary["teacher"] = {"checkpoint": str(cfg.teacher)}
 
-    if student is not None:
-        stage_dir = run_dir / "student"
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        stage = Stage("student", student, cfg.timesteps, cfg.method, cfg.resolved_epochs,
-                      teacher if cfg.method not in TEACHERLESS else None)
-        summary["student"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
-        summary["student"]["num_params"] = student.num_params()
-        summary["student"]["dense_ops_per_timestep"] = student.dense_ops_per_sample()["total"]
-    summary["wall_s"] = time.perf_counter() - t_start
-    if env.is_main:
-        write_json(run_dir / "summary.json", summary)
+        if student is not None:
+            stage_dir = run_dir / "student"
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            stage = Stage("student", student, cfg.timesteps, cfg.method, cfg.resolved_epochs,
+                          teacher if cfg.method not in TEACHERLESS else None)
+            summary["student"] = _fit_or_reuse(stage, train, test, cfg, stage_dir, env, device)
+            summary["student"]["num_params"] = student.num_params()
+            summary["student"]["dense_ops_per_timestep"] = student.dense_ops_per_sample()["total"]
+        summary["wall_s"] = time.perf_counter() - t_start
+        if env.is_main:
+            write_json(run_dir / "summary.json", summary)
+    except BaseException as e:
+        if held is not None:  # an error (not Ctrl-C) before the first checkpoint: no run directory left
+            held.release(failed=isinstance(e, Exception))
+        raise
+    if held is not None:
+        held.release()
     return summary
 
 

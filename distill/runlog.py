@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from htakl_deploy.atomic import write_text
+from htakl_deploy.atomic import appending, write_text
 
 TRACKED_PACKAGES = ("htakl-deploy", "torch", "spikingjelly", "numpy", "scikit-learn", "nir", "lava-nc", "lava-dl")
 
@@ -77,9 +77,8 @@ class MetricsLog:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with appending(self.path) as fh:  # a full disk: one line naming the file
             fh.write(json.dumps(record, sort_keys=True) + "\n")
-            fh.flush()
 
     def truncate_after(self, global_step: int) -> None:
         if not self.path.exists():

@@ -4,7 +4,12 @@ Each run directory is read with ``rundata`` (the same numbers as its report); on
 accuracy of the float student (training), of the Loihi fixed-point student (export) and on every
 simulator, firing rate, ACs and energy per sample (µJ, the primary backend's energy model) and
 training time. Rendered as a plain-text table and as one self-contained HTML page with two plots:
-accuracy vs energy per sample, and the firing rate of every LIF layer across runs.
+accuracy vs energy per sample, and the firing rate of every LIF layer across runs (grouped bars
+for a few runs, a heat map — one row per run, any number of runs — beyond ``BARS_UP_TO``).
+
+``compare_warnings``: a run given twice (the same folder, by any path) is shown once, and a run
+whose files could not be read (a corrupt ``summary.json``: its training numbers are missing) is
+named — on stderr and in the page — instead of being passed over in silence.
 """
 
 from __future__ import annotations
@@ -55,13 +60,33 @@ def run_row(run_dir: str | Path) -> dict:
         else en["per_sample"]["ann_teacher_pj"] * 1e-6,
         "energy_model": en["energy_model"]["name"] if en else None, "backend": b,
         "train_s": train_s, "warnings": [w["message"] for w in report.get("warnings", [])],
+        "problems": list(run.problems),
     }
 
 
 def compare_runs(run_dirs: list[str]) -> list[dict]:
+    """One row per distinct run directory (a folder given twice, by any path, is read once)."""
     if len(run_dirs) < 1:
         raise UserError("compare: give at least one run directory")
-    return [run_row(d) for d in run_dirs]
+    rows, seen = [], {}
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            seen[key]["duplicates"].append(str(d))
+            continue
+        row = run_row(d)
+        row["duplicates"] = []
+        seen[key] = row
+        rows.append(row)
+    return rows
+
+
+def compare_warnings(rows: list[dict]) -> list[str]:
+    """Runs given more than once, and files of a run that could not be read."""
+    out = [f"{r['run_dir']} given {1 + len(r['duplicates'])} times (also as {', '.join(r['duplicates'])}); "
+           "shown once" for r in rows if r["duplicates"]]
+    out += [f"{r['run_dir']}: {p}" for r in rows for p in r["problems"]]
+    return out
 
 
 def _pct(x) -> str:
@@ -113,14 +138,28 @@ def plot_accuracy_vs_energy(rows: list[dict]) -> bytes:
     return _png(fig)
 
 
+BARS_UP_TO = 8  # runs shown as grouped bars with a legend; more: a heat map with one row per run
+
+
 def plot_layer_rates(rows: list[dict]) -> bytes:
+    import numpy as np
+
     from htakl_deploy.energy.figures import _grouped_bars, _new_figure, _png
 
     names = list(dict.fromkeys(n for r in rows for n in r["layer_rates"]))
-    fig, (ax,) = _new_figure(max(6, 1.2 * len(names) + 2), 4)
-    _grouped_bars(ax, names, {f"{r['run']} ({r['method']})": [100 * r["layer_rates"].get(n, 0.0) for n in names]
-                              for r in rows})
-    ax.set_ylabel("firing rate (%)")
+    labels = [f"{r['run']} ({r['method']})" for r in rows]
+    rates = [[100 * r["layer_rates"].get(n, 0.0) for n in names] for r in rows]
+    if len(rows) <= BARS_UP_TO:
+        fig, (ax,) = _new_figure(max(6, 1.2 * len(names) + 2), 4)
+        _grouped_bars(ax, names, dict(zip(labels, rates)))
+        ax.set_ylabel("firing rate (%)")
+    else:  # any number of runs: the figure grows with them, the labels sit on the axis
+        width = max(len(s) for s in labels) * 0.07 + 0.9 * max(len(names), 1) + 2
+        fig, (ax,) = _new_figure(min(width, 30), 1.5 + 0.22 * len(rows))
+        im = ax.imshow(np.array(rates).reshape(len(rows), len(names)), aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        fig.colorbar(im, ax=ax, label="firing rate (%)")
     ax.set_title("Firing rate per LIF layer across runs", fontsize=10)
     return _png(fig)
 
@@ -138,7 +177,7 @@ def render_html(rows: list[dict]) -> str:
         data = base64.b64encode(png).decode("ascii")
         out.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                    f"<figcaption>Figure {i}: {html.escape(title)}.</figcaption></figure>")
-    warn = [(r["run"], w) for r in rows for w in r["warnings"]]
+    warn = [(r["run"], w) for r in rows for w in r["warnings"]] + [("compare", w) for w in compare_warnings(rows)]
     if warn:
         out.append("<h2>Warnings</h2><ul>" + "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(w)}</li>"
                                                      for n, w in warn) + "</ul>")

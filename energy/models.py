@@ -105,6 +105,9 @@ def load_energy_model(path: str | os.PathLike) -> EnergyModel:
     p = Path(path)
     if p.suffix.lower() not in (".toml", ".json"):
         raise UserError(f"{p}: energy model must be a .toml or .json file")
+    from htakl_deploy.readers import check_text_size
+
+    check_text_size(p, "--energy-model", "energy model file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

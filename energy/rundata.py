@@ -57,6 +57,7 @@ from htakl_deploy.energy.diagnostics import add_diagnostics
 from htakl_deploy.energy.figures import figure_list
 from htakl_deploy.errors import UserError
 from htakl_deploy.hw.mapping_report import read_maps
+from htakl_deploy.readers import check_text_size
 
 FORMAT = "htakl-report/1"
 ENERGY_FORMAT = "htakl-energy/1"
@@ -93,7 +94,11 @@ def _read_json(root: Path, rel: str, problems: list[str]) -> dict | None:
     if not path.is_file():
         return None
     try:
+        check_text_size(path, "", "JSON file")
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UserError as e:
+        problems.append(f"{rel}: not read: {e}")
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         problems.append(f"{rel}: not readable JSON ({type(e).__name__}: {e})")
         return None
@@ -112,6 +117,7 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not path.is_file():
         raise UserError(f"RUN_DIR: {root} is not a run directory (no config.json; "
                         "create one with `htakl-deploy distill`)")
+    check_text_size(path, "RUN_DIR", "JSON file")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from htakl_deploy.atomic import atomic_path
+from htakl_deploy.atomic import AtomicH5
 from htakl_deploy.errors import UserError
 
 FORMAT = "htakl-spikes/2"
@@ -246,11 +246,9 @@ class SpikeWriter:
         self.magnitudes = np.zeros(0)
         self.input_shape = None
         self.has = {"labels": None, "predictions": None}
-        self._done = False
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
+        self._file = AtomicH5(self.path)  # a full disk: one UserError, never a crash inside libhdf5
         try:
-            self._f = h5py.File(self._tmp, "w")
+            self._f = self._file.h5
             g = self._f.create_group("layers")
             self._ds = {}  # kept open: closing a dataset flushes its chunk cache, so a chunk filled over
             # several appends would be compressed, read back and decompressed at every append
@@ -316,6 +314,7 @@ class SpikeWriter:
                 self._f[what].resize(s1, axis=0)
                 self._f[what][s0:s1] = np.asarray(arr).astype(np.int64)
         self.samples = s1
+        self._file.check()  # the disk filled up: stop now (the temporary file is removed)
 
     def _start_input(self, shape: tuple[int, ...], dtype) -> None:
         """The first batch fixes the input's shape and dtype (and creates ``/input``)."""
@@ -396,28 +395,16 @@ class SpikeWriter:
                            layer_shapes=json.dumps({n: list(s) for n, s in self.shapes.items()}),
                            input_shape=json.dumps(list(self.input_shape)),
                            input_events=bool(len(self.magnitudes) <= 1))
-            f.close()
-            self._done = True
-            self._ctx.__exit__(None, None, None)  # fsync + rename
         except BaseException:
+            self._file.check()  # a full disk is the cause: say so
             self.abort()
             raise
+        self._file.commit()  # close, fsync, rename; a full disk: UserError, temporary file removed
         return self.path
 
     def abort(self) -> None:
         """Drop the temporary file (nothing appears at ``path``)."""
-        f = getattr(self, "_f", None)
-        try:
-            if f is not None and f.id.valid:
-                f.close()
-        finally:
-            if not self._done:
-                self._done = True
-                self._ctx.__exit__(_Abort, _Abort(), None)  # atomic_path unlinks the temporary file
-
-
-class _Abort(Exception):
-    """Thrown into ``atomic_path`` to make it drop the temporary file."""
+        self._file.abort()
 
 
 def write_spikes(path: str | os.PathLike, *, layers: dict[str, np.ndarray], input: np.ndarray,
@@ -484,13 +471,15 @@ class SpikeFile:
     def __init__(self, path: str | os.PathLike, chunk: int = 256):
         import h5py
 
-        from htakl_deploy.readers import check_h5_self_contained, describe_missing
+        from htakl_deploy.readers import check_h5, describe_missing
 
         p = self.path = Path(path)
         self.chunk = chunk
         if not p.is_file():
             raise describe_missing(p, "", "spike file", f"an HDF5 '{FORMAT}' recording")
-        check_h5_self_contained(p)  # no external links/storage: a recording cannot make us read other files
+        # no external links/storage (a recording cannot make us read other files), no dataset larger
+        # than the file holds; the spikes and the input are read block by block
+        check_h5(p, streamed=("layers", "input"))
         try:
             self._f = f = h5py.File(p, "r")
         except Exception as e:
@@ -542,6 +531,10 @@ class SpikeFile:
             missing = [n for n in order if n not in f["counts"]] + [n for n in full if n not in f["layers"]]
             if missing:
                 raise UserError(f"{p}: layer(s) {missing} listed in layer_order but not stored")
+            for n in order:  # the attributes' shapes are what readers allocate by: they must be the data's
+                if tuple(f["counts"][n].shape) != (self.timesteps, *shapes[n]):
+                    raise UserError(f"{p}: layer {n!r}: layer_shapes says {[self.timesteps, *shapes[n]]} per step, "
+                                    f"its counts dataset is {list(f['counts'][n].shape)}")
             self.layers = {}
             for n in full:
                 ds = f["layers"][n]
@@ -555,6 +548,9 @@ class SpikeFile:
                     raise UserError(f"{p}: layer {n!r} has shape {self.layers[n].shape}, expected {self.shapes[n]}")
             self.input = f["input"] if "input" in f else None
             self.input_shape = tuple(json.loads(f.attrs["input_shape"]))
+            if self.input is not None and tuple(self.input.shape) != (self.timesteps, self.samples, *self.input_shape):
+                raise UserError(f"{p}: the input dataset is {list(self.input.shape)}, the attributes say "
+                                f"{[self.timesteps, self.samples, *self.input_shape]}")
             self._input_events = bool(f.attrs["input_events"])
         if fmt == FORMAT_V1:
             self.input_shape = tuple(self.input.shape[2:])

@@ -72,7 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
-from htakl_deploy.atomic import atomic_path
+from htakl_deploy.atomic import AtomicH5
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import (
     WEIGHTED, Conv2dNode, DenseNode, FlattenNode, InputNode, OutputNode, PoolNode,
@@ -325,27 +325,25 @@ def write_netx(qgraph: QuantizedGraph, path: str | os.PathLike, *, strict: bool 
 
     Raises ``ValueError`` naming the node for anything netx cannot express (see the module
     docstring), before any file is touched."""
-    import h5py
-
     layers = _layers(qgraph, strict)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["input_scale"] = float(qgraph.input_scale)
-            f.attrs["input_message_bits"] = INPUT_MESSAGE_BITS
-            f.attrs["readout"] = "spikes" if any(spiking_readout(qgraph, c) for c in qgraph.connections) else "current"
-            root = f.create_group("layer")
-            for i, layer in enumerate(layers):
-                grp = root.create_group(str(i))
-                _str(grp, "type", layer["type"])
-                for key, val in layer.items():
-                    if key == "neuron":
-                        _neuron(grp, *val) if isinstance(val, tuple) else _sdnn_neuron(grp, val)
-                    elif key == "attrs":
-                        grp.attrs.update(val)
-                    elif key != "type":
-                        grp.create_dataset(key, data=val)
+    with AtomicH5(path) as out:  # a full disk: one UserError, no crash inside libhdf5
+        f = out.h5
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["input_scale"] = float(qgraph.input_scale)
+        f.attrs["input_message_bits"] = INPUT_MESSAGE_BITS
+        f.attrs["readout"] = "spikes" if any(spiking_readout(qgraph, c) for c in qgraph.connections) else "current"
+        root = f.create_group("layer")
+        for i, layer in enumerate(layers):
+            grp = root.create_group(str(i))
+            _str(grp, "type", layer["type"])
+            for key, val in layer.items():
+                if key == "neuron":
+                    _neuron(grp, *val) if isinstance(val, tuple) else _sdnn_neuron(grp, val)
+                elif key == "attrs":
+                    grp.attrs.update(val)
+                elif key != "type":
+                    grp.create_dataset(key, data=val)
     return Path(path)
 
 
@@ -363,9 +361,12 @@ def read_netx_summary(path: str | os.PathLike) -> dict:
     missing or unreadable file."""
     import h5py
 
+    from htakl_deploy.readers import check_h5
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such netx HDF5 file")
+    check_h5(p)  # no links into other files, no dataset larger than the file holds
     try:
         with h5py.File(p, "r") as f:
             layers = []

@@ -26,7 +26,6 @@ headroom of every layer and the float-vs-integer agreement on those inputs
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from htakl_deploy.atomic import write_json
 from htakl_deploy.errors import UserError
+from htakl_deploy.rundir import claim
 from htakl_deploy.export.graph import StudentGraph, run_float
 from htakl_deploy.export.nir_io import DT, from_nir, read_nir, type_check_failure, write_nir
 from htakl_deploy.export.quantize import QuantizedGraph, quantize, run_int
@@ -169,15 +169,9 @@ def export_from_nir(path: Path, targets: list[str], out_dir: str | Path | None =
             calib = load_calibration(calibration, graph.shapes[graph.input_name], t_steps, data_root=data_root)
             opened.callback(calib.close)
         out = Path(out_dir) if out_dir else path.parent / f"{path.stem}-export"
-        created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
+        with claim(out, "--out"):  # one writer per folder; a folder this command created goes if it fails
             return _write(path, out, targets, graph, q, plan, test, t_steps, data, data_root, evaluate,
                           lava_check, DT if dt_s is None else float(dt_s), calibration, calib, strict)
-        except BaseException:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
 
 
 def _check_inputs(test, n: int, t_steps: int, in_shape) -> tuple[np.ndarray, str]:

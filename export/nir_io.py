@@ -55,7 +55,7 @@ import numpy as np
 
 import nir
 
-from htakl_deploy.atomic import atomic_path
+from htakl_deploy.atomic import AtomicH5
 from htakl_deploy.errors import UserError
 from htakl_deploy.export.graph import TARGETS, StudentGraph, cycle_problem, strongly_connected
 from htakl_deploy.export.nodes import FAMILIES, NIR_DT, NODE_TYPES, InputGain
@@ -400,7 +400,11 @@ def from_nir(ng: nir.NIRGraph, *, dt: float = DT) -> StudentGraph | QuantizedGra
     meta = ng.metadata if isinstance(ng.metadata, dict) else {}
     if not int(meta.get("quantized", 0)):
         return graph
-    q = _quantized_from_nir(ng, graph, float(meta["input_scale"]))
+    try:
+        q = _quantized_from_nir(ng, graph, float(meta["input_scale"]))
+    except (ValueError, KeyError, TypeError) as e:  # a node missing or out of place in a quantised graph
+        raise UserError(f"quantised NIR graph is not deployable as written: "
+                        f"{e if not isinstance(e, KeyError) else f'missing metadata {e}'}") from None
     if int(meta.get("input_lag", 0)):
         q.metadata["input_lag"] = int(meta["input_lag"])
     return q
@@ -455,8 +459,8 @@ def write_nir(graph: StudentGraph | nir.NIRGraph, path: str | os.PathLike,
               quantized: QuantizedGraph | None = None) -> Path:
     """Write ``graph`` (ours, optionally quantised, or a NIR graph) to ``path`` atomically."""
     ng = graph if isinstance(graph, nir.NIRGraph) else to_nir(graph, quantized)
-    with atomic_path(path) as tmp:
-        nir.write(tmp, ng)
+    with AtomicH5(path) as out:  # a full disk: one UserError, no crash inside libhdf5
+        nir.write(out.sink, ng)
     return Path(path)
 
 
@@ -464,7 +468,19 @@ _NIR_TYPES = {"NIRGraph", *(t for t in dir(nir) if isinstance(getattr(nir, t), t
                             and issubclass(getattr(nir, t), nir.NIRNode))}
 
 
+def _array_fields(typ: str) -> set[str]:
+    """The fields of NIR node type ``typ`` that hold arrays of numbers (``np.ndarray``, maybe Optional)."""
+    import dataclasses
+
+    cls = getattr(nir, typ, None)
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return set()
+    return {f.name for f in dataclasses.fields(cls)
+            if f.type is np.ndarray or str(f.type) in ("typing.Optional[numpy.ndarray]", "numpy.ndarray")}
+
+
 def _check_node_types(path: Path) -> None:
+    """Every node of a known type, and no text where the type holds numbers (named by node and field)."""
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -474,6 +490,11 @@ def _check_node_types(path: Path) -> None:
             typ = typ.decode("utf8", "replace") if isinstance(typ, bytes) else str(typ)
             if typ not in _NIR_TYPES:
                 raise UserError(f"{path}: NIR node {name!r} has unknown type {typ!r}")
+            for field in sorted(_array_fields(typ) & set(nodes[name])):
+                ds = nodes[name][field]
+                if isinstance(ds, h5py.Dataset) and ds.dtype.kind not in "biuf":
+                    raise UserError(f"{path}: NIR node {name!r} ({typ}): field {field!r} holds "
+                                    f"{'text' if ds.dtype.kind in 'SUO' else ds.dtype}, expected an array of numbers")
 
 
 def type_check_failure(path: str | os.PathLike) -> str | None:
@@ -494,13 +515,13 @@ def type_check_failure(path: str | os.PathLike) -> str | None:
 def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     """``nir.read`` with one-line ``UserError`` for a missing, corrupt or truncated file and
     for nodes of unknown type (naming node and type)."""
-    from htakl_deploy.readers import check_h5_self_contained, describe_missing
+    from htakl_deploy.readers import check_h5, describe_missing
 
     p = Path(path)
     if not p.is_file():
         raise describe_missing(p, "", "NIR file")
     try:
-        check_h5_self_contained(p)  # no external links/storage: a NIR file cannot make us read others
+        check_h5(p)  # no external links/storage, no dataset larger than the file holds: before any read
         _check_node_types(p)
         return nir.read(p, type_check=False)
     except UserError:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from htakl_deploy.atomic import check_writable_dir, make_dir, write_json
+from htakl_deploy.atomic import check_writable_dir, write_json
 from htakl_deploy.distill.checkpoint import load_checkpoint, resolve_checkpoint
 from htakl_deploy.distill.config import MAX_TIMESTEPS, config_from_dict, data_config
 from htakl_deploy.distill.data.inputfile import Inputs, from_dataset
@@ -35,6 +35,7 @@ from htakl_deploy.distill.models import Classifier
 from htakl_deploy.distill.recipe import load_test, model_from_checkpoint
 from htakl_deploy.distill.train import predict
 from htakl_deploy.errors import UserError
+from htakl_deploy.rundir import claim
 from htakl_deploy.export.fold import fold_batchnorm
 from htakl_deploy.export.graph import graph_from_classifier, samples_per_batch
 from htakl_deploy.export.nir_io import read_nir, write_nir
@@ -291,24 +292,22 @@ def run_export(checkpoint: str | Path, targets: list[str], out_dir: str | Path |
     if (evaluate and "nir" in targets) or ("lava" in targets and lava_check):  # test images needed:
         # found (or refused) before anything is written
         data_config(ckpt["config"], f"CHECKPOINT: {ckpt_path}: its config", data_root)
-    created = not out.exists()
-    before = set(out.iterdir()) if not created else set()
-    make_dir(out, "--out")
+    before = set(out.iterdir()) if out.is_dir() else set()
     opts = {"timesteps": timesteps, "samples": samples, "data_root": data_root,
             "evaluate": evaluate, "run_dir": run_dir, "lava_check": lava_check}
     report: dict[str, Any] = {"checkpoint": str(ckpt_path), "model_spec": model.spec}
-    try:
-        for target in targets:
-            t0 = time.perf_counter()
-            report[target] = TARGETS[target](model, ckpt, out, opts)
-            report[target]["wall_s"] = time.perf_counter() - t0
-    except UserError:  # refused part-way (e.g. a student Lava cannot take): leave no partial set behind
-        for p in set(out.iterdir()) - before:
-            p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    # quantisation warnings (QuantizedGraph.warnings), once, for the caller to show
-    report["warnings"] = list(dict.fromkeys(w for t in targets for w in report[t].pop("warnings", [])))
-    write_json(out / "export_report.json", report)
+    # one writer per folder (a folder this command created is removed again if it fails)
+    with claim(out, "--out" if out_dir else "CHECKPOINT's export folder"):
+        try:
+            for target in targets:
+                t0 = time.perf_counter()
+                report[target] = TARGETS[target](model, ckpt, out, opts)
+                report[target]["wall_s"] = time.perf_counter() - t0
+        except UserError:  # refused part-way (e.g. a student Lava cannot take): leave no partial set behind
+            for p in set(out.iterdir()) - before:
+                p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+            raise
+        # quantisation warnings (QuantizedGraph.warnings), once, for the caller to show
+        report["warnings"] = list(dict.fromkeys(w for t in targets for w in report[t].pop("warnings", [])))
+        write_json(out / "export_report.json", report)
     return report

@@ -1,17 +1,21 @@
 """``htakl-deploy``: the command-line entry point. It only parses and dispatches.
 
 Exit codes: 0 success; 1 a grid finished with failed cells (each named on stderr with its log);
-2 a user mistake (bad flag, file, data or checkpoint — one line on stderr, no traceback); 3
-training diverged (NaN/inf loss; last good checkpoint kept); 130 interrupted.
+2 a user mistake (bad flag, file, data or checkpoint — one line on stderr, no traceback) or a write
+the disk refused (full, quota, I/O error); 3 training diverged (NaN/inf loss; last good checkpoint
+kept); 130 interrupted (Ctrl-C); 143 / 129 stopped by SIGTERM / SIGHUP (both end the command like
+Ctrl-C does, so temporary files and folders are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from htakl_deploy import __version__
-from htakl_deploy.errors import TrainingDiverged, UserError
+from htakl_deploy.errors import Terminated, TrainingDiverged, UserError
 
 PROG = "htakl-deploy"
 
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or a bad command line (2)
         return exc.code if isinstance(exc.code, int) else 2
+    old = _catch_termination()
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
@@ -109,10 +114,36 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"{PROG}: training stopped: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
+    except OSError as exc:  # a write refused by the disk that no writer named (each names its file)
+        from htakl_deploy.atomic import DISK_ERRNOS, write_error
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"{PROG}: error: {write_error(exc.filename or '(a file)', exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
         hint = INTERRUPTED_HINT.get(args.command)
+        if isinstance(exc, Terminated):
+            print(f"{PROG}: stopped by {signal.Signals(exc.signum).name}" + (f"; {hint}" if hint else ""),
+                  file=sys.stderr)
+            return 128 + exc.signum
         print(f"{PROG}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def _catch_termination() -> dict:
+    """SIGTERM and SIGHUP raise ``Terminated`` (see errors.py) while a command runs; the previous
+    handlers, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,11 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from htakl_deploy.atomic import write_text
+    import sys
+
     from htakl_deploy.cliout import check_json_out, emit
-    from htakl_deploy.energy.compare import compare_runs, format_table, render_html
+    from htakl_deploy.energy.compare import compare_runs, compare_warnings, format_table, render_html
 
     check_json_out(args)
     rows = compare_runs(args.runs)  # every run is read before anything is written
+    for warning in compare_warnings(rows):  # a run given twice, a file that could not be read
+        print(f"htakl-deploy: warning: {warning}", file=sys.stderr)
     write_text(args.html, render_html(rows))
     emit(rows, args, [format_table(rows), f"\nwrote {args.html}"])
     return 0

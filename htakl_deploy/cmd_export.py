@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if Path(args.checkpoint).suffix.lower() == ".nir" and Path(args.checkpoint).is_file():
+        from htakl_deploy.readers import check_h5
+
+        check_h5(args.checkpoint)  # a file that lies about its sizes goes before torch is even imported
     from htakl_deploy.export.pipeline import run_export
 
     check_json_out(args)

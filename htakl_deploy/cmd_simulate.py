@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"one of {', '.join(BACKENDS)} (default lava-fixed_pt; 'lava' means lava-fixed_pt)")
     p.add_argument("--samples", type=int, help="N test images, every class in proportion (default: the test images the run was evaluated on, all unless it was trained with --limit-test)")
     p.add_argument("--timesteps", type=int, help="time steps per image (default: the training T)")
-    p.add_argument("--out", help="output folder (default: RUN_DIR/simulate/BACKEND)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/simulate/BACKEND, MODEL-export/simulate/BACKEND "
+                                 "for MODEL.nir; a what-if — other --samples/--timesteps/--input/--record than "
+                                 "the recording already there — goes to simulate/what-if/, never over it)")
     p.add_argument("--data-root", help="data folder, if the run's data set needs one here")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="samples run and written per step (default 64, Lava 1000: it builds its network once per "

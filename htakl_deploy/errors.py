@@ -12,3 +12,12 @@ class UserError(Exception):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program was (like Ctrl-C) so that every ``finally``
+    runs: temporary files and folders are removed, the Lava worker is stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -10,8 +10,9 @@ re-run by hand with its own command — without repeating the others.
 ``pipeline.json`` in the run directory holds the run's :class:`PipelineConfig` (written before
 training starts) and, per stage, whether it finished, its wall time and the settings it ran with.
 ``--resume RUN_DIR`` restores those settings, skips every finished stage whose settings did not
-change (an interrupted training continues from its ``last.pt``) and runs the rest; once a stage
-runs again, every later stage runs again too.
+change and whose outputs are all there (``missing_output``: ``pipeline.json`` alone is not
+trusted — a deleted ``export/`` is exported again), continues an interrupted training from its
+``last.pt``, and runs the rest; once a stage runs again, every later stage runs again too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,36 @@ def stage_plan(settings: PipelineConfig) -> list[tuple[str, dict[str, Any]]]:
         stages.append(("map", {"map_target": settings.map_target, "backends": list(settings.sim_backends)}))
     stages.append(("report", {"backends": list(settings.sim_backends)}))
     return stages
+
+
+_EXPORT_FILES = {"nir": ("student_float.nir", "student_quant.nir"), "lava": ("student.lava.npz",),
+                 "netx": ("student.netx.h5",), "onnx": ("student_T*.onnx",)}
+
+
+def missing_output(run_dir: Path, stage: str, inputs: dict[str, Any], settings: PipelineConfig) -> str | None:
+    """What is wrong with the outputs a finished ``stage`` should have left in ``run_dir`` ("X is
+    missing"), None if they are all there."""
+    if stage == "distill":
+        files = ["summary.json"]
+    elif stage == "export":
+        files = ["export/export_report.json", *(f"export/{f}" for t in inputs.get("export_targets", [])
+                                                for f in _EXPORT_FILES.get(t, ()))]
+    elif stage.startswith("simulate:"):
+        b = stage.split(":", 1)[1]
+        files = [f"simulate/{b}/simulate.json", f"simulate/{b}/spikes.h5"]
+    elif stage == "energy":
+        files = [f"energy/{b}.json" for b in settings.sim_backends]
+    elif stage == "map":
+        files = [f"map/{inputs.get('map_target')}.json"]  # what-ifs go to map/what-if/ (hw.mapping.map_path)
+    elif stage == "report":
+        files = ["report.md", "report.html", "report.json"]
+    else:
+        return None
+    for rel in files:
+        found = list(run_dir.glob(rel)) if "*" in rel else [run_dir / rel]
+        if not any(p.is_file() and p.stat().st_size > 0 for p in found):
+            return f"{rel} is missing"
+    return None
 
 
 def read_pipeline_file(run_dir: str | Path) -> dict[str, Any] | None:
@@ -99,7 +130,21 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
                  progress: bool = True, strict: bool = False) -> dict[str, Any]:
     """distil (or, with ``resume_dir``, continue the run there with ``cfg``, its saved config) →
     export → simulate → energy → report, as ``settings`` says. Returns the machine-readable
-    summary (also what ``run --json`` prints)."""
+    summary (also what ``run --json`` prints). The run directory is claimed
+    (``htakl_deploy.rundir``) from the moment it exists until the last stage ends."""
+    holder: dict[str, Any] = {}
+    try:
+        result = _run_pipeline(cfg, settings, resume_dir, teacher_only, say, progress, strict, holder)
+    except BaseException as e:
+        if "claim" in holder:
+            holder["claim"].release(failed=isinstance(e, Exception))
+        raise
+    holder["claim"].release()
+    return result
+
+
+def _run_pipeline(cfg, settings, resume_dir, teacher_only, say, progress, strict, holder) -> dict[str, Any]:
+    from htakl_deploy.rundir import claim
     from htakl_deploy.distill import dist, recipe
     from htakl_deploy.energy.document import write_report
     from htakl_deploy.energy.models import load_preset
@@ -115,7 +160,6 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
     n = len(plan)
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
-    holder: dict[str, Any] = {}
 
     def header(i: int, name: str, what: str) -> None:
         say(f"[{i}/{n}] {name}: {what}")
@@ -124,6 +168,7 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         say(f"      done in {_duration(wall_s)}" + (f" — {note}" if note else ""))
 
     def opened(run_dir: Path) -> None:
+        holder["claim"] = claim(run_dir, "--resume" if resume_dir else "--out-dir").acquire()  # held to the end
         holder["record"] = _Record(run_dir, settings, previous)
         holder["record"].save()
 
@@ -140,10 +185,14 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
         header(1, "distill", "already done, skipped")
     else:
         what = "teacher" if teacher_only else f"{cfg.method} student, T={cfg.timesteps}, {cfg.model} on {cfg.data}"
-        header(1, "distill", what + (" (continuing)" if resume_dir else ""))
         t = time.perf_counter()
-        summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir,
-                             on_open=None if resume_dir else opened)
+
+        def started(run_dir: Path) -> None:  # every check passed: no stage header before a refusal
+            if resume_dir is None:
+                opened(run_dir)
+            header(1, "distill", what + (" (continuing)" if resume_dir else ""))
+
+        summary = recipe.run(cfg, dist.DistEnv(), teacher_only=teacher_only, resume_dir=resume_dir, on_open=started)
         timings["distill_s"] = time.perf_counter() - t
         holder["record"].mark("distill", inputs, timings["distill_s"])
         student = summary.get("student", {})
@@ -158,8 +207,11 @@ def run_pipeline(cfg, settings: PipelineConfig | None = None, *, resume_dir: str
     def skip(i: int, name: str, inputs: dict[str, Any]) -> bool:
         nonlocal rerun_from
         if rerun_from is None and record.done(name, inputs):
-            header(i, name, "already done, skipped")
-            return True
+            gone = missing_output(run_dir, name, inputs, settings)
+            if gone is None:
+                header(i, name, "already done, skipped")
+                return True
+            say(f"      {name}: pipeline.json says done, but {gone}: running it again")
         if rerun_from is None:
             rerun_from = name
             record.forget_after(name, order)
@@ -351,7 +403,6 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
     event frames, sequences or static inputs, labels optional), and NIR files do not record the step
     their exporter divided by. Everything that can be refused is checked before the run directory is created, and
     a directory this call created is removed again if a stage fails."""
-    import shutil
     from datetime import datetime, timezone
 
     from htakl_deploy.distill.runlog import provenance
@@ -360,6 +411,7 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
     from htakl_deploy.energy.report import report_for_files
     from htakl_deploy.export.nir_in import DEFAULT_TIMESTEPS, NIR_TARGETS, _inputs, export_from_nir, load_nir_graph
     from htakl_deploy.hw.simulate import simulate
+    from htakl_deploy.rundir import claim
 
     settings = settings or PipelineConfig()
     path = Path(nir_path)
@@ -384,17 +436,14 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     source = data if input_file is None else Path(input_file).stem
     run_dir = Path(out_dir) / (run_name or f"{source}-{path.stem}-nir-T{t_steps}-{stamp}")
-    if (run_dir / "config.json").exists():
-        raise UserError(f"run directory {run_dir} already holds a run; choose another --run-name")
     targets = [t for t in settings.export_targets if t in NIR_TARGETS]
-    created = not run_dir.exists()
+    held = claim(run_dir, "--run-name", new_run=True).acquire()  # one writer; a refused run leaves no folder
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
     stages = ["export", *(f"simulate:{b}" for b in settings.sim_backends), "energy",
               *(["map"] if settings.map_target else []), "report"]
     n = len(stages)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "provenance.json", provenance(0, 1))
         write_json(run_dir / "config.json", {
             "from_nir": str(path), "dt_s": None if dt_s is None else float(dt_s), "data": data, "input": input_file,
@@ -472,9 +521,9 @@ def run_from_nir(nir_path: str | Path, *, data: str | None, dt_s: float | None, 
         record.data["timings"] = timings
         record.save()
     except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        held.release(failed=True)  # nothing to resume from: a failed or interrupted import leaves no folder
         raise
+    held.release()
     result = {
         "run_dir": str(run_dir), "report": str(run_dir / "report.html"), "timings": timings,
         "settings": settings.to_dict(), "from_nir": str(path),

@@ -37,6 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.lib import format as npy
 
+from htakl_deploy.readers import npy_header
+
 FORMAT = "htakl-lava-plan/2"
 OLD_FORMATS = ("htakl-lava-plan/1",)  # refused: "re-export"
 INT_STORE = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64))
@@ -208,14 +210,9 @@ class Members:
             zi = self._entries[name]
             with self._zip.open(zi) as f:
                 try:
-                    version = npy.read_magic(f)
-                    if version not in ((1, 0), (2, 0)):
-                        raise ValueError(f"version {version}")
-                    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-                    shape, fortran, dtype = read(f, max_header_size=10000)
+                    shape, fortran, dtype, offset = npy_header(f)
                 except ValueError as e:
                     raise FormatError(f"array {name!r}: not a plain .npy array ({str(e)[:80]})") from None
-                offset = f.tell()
             if dtype.hasobject or dtype not in (*INT_STORE, *INDEX_STORE, *FLOAT_STORE) or fortran:
                 raise FormatError(f"array {name!r}: type {dtype}{' (Fortran order)' if fortran else ''} is not "
                                   "one an artefact stores")

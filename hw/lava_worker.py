@@ -18,6 +18,14 @@ orphan tests' long runs); stdout lines ``htakl-lava progress N`` (samples done) 
 ``htakl-lava done``. The worker's stderr is shown after a successful run and reduced to its
 last line in the error otherwise.
 
+Leftovers: Lava's multiprocessing manager makes a ``pymp-*`` folder (a listener socket) in the
+worker's temporary folder and removes it only at a normal exit. The worker therefore gets a
+private ``TMPDIR`` (``htakl-<parent pid>-*`` in the parent's), removed by the parent on every exit
+path it sees (success, error, Ctrl-C, SIGTERM: the CLI turns it into an exception); one left by a
+parent that was SIGKILLed is removed by the next Lava run, once that pid is gone. A socket's path
+holds at most 107 bytes: where ``TMPDIR`` is too long for the extra folder, the worker keeps the
+parent's ``TMPDIR`` (as before; a ``pymp-*`` folder may then stay after a kill).
+
 Failures end the run with one line, never a hang:
 
 - a Lava child process that dies while the network runs (killed, out of memory) — Lava's
@@ -49,6 +57,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from htakl_deploy.atomic import disk_errors
 from htakl_deploy.errors import UserError
 
 TAG = "htakl-lava "
@@ -69,15 +78,16 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
                   timings: dict[str, Any] | None = None, record_state: bool = False) -> dict[str, np.ndarray]:
     """``lava_net.run_network`` in a fresh worker process; the same return value."""
     t0 = time.perf_counter()
-    with _unnamed_file(lambda path: plan.save(path, float_weights=backend == "floating_pt")) as plan_f, tempfile.TemporaryFile() as cur_f, \
-            tempfile.TemporaryFile() as out_f:
-        np.save(cur_f, np.ascontiguousarray(currents_tb))
-        cur_f.flush()
+    with _private_tmp() as tmp, _unnamed_file(lambda path: plan.save(path, float_weights=backend == "floating_pt")) \
+            as plan_f, tempfile.TemporaryFile() as cur_f, tempfile.TemporaryFile() as out_f:
+        with disk_errors(tempfile.gettempdir(), f"the Lava worker's inputs in {tempfile.gettempdir()} (TMPDIR)"):
+            np.save(cur_f, np.ascontiguousarray(currents_tb))
+            cur_f.flush()
         job = {"backend": backend, "copies": int(copies), "record": record, "chunk_samples": int(chunk_samples),
                "record_state": bool(record_state),
                "parent_pid": os.getpid(), "plan_fd": plan_f.fileno(), "currents_fd": cur_f.fileno(),
                "out_fd": out_f.fileno()}
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": tmp}
         proc = subprocess.Popen([sys.executable, "-m", "htakl_deploy.hw.lava_worker", json.dumps(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 pass_fds=(plan_f.fileno(), cur_f.fileno(), out_f.fileno()))
@@ -117,6 +127,37 @@ def run_in_worker(plan, currents_tb: np.ndarray, *, backend: str, copies: int, r
     for i, name in enumerate(plan.populations if record_state else ()):
         out[f"{name}#u"], out[f"{name}#v"] = got[f"state{i}.u"], got[f"state{i}.v"]
     return out
+
+
+TMP_PREFIX = "htakl-"
+SOCKET_PATH_MAX = 107  # AF_UNIX sun_path, less its NUL
+MP_SOCKET_TAIL = len("/pymp-XXXXXXXX/listener-XXXXXXXX")  # what multiprocessing adds under TMPDIR
+
+
+@contextmanager
+def _private_tmp():
+    """The worker's own TMPDIR (see the module docstring), after sweeping those of dead parents."""
+    import re
+    import shutil
+
+    from htakl_deploy.atomic import pid_alive
+
+    base = Path(tempfile.gettempdir())
+    pattern = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[A-Za-z0-9_]{8}$")
+    for entry in base.iterdir() if base.is_dir() else []:
+        m = pattern.match(entry.name)
+        if m and not pid_alive(int(m[1])) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)  # only ours, only a dead process's
+    name_len = len(f"/{TMP_PREFIX}{os.getpid()}-XXXXXXXX")
+    if len(str(base)) + name_len + MP_SOCKET_TAIL > SOCKET_PATH_MAX:
+        yield str(base)  # no room for the private folder in a socket's path: the parent's TMPDIR
+        return
+    with disk_errors(base, f"a folder in {base} (TMPDIR)"):
+        tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=base)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

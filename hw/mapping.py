@@ -233,11 +233,10 @@ SPIKE_BACKENDS = ("lava-fixed_pt", "emulator", "lava-floating_pt", "torch-float"
 def find_spikes(artefact_path) -> "Path | None":
     """The run's recorded spikes next to an artefact in ``RUN_DIR/export/``: the first of
     ``SPIKE_BACKENDS`` that has ``simulate/<backend>/spikes.h5``."""
-    from pathlib import Path
+    from htakl_deploy.hw.simulate import default_out
 
-    run_dir = Path(artefact_path).resolve().parent.parent
     for b in SPIKE_BACKENDS:
-        p = run_dir / "simulate" / b / "spikes.h5"
+        p = default_out(artefact_path, b) / "spikes.h5"
         if p.is_file():
             return p
     return None
@@ -290,7 +289,7 @@ def map_artefact(artefact, *, target: str = "loihi2", overrides: tuple[str, ...]
             est = estimate(m, rec)
         est["source"] = str(spike_path)
         backend = rec.attrs.get("backend")
-        energy_file = path.resolve().parent.parent / "energy" / f"{backend}.json"
+        energy_file = spike_path.parent.parent.parent / "energy" / f"{backend}.json"
         if spikes == "auto" and energy_file.is_file():
             try:
                 rep = json.loads(energy_file.read_text(encoding="utf-8"))

@@ -15,8 +15,10 @@ neuron, so there is no output spike count to read; the readout population integr
 and its current ``u`` is read each step — ``logits_t = (u_t + bias)/(64·S)`` — and the class is
 the argmax of the logits' mean over the T steps, as in training (``distill.train.predict``).
 
-Outputs in ``OUT`` (default ``RUN_DIR/simulate/<backend>``, or ``simulate/what-if/…`` beside a
-recording made there with other settings: ``default_out``), written atomically:
+Outputs in ``OUT`` (default ``RUN_DIR/simulate/<backend>`` for a run's artefact in
+``RUN_DIR/export/``, ``FOLDER/simulate/<backend>`` for an artefact in any other folder, e.g.
+``MODEL-export/`` of ``simulate MODEL.nir``: one folder per graph; or ``simulate/what-if/…``
+beside a recording made there with other settings: ``default_out``), written atomically:
 ``spikes.h5`` (every population's spikes ``[T, samples, ...]`` in torch layout, the 8-bit input,
 labels, predictions; ``energy.spikefile`` format) and ``simulate.json`` (accuracy, wall time,
 samples/s, and the agreement with the emulator — spike for spike — and with the float student).
@@ -28,12 +30,14 @@ spikes), "counts" (per neuron and step, summed over samples: enough for the ener
 for NeuroBench's per-sample counts) or a list of layers whose full spikes are kept (counts of
 all). A backend is called once per batch (``batch_size``; without it ``BATCH_SIZES`` gives a
 backend its own default).
+
+The output folder is claimed (``htakl_deploy.rundir``) while it is written: a second simulate
+into the same folder is refused with the first one's pid.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,7 @@ from htakl_deploy.energy.spikefile import SpikeWriter, parse_record
 from htakl_deploy.hw.activity import check_silence
 from htakl_deploy.hw.emulator import EmulatorResult, emulate
 from htakl_deploy.hw.plan import DeploymentPlan
+from htakl_deploy.rundir import claim
 
 ARTEFACT_NAME = "student.lava.npz"
 
@@ -353,7 +358,7 @@ def prepare(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: in
     inputs = open_samples(plan, input_file, samples, timesteps, data_root)  # converted batch by batch
     try:
         t = inputs.timesteps
-        out = Path(out_dir) if out_dir else default_out(path.parent.parent / "simulate" / backend, inputs, record)
+        out = Path(out_dir) if out_dir else default_out(own_folder(path, backend), inputs, record)
         check_writable_dir(out, "--out" if out_dir else "ARTEFACT's simulate folder")
         netx = plan.metadata.get("source_format") == NETX_FORMAT  # integers only: no float student to compare with
         f_graph = (float_student_graph(path) if compare and backend != "torch-float" and not netx
@@ -487,21 +492,35 @@ def simulate(artefact: str | Path, *, backend: str = "lava-fixed_pt", samples: i
     job = prepare(artefact, backend=backend, samples=samples, timesteps=timesteps, out_dir=out_dir,
                   data_root=data_root, compare=compare, batch_size=batch_size, record=record, device=device,
                   input_file=input_file, strict=strict)
-    created = not job.out.exists()  # a refused or failed run leaves no folder it made (strict silence included)
+    # one writer per folder (a second simulate into it is refused with this one's pid); a refused,
+    # failed or interrupted run leaves no folder it made (strict silence included)
+    held = None
     try:
+        held = claim(job.out, "--out" if out_dir else "ARTEFACT's simulate folder").acquire()
         if callable(getattr(progress, "set_total", None)):
             progress.set_total(job.samples)  # a bar that did not know the sample count can show an ETA
         if shards is not None and shards > 1:
             from htakl_deploy.hw.shards import simulate_sharded
 
-            return simulate_sharded(job, shards, address=ray_address, cpus=ray_cpus, data_root=data_root,
-                                    input_file=input_file, progress=progress)
-        t_start = time.perf_counter()
-        tally, writer = run_range(job, 0, job.samples, job.out / "spikes.h5", progress)
-        return finish(job, tally, writer, time.perf_counter() - t_start)
+            report = simulate_sharded(job, shards, address=ray_address, cpus=ray_cpus, data_root=data_root,
+                                      input_file=input_file, progress=progress)
+        else:
+            t_start = time.perf_counter()
+            tally, writer = run_range(job, 0, job.samples, job.out / "spikes.h5", progress)
+            report = finish(job, tally, writer, time.perf_counter() - t_start)
     except BaseException:
-        if created:
-            shutil.rmtree(job.out, ignore_errors=True)
+        if held is not None:
+            held.release(failed=True)
         raise
     finally:
         job.close()
+    held.release()
+    return report
+
+
+def own_folder(artefact: Path, backend: str) -> Path:
+    """The recording's own folder: ``RUN_DIR/simulate/<backend>`` for ``RUN_DIR/export/student.lava.npz``;
+    ``FOLDER/simulate/<backend>`` for an artefact in any other folder (``MODEL-export/`` of
+    ``simulate MODEL.nir``: one folder per graph)."""
+    folder = Path(artefact).parent
+    return (folder.parent if folder.name == "export" else folder) / "simulate" / backend

@@ -4,8 +4,9 @@ A target is a TOML file (``hw/targets/<name>.toml``, package data: ``loihi1``, `
 user file with the same keys) read into the frozen ``Target`` dataclass, validated on load:
 
 - every number is finite; limits (``*_per_core``, ``*_bits``, ``cores_*``, ...) are integers
-  > 0; the storage format's switches and counts (``FORMAT_KEYS``) integers >= 0; energies
-  (``e_*_pj``), times (``t_*_ns``) and the static power per chip (``p_static_w``) are >= 0
+  in 1..2⁴⁰ (far above any chip; they are written to JSON and multiplied together as int64); the
+  storage format's switches and counts (``FORMAT_KEYS``) integers in 0..2⁴⁰; energies
+  (``e_*_pj``), times (``t_*_ns``) and the static power per chip (``p_static_w``) are in 0..10⁹
   (0 = not modelled);
 - an optional ``[calibration]`` table: the measured run the costs were fitted on and our model's
   activity for it (``hw.map_estimate`` derives the estimates' error bars from it);
@@ -42,6 +43,8 @@ NUMBER_KEYS = LIMIT_KEYS + FORMAT_KEYS + COST_KEYS
 # it (hw/map_estimate.py turns it into error bars); every entry a finite number >= 0 except 'source'
 CALIBRATION_KEYS = ("steps_per_frame", "step_ns", "dynamic_pj_per_step", "static_w_low", "static_w_high",
                     "synops_per_step", "neuron_updates_per_step", "busiest_core_synops", "busiest_core_neurons")
+MAX_LIMIT = 2**40  # far above any chip; limits are written to JSON and multiplied together as int64
+MAX_COST = 1e9
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,16 @@ class Target:
             raise ValueError("'name' must not be empty")
         for key in LIMIT_KEYS:
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{key!r} must be an integer > 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_LIMIT:
+                raise ValueError(f"{key!r} must be an integer in 1..2^40, got {v!r}")
         for key in FORMAT_KEYS:
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{key!r} must be an integer >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_LIMIT:
+                raise ValueError(f"{key!r} must be an integer in 0..2^40, got {v!r}")
         for key in COST_KEYS:
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{key!r} must be a finite number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= MAX_COST:
+                raise ValueError(f"{key!r} must be a number in 0..1e9, got {v!r}")
             object.__setattr__(self, key, float(v))
         if not isinstance(self.sources, dict) or not all(isinstance(v, str) and v for v in self.sources.values()):
             raise ValueError("[sources] must map every number's key to a non-empty string")
@@ -156,10 +159,7 @@ class Target:
             key = key.strip()
             if not sep or key not in NUMBER_KEYS:
                 raise UserError(f"--set: got {pair!r}, expected KEY=VALUE with KEY one of {', '.join(NUMBER_KEYS)}")
-            try:
-                changes[key] = int(value) if key in LIMIT_KEYS + FORMAT_KEYS else float(value)
-            except ValueError:
-                raise UserError(f"--set {key}: {value!r} is not a number") from None
+            changes[key] = _parse_number(key, value)
             sources[key] = f"user-set (--set {key}={value.strip()})"
         try:
             # a user-set cost no longer matches the measured run: no error bars from it
@@ -168,6 +168,26 @@ class Target:
                            unpublished=tuple(k for k in self.unpublished if k not in changes))
         except ValueError as e:
             raise UserError(f"--set: {e}") from None
+
+
+def _parse_number(key: str, value: str) -> int | float:
+    """``--set KEY=VALUE``'s value: an integer for a limit, a number for a cost; the message says which."""
+    value = value.strip()
+    if key in LIMIT_KEYS + FORMAT_KEYS:
+        bounds = "1..2^40" if key in LIMIT_KEYS else "0..2^40"
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise UserError(f"--set {key}: {value!r} is not a number (expected an integer in {bounds})") from None
+        raise UserError(f"--set {key}: got {as_float:g}, expected an integer in {bounds} (a count)")
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"--set {key}: {value!r} is not a number (expected a number in 0..1e9)") from None
 
 
 def _target_dir():
@@ -199,6 +219,9 @@ def load_target(name_or_path: str | os.PathLike, flag: str = "--target") -> Targ
         text, where, stem = (_target_dir() / f"{s}.toml").read_text(encoding="utf-8"), f"target {s}", s
     elif s.endswith(".toml"):
         p = Path(s)
+        from htakl_deploy.readers import check_text_size
+
+        check_text_size(p, flag, "target file")
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from bad_inputs.cases import CASES, Payload
-from bad_inputs.harness import MARKER, build_fixture_run, run_case
+from bad_inputs.harness import MARKER, build_fixture_run, namespace_command, run_case, run_isolated
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,26 @@ def fixture_run(tmp_path_factory):
     return build_fixture_run(tmp_path_factory.mktemp("bad-inputs-fixture"))
 
 
+@pytest.fixture(scope="module")
+def isolated_outcomes(fixture_run, tmp_path_factory):
+    """The cases that need a real full disk, run together in one child process with its own mount
+    namespace (a tmpfs per case; nothing stays mounted whatever happens here)."""
+    if namespace_command() is None:
+        pytest.skip("cannot mount a tmpfs here (needs root or user namespaces): the full-disk cases cannot run")
+    return run_isolated([c for c in CASES if c.isolate], tmp_path_factory.mktemp("isolated"), fixture_run)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case, fixture_run, tmp_path):
-    out = run_case(case, tmp_path / "ws", fixture_run)
+def test_bad_input(case, fixture_run, tmp_path, request):
+    if case.isolate:
+        out = request.getfixturevalue("isolated_outcomes")[case.id]
+    else:
+        out = run_case(case, tmp_path / "ws", fixture_run)
     kind = out.kind(case.expect)
     assert kind == "clean", (
         f"{kind}: rc={out.rc}, stderr={out.stderr!r}, expected words {case.expect!r}, "
-        f"changed={out.changed[:5]}, children={out.children}\n{out.traceback or ''}")
+        f"changed={out.changed[:5]}, children={out.children}, left in TMPDIR={out.leftovers[:5]}\n"
+        f"{out.traceback or ''}")
 
 
 def test_case_table_is_large_and_distinct():
@@ -267,6 +280,7 @@ def test_export_killed_then_run_again_matches_an_uninterrupted_export(fixture_ru
                lambda: (run / "export" / "student_float.nir").exists())
     assert not (run / "export" / "export_report.json").exists(), "the kill came too late to test anything"
     assert main([args[0], str(run), *args[1:]]) == 0
+    assert not list(run.rglob(".*.tmp")), "a killed writer's temporary file was left"  # swept at the claim
     for name in ("quant_report.json",):
         assert json.loads((ref / "export" / name).read_text()) == json.loads((run / "export" / name).read_text())
     for name in ("student_float.nir", "student_quant.nir"):
@@ -299,7 +313,9 @@ def test_simulate_killed_then_run_again_matches_an_uninterrupted_run(fixture_run
     _kill_when([sys.executable, "-m", "htakl_deploy", args[0], str(run), *args[1:]],
                lambda: time.monotonic() - started > 1.0)
     assert not (run / "simulate/emulator/simulate.json").exists(), "the kill came too late to test anything"
+    killed_tmp = list(run.rglob(".spikes.h5.*.tmp"))
     assert main([args[0], str(run), *args[1:]]) == 0
+    assert not list(run.rglob(".*.tmp")), f"the killed writer's {killed_tmp} was left"  # swept at the claim
     a = read_spikes(ref / "simulate/emulator/spikes.h5")
     b = read_spikes(run / "simulate/emulator/spikes.h5")
     assert a.layers.keys() == b.layers.keys() and all(np.array_equal(a.layers[k], b.layers[k]) for k in a.layers)
@@ -322,3 +338,55 @@ def test_artefact_checks_accept_every_kind_of_link(tmp_path):
     plan.metadata.update({"config": DistillConfig().to_dict(), "timesteps": 4})
     again = read_plan(plan.save(tmp_path / "p.lava.npz"))
     assert [(k.name, k.kind, k.delay) for k in again.links] == [(k.name, k.kind, k.delay) for k in plan.links]
+
+
+# ------------------------------------------------------------------ a file that lies about its size
+def write_lying_nir(path: Path) -> Path:
+    """A 55 KB NIR graph (8×8 digits → dense → LIF → dense) whose first weight declares 32 × 31,250,000
+    float32 (10⁹ elements, 4 GB) and holds none of them (gzip chunks never written: HDF5 would read
+    zeros). Before issue 29, ``export`` reached 5.3 GB resident in 40 s (11.6 GB with the issue's
+    file) and reported a MemoryError or a shape mismatch."""
+    import h5py
+    import nir
+
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type=np.array([1, 8, 8])),
+             "flat": nir.Flatten(input_type={"input": np.array([1, 8, 8])}, start_dim=0, end_dim=-1),
+             "fc1": nir.Affine(weight=rng.normal(size=(32, 64)).astype(np.float32), bias=np.zeros(32, np.float32)),
+             "lif1": nir.LIF(tau=np.full(32, 2e-4), r=np.ones(32), v_leak=np.zeros(32), v_threshold=np.ones(32)),
+             "fc2": nir.Affine(weight=rng.normal(size=(10, 32)).astype(np.float32), bias=np.zeros(10, np.float32)),
+             "output": nir.Output(output_type=np.array([10]))}
+    edges = [("input", "flat"), ("flat", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "output")]
+    nir.write(path, nir.NIRGraph(nodes, edges))
+    with h5py.File(path, "r+") as f:
+        del f["node/nodes/fc1/weight"]
+        f["node/nodes/fc1"].create_dataset("weight", shape=(32, 31_250_000), dtype=np.float32,
+                                           chunks=(1, 1_000_000), compression="gzip")
+    return path
+
+
+PEAK_SCRIPT = r"""
+import atexit, sys
+def peak():  # the process's own high-water mark (VmHWM starts anew at exec; ru_maxrss does not)
+    with open("/proc/self/status") as fh:
+        sys.stdout.write(next(line for line in fh if line.startswith("VmHWM:")))
+atexit.register(peak)
+from htakl_deploy.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_export_refuses_a_lying_nir_file_in_little_memory(tmp_path):
+    """The memory bomb: refused naming the dataset, with a peak (the whole process's VmHWM) under
+    200 MB — the file is checked before torch is imported."""
+    path = write_lying_nir(tmp_path / "lying.nir")
+    assert path.stat().st_size < 64 * 1024
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "export", str(path), "--target", "nir", "--data",
+                           "digits"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    peak_mb = int(proc.stdout.split("VmHWM:")[1].split()[0]) / 1024
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "'/node/nodes/fc1/weight' declares (32, 31250000) float32" in lines[0] and "lies about its size" in lines[0]
+    assert not (tmp_path / "lying-export").exists()
+    assert peak_mb < 200, f"export peaked at {peak_mb:.0f} MB on a file that lies about its size"

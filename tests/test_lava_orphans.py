@@ -14,9 +14,11 @@ alive (a process is identified by pid and start time, so a reused pid does not c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,19 +87,22 @@ def artefact(tmp_path_factory) -> Path:
 
 def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
     """SIGTERM, SIGKILL and SIGHUP to a running ``simulate --backend lava-fixed_pt`` (the three at
-    once, each its own command): 0 of its processes alive 5 s later, and no file left in their
-    temporary folder (the Lava worker's inputs and outputs are unnamed files; before, each killed
-    run left a folder with its plan and currents: 262 MB here)."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    once, each its own command and TMPDIR): 0 of its processes alive 5 s later. Nothing is left in
+    TMPDIR after SIGTERM and SIGHUP (the CLI ends like Ctrl-C and removes the worker's private
+    TMPDIR, with Lava's ``pymp-*`` listener folder in it; before, that folder stayed after every
+    kill); after SIGKILL only that private folder is left, and the next Lava run removes it."""
+    # short TMPDIRs: a socket's path (TMPDIR/htakl-PID-*/pymp-*/listener-*) holds at most 107 bytes
+    tmps = {sig: Path(tempfile.mkdtemp(prefix=f"o{sig.value}-", dir="/tmp")) for sig in SIGNALS}
     # 16 images of 1000 time steps each: Lava steps for ~10 s or more (360 images at T=4 take a few)
     procs = {sig: subprocess.Popen([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt", "--samples", "16",
-                                    "--timesteps", "1000", "--out", str(tmp_path / sig.name)], env=env, start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                    "--timesteps", "1000", "--out", str(tmp_path / sig.name)],
+                                   env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmps[sig])},
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for sig in SIGNALS}
     try:
         trees = {sig: wait_for_lava(p) for sig, p in procs.items()}
+        assert all(any(p.name.startswith("pymp-") for p in tmp.rglob("pymp-*")) for tmp in tmps.values()), \
+            "Lava made no pymp-* folder: the leftover check proves nothing"
         for sig, p in procs.items():
             os.kill(p.pid, sig)
         for p in procs.values():
@@ -106,15 +111,25 @@ def test_killing_simulate_leaves_no_lava_process(artefact, tmp_path):
         survivors = {sig.name: alive(tree) for sig, tree in trees.items()}
         assert all(len(tree) >= 5 for tree in trees.values())
         assert survivors == {sig.name: [] for sig in SIGNALS}
-        # only multiprocessing's own pymp-* folders (a listener socket of Lava's shared-memory
-        # manager, removed at a normal exit) may remain: no htakl-lava-* folder, no data file
-        assert [p.name for p in tmp.iterdir() if not p.name.startswith("pymp-")] == []
-        assert [p for p in tmp.rglob("*") if p.is_file()] == []
+        left = {sig.name: sorted(str(p.relative_to(tmps[sig])) for p in tmps[sig].rglob("*")) for sig in SIGNALS}
+        assert left["SIGTERM"] == [] and left["SIGHUP"] == [], left
+        assert [p.name.split("-")[1] for p in tmps[signal.SIGKILL].iterdir()] == [str(procs[signal.SIGKILL].pid)], left
+        assert not [p for p in tmps[signal.SIGKILL].rglob("*") if p.is_file()], left  # data files are unnamed
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            err = procs[sig].stderr.read().decode()
+            assert procs[sig].returncode == 128 + sig and f"stopped by {sig.name}" in err, err
+        again = subprocess.run([*CLI, "simulate", str(artefact), "--backend", "lava-fixed_pt", "--samples", "1",
+                                "--out", str(tmp_path / "again")], capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmps[signal.SIGKILL])})
+        assert again.returncode == 0, again.stderr
+        assert list(tmps[signal.SIGKILL].iterdir()) == [], "the killed run's folder was not swept"
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _lava_children(tree: dict[int, int]) -> list[int]:

@@ -12,7 +12,8 @@ Files (``open_inputs``):
 - ``.npz``: the array ``inputs`` (or the one array not named ``labels``), labels optional in
   ``labels``;
 - ``.h5`` / ``.hdf5``: the dataset ``inputs`` (or the one dataset not named ``labels``), labels
-  optional in ``labels``; no external links or storage (``readers.check_h5_self_contained``);
+  optional in ``labels``; no external links or storage, no dataset larger than the file holds
+  (``readers.check_h5``; ``.npy``/``.npz`` headers likewise: ``check_npy``/``check_npz``);
 - a folder of N-MNIST-format ``.bin`` event recordings (the format of N-MNIST and N-Caltech101),
   read with tonic's own reader (``tonic.io.read_mnist_file``) and binned with tonic's
   ``ToFrame`` into 1 ms frames ``[T, 2, 34, 34]`` (polarity, y, x; the NIR paper's N-MNIST binning);
@@ -124,19 +125,22 @@ def open_inputs(path: str | os.PathLike, in_shape: tuple[int, ...], *, timesteps
 
 def _open_array(p: Path, where: str):
     """(array-like, labels or None, close or None) of a file; UserError for unreadable files."""
-    from htakl_deploy.readers import check_h5_self_contained
+    from htakl_deploy.readers import check_h5, check_npy, check_npz
 
     suffix = p.suffix.lower()
+    label = where.split(" ")[0]
     try:
         if suffix == ".npy":
+            check_npy(p, label)  # a header that declares more than the file holds is named as such
             return np.load(p, mmap_mode="r", allow_pickle=False), None, None
         if suffix == ".npz":
+            check_npz(p, label)
             with np.load(p, allow_pickle=False) as z:
                 key = _pick(list(z.files), where)
                 return z[key], (z[LABEL_KEY] if LABEL_KEY in z.files else None), None
         import h5py
 
-        check_h5_self_contained(p, where.split(" ")[0])
+        check_h5(p, label, streamed=("/",))  # no links out, no lying sizes; inputs are read batch by batch
         f = h5py.File(p, "r")
         try:
             sets = [k for k in f if isinstance(f[k], h5py.Dataset)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import MARKER, Case
+from .harness import MARKER, Case, tmpfs
 
 # cheap settings so that a case wrongly accepted trains for seconds, not minutes
 QUICK = ("--no-progress", "--epochs", "1", "--teacher-epochs", "1", "--limit-train", "64", "--limit-test", "8",
@@ -290,7 +290,7 @@ for f in ("timesteps", "epochs", "teacher-epochs", "batch-size", "limit-train", 
     add(f"distill-{f}-zero", distill(f"--{f}", "0"), f"--{f}")
 add("distill-kdsnn-stage-unknown", distill("--method", "kdsnn", "--kdsnn-stage", "stage9"), "--kdsnn-stage")
 add("distill-seed-negative", distill("--seed", "-1"), "--seed")
-add("distill-seed-huge", distill("--seed", str(2**70)), "--seed")
+add("distill-seed-huge", distill("--seed", str(2**70)), "--seed: got 1180591620717411303424, expected an integer in 0..4294967295")
 add("distill-timesteps-huge", distill("--timesteps", "1000000000"), "--timesteps")
 add("distill-epochs-huge", distill("--epochs", str(10**12)), "--epochs")
 add("distill-batch-huge", distill("--batch-size", str(2**40)), "--batch-size")
@@ -351,9 +351,9 @@ add("distill-teacher-other-images", distill("--teacher", "t.pt"), "images",
     ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(in_shape=[1, 28, 28])))
 add("distill-teacher-other-arch", distill("--teacher", "t.pt"), "t.pt",
     ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model_spec"].update(arch="resnet20")))
-add("distill-teacher-missing-tensor", distill("--teacher", "t.pt"), "t.pt",
+add("distill-teacher-missing-tensor", distill("--teacher", "t.pt"), "is missing",
     ckpt_edit("run/teacher/last.pt", "t.pt", lambda ck, ws: ck["model"].pop(next(iter(ck["model"])))))
-add("distill-teacher-wrong-shape", distill("--teacher", "t.pt"), "t.pt",
+add("distill-teacher-wrong-shape", distill("--teacher", "t.pt"), "has shape",
     ckpt_edit("run/teacher/last.pt", "t.pt",
               lambda ck, ws: ck["model"].update({k: v[:1] for k, v in list(ck["model"].items())[:1]})))
 add("distill-teacher-model-not-dict", distill("--teacher", "t.pt"), "t.pt",
@@ -987,3 +987,170 @@ add("energy-shards-zero", (*E, "--shards", "0"), "--shards")
 add("energy-ray-cpus-without-shards", (*E, "--ray-cpus", "2"), "--ray-cpus")
 add("run-grid-cuda-without-gpu", ("run", "--config", "g.toml", "--out-dir", "runs", "--device", "cuda"), "CUDA",
     put("g.toml", GRID))
+
+
+# ------------------------------------------------------------------ a full disk (issue 29): a real tmpfs
+# Each case mounts a small tmpfs at ws/full (``tmpfs``; the case runs in a private mount namespace)
+# and writes there: one line naming the file and the space left, exit 2, no crash inside libhdf5,
+# no temporary file left, and an earlier complete output untouched (the snapshot covers ws/full).
+FULL = "No space left on device"
+
+
+def full(id_, argv, setup, expect=FULL):
+    CASES.append(Case(id_, tuple(argv), expect, setup, True, isolate=True))
+
+
+EMPTY_64K = tmpfs("full", 64)
+RUN_ON_FULL_DISK = tmpfs("full", 8192, copy={"run": "run"}, free_kib=4)  # the run, then 4 KiB left
+full("full-disk-simulate", ("simulate", "{run}", "--backend", "emulator", "--samples", "64", "--out", "full/sim"),
+     EMPTY_64K)
+full("full-disk-simulate-over-earlier", ("simulate", "full/run", "--backend", "emulator", "--samples", "4"),
+     RUN_ON_FULL_DISK)
+full("full-disk-export-nir", ("export", "{run}", "--target", "nir", "--no-eval", "--out", "full/exp"), EMPTY_64K)
+full("full-disk-export-lava", ("export", "{run}", "--target", "lava", "--lava-check", "0", "--no-eval",
+                               "--out", "full/exp"), tmpfs("full", 512))
+full("full-disk-export-onnx", ("export", "{run}", "--target", "onnx", "--no-eval", "--out", "full/exp"), EMPTY_64K)
+full("full-disk-export-netx", ("export", "{run}", "--target", "netx", "--no-eval", "--out", "full/exp"),
+     tmpfs("full", 448))  # the NIR files fit, the netx file does not
+full("full-disk-export-over-earlier", ("export", "full/run", "--target", "nir", "lava", "--lava-check", "0",
+                                       "--no-eval"), RUN_ON_FULL_DISK)
+full("full-disk-export-nir-file", ("export", "full/g.nir", "--target", "nir", "lava", "--lava-check", "0"),
+     tmpfs("full", 512, copy={"g.nir": "run/export/student_float.nir"}, free_kib=16))
+full("full-disk-distill", distill("--out-dir", "full/runs"), EMPTY_64K)
+full("full-disk-train-teacher", distill("--out-dir", "full/runs", cmd="train-teacher"), EMPTY_64K)
+full("full-disk-run", distill("--out-dir", "full/runs", "--no-lava", cmd="run"), EMPTY_64K)
+full("full-disk-energy-json", ("energy", "{h5}", "--graph", "{qnir}", "--json", "full/e.json"),
+     tmpfs("full", 64, free_kib=0))
+full("full-disk-map-json", ("map", "{run}", "--json", "full/m.json"), tmpfs("full", 64, free_kib=0))
+full("full-disk-report", ("report", "full/run"), RUN_ON_FULL_DISK)
+full("full-disk-compare-html", ("compare", "{run}", "--html", "full/c.html"), tmpfs("full", 64, free_kib=0))
+full("full-disk-simulate-whatif", ("simulate", "full/run", "--backend", "emulator", "--samples", "8"),
+     RUN_ON_FULL_DISK)
+
+
+# ------------------------------------------------------------------ sizes that lie (issue 29)
+# Every reader checks what a file declares against what it holds before allocating: a dataset or
+# array that claims more than its bytes (or more than deflate's 1032:1 of them) is refused by name.
+LIES = "lies about its size"
+
+
+def lying_dataset(path: str, dataset: str, shape, dtype="float32"):
+    """Replace ``dataset`` of the HDF5 file ``path`` by one that declares ``shape`` but holds nothing
+    (gzip-chunked, no chunk written: HDF5 would read 'fill values' for all of it)."""
+    def edit(f, ws):
+        del f[dataset]
+        f.create_dataset(dataset, shape=shape, dtype=dtype, chunks=(1,) * (len(shape) - 1) + (min(shape[-1], 1 << 20),),
+                         compression="gzip")
+    return h5_edit(path, edit)
+
+
+def lying_npy(name: str, shape, dtype="<f4", zipped_as: str | None = None):
+    """A ``.npy`` (or, with ``zipped_as``, an ``.npz`` member) whose header declares ``shape`` over 64 bytes."""
+    def setup(ws: Path) -> None:
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+        data = buf.getvalue() + b"\0" * 64
+        p = ws / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if zipped_as is None:
+            p.write_bytes(data)
+            return
+        with np.load(ws / "run/export/student.lava.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        with zipfile.ZipFile(p, "w") as zf:
+            for k, a in arrays.items():
+                if k == zipped_as:
+                    zf.writestr(k + ".npy", data)
+                else:
+                    with zf.open(k + ".npy", "w") as fh:
+                        np.lib.format.write_array(fh, a, allow_pickle=False)
+    return setup
+
+
+def zip_bomb_member(name: str):
+    """The artefact with one member whose zip entry claims 4 GiB uncompressed from a few bytes."""
+    def setup(ws: Path) -> None:
+        import shutil
+        import struct
+
+        shutil.copy(ws / "run/export/student.lava.npz", ws / name)
+        data = bytearray((ws / name).read_bytes())
+        at = data.rfind(b"PK\x01\x02")  # the last central-directory entry: its uncompressed size field
+        data[at + 10:at + 12] = struct.pack("<H", 8)  # "deflated"
+        data[at + 24:at + 28] = struct.pack("<I", 0xFFFFFFF0)
+        (ws / name).write_bytes(bytes(data))
+    return setup
+
+
+add("nir-lying-size-export", ("export", "g.nir", "--data", "digits"), LIES,
+    chain(lambda ws: __import__("shutil").copy(ws / "run/export/student_float.nir", ws / "g.nir"),
+          lying_dataset("g.nir", "node/nodes/fc/weight", (10, 100_000_000))))
+add("nir-lying-size-energy-graph", ("energy", "{h5}", "--graph", "{qnir}"), LIES,
+    lying_dataset("run/export/student_quant.nir", "node/nodes/fc/weight", (10, 100_000_000), "int64"))
+add("nir-lying-size-simulate", ("simulate", "g.nir", "--data", "digits", "--backend", "emulator"), LIES,
+    chain(lambda ws: __import__("shutil").copy(ws / "run/export/student_float.nir", ws / "g.nir"),
+          lying_dataset("g.nir", "node/nodes/stage1.conv/weight", (32, 1, 3, 100_000_000))))
+add("spikes-lying-size-counts", ("energy", "{h5}", "--graph", "{qnir}"), LIES,
+    lying_dataset("run/simulate/emulator/spikes.h5", "counts/stage1.act", (4, 32, 8, 100_000_000), "int64"))
+add("spikes-lying-size-labels", ("energy", "{h5}", "--graph", "{qnir}"), LIES,
+    lying_dataset("run/simulate/emulator/spikes.h5", "labels", (1_000_000_000,), "int64"))
+add("spikes-lying-layer-shapes", ("energy", "{h5}", "--graph", "{qnir}"), "layer_shapes",
+    h5_edit("run/simulate/emulator/spikes.h5", lambda f, ws: f.attrs.__setitem__(
+        "layer_shapes", json.dumps({**json.loads(f.attrs["layer_shapes"]), "stage1.act": [32, 8, 100_000_000]}))))
+add("spikes-lying-size-map", ("map", "{run}", "--spikes", "{h5}"), LIES,
+    lying_dataset("run/simulate/emulator/spikes.h5", "counts/stage2.act", (4, 10**9), "int64"))
+add("npz-lying-array-simulate", ("simulate", "a.npz", "--backend", "emulator"), LIES,
+    lying_npy("a.npz", (1_000_000_000,), "<i8", zipped_as="link0.weight"))
+add("npz-lying-array-map", ("map", "a.npz"), LIES, lying_npy("a.npz", (1_000_000_000,), "<i8", zipped_as="header"))
+add("npz-zip-bomb-member", ("map", "a.npz"), LIES, zip_bomb_member("a.npz"))
+add("npy-lying-calibration", ("export", "{fnir}", "--calibration", "c.npy", "--out", "e"), LIES,
+    lying_npy("c.npy", (1000, 1_000_000, 64)))
+add("h5-lying-calibration", ("export", "{fnir}", "--calibration", "c.h5", "--out", "e"), LIES,
+    lambda ws: __import__("h5py").File(ws / "c.h5", "w").create_dataset(
+        "inputs", shape=(1000, 1, 1, 8, 8_000_000), dtype="f4", chunks=(1, 1, 1, 8, 1 << 20), compression="gzip").file.close())
+add("config-huge-file", distill("--config", "c.toml"), "over the 16.0 MiB limit for config files",
+    put("c.toml", "# padding\n" * 1_700_000))
+add("energy-model-huge-file", (*E, "--energy-model", "m.toml"), "limit for energy model files",
+    put("m.toml", "# padding\n" * 1_700_000))
+add("map-target-huge-file", ("map", "{run}", "--target", "t.toml"), "limit for target files",
+    put("t.toml", "# padding\n" * 1_700_000))
+add("report-config-huge", ("report", "{run}"), "config.json", put("run/config.json", "{" + " " * (17 << 20) + "}"))
+# numeric overrides: range-checked, and the message says what kind of number
+add("map-set-limit-1e30", ("map", "{run}", "--set", "neurons_per_core=1e30"), "expected an integer in 1..2^40")
+add("map-set-limit-10-to-30", ("map", "{run}", "--set", f"neurons_per_core={10**30}"), "1..2^40")
+add("map-set-limit-fraction", ("map", "{run}", "--set", "neurons_per_core=1.5"), "got 1.5, expected an integer")
+add("map-set-limit-zero", ("map", "{run}", "--set", "neurons_per_core=0"), "1..2^40")
+add("map-set-cost-absurd", ("map", "{run}", "--set", "e_synop_pj=1e300"), "0..1e9")
+add("map-set-cost-negative", ("map", "{run}", "--set", "t_synop_ns=-1"), "0..1e9")
+
+
+# ------------------------------------------------------------------ messages that misled (issue 29)
+def _drop_neuron(f, ws) -> None:
+    """A quantised graph with a LIF node removed and its conv wired straight on: not deployable."""
+    import h5py
+
+    edges = [tuple(e) for e in f["node/edges"][()] if b"stage2.act" not in tuple(e)] + [(b"stage2.conv", b"flatten")]
+    del f["node/nodes/stage2.act"], f["node/edges"]
+    f["node"].create_dataset("edges", data=np.array(edges, dtype=object), dtype=h5py.string_dtype())
+
+
+def _text_for(field: str, node: str = "fc"):
+    def edit(f, ws) -> None:
+        import h5py
+
+        g = f[f"node/nodes/{node}"]
+        del g[field]
+        g.create_dataset(field, data="0.5", dtype=h5py.string_dtype())
+    return edit
+
+
+add("energy-graph-missing-neuron", ("energy", "{h5}", "--graph", "{qnir}"), "'stage2.conv' (Conv2dNode): only pooling",
+    h5_edit("run/export/student_quant.nir", _drop_neuron))
+add("nir-text-for-weight", ("export", "{fnir}", "--data", "digits", "--out", "e"),
+    "NIR node 'fc' (Affine): field 'weight' holds text, expected an array of numbers",
+    h5_edit("run/export/student_float.nir", _text_for("weight")))
+add("nir-text-for-tau-energy", ("energy", "{h5}", "--graph", "{qnir}"), "'stage1.act' (LIF): field 'tau' holds text",
+    h5_edit("run/export/student_quant.nir", _text_for("tau", "stage1.act")))
