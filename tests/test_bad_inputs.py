@@ -390,3 +390,14 @@ def test_export_refuses_a_lying_nir_file_in_little_memory(tmp_path):
     assert "'/node/nodes/fc1/weight' declares (32, 31250000) float32" in lines[0] and "lies about its size" in lines[0]
     assert not (tmp_path / "lying-export").exists()
     assert peak_mb < 200, f"export peaked at {peak_mb:.0f} MB on a file that lies about its size"
+
+
+def test_the_safety_page_counts_every_case():
+    """docs/SAFETY.md's counts are written by ``run_all.py --docs``: they must cover the whole table."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "SAFETY.md").read_text(encoding="utf-8")
+    block = text.split("<!-- bad-inputs:begin -->")[1].split("<!-- bad-inputs:end -->")[0]
+    got = re.search(r"\*\*(\d+) cases\*\*", block)
+    assert got and int(got.group(1)) == len(CASES), (
+        "docs/SAFETY.md is stale: run `python tests/bad_inputs/run_all.py --docs docs/SAFETY.md`")

@@ -35,3 +35,11 @@ def test_method_step_bench_covers_every_method(tmp_path):
     for method in ("ce", "kd", "rkl", "fixed", "hta-kl", "ckdsnn", "seal", "kdsnn", "lasnn", "bkdsnn"):
         assert method in text
     json.loads(text)
+
+
+def test_h5_sink_bench_writes_the_same_file_both_ways(tmp_path):
+    """bench/h5_sink.py at a tiny budget: both variants run, and the file written through AtomicH5's
+    file object reads back with the same spikes as the one h5py wrote by name."""
+    result = load("h5_sink").main(["--samples", "8", "--repeats", "2", "--json", str(tmp_path / "s.json")])
+    assert set(result["median_s"]) == {"direct", "sink"} and result["sink_over_direct"] > 0 and result["identical"]
+    assert json.loads((tmp_path / "s.json").read_text())["samples"] == 8

@@ -1117,7 +1117,7 @@ add("energy-model-huge-file", (*E, "--energy-model", "m.toml"), "limit for energ
     put("m.toml", "# padding\n" * 1_700_000))
 add("map-target-huge-file", ("map", "{run}", "--target", "t.toml"), "limit for target files",
     put("t.toml", "# padding\n" * 1_700_000))
-add("report-config-huge", ("report", "{run}"), "config.json", put("run/config.json", "{" + " " * (17 << 20) + "}"))
+add("report-config-huge-file", ("report", "{run}"), "config.json", put("run/config.json", "{" + " " * (17 << 20) + "}"))
 # numeric overrides: range-checked, and the message says what kind of number
 add("map-set-limit-1e30", ("map", "{run}", "--set", "neurons_per_core=1e30"), "expected an integer in 1..2^40")
 add("map-set-limit-10-to-30", ("map", "{run}", "--set", f"neurons_per_core={10**30}"), "1..2^40")
