@@ -1070,6 +1070,17 @@ def lying_npy(name: str, shape, dtype="<f4", zipped_as: str | None = None):
     return setup
 
 
+def _npz_lying(path: Path) -> None:
+    """An ``--input`` .npz whose one array's header declares 10⁹ 8×8 images over 64 bytes."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 1, 8, 8)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("inputs.npy", buf.getvalue() + b"\0" * 64)
+
+
 def zip_bomb_member(name: str):
     """The artefact with one member whose zip entry claims 4 GiB uncompressed from a few bytes."""
     def setup(ws: Path) -> None:
@@ -1102,10 +1113,17 @@ add("spikes-lying-layer-shapes", ("energy", "{h5}", "--graph", "{qnir}"), "layer
         "layer_shapes", json.dumps({**json.loads(f.attrs["layer_shapes"]), "stage1.act": [32, 8, 100_000_000]}))))
 add("spikes-lying-size-map", ("map", "{run}", "--spikes", "{h5}"), LIES,
     lying_dataset("run/simulate/emulator/spikes.h5", "counts/stage2.act", (4, 10**9), "int64"))
-add("npz-lying-array-simulate", ("simulate", "a.npz", "--backend", "emulator"), LIES,
+add("npz-lying-array-simulate", ("simulate", "a.npz", "--backend", "emulator"), "declares shape (1000000000,)",
     lying_npy("a.npz", (1_000_000_000,), "<i8", zipped_as="link0.weight"))
-add("npz-lying-array-map", ("map", "a.npz"), LIES, lying_npy("a.npz", (1_000_000_000,), "<i8", zipped_as="header"))
-add("npz-zip-bomb-member", ("map", "a.npz"), LIES, zip_bomb_member("a.npz"))
+add("npz-lying-array-map", ("map", "a.npz"), "declares shape (1000000000,)", lying_npy("a.npz", (1_000_000_000,), "<i8", zipped_as="header"))
+add("npz-zip-bomb-member", ("map", "a.npz"), "is compressed", zip_bomb_member("a.npz"))
+add("input-npy-lying-size", ("simulate", "{run}", "--backend", "emulator", "--input", "x.npy"), LIES,
+    lying_npy("x.npy", (10**9, 1, 8, 8)))
+add("input-npz-lying-size", ("simulate", "{run}", "--backend", "emulator", "--input", "x.npz"), LIES,
+    lambda ws: __import__("zipfile").ZipFile(ws / "x.npz", "w").close() or _npz_lying(ws / "x.npz"))
+add("input-h5-lying-size", ("simulate", "{run}", "--backend", "emulator", "--input", "x.h5"), LIES,
+    lambda ws: __import__("h5py").File(ws / "x.h5", "w").create_dataset(
+        "inputs", shape=(10**9, 1, 8, 8), dtype="f4", chunks=(1024, 1, 8, 8), compression="gzip").file.close())
 add("npy-lying-calibration", ("export", "{fnir}", "--calibration", "c.npy", "--out", "e"), LIES,
     lying_npy("c.npy", (1000, 1_000_000, 64)))
 add("h5-lying-calibration", ("export", "{fnir}", "--calibration", "c.h5", "--out", "e"), LIES,
