@@ -1008,10 +1008,11 @@ full("full-disk-simulate-over-earlier", ("simulate", "full/run", "--backend", "e
      RUN_ON_FULL_DISK)
 full("full-disk-export-nir", ("export", "{run}", "--target", "nir", "--no-eval", "--out", "full/exp"), EMPTY_64K)
 full("full-disk-export-lava", ("export", "{run}", "--target", "lava", "--lava-check", "0", "--no-eval",
-                               "--out", "full/exp"), tmpfs("full", 512))
+                               "--out", "full/exp"),  # the NIR files there already: the artefact does not fit
+     tmpfs("full", 1024, copy={"exp": "run/export"}, free_kib=8))
 full("full-disk-export-onnx", ("export", "{run}", "--target", "onnx", "--no-eval", "--out", "full/exp"), EMPTY_64K)
 full("full-disk-export-netx", ("export", "{run}", "--target", "netx", "--no-eval", "--out", "full/exp"),
-     tmpfs("full", 448))  # the NIR files fit, the netx file does not
+     tmpfs("full", 1024, copy={"exp": "run/export"}, free_kib=4))  # the NIR files there already
 full("full-disk-export-over-earlier", ("export", "full/run", "--target", "nir", "lava", "--lava-check", "0",
                                        "--no-eval"), RUN_ON_FULL_DISK)
 full("full-disk-export-nir-file", ("export", "full/g.nir", "--target", "nir", "lava", "--lava-check", "0"),
