@@ -130,12 +130,12 @@ def _npy_claiming(old: bytes, shape: tuple) -> bytes:
 
     from numpy.lib import format as npy
 
-    f = io.BytesIO(old)
-    npy.read_magic(f)
-    _, _, dtype = npy.read_array_header_1_0(f)
+    from htakl_deploy.readers import npy_header
+
+    _, _, dtype, offset = npy_header(io.BytesIO(old))
     head = io.BytesIO()
     npy.write_array_header_1_0(head, {"descr": npy.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
-    return head.getvalue() + old[f.tell():]  # the header written with its magic
+    return head.getvalue() + old[offset:]  # the header written with its magic
 
 
 def _set_first(a: np.ndarray, value) -> np.ndarray:
