@@ -1020,9 +1020,9 @@ full("full-disk-export-nir-file", ("export", "full/g.nir", "--target", "nir", "l
 full("full-disk-distill", distill("--out-dir", "full/runs"), EMPTY_64K)
 full("full-disk-train-teacher", distill("--out-dir", "full/runs", cmd="train-teacher"), EMPTY_64K)
 full("full-disk-run", distill("--out-dir", "full/runs", "--no-lava", cmd="run"), EMPTY_64K)
-full("full-disk-energy-json", ("energy", "{h5}", "--graph", "{qnir}", "--json", "full/e.json"),
+full("full-disk-energy-json", ("energy", "{h5}", "--graph", "{qnir}", "--json-out", "full/e.json"),
      tmpfs("full", 64, free_kib=0))
-full("full-disk-map-json", ("map", "{run}", "--json", "full/m.json"), tmpfs("full", 64, free_kib=0))
+full("full-disk-map-json", ("map", "{run}", "--json-out", "full/m.json"), tmpfs("full", 64, free_kib=0))
 full("full-disk-report", ("report", "full/run"), RUN_ON_FULL_DISK)
 full("full-disk-compare-html", ("compare", "{run}", "--html", "full/c.html"), tmpfs("full", 64, free_kib=0))
 full("full-disk-simulate-whatif", ("simulate", "full/run", "--backend", "emulator", "--samples", "8"),
