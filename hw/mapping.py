@@ -233,10 +233,10 @@ SPIKE_BACKENDS = ("lava-fixed_pt", "emulator", "lava-floating_pt", "torch-float"
 def find_spikes(artefact_path) -> "Path | None":
     """The run's recorded spikes next to an artefact in ``RUN_DIR/export/``: the first of
     ``SPIKE_BACKENDS`` that has ``simulate/<backend>/spikes.h5``."""
-    from htakl_deploy.hw.simulate import default_out
+    from htakl_deploy.hw.simulate import own_folder
 
     for b in SPIKE_BACKENDS:
-        p = default_out(artefact_path, b) / "spikes.h5"
+        p = own_folder(artefact_path, b) / "spikes.h5"
         if p.is_file():
             return p
     return None
