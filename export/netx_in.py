@@ -451,12 +451,12 @@ def read_netx(path: str | os.PathLike) -> QuantizedGraph:
     ``UserError`` naming the file (and the layer and its type) for anything it cannot read."""
     import h5py
 
-    from htakl_deploy.readers import check_h5_self_contained, describe_missing
+    from htakl_deploy.readers import check_h5, describe_missing
 
     p = Path(path)
     if not p.is_file():
         raise describe_missing(p, "", "netx file")
-    check_h5_self_contained(p)
+    check_h5(p)  # no links into other files, no dataset larger than the file holds
     try:
         f = h5py.File(p, "r")
     except Exception as e:

@@ -175,9 +175,6 @@ def check_h5(path: str | os.PathLike, label: str = "", *, streamed: Iterable[str
         raise _over_budget(path, where, whole[0], "its datasets hold")
 
 
-check_h5_self_contained = check_h5  # the name the readers used before the size checks
-
-
 def np_prod(shape) -> int:
     n = 1
     for v in shape:

@@ -957,6 +957,18 @@ add("netx-shape-wrong", ("simulate", "m.net", "--data", "digits", "--backend", "
 add("netx-bias-13-bit", ("export", "m.net", "--target", "lava"), "fits no 13-bit mantissa",
     netx_file("m.net", lambda f, ws: f["layer/2"].create_dataset("bias", data=np.full(10, 5001.0))))
 
+
+def _netx_lying_weight(f, ws) -> None:
+    """The dense layer's weight replaced by one declaring 10 x 10^8 float32 (4 GB) and holding none."""
+    del f["layer/2/weight"]
+    f["layer/2"].create_dataset("weight", shape=(10, 100_000_000), dtype="f4", chunks=(1, 1 << 20),
+                                compression="gzip")
+
+
+add("netx-lying-size-map", ("map", "m.net", "--no-spikes"), "lies about its size", netx_file("m.net", _netx_lying_weight))
+add("netx-lying-size-export", ("export", "m.net", "--target", "lava"), "lies about its size",
+    netx_file("m.net", _netx_lying_weight))
+
 # ------------------------------------------------------------------ --reset, --strict (issue 26)
 add("export-reset-mode", ("export", "{fnir}", "--target", "nir", "--reset", "sideways", "--out", "o"), "mode 'sideways'")
 add("export-reset-layer", ("export", "{fnir}", "--target", "nir", "--reset", "nope=subtract", "--out", "o"),
