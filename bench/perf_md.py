@@ -529,7 +529,7 @@ def ray_section(r: dict) -> list[str]:
             f"{100 * s['firing_rate_mean']:.1f} %), spike file {s['spikes_file_bytes'] / 2**20:.0f} MiB; whole "
             f"commands, median of {s['repeats']} interleaved repeats, load average {load(s['load_before'])} → "
             f"{load(s['load_after'])}:", "",
-            "| variant | simulate wall (s) | energy wall (s) |", "|---|---|---|",
+            "| variant | `simulate` wall (s) | `energy --neurobench-samples all` wall (s) |", "|---|---|---|",
             *(f"| {name} | {w:.1f} | {s['energy_wall_s_median'][name]:.1f} |" if name in s["energy_wall_s_median"]
               else f"| {name} | {w:.1f} | |" for name, w in med.items()), "",
             f"- **one process × 1 thread / 2 shards: ×{s['ratio_1thread_over_shards']:.2f}**; one process × 2 "

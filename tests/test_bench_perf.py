@@ -472,3 +472,15 @@ def test_performance_page_netx_section_is_the_archived_bench_json():
     r = json.loads((BENCH / "results_archive" / "netx_pilotnet_speed.json").read_text())
     page = (BENCH.parent / "docs" / "PERFORMANCE.md").read_text()
     assert "\n".join(load("perf_md").netx_section(r)).strip() in page
+
+
+def test_performance_page_ray_section_is_the_archived_bench_json():
+    """docs/PERFORMANCE.md's Ray section is what perf_md renders from the committed JSON of
+    bench/ray_scale.py (bench/results_archive/ray_scale.json), and that run found every Ray
+    result equal to the one-process one."""
+    r = json.loads((BENCH / "results_archive" / "ray_scale.json").read_text())
+    page = (BENCH.parent / "docs" / "PERFORMANCE.md").read_text()
+    assert "\n".join(load("perf_md").ray_section(r)).strip() in page
+    assert r["grid"]["all_identical"] and r["grid"]["killed"]["student_epochs_done"] >= 1
+    assert all(r["shards"][k] for k in ("spikes_file_identical", "simulate_json_identical", "energy_identical")) \
+        if "shards" in r else True
