@@ -4,7 +4,8 @@ lava-dl's own netx loads and runs the file in Lava (spikes equal to our emulator
 
 netx on this stack: ``make install`` installs lava-dl 0.6.0 and opencv-python-headless
 (``--no-deps``, as lava-nc); torchvision cannot load against the CPU torch pin, and netx needs
-only its import to succeed — ``_import_netx`` says how an empty stand-in covers that import.
+only its import to succeed — ``hw.netx_reference.import_netx`` says how an empty stand-in
+covers that import.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from htakl_deploy.export.graph import (
 )
 from htakl_deploy.export.netx_hdf5 import NETX_BIAS_EXP, READOUT_VTH, read_netx_summary, write_netx
 from htakl_deploy.export.quantize import quantize, quantize_input, run_int
+from htakl_deploy.hw.netx_reference import import_netx
 
 
 def _graph(nodes: dict, edges=None) -> StudentGraph:
@@ -213,35 +215,6 @@ def test_read_summary_names_a_bad_file(tmp_path):
 # -- lava-dl netx, for real ----------------------------------------------------------------
 
 
-def _import_netx():
-    """lava-dl 0.6.0's netx (installed by ``make install``).
-
-    STAND-IN: ``netx.hdf5`` imports ``lava.lib.dl.slayer``, whose ``__init__`` imports its
-    object-detection package, which imports ``torchvision.ops`` and ``torchvision.transforms``
-    at import time and uses them only in bounding-box and data-set helpers netx never calls.
-    PyPI's torchvision wheels are CUDA builds that cannot register their operators against the CPU
-    torch pin (``RuntimeError: operator torchvision::nms does not exist``), so torchvision is not
-    installed and three empty modules stand in for it here, for that import only. Nothing else is
-    replaced: netx, lava-nc and cv2 (opencv-python-headless) are the real packages.
-    """
-    import sys
-    import types
-
-    if "torchvision" not in sys.modules:
-        try:
-            import torchvision  # noqa: F401  (a working torchvision, if some environment has one)
-        except Exception:
-            tv = types.ModuleType("torchvision")
-            tv.ops, tv.transforms = types.ModuleType("torchvision.ops"), types.ModuleType("torchvision.transforms")
-            sys.modules.update({"torchvision": tv, "torchvision.ops": tv.ops, "torchvision.transforms": tv.transforms})
-    from htakl_deploy.hw.lava_compat import ensure_lava
-
-    ensure_lava()
-    from lava.lib.dl import netx  # an ImportError here fails the test: lava-dl is part of the install
-
-    return netx
-
-
 def _netx_run(netx, path, x_int: np.ndarray, n_steps: int, probes: list[int]):
     """Run the netx file in Lava fixed_pt on integer pixels ``[T, C, H, W]`` (zeros after T);
     returns the spikes of the layers ``probes`` as bool ``[n_steps, C, H, W]`` / ``[n_steps, N]``
@@ -279,7 +252,7 @@ def test_netx_loads_and_runs_our_file(tmp_path):
     """lava-dl's own ``netx.hdf5.Network`` loads our file and runs it in Lava ``fixed_pt``: every
     LIF layer's spikes equal our emulator's (Lava-aligned integer model) and the readout's ``v``
     equals ``run_int``, each at its own pipeline delay."""
-    netx = _import_netx()
+    netx = import_netx()
     from htakl_deploy.hw.emulator import emulate
     from htakl_deploy.hw.plan import plan_from_quantized
 
@@ -327,7 +300,7 @@ def test_export_names_the_layers_netx_cannot_express_exactly(convnet, tmp_path):
 def test_spiking_last_layer_ends_the_netx_file(tmp_path):
     """A graph whose output reads its last LIF's spikes (Sinabs' CNNs end so): the netx file ends in
     that layer (``readout = spikes``), and lava-dl's netx runs it with the emulator's spikes there."""
-    netx = _import_netx()
+    netx = import_netx()
     from htakl_deploy.hw.emulator import emulate
     from htakl_deploy.hw.plan import plan_from_quantized
 
