@@ -176,10 +176,8 @@ def _per_channel(scale: np.ndarray, channels: int, what: str, whose: str) -> np.
 def _synapse_ahead(nodes: OrderedDict, edges, name: str, node: _ScaleNode):
     """(the conv/affine the Scale ``name`` reaches through single-input pools and flatten, the scale as
     that node's input sees it), or None. A per-channel scale commutes with pooling; through a flatten
-    it becomes one value per element (the channel's value repeated over its positions)."""
-    from htakl_deploy.export.nodes.flatten import FlattenNode
-    from htakl_deploy.export.nodes.pool import PoolNode
-
+    (a route node that ``FLATTENS``) it becomes one value per element (the channel's value repeated
+    over its positions)."""
     scale, flat, cur = node.scale, False, name
     while True:
         succs = [b for a, b in edges if a == cur]
@@ -193,12 +191,9 @@ def _synapse_ahead(nodes: OrderedDict, edges, name: str, node: _ScaleNode):
                     return None
                 scale = np.repeat(per, nxt.weight.shape[1] // per.size)
             return succs[0], scale
-        if isinstance(nxt, PoolNode) and not flat:
-            pass  # per-channel values are checked where they fold
-        elif isinstance(nxt, FlattenNode) and not flat:
-            flat = True
-        else:
-            return None
+        if getattr(nxt, "ROLE", None) != "route" or flat:
+            return None  # per-channel values through a pool are checked where they fold
+        flat = nxt.FLATTENS
         cur = succs[0]
 
 
@@ -261,15 +256,13 @@ def _fold_scales(nodes: OrderedDict, edges: list[tuple[str, str]]):
 def _batch_free_input(nodes: OrderedDict, edges: list[tuple[str, str]]) -> list[str]:
     """An Input of shape ``(1, N)`` feeding only affine layers of ``N`` inputs (Rockpool writes its
     batch of one into the type) is read as ``(N,)``; returns the warning saying so."""
-    from htakl_deploy.export.nodes.io import InputNode
-
     for name, node in nodes.items():
-        if not isinstance(node, InputNode) or len(node.shape) < 2 or node.shape[0] != 1:
+        if getattr(node, "ROLE", None) != "input" or len(node.shape) < 2 or node.shape[0] != 1:
             continue
         succ = [nodes[b] for a, b in edges if a == name]
         rest = int(np.prod(node.shape[1:]))
         if succ and all(getattr(s, "KIND", None) == "dense" and s.weight.shape[1] == rest for s in succ):
-            nodes[name] = InputNode((rest,))
+            nodes[name] = type(node)((rest,))
             return [f"NIR Input {name!r} has type {node.shape}, its affine layer takes ({rest},): the leading 1 "
                     "read as a batch of one (NIR types have no batch dimension)"]
     return []

@@ -17,7 +17,7 @@ NEEDS = {
     "input": ("out_shape", "run_float", "nir_node", "read_nir"),
     "synapse": ("out_shape", "run_float", "nir_node", "read_nir", "apply", "kernel", "matrix", "fanout",
                 "dense_ops", "KIND", "LAVA_DENSE"),
-    "route": ("out_shape", "run_float", "run_int", "nir_node", "read_nir", "divisor", "matrix",
+    "route": ("out_shape", "run_float", "run_int", "nir_node", "read_nir", "divisor", "FLATTENS", "matrix",
               "kernel_repeat", "reach", "overlaps"),
     "neuron": ("out_shape", "run_float", "nir_node", "read_nir", "loihi", "int_step"),
     "output": ("out_shape", "run_float", "nir_node", "read_nir", "loihi", "int_step"),

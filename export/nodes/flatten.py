@@ -24,6 +24,7 @@ class FlattenNode(Node):
 
     ROLE = "route"
     NIR_TYPES = (nir.Flatten,)
+    FLATTENS = True  # a per-channel value becomes one value per element behind it
     divisor = 1.0
     overlaps = False
 

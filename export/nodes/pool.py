@@ -32,6 +32,7 @@ class PoolNode(Node):
 
     ROLE = "route"
     NIR_TYPES = (nir.AvgPool2d, nir.SumPool2d)
+    FLATTENS = False  # keeps channels: a per-channel value commutes with it
 
     def __post_init__(self):
         if self.kind not in ("avg", "sum"):
