@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -59,10 +58,9 @@ def weight_bits(net_path: Path) -> list[dict]:
 
     from htakl_deploy.hw.map_geom import netx_weight_bits
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from test_netx import _import_netx
+    from htakl_deploy.hw.netx_reference import import_netx
 
-    _import_netx()
+    import_netx()
     from lava.lib.dl.netx.utils import optimize_weight_bits
 
     rows = []
