@@ -131,7 +131,9 @@ def check_run_dir(run_dir: Path, model: str, num_classes: int) -> dict:
     return rep
 
 
+@pytest.mark.slow
 def test_resnet20_cifar100_end_to_end(tmp_path):
+    """ResNet-20 on generated CIFAR-100 through every stage (slow since the default run reached 600 s: ResNet-19 on CIFAR-10 keeps the path in the default run)."""
     run_dir = run_stages(tmp_path, "resnet20", "cifar100")
     rep = check_run_dir(run_dir, "resnet20", 100)
     # stem conv 3→64, 3×3 pad 1 on 32×32 without the padded taps: 64·3·(3·32−2)² per step
@@ -139,7 +141,9 @@ def test_resnet20_cifar100_end_to_end(tmp_path):
     assert rep["layers"][0]["dense_ops_per_step"] == 64 * 3 * 94 ** 2 == 1_696_512
 
 
+@pytest.mark.slow
 def test_vgg16_cifar100_end_to_end(tmp_path):
+    """VGG-16 on generated CIFAR-100 through every stage (slow since the default run reached 600 s: ResNet-19 on CIFAR-10 keeps the path in the default run)."""
     run_dir = run_stages(tmp_path, "vgg16", "cifar100")
     rep = check_run_dir(run_dir, "vgg16", 100)
     assert rep["layers"][0]["name"] == "stage1.0.conv"
